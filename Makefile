@@ -1,0 +1,44 @@
+# The two commands of the README, and what they stand on.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-unit test-integration test-chaos lint bench clean
+
+install: $(STAMP)
+
+# Reinstall when the dependency list changes. torch==2.13.0 resolves from a local wheel where one lies on
+# disk (pip's find-links), from PyPI otherwise.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[api,worker,embedded,dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/distilq up
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy api worker models distilq
+	$(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/pytest -q -m integration
+
+test-chaos: install
+	$(BIN)/pytest -q -m chaos
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy api worker models distilq
+
+bench: install
+	$(BIN)/distilq bench
+
+clean:
+	rm -rf $(VENV) .distilq .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""distilq: asynchronous DistilBERT inference — settings, queue wiring, clock and the command line."""

@@ -1,0 +1,79 @@
+"""The SQL tables: API keys and jobs. The job row is the only record of a job."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.db import Base, UTCDateTime
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+TASK_FILL_MASK = "fill-mask"
+TASK_QUESTION_ANSWERING = "question-answering"
+TASKS = (TASK_FILL_MASK, TASK_QUESTION_ANSWERING)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELED)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    #: The first characters of the key, to tell keys apart in listings; never enough to use it.
+    prefix: Mapped[str] = mapped_column(String(16))
+    #: SHA-256 of the whole key, hex. The key itself is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_api_key_idempotency_key"),
+        Index("ix_jobs_api_key_created", "api_key_id", "created_at", "id"),
+        Index("ix_jobs_status_task_created", "status", "task", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    task: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    input: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    #: Sequences the job puts through the model (strings or question/context pairs); sizes batches.
+    n_inputs: Mapped[int] = mapped_column(Integer)
+    output: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    queue_ms: Mapped[float | None] = mapped_column(nullable=True)
+    inference_ms: Mapped[float | None] = mapped_column(nullable=True)
+    batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: A running job belongs to its worker until then; `beat` hands it on after.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: When the job's id was last published to the queue.
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_events_filter: Mapped[list[str]] = mapped_column(JSONType)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType)
+
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: SHA-256 of the task and the canonical body: the same key with another body is a conflict.
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

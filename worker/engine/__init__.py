@@ -1,0 +1,30 @@
+"""Inference engines: each turns the inputs of many jobs into one list of outputs per job.
+
+`Engine` is the seam the batcher depends on; the real engines run DistilBERT, tests may pass any object of
+this shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class JobPayload:
+    """What an engine needs of a job: its input and its (defaults-filled) parameters."""
+
+    input: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+class Engine(Protocol):
+    task: str
+
+    def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
+        """One output list per job, in job order; each holds one entry per input of that job."""
+        ...
+
+
+class InputError(ValueError):
+    """An input the model cannot take; fails its own job only."""

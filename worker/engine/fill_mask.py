@@ -1,0 +1,119 @@
+"""Fill-mask on DistilBERT, equal to transformers' FillMaskPipeline, for the inputs of many jobs at once.
+
+The encoder runs once per sub-batch; the MLM head (vocab transform, layer norm, 28996-wide projector) runs only
+at the mask positions, where the pipeline runs it at every token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from models.tables import TASK_FILL_MASK
+from models.tokens import target_ids
+from worker.engine import InputError, JobPayload
+from worker.engine.batching import pad, plan_batches
+from worker.engine.runtime import Runtime, load_model, to_device
+
+
+class FillMaskEngine:
+    task = TASK_FILL_MASK
+
+    def __init__(self, model_id: str, runtime: Runtime, max_batch_size: int, max_batch_tokens: int) -> None:
+        self.runtime = runtime
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        self.model = load_model(AutoModelForMaskedLM, model_id, runtime)
+        self.mask_id: int = self.tokenizer.mask_token_id
+        self.pad_id: int = self.tokenizer.pad_token_id
+        self.max_tokens: int = self.model.config.max_position_embeddings
+
+    def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
+        texts = [text for job in jobs for text in job.input["input_string"]]
+        encoded: list[list[int]] = self.tokenizer(texts, return_attention_mask=False)["input_ids"]
+        for index, ids in enumerate(encoded):
+            if self.mask_id not in ids:
+                raise InputError(f"input {index} has no mask token {self.tokenizer.mask_token}")
+            if len(ids) > self.max_tokens:
+                raise InputError(f"input {index} has {len(ids)} tokens; the model takes {self.max_tokens}")
+
+        probs = self._mask_probabilities(encoded)
+
+        outputs: list[list[Any]] = []
+        cursor = 0
+        for job in jobs:
+            top_k: int = job.parameters.get("top_k", 5)
+            targets = job.parameters.get("targets")
+            targets_ids = (
+                np.array(target_ids(self.tokenizer.backend_tokenizer, targets)) if targets else None
+            )
+            if targets_ids is not None and targets_ids.size == 0:
+                raise InputError("no target of parameters.targets is a token of the model")
+            job_outputs = []
+            for _ in job.input["input_string"]:
+                job_outputs.append(self._propositions(encoded[cursor], probs[cursor], top_k, targets_ids))
+                cursor += 1
+            outputs.append(job_outputs)
+        return outputs
+
+    @torch.inference_mode()
+    def _mask_probabilities(self, encoded: list[list[int]]) -> list[torch.Tensor]:
+        """Per input: a (masks × vocab) float32 tensor of softmax probabilities, on the CPU."""
+        result: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
+        lengths = [len(ids) for ids in encoded]
+        model = self.model
+        for rows in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens):
+            ids, attention = pad([encoded[i] for i in rows], self.pad_id)
+            ids_dev = to_device(ids, self.runtime)
+            hidden = model.distilbert(
+                input_ids=ids_dev, attention_mask=to_device(attention, self.runtime)
+            ).last_hidden_state
+            at_mask = ids_dev == self.mask_id
+            states = hidden[at_mask]  # (masks in this sub-batch, dim), row-major: input by input
+            logits = model.vocab_transform(states)
+            logits = model.activation(logits)
+            logits = model.vocab_layer_norm(logits)
+            logits = model.vocab_projector(logits)
+            probs = logits.float().softmax(dim=-1).cpu()
+            counts = at_mask.sum(dim=1).tolist()
+            start = 0
+            for row, count in zip(rows, counts, strict=True):
+                result[row] = probs[start : start + count]
+                start += count
+        return result
+
+    def _propositions(
+        self, ids: list[int], probs: torch.Tensor, top_k: int, targets: np.ndarray | None
+    ) -> list[Any]:
+        """FillMaskPipeline.postprocess for one input."""
+        if targets is not None:
+            probs = probs[..., targets]
+            top_k = min(top_k, int(targets.shape[0]))
+        values, predictions = probs.topk(top_k)
+        positions = [i for i, token in enumerate(ids) if token == self.mask_id]
+        single_mask = len(positions) == 1
+        rows = []
+        for position, row_values, row_predictions in zip(
+            positions, values.tolist(), predictions.tolist(), strict=True
+        ):
+            row = []
+            for score, prediction in zip(row_values, row_predictions, strict=True):
+                token = int(targets[prediction]) if targets is not None else prediction
+                tokens = list(ids)
+                tokens[position] = token
+                sequence = self.tokenizer.decode(
+                    [t for t in tokens if t != self.pad_id], skip_special_tokens=single_mask
+                )
+                row.append(
+                    {"score": score, "token": token, "token_str": self.tokenizer.decode([token]),
+                     "sequence": sequence}
+                )
+            rows.append(row)
+        return rows[0] if single_mask else rows
+
+    def warm_up(self) -> None:
+        self.run([JobPayload({"input_string": [f"Warm {self.tokenizer.mask_token} up."]}, {"top_k": 1})])

@@ -1,0 +1,220 @@
+"""Extractive question answering on DistilBERT, equal to transformers 4.57's QuestionAnsweringPipeline
+(removed in transformers 5), for the question/context pairs of many jobs at once.
+
+Long contexts become overlapping chunks (`doc_stride`); the chunks of every pair in the batch are sorted by
+length and run together; each chunk's spans are scored with the pipeline's vectorised outer product and the
+chunks of one pair are merged as the pipeline merges them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Encoding
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+from models.tables import TASK_QUESTION_ANSWERING
+from models.tokens import qa_chunk_count
+from worker.engine import InputError, JobPayload
+from worker.engine.batching import pad, plan_batches
+from worker.engine.runtime import Runtime, load_model, to_device
+
+#: What the pipeline writes over logits that cannot start or end an answer.
+MASKED_LOGIT = -10000.0
+#: The pipeline's starting "no answer" score: larger than any probability.
+NO_NULL_SCORE = 1000000.0
+
+
+@dataclass
+class Chunk:
+    pair: int  # index of the question/context pair in the batch
+    input_ids: list[int]
+    p_mask: np.ndarray  # 1 where a token cannot be part of an answer
+    encoding: Encoding
+
+
+def decode_spans(
+    start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int, undesired_tokens: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k best (start, end) spans of one chunk: start ≤ end < start + max_answer_len."""
+    outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
+    candidates = np.tril(np.triu(outer), max_answer_len - 1)
+    scores_flat = candidates.flatten()
+    if topk == 1:
+        idx_sort = np.array([np.argmax(scores_flat)])
+    elif len(scores_flat) < topk:
+        idx_sort = np.argsort(-scores_flat)
+    else:
+        idx = np.argpartition(-scores_flat, topk)[0:topk]
+        idx_sort = idx[np.argsort(-scores_flat[idx])]
+    starts, ends = np.unravel_index(idx_sort, candidates.shape)[1:]
+    # Kept as the pipeline has it: `nonzero()` of the 2-D mask is (rows, columns), so the row indices (all 0)
+    # also count as allowed positions and a span at position 0 passes the filter.
+    allowed = undesired_tokens.nonzero()
+    desired = np.isin(starts, allowed) & np.isin(ends, allowed)
+    starts, ends = starts[desired], ends[desired]
+    return starts, ends, candidates[0, starts, ends]
+
+
+def select_starts_ends(
+    start: np.ndarray,
+    end: np.ndarray,
+    p_mask: np.ndarray,
+    min_null_score: float,
+    top_k: int,
+    handle_impossible_answer: bool,
+    max_answer_len: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Softmax over the allowed positions of one (unpadded) chunk, then its best spans."""
+    undesired_tokens = np.abs(p_mask - 1)[None, :] & np.ones_like(p_mask)[None, :]
+    blocked = undesired_tokens == 0
+    start = np.where(blocked, MASKED_LOGIT, start[None, :])
+    end = np.where(blocked, MASKED_LOGIT, end[None, :])
+    start = np.exp(start - start.max(axis=-1, keepdims=True))
+    start = start / start.sum()
+    end = np.exp(end - end.max(axis=-1, keepdims=True))
+    end = end / end.sum()
+    if handle_impossible_answer:
+        min_null_score = min(min_null_score, (start[0, 0] * end[0, 0]).item())
+    start[0, 0] = end[0, 0] = 0.0
+    starts, ends, scores = decode_spans(start, end, top_k, max_answer_len, undesired_tokens)
+    return starts, ends, scores, min_null_score
+
+
+def _char_span(encoding: Encoding, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
+    if align_to_words:
+        try:
+            start_word = encoding.token_to_word(s)
+            end_word = encoding.token_to_word(e)
+            return (
+                encoding.word_to_chars(start_word, sequence_index=1)[0],
+                encoding.word_to_chars(end_word, sequence_index=1)[1],
+            )
+        except Exception:  # special tokens have no word: keep to offsets, as the pipeline does
+            pass
+    return encoding.offsets[s][0], encoding.offsets[e][1]
+
+
+class QuestionAnsweringEngine:
+    task = TASK_QUESTION_ANSWERING
+
+    def __init__(self, model_id: str, runtime: Runtime, max_batch_size: int, max_batch_tokens: int) -> None:
+        self.runtime = runtime
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        self.model = load_model(AutoModelForQuestionAnswering, model_id, runtime)
+        self.pad_id: int = self.tokenizer.pad_token_id
+        self.cls_id: int = self.tokenizer.cls_token_id
+
+    def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
+        pairs: list[tuple[str, str, dict[str, Any]]] = [
+            (question, context, job.parameters)
+            for job in jobs
+            for question, context in zip(job.input["question"], job.input["context"], strict=True)
+        ]
+        chunks = self._chunks(pairs)
+        logits = self._logits(chunks)
+        by_pair: dict[int, list[int]] = defaultdict(list)
+        for index, chunk in enumerate(chunks):
+            by_pair[chunk.pair].append(index)
+
+        answers = [
+            self._answer(context, params, [(chunks[i], *logits[i]) for i in by_pair[pair]])
+            for pair, (_, context, params) in enumerate(pairs)
+        ]
+        outputs: list[list[Any]] = []
+        cursor = 0
+        for job in jobs:
+            count = len(job.input["question"])
+            outputs.append(answers[cursor : cursor + count])
+            cursor += count
+        return outputs
+
+    def _chunks(self, pairs: list[tuple[str, str, dict[str, Any]]]) -> list[Chunk]:
+        """Tokenize pairs that share max_seq_len and doc_stride in one call each."""
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, (_, _, params) in enumerate(pairs):
+            groups[(params["max_seq_len"], params["doc_stride"])].append(index)
+        chunks: list[Chunk] = []
+        for (max_seq_len, doc_stride), members in groups.items():
+            # The tokenizer panics (not an Exception) on a stride it cannot honour: refuse such a pair first.
+            counted = self.tokenizer(
+                [pairs[m][0] for m in members] + [pairs[m][1] for m in members],
+                add_special_tokens=False, return_attention_mask=False,
+            )["input_ids"]
+            for position, member in enumerate(members):
+                q_len, c_len = len(counted[position]), len(counted[len(members) + position])
+                try:
+                    qa_chunk_count(q_len, c_len, max_seq_len, doc_stride)
+                except ValueError as error:
+                    raise InputError(f"input {member}: {error}") from error
+            encoded = self.tokenizer(
+                text=[pairs[m][0] for m in members],
+                text_pair=[pairs[m][1] for m in members],
+                truncation="only_second",
+                max_length=max_seq_len,
+                stride=doc_stride,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+            )
+            for span, sample in enumerate(encoded["overflow_to_sample_mapping"]):
+                input_ids = encoded["input_ids"][span]
+                p_mask = np.array([tok != 1 for tok in encoded.sequence_ids(span)], dtype=np.int64)
+                p_mask[np.array(input_ids) == self.cls_id] = 0  # CLS stays: models use it for "no answer"
+                chunks.append(Chunk(members[sample], input_ids, p_mask, encoded.encodings[span]))
+        return chunks
+
+    @torch.inference_mode()
+    def _logits(self, chunks: list[Chunk]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Start and end logits of every chunk, cut back to its own length, float32 on the CPU."""
+        result: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(chunks)
+        lengths = [len(chunk.input_ids) for chunk in chunks]
+        for rows in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens):
+            ids, attention = pad([chunks[i].input_ids for i in rows], self.pad_id)
+            out = self.model(
+                input_ids=to_device(ids, self.runtime), attention_mask=to_device(attention, self.runtime)
+            )
+            starts = out.start_logits.float().cpu().numpy()
+            ends = out.end_logits.float().cpu().numpy()
+            for j, row in enumerate(rows):
+                n = lengths[row]
+                result[row] = (starts[j, :n], ends[j, :n])
+        return result
+
+    def _answer(
+        self, context: str, params: dict[str, Any], chunks: list[tuple[Chunk, np.ndarray, np.ndarray]]
+    ) -> Any:
+        """QuestionAnsweringPipeline.postprocess for one pair; a dict when top_k is 1, else a list."""
+        top_k: int = params["top_k"]
+        align_to_words: bool = params["align_to_words"]
+        handle_impossible: bool = params["handle_impossible_answer"]
+        pre_topk = top_k * 2 + 10 if align_to_words else top_k  # aligning to words may merge candidates
+        min_null_score = NO_NULL_SCORE
+        answers: list[dict[str, Any]] = []
+        for chunk, start_logits, end_logits in chunks:
+            starts, ends, scores, min_null_score = select_starts_ends(
+                start_logits, end_logits, chunk.p_mask, min_null_score, pre_topk, handle_impossible,
+                params["max_answer_len"],
+            )
+            for s, e, score in zip(starts, ends, scores, strict=True):
+                start_index, end_index = _char_span(chunk.encoding, int(s), int(e), align_to_words)
+                text = context[start_index:end_index]
+                same = next((a for a in answers if a["answer"].lower() == text.lower()), None)
+                if same is not None:
+                    same["score"] += score.item()
+                else:
+                    answers.append({"score": score.item(), "start": start_index, "end": end_index, "answer": text})
+        if handle_impossible:
+            answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
+        answers = sorted(answers, key=lambda answer: answer["score"], reverse=True)[:top_k]
+        return answers[0] if top_k == 1 else answers
+
+    def warm_up(self) -> None:
+        params = {"top_k": 1, "doc_stride": 128, "max_answer_len": 15, "max_seq_len": 384,
+                  "handle_impossible_answer": False, "align_to_words": True}
+        self.run([JobPayload({"question": ["Warm up?"], "context": ["Warm up now."]}, params)])

@@ -1,0 +1,55 @@
+"""Where and how the models run: device and dtype resolution, loading, host→device copies."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def resolve_runtime(device: str = "auto", dtype: str = "auto") -> Runtime:
+    """`auto` device is CUDA when present; `auto` dtype is float16 on CUDA (tensor cores) and float32 on the
+    CPU, where half precision is slower and less exact."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if dtype == "auto":
+        torch_dtype = torch.float16 if resolved.type == "cuda" else torch.float32
+    elif dtype in _DTYPES:
+        torch_dtype = _DTYPES[dtype]
+    else:
+        raise ValueError(f"DISTILQ_DTYPE must be auto, {', '.join(_DTYPES)}; got {dtype!r}")
+    return Runtime(resolved, torch_dtype)
+
+
+def configure_threads() -> None:
+    """One inference thread per core this process may use (its CPU affinity, not the machine's count)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores))
+
+
+def load_model(model_class: Any, model_id: str, runtime: Runtime) -> Any:
+    """`from_pretrained` on a hub id or a local directory, with PyTorch's fused SDPA attention."""
+    model = model_class.from_pretrained(model_id, dtype=runtime.dtype, attn_implementation="sdpa")
+    return model.to(runtime.device).eval()
+
+
+def to_device(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """On CUDA, copy from pinned host memory without blocking the host; on the CPU, nothing to do."""
+    if not runtime.is_cuda:
+        return tensor
+    return tensor.pin_memory().to(runtime.device, non_blocking=True)
