@@ -17,7 +17,7 @@ MAX_TARGETS = 100
 MAX_MODEL_TOKENS = 512
 
 EventName = Literal["start", "completed"]
-DEFAULT_EVENTS: list[str] = ["start", "completed"]
+DEFAULT_EVENTS: list[EventName] = ["start", "completed"]
 
 
 class _Body(BaseModel):

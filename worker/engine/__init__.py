@@ -25,6 +25,10 @@ class Engine(Protocol):
         """One output list per job, in job order; each holds one entry per input of that job."""
         ...
 
+    def warm_up(self) -> None:
+        """One small pass, so that the first real batch does not pay for lazy initialisation."""
+        ...
+
 
 class InputError(ValueError):
     """An input the model cannot take; fails its own job only."""

@@ -86,16 +86,15 @@ def select_starts_ends(
 
 
 def _char_span(encoding: Encoding, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
+    """Character span of tokens s..e in the context: widened to whole words, or the tokens' own offsets
+    (also for tokens without a word, such as [CLS], as the pipeline falls back)."""
     if align_to_words:
-        try:
-            start_word = encoding.token_to_word(s)
-            end_word = encoding.token_to_word(e)
-            return (
-                encoding.word_to_chars(start_word, sequence_index=1)[0],
-                encoding.word_to_chars(end_word, sequence_index=1)[1],
-            )
-        except Exception:  # special tokens have no word: keep to offsets, as the pipeline does
-            pass
+        start_word, end_word = encoding.token_to_word(s), encoding.token_to_word(e)
+        if start_word is not None and end_word is not None:
+            start_chars = encoding.word_to_chars(start_word, sequence_index=1)
+            end_chars = encoding.word_to_chars(end_word, sequence_index=1)
+            if start_chars is not None and end_chars is not None:
+                return start_chars[0], end_chars[1]
     return encoding.offsets[s][0], encoding.offsets[e][1]
 
 

@@ -1,0 +1,26 @@
+"""The HTTP API (Flask). No torch or transformers is imported anywhere under this package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from distilq.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if test_config:
+        app.config.update(test_config)
+
+    from api import errors, health, jobs, state
+
+    state.init_app(app, settings)
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(jobs.bp)
+    return app

@@ -1,0 +1,104 @@
+"""The one error shape, `{"error": {"code", "message", "details": [{"loc", "msg"}]}}`, for every 4xx and 5xx."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+Loc = list[str | int]
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Sequence[dict[str, Any]] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.headers = headers or {}
+
+
+def detail(loc: Loc, msg: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg}
+
+
+def invalid(details: Sequence[dict[str, Any]], message: str | None = None) -> ApiError:
+    first = details[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return ApiError(422, "invalid_request", message or f"{where}: {first['msg']}", details)
+
+
+def from_validation_error(error: ValidationError, prefix: Loc) -> ApiError:
+    details = []
+    for item in error.errors(include_url=False):
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif item["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        details.append(detail([*prefix, *item["loc"]], msg))
+    return invalid(details)
+
+
+def error_response(error: ApiError) -> Response:
+    response = jsonify({"error": {"code": error.code, "message": error.message, "details": error.details}})
+    response.status_code = error.status
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited",
+}
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        message = error.description or error.name
+        if status == 413:
+            message = f"request body larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+        response = error_response(ApiError(status, code, message))
+        if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(error: DBAPIError) -> Response:
+        # Connection-level failures mean the database is down or unreachable: the client may retry.
+        log.warning("database error: %s", error.__class__.__name__)
+        if error.connection_invalidated or error.__class__.__name__ == "OperationalError":
+            return error_response(
+                ApiError(503, "database_unavailable", "the database is unreachable; retry later",
+                         headers={"Retry-After": "5"})
+            )
+        log.exception("database error")
+        return error_response(ApiError(500, "internal_error", "internal error"))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(ApiError(500, "internal_error", "internal error"))

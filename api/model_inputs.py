@@ -1,0 +1,127 @@
+"""Checks that need the served model's tokenizer: the mask token, token counts, QA chunking, targets.
+
+The API loads only `tokenizer.json` and two small JSON files with the `tokenizers` library — never torch or
+transformers — from a local directory or the model hub, so it can answer 422 before a job is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from api.errors import detail
+from distilq.settings import Settings
+from models.schemas import FillMaskRequest, QuestionAnsweringRequest
+from models.tokens import MAX_QA_CHUNKS_PER_INPUT, qa_chunk_count, target_ids
+
+
+@dataclass
+class ServedModel:
+    tokenizer: Tokenizer
+    mask_token: str | None
+    mask_id: int | None
+    max_tokens: int
+
+
+def _read(model_id: str, filename: str) -> str | None:
+    local = Path(model_id)
+    if local.is_dir():
+        path = local / filename
+        return path.read_text("utf-8") if path.exists() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(model_id, filename)).read_text("utf-8")
+    except EntryNotFoundError:
+        return None
+
+
+def load_served_model(model_id: str) -> ServedModel:
+    tokenizer_json = _read(model_id, "tokenizer.json")
+    if tokenizer_json is None:
+        raise RuntimeError(f"model {model_id} has no tokenizer.json")
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    config: dict[str, Any] = json.loads(_read(model_id, "config.json") or "{}")
+    tokenizer_config: dict[str, Any] = json.loads(_read(model_id, "tokenizer_config.json") or "{}")
+    mask_token = tokenizer_config.get("mask_token", "[MASK]")
+    if isinstance(mask_token, dict):  # older files store an AddedToken
+        mask_token = mask_token.get("content")
+    mask_id = tokenizer.token_to_id(mask_token) if mask_token else None
+    return ServedModel(tokenizer, mask_token, mask_id, int(config.get("max_position_embeddings", 512)))
+
+
+def _too_many(count: int, limit: int, loc: list[str | int]) -> list[dict[str, Any]]:
+    return [detail(loc, f"has {count} entries; at most {limit} per job")] if count > limit else []
+
+
+def _chars(texts: list[str], limit: int, loc: list[str | int]) -> list[dict[str, Any]]:
+    return [
+        detail([*loc, i], f"has {len(text)} characters; at most {limit}")
+        for i, text in enumerate(texts)
+        if len(text) > limit
+    ]
+
+
+def check_fill_mask(body: FillMaskRequest, model: ServedModel, settings: Settings) -> list[dict[str, Any]]:
+    texts = body.inputs.input_string
+    loc: list[str | int] = ["inputs", "input_string"]
+    problems = _too_many(len(texts), settings.max_inputs_per_job, loc) + _chars(
+        texts, settings.max_chars_per_input, loc
+    )
+    if problems:
+        return problems
+    for index, encoding in enumerate(model.tokenizer.encode_batch(texts)):
+        if model.mask_id is None or model.mask_id not in encoding.ids:
+            problems.append(detail([*loc, index], f"has no mask token; put {model.mask_token} where a word goes"))
+        elif len(encoding.ids) > model.max_tokens:
+            problems.append(
+                detail([*loc, index], f"has {len(encoding.ids)} tokens; the model takes at most {model.max_tokens}")
+            )
+    targets = body.parameters.targets
+    if targets is not None and not target_ids(model.tokenizer, targets):
+        problems.append(detail(["parameters", "targets"], "no target is a token of the model's vocabulary"))
+    return problems
+
+
+def check_question_answering(
+    body: QuestionAnsweringRequest, model: ServedModel, settings: Settings
+) -> list[dict[str, Any]]:
+    questions, contexts = body.inputs.question, body.inputs.context
+    params = body.parameters
+    problems = _too_many(len(questions), settings.max_inputs_per_job, ["inputs", "question"])
+    problems += _chars(questions, settings.max_chars_per_input, ["inputs", "question"])
+    problems += _chars(contexts, settings.max_chars_per_input, ["inputs", "context"])
+    if params.max_seq_len > model.max_tokens:
+        message = f"is {params.max_seq_len}; the model takes at most {model.max_tokens}"
+        problems.append(detail(["parameters", "max_seq_len"], message))
+    if problems:
+        return problems
+    encoded = model.tokenizer.encode_batch([*questions, *contexts], add_special_tokens=False)
+    assert params.doc_stride is not None  # filled in by the schema
+    for index in range(len(questions)):
+        q_len, c_len = len(encoded[index].ids), len(encoded[len(questions) + index].ids)
+        if q_len == 0:
+            problems.append(detail(["inputs", "question", index], "has no tokens"))
+            continue
+        if c_len == 0:
+            problems.append(detail(["inputs", "context", index], "has no tokens"))
+            continue
+        try:
+            chunks = qa_chunk_count(q_len, c_len, params.max_seq_len, params.doc_stride)
+        except ValueError as error:
+            problems.append(detail(["inputs", "question", index], str(error)))
+            continue
+        if chunks > MAX_QA_CHUNKS_PER_INPUT:
+            problems.append(
+                detail(["inputs", "context", index],
+                       f"splits into {chunks} chunks at max_seq_len={params.max_seq_len}, "
+                       f"doc_stride={params.doc_stride}; at most {MAX_QA_CHUNKS_PER_INPUT}")
+            )
+    return problems

@@ -1,0 +1,56 @@
+"""What one API process holds for its lifetime: database engine, Redis client, Celery publisher, tokenizers."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import redis
+from celery import Celery
+from flask import Flask, current_app
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.model_inputs import ServedModel, load_served_model
+from distilq.queue import make_celery
+from distilq.settings import Settings
+from models.db import make_engine, make_session_factory
+from models.tables import TASK_FILL_MASK
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    celery: Celery
+    _models: dict[str, ServedModel] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def model_id(self, task: str) -> str:
+        return self.settings.fill_mask_model if task == TASK_FILL_MASK else self.settings.qa_model
+
+    def served_model(self, task: str) -> ServedModel:
+        """The tokenizer of the model serving `task`, loaded on first use."""
+        with self._lock:
+            if task not in self._models:
+                self._models[task] = load_served_model(self.model_id(task))
+            return self._models[task]
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    engine = make_engine(settings.resolved_database_url)
+    app.extensions["distilq"] = AppState(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
+        celery=make_celery(settings.redis_url),
+    )
+
+
+def app_state() -> AppState:
+    state: AppState = current_app.extensions["distilq"]
+    return state
+

@@ -1,0 +1,143 @@
+"""The `distilq` command: up, api, worker, beat, migrate, keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from distilq.settings import get_settings
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from migrations import run_migrations
+
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    run_migrations(settings.resolved_database_url)
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from distilq.keys import create_key
+    from models.db import make_engine, make_session_factory, transaction
+
+    cmd_migrate(args)
+    engine = make_engine(get_settings().resolved_database_url)
+    with transaction(make_session_factory(engine)) as session:
+        key = create_key(session, args.name)
+    print(key)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """gunicorn with threads: `Prefer: wait` holds a thread, not a process. One process on SQLite."""
+    settings = get_settings()
+    sqlite = settings.resolved_database_url.startswith("sqlite")
+    workers = args.workers or (1 if sqlite else 2)
+    argv = [
+        sys.executable, "-m", "gunicorn", "api.wsgi:app",
+        "--bind", f"{args.host}:{args.port}",
+        "--worker-class", "gthread", "--workers", str(workers), "--threads", str(args.threads),
+        "--timeout", "90", "--graceful-timeout", "30", "--access-logfile", "-",
+    ]
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from distilq.queue import INFERENCE_QUEUES
+
+    queues = [q.strip() for q in (args.queues or ",".join(INFERENCE_QUEUES)).split(",") if q.strip()]
+    from worker import tasks
+
+    tasks.served_tasks = [q for q in queues if q in INFERENCE_QUEUES]
+    name = "+".join(queues)
+    tasks.app.worker_main([
+        "worker", "--pool=solo", "--queues", ",".join(queues), "--hostname", f"distilq-{name}-{os.getpid()}@%h",
+        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+    ])
+    return 0
+
+
+def cmd_beat(_args: argparse.Namespace) -> int:
+    import redis
+
+    from distilq.clock import utcnow
+    from distilq.queue import make_celery
+    from models.db import make_engine, make_session_factory
+    from worker.events import JobEvents
+    from worker.sweeper import Sweeper, run_forever
+
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    sweeper = Sweeper(
+        make_session_factory(make_engine(settings.resolved_database_url)),
+        make_celery(settings.redis_url), JobEvents(client), settings, utcnow,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    logging.getLogger(__name__).info("beat sweeping every %.1f s", settings.sweep_interval_s)
+    run_forever(sweeper, client, stop)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from distilq.embedded import run_stack
+
+    return run_stack(args.host, args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distilq", description="Asynchronous DistilBERT inference service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="the whole stack on this machine (SQLite and an embedded Redis by default)")
+    up.add_argument("--host", default=DEFAULT_HOST)
+    up.add_argument("--port", type=int, default=DEFAULT_PORT)
+    up.set_defaults(func=cmd_up)
+
+    api = sub.add_parser("api", help="the HTTP API on gunicorn")
+    api.add_argument("--host", default=DEFAULT_HOST)
+    api.add_argument("--port", type=int, default=DEFAULT_PORT)
+    api.add_argument("--workers", type=int, default=0, help="processes (default: 1 on SQLite, else 2)")
+    api.add_argument("--threads", type=int, default=32, help="threads per process")
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="a Celery worker (inference queues by default)")
+    worker.add_argument("--queues", default=None, help="comma-separated: fill-mask, question-answering")
+    worker.set_defaults(func=cmd_worker)
+
+    beat = sub.add_parser("beat", help="periodic maintenance: lost messages, dead workers, expired keys")
+    beat.set_defaults(func=cmd_beat)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="make a key and print it (shown once)")
+    create.add_argument("--name", required=True)
+    create.set_defaults(func=cmd_keys_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _logging()
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""API keys: made once, shown once, stored as SHA-256 hashes; each key has its own webhook secret."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+
+from sqlalchemy.orm import Session
+
+from distilq.clock import utcnow
+from models.tables import ApiKey
+
+KEY_PREFIX = "dq_"
+#: Characters of a key kept in the clear to tell keys apart: the prefix and 6 random characters.
+SHOWN_PREFIX_LEN = len(KEY_PREFIX) + 6
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def create_key(session: Session, name: str) -> str:
+    """Stores a new key and returns it: the only time it exists in plain text."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiKey(
+            id=str(uuid.uuid4()),
+            name=name,
+            prefix=key[:SHOWN_PREFIX_LEN],
+            key_hash=hash_key(key),
+            webhook_secret=new_webhook_secret(),
+            created_at=utcnow(),
+        )
+    )
+    return key

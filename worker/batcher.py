@@ -1,0 +1,113 @@
+"""Dynamic batching across jobs. A queue message only wakes the worker: it claims that job, then as many other
+queued jobs of the same task as fit in `max_batch_size` inputs (waiting up to `max_batch_wait_ms` for more),
+runs all their inputs through one engine call, and writes every job back in one transaction."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from distilq.settings import Settings
+from worker.claims import Claim, Outcome, claim_job, claim_more, finish, renew_leases
+from worker.engine import Engine, InputError, JobPayload
+from worker.events import JobEvents
+
+log = logging.getLogger(__name__)
+
+#: Job ids this process finished lately: their redundant messages are dropped without a database round trip.
+RECENT_JOBS = 4096
+#: Pause between looks for more jobs while a batch waits to fill, in seconds.
+FILL_POLL_S = 0.002
+
+
+class Batcher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        engines: Callable[[str], Engine],
+        events: JobEvents,
+        settings: Settings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.sessions = sessions
+        self.engines = engines
+        self.events = events
+        self.settings = settings
+        self.clock = clock
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def handle(self, job_id: str) -> None:
+        if job_id in self._recent:
+            return
+        first = claim_job(self.sessions, job_id, self.clock(), self.settings.lease_s)
+        if first is None:
+            return  # canceled, finished, or claimed by another worker's batch: nothing to do
+        claims = [first, *self._fill(first.task, self.settings.max_batch_size - first.n_inputs)]
+        with self._leases_held(claims):
+            started = time.perf_counter()
+            outcomes = self._run(self.engines(first.task), claims)
+            inference_ms = (time.perf_counter() - started) * 1000
+        batch_size = sum(claim.n_inputs for claim in claims)
+        written = finish(self.sessions, outcomes, self.clock(), batch_size, inference_ms)
+        for claim in claims:
+            self._remember(claim.job_id)
+        self.events.finished(written)
+        log.info("batch of %d jobs (%d inputs) of %s in %.1f ms", len(claims), batch_size, first.task, inference_ms)
+
+    def _fill(self, task: str, budget: int) -> list[Claim]:
+        claims: list[Claim] = []
+        deadline = time.monotonic() + self.settings.max_batch_wait_ms / 1000
+        while budget > 0:
+            more = claim_more(self.sessions, task, budget, self.clock(), self.settings.lease_s)
+            claims += more
+            budget -= sum(claim.n_inputs for claim in more)
+            if budget <= 0 or time.monotonic() >= deadline:
+                break
+            time.sleep(FILL_POLL_S)
+        return claims
+
+    def _run(self, engine: Engine, claims: list[Claim]) -> list[Outcome]:
+        try:
+            outputs = engine.run([JobPayload(c.input, c.parameters) for c in claims])
+            return [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
+        except BaseException as error:  # the tokenizers library panics with a BaseException
+            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
+                raise
+            if len(claims) > 1:
+                # One job's input spoiled the batch: run each alone so that only that job fails.
+                return [outcome for claim in claims for outcome in self._run(engine, [claim])]
+            code = "invalid_input" if isinstance(error, InputError) else "inference_error"
+            log.warning("job %s failed: %s", claims[0].job_id, error)
+            return [Outcome(claims[0], error={"code": code, "message": str(error)})]
+
+    @contextmanager
+    def _leases_held(self, claims: list[Claim]) -> Iterator[None]:
+        """Renews the batch's leases every third of a lease while it runs."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.settings.lease_s / 3):
+                try:
+                    renew_leases(self.sessions, claims, self.clock(), self.settings.lease_s)
+                except Exception as error:
+                    log.warning("lease renewal failed: %s", error)
+
+        thread = threading.Thread(target=renew, name="lease-renewal", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _remember(self, job_id: str) -> None:
+        self._recent[job_id] = None
+        if len(self._recent) > RECENT_JOBS:
+            self._recent.popitem(last=False)

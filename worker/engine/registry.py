@@ -1,0 +1,44 @@
+"""The engines of one worker process, each loaded on first use (so after any fork) and kept for its life."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from distilq.settings import Settings
+from models.tables import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
+from worker.engine import Engine
+from worker.engine.runtime import configure_threads, resolve_runtime
+
+log = logging.getLogger(__name__)
+
+
+class EngineRegistry:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def get(self, task: str) -> Engine:
+        with self._lock:
+            if task not in self._engines:
+                self._engines[task] = self._load(task)
+            return self._engines[task]
+
+    def _load(self, task: str) -> Engine:
+        from worker.engine.fill_mask import FillMaskEngine
+        from worker.engine.question_answering import QuestionAnsweringEngine
+
+        configure_threads()
+        runtime = resolve_runtime(self.settings.device, self.settings.dtype)
+        s = self.settings
+        engine: Engine
+        if task == TASK_FILL_MASK:
+            engine = FillMaskEngine(s.fill_mask_model, runtime, s.max_batch_size, s.max_batch_tokens)
+        elif task == TASK_QUESTION_ANSWERING:
+            engine = QuestionAnsweringEngine(s.qa_model, runtime, s.max_batch_size, s.max_batch_tokens)
+        else:
+            raise ValueError(f"no engine for task {task!r}")
+        engine.warm_up()
+        log.info("loaded %s engine on %s (%s)", task, runtime.device, runtime.dtype)
+        return engine

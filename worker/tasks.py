@@ -1,0 +1,54 @@
+"""The Celery app of the worker and its one inference task. Engines load in the process that runs tasks (the
+solo pool: the worker's own process), never before a fork."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import redis
+from celery.signals import worker_ready
+
+from distilq.clock import utcnow
+from distilq.queue import INFER_TASK, INFERENCE_QUEUES, make_celery
+from distilq.settings import get_settings
+from models.db import make_engine, make_session_factory
+from worker.batcher import Batcher
+from worker.engine.registry import EngineRegistry
+from worker.events import JobEvents
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+app = make_celery(settings.redis_url)
+# Prefetch sized to the batch: the messages of a batch's jobs are at hand, unacknowledged until handled.
+app.conf.worker_prefetch_multiplier = settings.max_batch_size
+
+#: The inference tasks this worker serves; set by `distilq worker` from its queues.
+served_tasks: list[str] = list(INFERENCE_QUEUES)
+
+
+@functools.cache
+def engines() -> EngineRegistry:
+    return EngineRegistry(settings)
+
+
+@functools.cache
+def batcher() -> Batcher:
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    events = JobEvents(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
+    return Batcher(sessions, engines().get, events, settings, utcnow)
+
+
+@app.task(name=INFER_TASK)
+def infer(job_id: str) -> None:
+    batcher().handle(job_id)
+
+
+@worker_ready.connect
+def _load_models(**_kwargs: Any) -> None:
+    """Load and warm the models before the first job, so its latency is the model's, not the loading's."""
+    for task in served_tasks:
+        engines().get(task)
+    log.info("worker ready: %s", ", ".join(served_tasks))
