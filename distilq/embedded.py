@@ -13,7 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import redis
+
 from distilq.settings import get_settings
+from worker.presence import ready_workers
 
 #: How long children get to stop after SIGTERM before they are killed, in seconds.
 STOP_GRACE_S = 30
@@ -35,7 +38,7 @@ def _wait_until(check: object, timeout_s: float, what: str, children: list[subpr
         try:
             if check():  # type: ignore[operator]
                 return
-        except OSError:
+        except (OSError, redis.RedisError):
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{what} did not come up within {timeout_s} s")
@@ -104,6 +107,8 @@ def run_stack(host: str, port: int) -> int:
                 return bool(response.status == 200)
 
         _wait_until(healthy, START_TIMEOUT_S, "the API", children)
+        client = redis.Redis.from_url(env["DISTILQ_REDIS_URL"], socket_timeout=2)
+        _wait_until(lambda: ready_workers(client), START_TIMEOUT_S, "a worker to load its models", children)
         print(f"distilq is up on {url}", flush=True)
         while not stopping:
             if any(child.poll() is not None for child in children):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import Any
 
 import redis
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from distilq.clock import utcnow
 from distilq.queue import INFER_TASK, INFERENCE_QUEUES, make_celery
@@ -17,6 +18,7 @@ from models.db import make_engine, make_session_factory
 from worker.batcher import Batcher
 from worker.engine.registry import EngineRegistry
 from worker.events import JobEvents
+from worker.presence import announce
 
 log = logging.getLogger(__name__)
 
@@ -51,4 +53,13 @@ def _load_models(**_kwargs: Any) -> None:
     """Load and warm the models before the first job, so its latency is the model's, not the loading's."""
     for task in served_tasks:
         engines().get(task)
+    announce(redis.Redis.from_url(settings.redis_url, socket_timeout=5), served_tasks, _presence_stop)
     log.info("worker ready: %s", ", ".join(served_tasks))
+
+
+_presence_stop = threading.Event()
+
+
+@worker_shutdown.connect
+def _withdraw(**_kwargs: Any) -> None:
+    _presence_stop.set()
