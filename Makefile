@@ -21,7 +21,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy api worker models distilq
+	$(BIN)/mypy api worker models distilq bench
 	$(BIN)/pytest -q
 
 test-unit: install
@@ -35,7 +35,7 @@ test-chaos: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy api worker models distilq
+	$(BIN)/mypy api worker models distilq bench
 
 bench: install
 	$(BIN)/distilq bench

@@ -130,11 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="make a key and print it (shown once)")
     create.add_argument("--name", required=True)
     create.set_defaults(func=cmd_keys_create)
+    # `bench` has its own options (bench/run.py); main() hands them over unparsed.
+    sub.add_parser("bench", help="measure the engine and the service against the transformers pipelines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     _logging()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from bench.run import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -1,12 +1,17 @@
-"""Sub-batch planning: every sequence once, bounds respected, padding only to each sub-batch's longest."""
+"""Sub-batch planning: every sequence once, bounds respected, and no more compute than any other cut."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 
 from worker.engine.batching import pad, plan_batches
+
+
+def cost(lengths: list[int], batches: list[list[int]], overhead: int) -> int:
+    return sum(len(b) * max(lengths[i] for i in b) + overhead for b in batches)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -20,9 +25,32 @@ def test_plan_covers_every_index_within_bounds(seed: int) -> None:
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 2048
 
 
-def test_sorting_keeps_padding_low() -> None:
+@pytest.mark.parametrize("seed", range(20))
+def test_plan_is_the_cheapest_cut_of_the_sorted_rows(seed: int) -> None:
+    rng = random.Random(seed)
+    lengths = [rng.randint(5, 120) for _ in range(rng.randint(1, 9))]
+    overhead = rng.choice([0, 32, 500])
+    planned = cost(lengths, plan_batches(lengths, max_rows=4, max_tokens=300, pass_overhead_tokens=overhead),
+                   overhead)
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    cheapest = None
+    for cuts in itertools.product([False, True], repeat=len(order) - 1):  # every contiguous split
+        batches, current = [], [order[0]]
+        for index, split in zip(order[1:], cuts, strict=True):
+            if split:
+                batches.append(current)
+                current = []
+            current.append(index)
+        batches.append(current)
+        if all(len(b) <= 4 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 300) for b in batches):
+            c = cost(lengths, batches, overhead)
+            cheapest = c if cheapest is None else min(cheapest, c)
+    assert planned == cheapest
+
+
+def test_mixed_lengths_are_not_padded_to_the_longest() -> None:
     lengths = [10, 300, 12, 290, 11, 310]
-    batches = plan_batches(lengths, max_rows=3, max_tokens=10_000)
+    batches = plan_batches(lengths, max_rows=32, max_tokens=100_000)
     assert [sorted(lengths[i] for i in b) for b in batches] == [[10, 11, 12], [290, 300, 310]]
 
 

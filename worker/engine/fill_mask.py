@@ -16,6 +16,7 @@ from models.tables import TASK_FILL_MASK
 from models.tokens import target_ids
 from worker.engine import InputError, JobPayload
 from worker.engine.batching import pad, plan_batches
+from worker.engine.phases import Phases
 from worker.engine.runtime import Runtime, load_model, to_device
 
 
@@ -31,10 +32,12 @@ class FillMaskEngine:
         self.mask_id: int = self.tokenizer.mask_token_id
         self.pad_id: int = self.tokenizer.pad_token_id
         self.max_tokens: int = self.model.config.max_position_embeddings
+        self.phases = Phases()
 
     def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
         texts = [text for job in jobs for text in job.input["input_string"]]
-        encoded: list[list[int]] = self.tokenizer(texts, return_attention_mask=False)["input_ids"]
+        with self.phases.timed("tokenize"):
+            encoded: list[list[int]] = self.tokenizer(texts, return_attention_mask=False)["input_ids"]
         for index, ids in enumerate(encoded):
             if self.mask_id not in ids:
                 raise InputError(f"input {index} has no mask token {self.tokenizer.mask_token}")
@@ -43,6 +46,10 @@ class FillMaskEngine:
 
         probs = self._mask_probabilities(encoded)
 
+        with self.phases.timed("postprocess"):
+            return self._outputs(jobs, encoded, probs)
+
+    def _outputs(self, jobs: list[JobPayload], encoded: list[list[int]], probs: list[torch.Tensor]) -> list[list[Any]]:
         outputs: list[list[Any]] = []
         cursor = 0
         for job in jobs:
@@ -66,19 +73,22 @@ class FillMaskEngine:
         result: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
         lengths = [len(ids) for ids in encoded]
         model = self.model
-        for rows in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens):
+        for rows in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens):
             ids, attention = pad([encoded[i] for i in rows], self.pad_id)
+            self.phases.count(len(rows), int(attention.sum()), attention.numel())
             ids_dev = to_device(ids, self.runtime)
-            hidden = model.distilbert(
-                input_ids=ids_dev, attention_mask=to_device(attention, self.runtime)
-            ).last_hidden_state
-            at_mask = ids_dev == self.mask_id
-            states = hidden[at_mask]  # (masks in this sub-batch, dim), row-major: input by input
-            logits = model.vocab_transform(states)
-            logits = model.activation(logits)
-            logits = model.vocab_layer_norm(logits)
-            logits = model.vocab_projector(logits)
-            probs = logits.float().softmax(dim=-1).cpu()
+            with self.phases.timed("forward"):
+                hidden = model.distilbert(
+                    input_ids=ids_dev, attention_mask=to_device(attention, self.runtime)
+                ).last_hidden_state
+            with self.phases.timed("head"):
+                at_mask = ids_dev == self.mask_id
+                states = hidden[at_mask]  # (masks in this sub-batch, dim), row-major: input by input
+                logits = model.vocab_transform(states)
+                logits = model.activation(logits)
+                logits = model.vocab_layer_norm(logits)
+                logits = model.vocab_projector(logits)
+                probs = logits.float().softmax(dim=-1).cpu()
             counts = at_mask.sum(dim=1).tolist()
             start = 0
             for row, count in zip(rows, counts, strict=True):

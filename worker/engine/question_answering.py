@@ -21,6 +21,7 @@ from models.tables import TASK_QUESTION_ANSWERING
 from models.tokens import qa_chunk_count
 from worker.engine import InputError, JobPayload
 from worker.engine.batching import pad, plan_batches
+from worker.engine.phases import Phases
 from worker.engine.runtime import Runtime, load_model, to_device
 
 #: What the pipeline writes over logits that cannot start or end an answer.
@@ -109,6 +110,7 @@ class QuestionAnsweringEngine:
         self.model = load_model(AutoModelForQuestionAnswering, model_id, runtime)
         self.pad_id: int = self.tokenizer.pad_token_id
         self.cls_id: int = self.tokenizer.cls_token_id
+        self.phases = Phases()
 
     def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
         pairs: list[tuple[str, str, dict[str, Any]]] = [
@@ -116,8 +118,20 @@ class QuestionAnsweringEngine:
             for job in jobs
             for question, context in zip(job.input["question"], job.input["context"], strict=True)
         ]
-        chunks = self._chunks(pairs)
-        logits = self._logits(chunks)
+        with self.phases.timed("tokenize"):
+            chunks = self._chunks(pairs)
+        with self.phases.timed("forward"):
+            logits = self._logits(chunks)
+        with self.phases.timed("postprocess"):
+            return self._outputs(jobs, pairs, chunks, logits)
+
+    def _outputs(
+        self,
+        jobs: list[JobPayload],
+        pairs: list[tuple[str, str, dict[str, Any]]],
+        chunks: list[Chunk],
+        logits: list[tuple[np.ndarray, np.ndarray]],
+    ) -> list[list[Any]]:
         by_pair: dict[int, list[int]] = defaultdict(list)
         for index, chunk in enumerate(chunks):
             by_pair[chunk.pair].append(index)
@@ -173,8 +187,9 @@ class QuestionAnsweringEngine:
         """Start and end logits of every chunk, cut back to its own length, float32 on the CPU."""
         result: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(chunks)
         lengths = [len(chunk.input_ids) for chunk in chunks]
-        for rows in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens):
+        for rows in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens):
             ids, attention = pad([chunks[i].input_ids for i in rows], self.pad_id)
+            self.phases.count(len(rows), int(attention.sum()), attention.numel())
             out = self.model(
                 input_ids=to_device(ids, self.runtime), attention_mask=to_device(attention, self.runtime)
             )

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from worker.engine.batching import CPU_PASS_OVERHEAD_TOKENS, CUDA_PASS_OVERHEAD_TOKENS
+
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -19,6 +21,10 @@ class Runtime:
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def pass_overhead_tokens(self) -> int:
+        return CUDA_PASS_OVERHEAD_TOKENS if self.is_cuda else CPU_PASS_OVERHEAD_TOKENS
 
 
 def resolve_runtime(device: str = "auto", dtype: str = "auto") -> Runtime:

@@ -1,0 +1,73 @@
+"""A checkpoint of distilbert-base's exact shape (6 layers, dim 768, 12 heads, FFN 3072, vocab 28996) with
+random weights: its cost per token is the real model's. The tokenizer is a cased WordPiece of 28996 entries
+over the benchmark's lexicon, so that words split into pieces as they would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
+from transformers import (
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    DistilBertForQuestionAnswering,
+    DistilBertTokenizerFast,
+)
+
+from bench.workload import LEXICON
+
+VOCAB_SIZE = 28996
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _vocab() -> list[str]:
+    chars = sorted({c for word in LEXICON for c in word} | set(".,;:!?'\"-()"))
+    vocab = [*SPECIALS, *chars, *("##" + c for c in chars)]
+    # Leave out every seventh word, so that those split into pieces, as rarer words do in BERT's vocabulary.
+    vocab += [w for i, w in enumerate(LEXICON) if i % 7 != 3]
+    pieces = sorted({"##" + w[i:] for w in LEXICON for i in range(1, len(w) - 1)})
+    seen = set(vocab)
+    for piece in pieces:
+        if len(vocab) >= VOCAB_SIZE:
+            break
+        if piece not in seen:
+            vocab.append(piece)
+            seen.add(piece)
+    filler = 0
+    while len(vocab) < VOCAB_SIZE:
+        vocab.append(f"[unused{filler}]")
+        filler += 1
+    return vocab[:VOCAB_SIZE]
+
+
+def _tokenizer() -> DistilBertTokenizerFast:
+    ids = {token: i for i, token in enumerate(_vocab())}
+    backend = Tokenizer(WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=None)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+    )
+    backend.decoder = decoders.WordPiece(prefix="##")
+    return DistilBertTokenizerFast(tokenizer_object=backend, do_lower_case=False, model_max_length=512,
+                                   unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                                   mask_token="[MASK]")
+
+
+def build(out_dir: Path) -> dict[str, Path]:
+    """Writes (once) out_dir/fill-mask and out_dir/question-answering; returns {task: directory}."""
+    dirs = {"fill-mask": out_dir / "fill-mask", "question-answering": out_dir / "question-answering"}
+    if all((d / "model.safetensors").exists() for d in dirs.values()):
+        return dirs
+    tokenizer = _tokenizer()
+    config = DistilBertConfig(vocab_size=VOCAB_SIZE, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
+                              max_position_embeddings=512)
+    torch.manual_seed(0)
+    for task, cls in (("fill-mask", DistilBertForMaskedLM), ("question-answering", DistilBertForQuestionAnswering)):
+        model = cls(config).eval()
+        model.save_pretrained(dirs[task])
+        tokenizer.save_pretrained(dirs[task])
+    return dirs

@@ -1,0 +1,123 @@
+"""Mode (d): distilq end to end — gunicorn API, Redis, the database and one worker, as separate processes —
+with concurrent clients each submitting one-input jobs and holding them with `Prefer: wait`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+
+from bench.measure import Result
+from distilq.embedded import start_redis
+from distilq.keys import create_key
+from migrations import run_migrations
+from models.db import make_engine, make_session_factory, transaction
+from worker.presence import ready_workers
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(check: Callable[[], Any], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, requests.RequestException, redis.RedisError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not come up within {timeout_s} s")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def running_stack(models: dict[str, Path], task: str, env: dict[str, str]) -> Iterator[tuple[str, str, int]]:
+    """(base URL, API key, worker pid) of a fresh stack serving `task`."""
+    with tempfile.TemporaryDirectory(prefix="distilq-bench-") as tmp:
+        home = Path(tmp)
+        redis_process, redis_url = start_redis(home)
+        database_url = env.get("DISTILQ_DATABASE_URL") or f"sqlite:///{home / 'distilq.db'}"
+        run_migrations(database_url)
+        with transaction(make_session_factory(make_engine(database_url))) as session:
+            key = create_key(session, "bench")
+        port = _free_port()
+        child_env = {**os.environ, **env, "DISTILQ_HOME": str(home), "DISTILQ_DATABASE_URL": database_url,
+                     "DISTILQ_REDIS_URL": redis_url, "DISTILQ_FILL_MASK_MODEL": str(models["fill-mask"]),
+                     "DISTILQ_QA_MODEL": str(models["question-answering"])}
+        cli = [sys.executable, "-m", "distilq.cli"]
+        logs = open(home / "stack.log", "wb")  # noqa: SIM115
+        children = [
+            subprocess.Popen([*cli, "api", "--port", str(port)], env=child_env, stdout=logs, stderr=logs),
+            subprocess.Popen([*cli, "worker", "--queues", task], env=child_env, stdout=logs, stderr=logs),
+        ]
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait(lambda: requests.get(f"{url}/healthz", timeout=2).ok, 120, "the API")
+            client = redis.Redis.from_url(redis_url)
+            _wait(lambda: ready_workers(client), 300, "the worker")
+            yield url, key, children[1].pid
+        finally:
+            for child in children:
+                child.terminate()
+            for child in children:
+                child.wait(60)
+            redis_process.terminate()
+            redis_process.wait(30)
+            logs.close()
+
+
+def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, Any]], concurrency: int,
+                   env: dict[str, str]) -> tuple[Result, float]:
+    """The (d) result and the worker's resident memory (MB) after the run."""
+    route = "fill-mask" if task == "fill-mask" else "question-answering"
+    with running_stack(models, task, env) as (url, key, worker_pid):
+        session = requests.Session()
+        session.headers.update({"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
+        adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency)
+        session.mount("http://", adapter)
+        session.post(f"{url}/v1/{route}", json=bodies[0], timeout=120).raise_for_status()  # warm-up
+
+        def submit(body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+            t0 = time.perf_counter()
+            response = session.post(f"{url}/v1/{route}", json=body, timeout=120)
+            job = response.json()
+            while job["status"] not in ("succeeded", "failed", "canceled"):
+                job = session.get(f"{url}/v1/jobs/{job['id']}", timeout=120).json()
+            return time.perf_counter() - t0, job
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            outcomes = list(pool.map(submit, bodies))
+        wall = time.perf_counter() - started
+        rss = _rss_mb(worker_pid)
+    failed = [job for _, job in outcomes if job["status"] != "succeeded"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]['error']}")
+    jobs = [job for _, job in outcomes]
+    mean = lambda key: sum(j["metrics"][key] for j in jobs) / len(jobs)  # noqa: E731
+    result = Result("d", f"distilq end to end, {concurrency} concurrent clients", len(bodies), 0, 0, wall,
+                    [latency for latency, _ in outcomes])
+    result.notes = [f"mean queue_ms {mean('queue_ms'):.0f}, mean batch inference_ms {mean('inference_ms'):.0f}, "
+                    f"mean batch size {mean('batch_size'):.1f} inputs"]
+    return result, rss

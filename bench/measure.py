@@ -1,0 +1,46 @@
+"""What one benchmark mode measured, and the figures reported for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Result:
+    mode: str
+    label: str
+    sequences: int
+    real_tokens: int
+    padded_tokens: int
+    wall_s: float
+    latencies_s: list[float]
+    phases_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sequences_per_s(self) -> float:
+        return self.sequences / self.wall_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.real_tokens / self.wall_s
+
+    @property
+    def padding_ratio(self) -> float:
+        """Tokens computed per real token (1.0: no padding)."""
+        return self.padded_tokens / self.real_tokens if self.real_tokens else 1.0
+
+    def latency_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1000)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "mode": self.mode, "label": self.label, "sequences": self.sequences, "wall_s": round(self.wall_s, 3),
+            "sequences_per_s": round(self.sequences_per_s, 3), "real_tokens_per_s": round(self.tokens_per_s, 1),
+            "padding_ratio": round(self.padding_ratio, 3),
+            "p50_ms": round(self.latency_ms(50), 1), "p95_ms": round(self.latency_ms(95), 1),
+            "p99_ms": round(self.latency_ms(99), 1),
+            "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()}, "notes": self.notes,
+        }

@@ -1,0 +1,127 @@
+"""`distilq bench`: builds the base-shaped checkpoint, runs modes (a)–(d) for fill-mask and QA in one process
+run, prints the table and the ratios, and writes them as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench.checkpoint import build
+from bench.e2e import run_end_to_end
+from bench.measure import Result
+from bench.modes import QA_PARAMS, fill_mask_engine, fill_mask_pipeline, qa_engine
+from bench.workload import make_workload
+
+TF4_SCRIPT = Path(__file__).with_name("tf4_qa.py")
+
+
+def _qa_reference(python: str | None, model: Path, pairs: list[tuple[str, str]], batch: int,
+                  engine_tokens: tuple[int, int]) -> list[Result]:
+    """(a) and (b) for QA: the 4.57.6 pipeline in its own venv when given, else distilq's per-request path."""
+    if python:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as request:
+            json.dump({"model": str(model), "pairs": pairs, "batch_size": batch}, request)
+        out = subprocess.run([python, str(TF4_SCRIPT), request.name], capture_output=True, text=True, check=True)
+        data = json.loads(out.stdout)
+        lengths = data["chunk_lengths"]
+        real = sum(lengths)
+        padded_b = sum(max(lengths[i : i + batch]) * len(lengths[i : i + batch]) for i in range(0, len(lengths), batch))
+        version = data["transformers"]
+        return [
+            Result("a", f"transformers {version} QA pipeline, one job per call", len(pairs), real, real,
+                   data["a"]["wall_s"], data["a"]["latencies_s"]),
+            Result("b", f"transformers {version} QA pipeline, batch_size={batch}", len(pairs), real, padded_b,
+                   data["b"]["wall_s"], data["b"]["latencies_s"]),
+        ]
+    note = "no transformers 4.57.6 venv given: (a) and (b) are distilq's engine one request per call"
+    a = qa_engine(model, pairs, 1, engine_tokens[0], "distilq engine, one request per call, 1 row per pass", "a")
+    b = qa_engine(model, pairs, 1, engine_tokens[1], "distilq engine, one request per call, chunks batched", "b")
+    a.notes.append(note)
+    return [a, b]
+
+
+def _table(task: str, results: list[Result]) -> str:
+    lines = [f"### {task}", "",
+             "| mode | what | seq/s | real tokens/s | padding | p50 ms | p95 ms | p99 ms |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        tokens = f"{r.tokens_per_s:.0f}" if r.real_tokens else "—"
+        padding = f"{r.padding_ratio:.2f}" if r.real_tokens else "—"
+        lines.append(f"| ({r.mode}) | {r.label} | {r.sequences_per_s:.2f} | {tokens} | {padding} | "
+                     f"{r.latency_ms(50):.0f} | {r.latency_ms(95):.0f} | {r.latency_ms(99):.0f} |")
+    by = {r.mode: r for r in results}
+    ratios = {f"{x}/{y}": by[x].sequences_per_s / by[y].sequences_per_s
+              for x, y in (("c", "a"), ("c", "b"), ("d", "c"), ("d", "a"), ("d", "b"))}
+    lines += ["", "ratios (sequences/s): " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items())]
+    for r in results:
+        if r.phases_s:
+            total = sum(r.phases_s.values())
+            lines.append(f"({r.mode}) engine time: " + ", ".join(
+                f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in r.phases_s.items()))
+        lines += [f"({r.mode}) {note}" for note in r.notes]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="distilq bench")
+    parser.add_argument("--fill-mask-jobs", type=int, default=256)
+    parser.add_argument("--qa-jobs", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=32, help="pipeline batch_size and DISTILQ_MAX_BATCH_SIZE")
+    parser.add_argument("--max-batch-tokens", type=int, default=16384)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--tf4-python", default=os.environ.get("DISTILQ_BENCH_TF4_PYTHON"),
+                        help="python of a venv with transformers==4.57.6, for QA modes (a) and (b)")
+    parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
+    parser.add_argument("--output", type=Path, default=Path(".distilq/bench-results.json"))
+    parser.add_argument("--tasks", default="fill-mask,question-answering")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    models = build(args.models)
+    workload = make_workload(args.fill_mask_jobs, args.qa_jobs)
+    env = {"DISTILQ_MAX_BATCH_SIZE": str(args.batch), "DISTILQ_MAX_BATCH_TOKENS": str(args.max_batch_tokens),
+           "HF_HUB_OFFLINE": "1"}
+    print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: distilbert-base shape, random weights")
+    report: dict[str, object] = {}
+    tasks = args.tasks.split(",")
+    if "fill-mask" in tasks:
+        texts = workload.fill_mask
+        results = [
+            fill_mask_pipeline(models["fill-mask"], texts, None),
+            fill_mask_pipeline(models["fill-mask"], texts, args.batch),
+            fill_mask_engine(models["fill-mask"], texts, args.batch, args.max_batch_tokens),
+        ]
+        d, rss = run_end_to_end(models, "fill-mask", [{"inputs": {"input_string": [t]}, "parameters": {"top_k": 5}}
+                                                       for t in texts], args.concurrency, env)
+        d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
+        results.append(d)
+        print(_table("fill-mask", results), flush=True)
+        report["fill-mask"] = [r.as_dict() for r in results]
+    if "question-answering" in tasks:
+        pairs = workload.qa
+        results = _qa_reference(args.tf4_python, models["question-answering"], pairs, args.batch,
+                                (384, args.max_batch_tokens))
+        results.append(qa_engine(models["question-answering"], pairs, args.batch, args.max_batch_tokens))
+        bodies = [{"inputs": {"question": [q], "context": [c]}, "parameters": QA_PARAMS} for q, c in pairs]
+        d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env)
+        d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
+        results.append(d)
+        print(_table("question-answering", results), flush=True)
+        report["question-answering"] = [r.as_dict() for r in results]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=1))
+    print(f"results written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

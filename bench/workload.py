@@ -1,0 +1,64 @@
+"""The benchmark's workload, the same on every run: fill-mask sentences of 6–60 words with one mask; QA
+questions of about 10 words over contexts of 80–450 words."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+_COMMON = (
+    "the of and to in is was for on that with as by at from his her it an were are which this be or has had "
+    "not but first one their its new after who they have two been also other more time year city people state "
+    "world during most about into over years many school before through when some between later would under "
+    "river music team war family government history company book film game church house water system number "
+    "season station party group part county center population university building village area name life "
+    "known called made became began built published released located played won led served moved used found "
+    "Paris London Berlin France Germany England America Europe river valley mountain north south east west"
+).split()
+_SYLLABLES = ("ka", "ri", "to", "men", "sa", "lo", "ven", "dor", "el", "an", "tri", "ber", "gon", "ul", "es",
+              "ith", "ro", "na", "mi", "thal", "qu", "ar", "ion", "ste", "pa", "lin", "ov", "ex", "um", "bra")
+
+
+def _lexicon() -> list[str]:
+    rng = random.Random(7)
+    words = list(dict.fromkeys(_COMMON))
+    seen = set(words)
+    while len(words) < 20_000:
+        word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
+        word = word.capitalize() if rng.random() < 0.15 else word
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    return words
+
+
+LEXICON = _lexicon()
+
+
+@dataclass(frozen=True)
+class Workload:
+    fill_mask: list[str]
+    qa: list[tuple[str, str]]
+
+
+def _words(rng: random.Random, count: int) -> list[str]:
+    # Zipf-like: common words often, the long tail rarely.
+    return [LEXICON[min(int(rng.paretovariate(1.1)) - 1, len(LEXICON) - 1)] if rng.random() < 0.7
+            else rng.choice(LEXICON) for _ in range(count)]
+
+
+def make_workload(fill_mask_jobs: int, qa_jobs: int, seed: int = 2026) -> Workload:
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(fill_mask_jobs):
+        words = _words(rng, rng.randint(6, 60))
+        words[rng.randrange(len(words))] = "[MASK]"
+        sentences.append(" ".join(words) + ".")
+    pairs = []
+    for _ in range(qa_jobs):
+        question = " ".join(_words(rng, rng.randint(8, 12))) + "?"
+        words = _words(rng, rng.randint(80, 450))
+        for i in range(12, len(words), rng.randint(10, 20)):
+            words[i] += "."
+        pairs.append((question, " ".join(words) + "."))
+    return Workload(sentences, pairs)
