@@ -28,6 +28,8 @@ def make_celery(redis_url: str) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         broker_connection_retry_on_startup=True,
+        # Keep reconnecting for as long as Redis is away; the jobs wait in the database meanwhile.
+        broker_connection_max_retries=None,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         task_queues=[Queue(name) for name in (*INFERENCE_QUEUES, WEBHOOK_QUEUE)],
         task_default_queue=INFERENCE_QUEUES[0],

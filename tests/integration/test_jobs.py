@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from transformers import pipeline
 
 from models.tables import Job
-from tests.integration.conftest import make_stack
+from tests.integration.backends import make_stack
 from tests.integration.stack import Stack
 from tests.unit.test_question_answering_engine import REFERENCE, assert_same_answers
 

@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import select
 
 from models.tables import Job
-from tests.integration.conftest import make_stack
+from tests.integration.backends import make_stack
 from tests.integration.stack import Stack, wait_for
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 1}}

@@ -73,7 +73,8 @@ class FillMaskEngine:
         result: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
         lengths = [len(ids) for ids in encoded]
         model = self.model
-        for rows in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens):
+        plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens)
+        for rows in plan:
             ids, attention = pad([encoded[i] for i in rows], self.pad_id)
             self.phases.count(len(rows), int(attention.sum()), attention.numel())
             ids_dev = to_device(ids, self.runtime)

@@ -187,7 +187,8 @@ class QuestionAnsweringEngine:
         """Start and end logits of every chunk, cut back to its own length, float32 on the CPU."""
         result: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(chunks)
         lengths = [len(chunk.input_ids) for chunk in chunks]
-        for rows in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens):
+        plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens)
+        for rows in plan:
             ids, attention = pad([chunks[i].input_ids for i in rows], self.pad_id)
             self.phases.count(len(rows), int(attention.sum()), attention.numel())
             out = self.model(

@@ -1,0 +1,204 @@
+"""Nothing lost, nothing doubled: workers killed mid-batch, Redis crashed and restarted empty, the database
+stopped under the API, workers stopped with SIGTERM. Assertions are on the database's rows."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+from transformers import pipeline
+
+from models.tables import Job
+from tests.chaos.postgres_cluster import PostgresCluster
+from tests.integration.backends import RedisServer, make_stack
+from tests.integration.stack import Stack, wait_for
+
+CHAOS_ENV = {
+    "DISTILQ_LEASE_S": "5",
+    "DISTILQ_REQUEUE_AFTER_S": "5",
+    "DISTILQ_SWEEP_INTERVAL_S": "0.5",
+    "DISTILQ_MAX_BATCH_SIZE": "8",
+}
+WORDS = "Paris is the capital of France and the river flows north through the valley of the old kingdom".split()
+
+
+def texts(count: int, words: int = 120) -> list[str]:
+    out = []
+    for i in range(count):
+        body = [WORDS[(i * 7 + j) % len(WORDS)] for j in range(words + i % 40)]
+        body[(i * 13) % len(body)] = "[MASK]"
+        out.append(" ".join(body) + ".")
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(slow_models: dict[str, Path]) -> Any:
+    fill_mask = pipeline("fill-mask", model=str(slow_models["fill-mask"]), device="cpu")
+    return lambda text: fill_mask(text, top_k=2)
+
+
+def assert_reference_output(job: dict[str, Any], reference: Any) -> None:
+    [output] = job["output"]
+    expected = reference(job["input"]["input_string"][0])
+    assert [(o["token"], o["sequence"]) for o in output] == [(e["token"], e["sequence"]) for e in expected]
+    assert [o["score"] for o in output] == pytest.approx([e["score"] for e in expected], abs=1e-4)
+
+
+def submit_all(stack: Stack, http: requests.Session, bodies: list[str]) -> list[str]:
+    ids = []
+    for text in bodies:
+        response = http.post(f"{stack.url}/v1/fill-mask",
+                             json={"inputs": {"input_string": [text]}, "parameters": {"top_k": 2}}, timeout=30)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def rows(stack: Stack, ids: list[str]) -> dict[str, Job]:
+    with stack.sessions() as session:
+        return {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)))}
+
+
+def running(stack: Stack, ids: list[str]) -> list[str]:
+    return [job_id for job_id, job in rows(stack, ids).items() if job.status == "running"]
+
+
+def all_finished(stack: Stack, ids: list[str]) -> bool:
+    return all(job.status in ("succeeded", "failed", "canceled") for job in rows(stack, ids).values())
+
+
+@pytest.fixture()
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.kill()
+
+
+@pytest.fixture()
+def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str], own_redis: RedisServer,
+          slow_models: dict[str, Path]) -> Iterator[Stack]:
+    """A stack on the backend's database and a Redis of its own (which the tests crash)."""
+    stack = make_stack(tmp_path_factory, (backend[0], own_redis.url), slow_models, CHAOS_ENV)
+    stack.start_api()
+    yield stack
+    stack.stop_all()
+
+
+def test_worker_killed_mid_batch_every_job_finishes_once(stack: Stack, reference: Any) -> None:
+    http = stack.client(stack.new_key())
+    stack.start_worker("worker-1")
+    stack.start("beat", "beat")
+    ids = submit_all(stack, http, texts(24))
+    wait_for(lambda: running(stack, ids), 60, "a batch to start")
+    stack.stop("worker-1", signal.SIGKILL)
+    in_flight = running(stack, ids)  # the only worker is dead: these were in its batch
+    assert in_flight
+    stack.start_worker("worker-2")
+    wait_for(lambda: all_finished(stack, ids), 180, "every job to finish")
+
+    final = rows(stack, ids)
+    assert all(job.status == "succeeded" for job in final.values())
+    for job_id in in_flight:
+        assert final[job_id].attempts == 2, "the killed batch's jobs ran again, once"
+    assert all(1 <= job.attempts <= 2 for job in final.values())
+    for job_id in ids:
+        assert_reference_output(http.get(f"{stack.url}/v1/jobs/{job_id}").json(), reference)
+
+
+def test_redis_killed_and_restarted_empty_every_job_finishes(stack: Stack, own_redis: RedisServer,
+                                                             reference: Any) -> None:
+    http = stack.client(stack.new_key())
+    stack.start_worker()
+    stack.start("beat", "beat")
+    ids = submit_all(stack, http, texts(20))
+    wait_for(lambda: running(stack, ids), 60, "a batch to start")
+    own_redis.kill()
+    ids += submit_all(stack, http, texts(3, words=30))  # accepted while Redis is down: stored, published later
+    own_redis.start()  # empty: every queued message is gone
+    wait_for(lambda: all_finished(stack, ids), 240, "every job to finish after the Redis crash")
+    final = rows(stack, ids)
+    assert all(job.status == "succeeded" for job in final.values())
+    for job_id in ids:
+        assert_reference_output(http.get(f"{stack.url}/v1/jobs/{job_id}").json(), reference)
+
+
+def test_sigterm_lets_the_worker_finish_its_batch(stack: Stack) -> None:
+    http = stack.client(stack.new_key())
+    stack.start_worker("worker-1")
+    ids = submit_all(stack, http, texts(24))
+    in_flight = wait_for(lambda: running(stack, ids), 60, "a batch to start")
+    assert stack.stop("worker-1", signal.SIGTERM, timeout_s=120) == 0
+    after = rows(stack, ids)
+    for job_id in in_flight:
+        assert after[job_id].status == "succeeded" and after[job_id].attempts == 1
+    stack.start_worker("worker-2")  # the rest, released on shutdown, run on the next worker
+    wait_for(lambda: all_finished(stack, ids), 180, "every job to finish")
+    assert all(job.status == "succeeded" and job.attempts == 1 for job in rows(stack, ids).values())
+
+
+def test_hundreds_of_jobs_survive_killed_workers_and_a_redis_crash(stack: Stack, own_redis: RedisServer,
+                                                                   reference: Any) -> None:
+    http = stack.client(stack.new_key())
+    stack.start_worker("worker-1")
+    stack.start_worker("worker-2")
+    stack.start("beat", "beat")
+    ids = submit_all(stack, http, texts(200, words=20))
+    wait_for(lambda: running(stack, ids), 60, "batches to start")
+    stack.stop("worker-1", signal.SIGKILL)
+    own_redis.kill()
+    own_redis.start()
+    wait_for(lambda: running(stack, ids), 60, "batches to run again")
+    stack.stop("worker-2", signal.SIGKILL)
+    stack.start_worker("worker-3")
+    wait_for(lambda: all_finished(stack, ids), 300, "all 200 jobs to finish")
+    final = rows(stack, ids)
+    assert all(job.status == "succeeded" for job in final.values())
+    assert all(1 <= job.attempts <= 3 for job in final.values())
+    for job_id in ids[::10]:
+        assert_reference_output(http.get(f"{stack.url}/v1/jobs/{job_id}").json(), reference)
+
+
+def test_database_stopped_under_the_api(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer,
+                                        tiny_models: dict[str, Path]) -> None:
+    cluster = PostgresCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        from migrations import run_migrations
+
+        run_migrations(cluster.url)
+        stack = make_stack(tmp_path_factory, (cluster.url, own_redis.url), tiny_models, CHAOS_ENV)
+        stack.start_api()
+        stack.start_worker()
+        try:
+            http = stack.client(stack.new_key())
+            body = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
+            before = http.post(f"{stack.url}/v1/fill-mask", json=body, headers={"Prefer": "wait=30"}).json()
+            assert before["status"] == "succeeded"
+
+            cluster.stop()
+            for _ in range(5):
+                down = http.post(f"{stack.url}/v1/fill-mask", json=body, timeout=30)
+                assert down.status_code == 503, down.text
+                assert down.json()["error"]["code"] == "database_unavailable"
+            assert http.get(f"{stack.url}/v1/jobs/{before['id']}").status_code == 503
+            assert requests.get(f"{stack.url}/readyz").status_code == 503
+
+            cluster.start()
+            wait_for(lambda: requests.get(f"{stack.url}/readyz").status_code == 200, 60, "readiness to return")
+            after = http.post(f"{stack.url}/v1/fill-mask", json=body, headers={"Prefer": "wait=30"}).json()
+            assert after["status"] == "succeeded"
+            with stack.sessions() as session:
+                stored = session.scalars(select(Job)).all()
+            assert {job.id for job in stored} == {before["id"], after["id"]}, "a refused request left a row"
+        finally:
+            stack.stop_all()
+    finally:
+        cluster.remove()
