@@ -17,10 +17,11 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
 
-    from api import errors, health, jobs, state
+    from api import errors, health, jobs, state, webhooks
 
     state.init_app(app, settings)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(webhooks.bp)
     return app

@@ -12,7 +12,7 @@ from api.errors import ApiError
 from api.state import app_state
 from distilq.clock import utcnow
 from distilq.keys import hash_key
-from models.tables import ApiKey
+from models.tables import ApiKey, Job
 
 #: `last_used_at` is refreshed at most this often, so that reads do not each cost a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -55,3 +55,11 @@ def authenticate() -> None:
 def current_key() -> ApiKey:
     key: ApiKey = g.api_key
     return key
+
+
+def own_job(job_id: str) -> Job:
+    """The calling key's job; another key's job is as absent as a missing one."""
+    job = db().scalars(select(Job).where(Job.id == job_id, Job.api_key_id == current_key().id)).one_or_none()
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return job

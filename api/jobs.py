@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select, tuple_, update
 
-from api.deps import authenticate, close_db, current_key, db
+from api.deps import authenticate, close_db, current_key, db, own_job
 from api.errors import ApiError, detail, invalid
 from api.model_inputs import ServedModel, check_fill_mask, check_question_answering
 from api.state import app_state
@@ -20,13 +20,14 @@ from api.submission import check_idempotency_key, submit
 from api.validation import parse, read_json_object
 from api.waiting import requested_wait_s, wait_for_job
 from distilq.clock import utcnow
-from distilq.queue import job_channel
+from distilq.queue import job_channel, publish_webhook
 from distilq.settings import Settings
 from models.db import rowcount
 from models.job_view import job_to_public
 from models.schemas import FillMaskRequest, QuestionAnsweringRequest
 from models.tables import (
     CANCELED,
+    EVENT_COMPLETED,
     QUEUED,
     RUNNING,
     STATUSES,
@@ -36,6 +37,8 @@ from models.tables import (
     TERMINAL_STATUSES,
     Job,
 )
+from models.webhook_outbox import record_event
+from models.webhook_targets import UnsafeTarget, check_target
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 bp.before_request(authenticate)
@@ -65,6 +68,11 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
         raise ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
                        headers={"Retry-After": "30"}) from None
     problems = check(body, served, state.settings)
+    if body.webhook is not None:
+        try:
+            check_target(body.webhook, state.settings.webhook_allow_private)
+        except UnsafeTarget as error:
+            problems.append(detail(["webhook"], str(error)))
     if problems:
         raise invalid(problems)
     idempotency_key = check_idempotency_key(request.headers.get("Idempotency-Key"))
@@ -90,17 +98,9 @@ def create_question_answering() -> Response:
     return _create(TASK_QUESTION_ANSWERING, QuestionAnsweringRequest, check_question_answering)
 
 
-def _own_job(job_id: str) -> Job:
-    """The calling key's job; another key's job is as absent as a missing one."""
-    job = db().scalars(select(Job).where(Job.id == job_id, Job.api_key_id == current_key().id)).one_or_none()
-    if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id}")
-    return job
-
-
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    return _job_response(_own_job(job_id), 200)
+    return _job_response(own_job(job_id), 200)
 
 
 def _encode_cursor(job: Job) -> str:
@@ -149,21 +149,26 @@ def list_jobs() -> Response:
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
-    job = _own_job(job_id)
+    job = own_job(job_id)
     session = db()
+    now = utcnow()
     # Compare-and-set: a worker finishing at the same moment wins or loses cleanly, never half-way.
     changed = rowcount(
         session.execute(
             update(Job)
             .where(Job.id == job.id, Job.status.in_((QUEUED, RUNNING)))
-            .values(status=CANCELED, completed_at=utcnow(), lease_until=None)
+            .values(status=CANCELED, completed_at=now, lease_until=None)
         )
     )
+    event = record_event(session, job.id, EVENT_COMPLETED, now) if changed else None
     session.commit()
     if changed:
+        state = app_state()
         try:
-            app_state().redis.publish(job_channel(job.id), CANCELED)
-        except Exception:  # waiters re-read the row every second anyway
+            state.redis.publish(job_channel(job.id), CANCELED)
+            if event:
+                publish_webhook(state.celery, event)
+        except Exception:  # waiters re-read the row every second; `beat` publishes the event
             pass
     session.refresh(job)
     return _job_response(job, 200)

@@ -63,8 +63,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     tasks.served_tasks = [q for q in queues if q in INFERENCE_QUEUES]
     name = "+".join(queues)
+    # Inference runs in the worker's own process (one model copy, all cores to torch); a webhook sender only
+    # waits on receivers, so it sends from many threads.
+    pool = ["--pool=solo"] if tasks.served_tasks else ["--pool=threads", f"--concurrency={args.concurrency}"]
     tasks.app.worker_main([
-        "worker", "--pool=solo", "--queues", ",".join(queues), "--hostname", f"distilq-{name}-{os.getpid()}@%h",
+        "worker", *pool, "--queues", ",".join(queues), "--hostname", f"distilq-{name}-{os.getpid()}@%h",
         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ])
     return 0
@@ -81,9 +84,10 @@ def cmd_beat(_args: argparse.Namespace) -> int:
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    celery = make_celery(settings.redis_url)
     sweeper = Sweeper(
-        make_session_factory(make_engine(settings.resolved_database_url)),
-        make_celery(settings.redis_url), JobEvents(client), settings, utcnow,
+        make_session_factory(make_engine(settings.resolved_database_url)), celery, JobEvents(client, celery),
+        settings, utcnow,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -116,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="a Celery worker (inference queues by default)")
-    worker.add_argument("--queues", default=None, help="comma-separated: fill-mask, question-answering")
+    worker.add_argument("--queues", default=None,
+                        help="comma-separated: fill-mask, question-answering (default both), or webhooks")
+    worker.add_argument("--concurrency", type=int, default=16, help="sending threads of a webhooks worker")
     worker.set_defaults(func=cmd_worker)
 
     beat = sub.add_parser("beat", help="periodic maintenance: lost messages, dead workers, expired keys")

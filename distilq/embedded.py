@@ -98,7 +98,8 @@ def run_stack(host: str, port: int) -> int:
             children.append(redis_process)
         cli = [sys.executable, "-m", "distilq.cli"]
         subprocess.run([*cli, "migrate"], env=env, check=True)
-        for args in (["worker"], ["beat"], ["api", "--host", host, "--port", str(port)]):
+        for args in (["worker"], ["worker", "--queues", "webhooks"], ["beat"],
+                     ["api", "--host", host, "--port", str(port)]):
             children.append(subprocess.Popen([*cli, *args], env=env))
         url = f"http://{host}:{port}"
 

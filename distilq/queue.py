@@ -10,6 +10,8 @@ from models.tables import TASKS
 
 #: The one inference task; its only argument is the job id. The SQL row is the job's only record.
 INFER_TASK = "distilq.infer"
+#: Webhook delivery; its only argument is the event id (a row of webhook_events).
+DELIVER_TASK = "distilq.deliver_webhook"
 #: Each task has its own queue, so a host can serve one model.
 INFERENCE_QUEUES = TASKS
 WEBHOOK_QUEUE = "webhooks"
@@ -43,6 +45,10 @@ def make_celery(redis_url: str) -> Celery:
 
 def publish_job(app: Celery, job_id: str, task: str) -> None:
     app.send_task(INFER_TASK, args=[job_id], queue=task)
+
+
+def publish_webhook(app: Celery, event_id: str) -> None:
+    app.send_task(DELIVER_TASK, args=[event_id], queue=WEBHOOK_QUEUE)
 
 
 def job_channel(job_id: str) -> str:

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
 
     webhook_allow_private: bool = False
     webhook_retry_delays: str = "5,300,1800,7200,18000,36000"
+    #: A receiver that has not answered within this many seconds has failed the attempt.
+    webhook_timeout_s: float = Field(default=15.0, gt=0, le=60)
 
     lease_s: int = Field(default=120, ge=5)
     requeue_after_s: int = Field(default=60, ge=5)

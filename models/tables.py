@@ -32,6 +32,9 @@ class ApiKey(Base):
     #: SHA-256 of the whole key, hex. The key itself is never stored.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     webhook_secret: Mapped[str] = mapped_column(String(128))
+    #: After a rotation the old secret still signs (beside the new one) until this time.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -77,3 +80,49 @@ class Job(Base):
     #: SHA-256 of the task and the canonical body: the same key with another body is a conflict.
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     idempotency_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+EVENT_STARTED, EVENT_COMPLETED = "job.started", "job.completed"
+#: `webhook_events_filter` names → event types.
+EVENT_FOR_FILTER = {"start": EVENT_STARTED, "completed": EVENT_COMPLETED}
+PENDING, DELIVERED, GONE = "pending", "delivered", "gone"
+
+
+class WebhookEvent(Base):
+    """One event to deliver to one job's webhook (the outbox): written in the transaction that changes the
+    job's status, so that no event is lost; its id is the `webhook-id` of every attempt."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    #: The exact body sent on every attempt.
+    payload: Mapped[str] = mapped_column(Text)
+    #: pending → delivered | gone (410) | failed (retries exhausted)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: An attempt under way holds the event until then; after it, the event is due again.
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: When the event's id was last put on the webhooks queue.
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per attempt."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    duration_ms: Mapped[float] = mapped_column()
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -46,32 +46,37 @@ class Batcher:
     def handle(self, job_id: str) -> None:
         if job_id in self._recent:
             return
-        first = claim_job(self.sessions, job_id, self.clock(), self.settings.lease_s)
+        first, started_events = claim_job(self.sessions, job_id, self.clock(), self.settings.lease_s)
         if first is None:
             return  # canceled, finished, or claimed by another worker's batch: nothing to do
-        claims = [first, *self._fill(first.task, self.settings.max_batch_size - first.n_inputs)]
+        more, more_started_events = self._fill(first.task, self.settings.max_batch_size - first.n_inputs)
+        claims = [first, *more]
+        self.events.webhooks(started_events + more_started_events)
         with self._leases_held(claims):
             started = time.perf_counter()
             outcomes = self._run(self.engines(first.task), claims)
             inference_ms = (time.perf_counter() - started) * 1000
         batch_size = sum(claim.n_inputs for claim in claims)
-        written = finish(self.sessions, outcomes, self.clock(), batch_size, inference_ms)
+        written, completed = finish(self.sessions, outcomes, self.clock(), batch_size, inference_ms)
         for claim in claims:
             self._remember(claim.job_id)
         self.events.finished(written)
+        self.events.webhooks(completed)
         log.info("batch of %d jobs (%d inputs) of %s in %.1f ms", len(claims), batch_size, first.task, inference_ms)
 
-    def _fill(self, task: str, budget: int) -> list[Claim]:
+    def _fill(self, task: str, budget: int) -> tuple[list[Claim], list[str]]:
         claims: list[Claim] = []
+        events: list[str] = []
         deadline = time.monotonic() + self.settings.max_batch_wait_ms / 1000
         while budget > 0:
-            more = claim_more(self.sessions, task, budget, self.clock(), self.settings.lease_s)
+            more, started = claim_more(self.sessions, task, budget, self.clock(), self.settings.lease_s)
             claims += more
+            events += started
             budget -= sum(claim.n_inputs for claim in more)
             if budget <= 0 or time.monotonic() >= deadline:
                 break
             time.sleep(FILL_POLL_S)
-        return claims
+        return claims, events
 
     def _run(self, engine: Engine, claims: list[Claim]) -> list[Outcome]:
         try:

@@ -11,7 +11,8 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import rowcount, transaction
-from models.tables import FAILED, QUEUED, RUNNING, SUCCEEDED, Job
+from models.tables import EVENT_COMPLETED, EVENT_STARTED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
+from models.webhook_outbox import record_event
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Claim:
     created_at: datetime
     claimed_at: datetime
     n_inputs: int
+    webhook: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,13 @@ class Outcome:
     error: dict[str, str] | None = None
 
 
-_RETURNING = (Job.id, Job.attempts, Job.task, Job.input, Job.parameters, Job.created_at, Job.n_inputs)
+_RETURNING = (Job.id, Job.attempts, Job.task, Job.input, Job.parameters, Job.created_at, Job.n_inputs, Job.webhook)
+
+#: What a claim or a write-back hands on: the claims or written jobs, and the webhook events it recorded.
+Events = list[str]
 
 
-def _claim_where(session: Session, condition: Any, now: datetime, lease_s: int) -> list[Claim]:
+def _claim_where(session: Session, condition: Any, now: datetime, lease_s: int) -> tuple[list[Claim], Events]:
     rows = session.execute(
         update(Job)
         .where(condition, Job.status == QUEUED)
@@ -49,23 +54,28 @@ def _claim_where(session: Session, condition: Any, now: datetime, lease_s: int) 
         .returning(*_RETURNING)
         .execution_options(synchronize_session=False)
     ).all()
-    return [Claim(r[0], r[1], r[2], r[3], r[4], r[5], now, r[6]) for r in rows]
+    claims = [Claim(r[0], r[1], r[2], r[3], r[4], r[5], now, r[6], r[7]) for r in rows]
+    # `job.started` once per job: a retry after a lost worker is not a new start.
+    events = [record_event(session, c.job_id, EVENT_STARTED, now) for c in claims if c.webhook and c.attempt == 1]
+    return claims, [e for e in events if e]
 
 
-def claim_job(sessions: sessionmaker[Session], job_id: str, now: datetime, lease_s: int) -> Claim | None:
+def claim_job(
+    sessions: sessionmaker[Session], job_id: str, now: datetime, lease_s: int
+) -> tuple[Claim | None, Events]:
     """Claims one job if it is still queued; a duplicate or late message claims nothing."""
     with transaction(sessions) as session:
-        claims = _claim_where(session, Job.id == job_id, now, lease_s)
-    return claims[0] if claims else None
+        claims, events = _claim_where(session, Job.id == job_id, now, lease_s)
+    return (claims[0] if claims else None), events
 
 
 def claim_more(
     sessions: sessionmaker[Session], task: str, max_inputs: int, now: datetime, lease_s: int
-) -> list[Claim]:
+) -> tuple[list[Claim], Events]:
     """Claims the oldest queued jobs of `task` whose inputs fit in `max_inputs`. On PostgreSQL the candidate rows
     are locked with SKIP LOCKED so that workers claiming at once take disjoint jobs; SQLite serialises writers."""
     if max_inputs <= 0:
-        return []
+        return [], []
     with transaction(sessions) as session:
         candidates = session.execute(
             select(Job.id, Job.n_inputs)
@@ -81,7 +91,7 @@ def claim_more(
             chosen.append(job_id)
             budget -= n_inputs
         if not chosen:
-            return []
+            return [], []
         return _claim_where(session, Job.id.in_(chosen), now, lease_s)
 
 
@@ -100,10 +110,11 @@ def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: date
 
 def finish(
     sessions: sessionmaker[Session], outcomes: list[Outcome], now: datetime, batch_size: int, inference_ms: float
-) -> list[tuple[str, str]]:
+) -> tuple[list[tuple[str, str]], Events]:
     """Writes every outcome in one transaction; returns (job id, status) of those whose claim still held (a job
-    canceled or handed to another worker meanwhile keeps what it has)."""
+    canceled or handed to another worker meanwhile keeps what it has), and their `job.completed` events."""
     written: list[tuple[str, str]] = []
+    events: Events = []
     with transaction(sessions) as session:
         for outcome in outcomes:
             claim = outcome.claim
@@ -127,4 +138,7 @@ def finish(
             )
             if changed:
                 written.append((claim.job_id, status))
-    return written
+                event = record_event(session, claim.job_id, EVENT_COMPLETED, now) if claim.webhook else None
+                if event:
+                    events.append(event)
+    return written, events

@@ -1,19 +1,29 @@
-"""Announces jobs that reached a terminal status: on a Redis channel, for requests held by `Prefer: wait`."""
+"""Announces what the database recorded: finished jobs on a Redis channel (for requests held by `Prefer: wait`),
+webhook events on the webhooks queue. Both are hints after the commit; `beat` and re-reads cover a lost one."""
 
 from __future__ import annotations
 
 import logging
 
 import redis
+from celery import Celery
 
-from distilq.queue import job_channel
+from distilq.queue import job_channel, publish_webhook
 
 log = logging.getLogger(__name__)
 
 
 class JobEvents:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, celery: Celery) -> None:
         self.client = client
+        self.celery = celery
+
+    def webhooks(self, event_ids: list[str]) -> None:
+        for event_id in event_ids:
+            try:
+                publish_webhook(self.celery, event_id)
+            except Exception as error:  # recorded in the database: `beat` publishes it
+                log.warning("could not publish webhook event %s: %s", event_id, error)
 
     def finished(self, jobs: list[tuple[str, str]]) -> None:
         if not jobs:

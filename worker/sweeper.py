@@ -3,7 +3,8 @@
 - hands jobs whose lease expired (their worker died) back to the queue, or fails them with `worker_lost`
   after `max_attempts`, so that a poison input cannot loop forever;
 - re-publishes jobs `queued` for longer than `requeue_after_s` (their message was lost);
-- frees idempotency keys older than their time to live.
+- frees idempotency keys older than their time to live;
+- publishes webhook events that are due: retries at their scheduled time, and events whose message was lost.
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from distilq.queue import publish_job
 from distilq.settings import Settings
 from models.db import rowcount, transaction
-from models.tables import FAILED, QUEUED, RUNNING, Job
+from models.tables import EVENT_COMPLETED, FAILED, QUEUED, RUNNING, Job, WebhookEvent
+from models.webhook_outbox import record_event
 from worker.events import JobEvents
+from worker.webhook_sender import due_events
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "distilq:beat"
 #: Jobs handled per sweep step, so that one sweep's transaction stays short.
 SWEEP_LIMIT = 500
+#: A due webhook event still undelivered this long after it was put on the queue is put there again.
+WEBHOOK_REPUBLISH_AFTER = timedelta(seconds=30)
 
 
 class Sweeper:
@@ -51,12 +56,14 @@ class Sweeper:
             "reclaimed": self._reclaim_expired_leases(),
             "republished": self._republish_stale(),
             "keys_freed": self._free_idempotency_keys(),
+            "webhooks_published": self._publish_due_webhooks(),
         }
 
     def _reclaim_expired_leases(self) -> int:
         now = self.clock()
         failed: list[tuple[str, str]] = []
         requeued: list[tuple[str, str]] = []
+        events: list[str] = []
         with transaction(self.sessions) as session:
             expired = session.execute(
                 select(Job.id, Job.attempts, Job.task)
@@ -72,10 +79,13 @@ class Sweeper:
                     values = {"status": FAILED, "error": error, "completed_at": now, "lease_until": None}
                     if rowcount(session.execute(base.values(**values))):
                         failed.append((job_id, FAILED))
+                        event = record_event(session, job_id, EVENT_COMPLETED, now)
+                        events += [event] if event else []
                 elif rowcount(session.execute(base.values(status=QUEUED, lease_until=None, published_at=now))):
                     requeued.append((job_id, task))
         self._publish(requeued)
         self.events.finished(failed)
+        self.events.webhooks(events)
         return len(failed) + len(requeued)
 
     def _republish_stale(self) -> int:
@@ -105,6 +115,15 @@ class Sweeper:
                     .values(idempotency_key=None)
                 )
             )
+
+    def _publish_due_webhooks(self) -> int:
+        now = self.clock()
+        with transaction(self.sessions) as session:
+            due = due_events(session, now, WEBHOOK_REPUBLISH_AFTER, SWEEP_LIMIT)
+            if due:
+                session.execute(update(WebhookEvent).where(WebhookEvent.id.in_(due)).values(published_at=now))
+        self.events.webhooks(due)
+        return len(due)
 
     def _publish(self, jobs: list[tuple[str, str]]) -> None:
         for job_id, task in jobs:

@@ -10,15 +10,17 @@ from typing import Any
 
 import redis
 from celery.signals import worker_ready, worker_shutdown
+from sqlalchemy.orm import Session, sessionmaker
 
 from distilq.clock import utcnow
-from distilq.queue import INFER_TASK, INFERENCE_QUEUES, make_celery
+from distilq.queue import DELIVER_TASK, INFER_TASK, INFERENCE_QUEUES, make_celery
 from distilq.settings import get_settings
 from models.db import make_engine, make_session_factory
 from worker.batcher import Batcher
 from worker.engine.registry import EngineRegistry
 from worker.events import JobEvents
 from worker.presence import announce
+from worker.webhook_sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +39,29 @@ def engines() -> EngineRegistry:
 
 
 @functools.cache
+def sessions() -> sessionmaker[Session]:
+    return make_session_factory(make_engine(settings.resolved_database_url))
+
+
+@functools.cache
 def batcher() -> Batcher:
-    sessions = make_session_factory(make_engine(settings.resolved_database_url))
-    events = JobEvents(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
-    return Batcher(sessions, engines().get, events, settings, utcnow)
+    events = JobEvents(redis.Redis.from_url(settings.redis_url, socket_timeout=5), app)
+    return Batcher(sessions(), engines().get, events, settings, utcnow)
+
+
+@functools.cache
+def webhook_sender() -> WebhookSender:
+    return WebhookSender(sessions(), settings, utcnow)
 
 
 @app.task(name=INFER_TASK)
 def infer(job_id: str) -> None:
     batcher().handle(job_id)
+
+
+@app.task(name=DELIVER_TASK)
+def deliver_webhook(event_id: str) -> None:
+    webhook_sender().deliver(event_id)
 
 
 @worker_ready.connect

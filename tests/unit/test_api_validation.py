@@ -154,3 +154,13 @@ def test_accepted_job_is_stored_even_when_redis_is_down(client: FlaskClient, set
     assert response.status_code == 202 and response.json["status"] == "queued"
     assert job_count(settings) == before + 1
     assert response.json["parameters"] == {"top_k": 5}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/h", "http://127.1/", "http://169.254.169.254/", "ftp://x.org/",
+                                 "http://localhost/", "http://[::ffff:127.0.0.1]/", "http://0x7f.1/"])
+def test_private_webhook_targets_are_refused_at_submission(client: FlaskClient, settings: Settings, url: str) -> None:
+    before = job_count(settings)
+    response = client.post(FM, json={"inputs": {"input_string": ["a [MASK]"]}, "webhook": url})
+    assert response.status_code == 422
+    assert ["webhook"] in [d["loc"] for d in response.json["error"]["details"]]
+    assert job_count(settings) == before

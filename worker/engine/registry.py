@@ -8,7 +8,6 @@ import threading
 from distilq.settings import Settings
 from models.tables import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
 from worker.engine import Engine
-from worker.engine.runtime import configure_threads, resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +25,10 @@ class EngineRegistry:
             return self._engines[task]
 
     def _load(self, task: str) -> Engine:
+        # Imported here: a webhook sender never loads torch.
         from worker.engine.fill_mask import FillMaskEngine
         from worker.engine.question_answering import QuestionAnsweringEngine
+        from worker.engine.runtime import configure_threads, resolve_runtime
 
         configure_threads()
         runtime = resolve_runtime(self.settings.device, self.settings.dtype)
