@@ -16,6 +16,7 @@ from transformers import pipeline
 from models.tables import Job
 from tests.integration.backends import make_stack
 from tests.integration.stack import Stack
+from tests.unit.test_fill_mask_engine import assert_same
 from tests.unit.test_question_answering_engine import REFERENCE, assert_same_answers
 
 SEED_REQUEST = {
@@ -44,18 +45,6 @@ def fill_mask(tiny_models: dict[str, Path]) -> Any:
     return pipeline("fill-mask", model=str(tiny_models["fill-mask"]), device="cpu")
 
 
-def assert_fill_mask_equal(actual: Any, expected: Any) -> None:
-    if isinstance(expected, list):
-        assert isinstance(actual, list) and len(actual) == len(expected)
-        for a, e in zip(actual, expected, strict=True):
-            assert_fill_mask_equal(a, e)
-        return
-    assert {k: actual[k] for k in ("token", "token_str", "sequence")} == {
-        k: expected[k] for k in ("token", "token_str", "sequence")
-    }
-    assert actual["score"] == pytest.approx(expected["score"], abs=1e-4)
-
-
 def test_seed_sample_runs_verbatim_and_equals_the_pipeline(stack: Stack, http: requests.Session,
                                                            fill_mask: Any) -> None:
     response = http.post(f"{stack.url}/v1/fill-mask", json=SEED_REQUEST)
@@ -69,7 +58,7 @@ def test_seed_sample_runs_verbatim_and_equals_the_pipeline(stack: Stack, http: r
     assert done["status"] == "succeeded", done["error"]
     assert len(done["output"]) == 2
     for text, output in zip(SEED_REQUEST["inputs"]["input_string"], done["output"], strict=True):
-        assert_fill_mask_equal(output, fill_mask(text, top_k=2))
+        assert_same(output, fill_mask(text, top_k=2))
     assert done["started_at"] and done["completed_at"] and done["created_at"].endswith("Z")
     assert done["metrics"]["attempts"] == 1 and done["metrics"]["batch_size"] >= 2
 
@@ -83,7 +72,7 @@ def test_prefer_wait_answers_with_the_finished_job(stack: Stack, http: requests.
     job = response.json()
     assert job["status"] == "succeeded" and job["metadata"] == {"run": 7}
     expected = fill_mask(body["inputs"]["input_string"][0], top_k=3, targets=["Paris", "day", "capital"])
-    assert_fill_mask_equal(job["output"][0], expected)
+    assert_same(job["output"][0], expected)
 
 
 @pytest.mark.parametrize("case", [c for c in REFERENCE["cases"] if c["context"].startswith("The Eiffel")][:2]
@@ -115,7 +104,7 @@ def test_concurrent_jobs_are_batched_and_each_gets_its_own_output(stack: Stack, 
     for text, job in zip(texts, jobs, strict=True):
         assert job["status"] == "succeeded"
         assert job["input"]["input_string"] == [text]
-        assert_fill_mask_equal(job["output"][0], fill_mask(text, top_k=2))
+        assert_same(job["output"][0], fill_mask(text, top_k=2))
     assert max(job["metrics"]["batch_size"] for job in jobs) > 1, "no two jobs shared a forward pass"
 
 
@@ -125,7 +114,7 @@ def test_a_job_larger_than_a_batch_runs_whole(stack: Stack, http: requests.Sessi
                                                         "parameters": {"top_k": 1}}).json()
     done = stack.wait_job(http, job["id"])
     assert done["status"] == "succeeded" and len(done["output"]) == 70
-    assert_fill_mask_equal(done["output"][69], fill_mask(texts[69], top_k=1))
+    assert_same(done["output"][69], fill_mask(texts[69], top_k=1))
 
 
 def test_list_is_newest_first_with_cursor_and_filters(stack: Stack) -> None:

@@ -10,29 +10,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModelForMaskedLM
 
 from models.tables import TASK_FILL_MASK
 from models.tokens import target_ids
 from worker.engine import InputError, JobPayload
-from worker.engine.batching import pad, plan_batches
-from worker.engine.phases import Phases
-from worker.engine.runtime import Runtime, load_model, to_device
+from worker.engine.model_engine import ModelEngine
+from worker.engine.runtime import Runtime
 
 
-class FillMaskEngine:
+class FillMaskEngine(ModelEngine):
     task = TASK_FILL_MASK
 
     def __init__(self, model_id: str, runtime: Runtime, max_batch_size: int, max_batch_tokens: int) -> None:
-        self.runtime = runtime
-        self.max_batch_size = max_batch_size
-        self.max_batch_tokens = max_batch_tokens
-        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
-        self.model = load_model(AutoModelForMaskedLM, model_id, runtime)
+        super().__init__(AutoModelForMaskedLM, model_id, runtime, max_batch_size, max_batch_tokens)
         self.mask_id: int = self.tokenizer.mask_token_id
-        self.pad_id: int = self.tokenizer.pad_token_id
         self.max_tokens: int = self.model.config.max_position_embeddings
-        self.phases = Phases()
 
     def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
         texts = [text for job in jobs for text in job.input["input_string"]]
@@ -71,17 +64,10 @@ class FillMaskEngine:
     def _mask_probabilities(self, encoded: list[list[int]]) -> list[torch.Tensor]:
         """Per input: a (masks × vocab) float32 tensor of softmax probabilities, on the CPU."""
         result: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
-        lengths = [len(ids) for ids in encoded]
         model = self.model
-        plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens)
-        for rows in plan:
-            ids, attention = pad([encoded[i] for i in rows], self.pad_id)
-            self.phases.count(len(rows), int(attention.sum()), attention.numel())
-            ids_dev = to_device(ids, self.runtime)
+        for rows, ids_dev, attention in self.padded_batches(encoded):
             with self.phases.timed("forward"):
-                hidden = model.distilbert(
-                    input_ids=ids_dev, attention_mask=to_device(attention, self.runtime)
-                ).last_hidden_state
+                hidden = model.distilbert(input_ids=ids_dev, attention_mask=attention).last_hidden_state
             with self.phases.timed("head"):
                 at_mask = ids_dev == self.mask_id
                 states = hidden[at_mask]  # (masks in this sub-batch, dim), row-major: input by input

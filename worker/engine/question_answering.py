@@ -15,14 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 from tokenizers import Encoding
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+from transformers import AutoModelForQuestionAnswering
 
 from models.tables import TASK_QUESTION_ANSWERING
 from models.tokens import qa_chunk_count
 from worker.engine import InputError, JobPayload
-from worker.engine.batching import pad, plan_batches
-from worker.engine.phases import Phases
-from worker.engine.runtime import Runtime, load_model, to_device
+from worker.engine.model_engine import ModelEngine
+from worker.engine.runtime import Runtime
 
 #: What the pipeline writes over logits that cannot start or end an answer.
 MASKED_LOGIT = -10000.0
@@ -99,18 +98,12 @@ def _char_span(encoding: Encoding, s: int, e: int, align_to_words: bool) -> tupl
     return encoding.offsets[s][0], encoding.offsets[e][1]
 
 
-class QuestionAnsweringEngine:
+class QuestionAnsweringEngine(ModelEngine):
     task = TASK_QUESTION_ANSWERING
 
     def __init__(self, model_id: str, runtime: Runtime, max_batch_size: int, max_batch_tokens: int) -> None:
-        self.runtime = runtime
-        self.max_batch_size = max_batch_size
-        self.max_batch_tokens = max_batch_tokens
-        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
-        self.model = load_model(AutoModelForQuestionAnswering, model_id, runtime)
-        self.pad_id: int = self.tokenizer.pad_token_id
+        super().__init__(AutoModelForQuestionAnswering, model_id, runtime, max_batch_size, max_batch_tokens)
         self.cls_id: int = self.tokenizer.cls_token_id
-        self.phases = Phases()
 
     def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
         pairs: list[tuple[str, str, dict[str, Any]]] = [
@@ -187,13 +180,8 @@ class QuestionAnsweringEngine:
         """Start and end logits of every chunk, cut back to its own length, float32 on the CPU."""
         result: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(chunks)
         lengths = [len(chunk.input_ids) for chunk in chunks]
-        plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens)
-        for rows in plan:
-            ids, attention = pad([chunks[i].input_ids for i in rows], self.pad_id)
-            self.phases.count(len(rows), int(attention.sum()), attention.numel())
-            out = self.model(
-                input_ids=to_device(ids, self.runtime), attention_mask=to_device(attention, self.runtime)
-            )
+        for rows, ids, attention in self.padded_batches([chunk.input_ids for chunk in chunks]):
+            out = self.model(input_ids=ids, attention_mask=attention)
             starts = out.start_logits.float().cpu().numpy()
             ends = out.end_logits.float().cpu().numpy()
             for j, row in enumerate(rows):
