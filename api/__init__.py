@@ -17,11 +17,12 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
 
-    from api import errors, health, jobs, state, webhooks
+    from api import errors, health, jobs, metrics, state, webhooks
 
     state.init_app(app, settings)
     errors.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(webhooks.bp)
     return app

@@ -20,6 +20,7 @@ from api.submission import check_idempotency_key, submit
 from api.validation import parse, read_json_object
 from api.waiting import requested_wait_s, wait_for_job
 from distilq.clock import utcnow
+from distilq.metrics import JOBS_FINISHED, JOBS_SUBMITTED
 from distilq.queue import job_channel, publish_webhook
 from distilq.settings import Settings
 from models.db import rowcount
@@ -79,7 +80,9 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
     wait_s = requested_wait_s(request.headers.get("Prefer"))
 
     session = db()
-    job, _created = submit(state, session, task, current_key().id, body, raw, idempotency_key)
+    job, created = submit(state, session, task, current_key().id, body, raw, idempotency_key)
+    if created:
+        JOBS_SUBMITTED.labels(task).inc()
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if wait_s is not None:
         headers["Preference-Applied"] = f"wait={wait_s}"
@@ -163,6 +166,7 @@ def cancel_job(job_id: str) -> Response:
     event = record_event(session, job.id, EVENT_COMPLETED, now) if changed else None
     session.commit()
     if changed:
+        JOBS_FINISHED.labels(job.task, CANCELED).inc()
         state = app_state()
         try:
             state.redis.publish(job_channel(job.id), CANCELED)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from distilq.settings import get_settings
 
@@ -16,7 +18,17 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """JSON lines by default (`DISTILQ_LOG_FORMAT=text` for a terminal); extras such as job_id, batch_id and
+    durations become fields. Inputs and keys are never logged at INFO."""
+    handler = logging.StreamHandler()
+    if os.environ.get("DISTILQ_LOG_FORMAT", "json") == "text":
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                           rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -45,8 +57,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = get_settings()
     sqlite = settings.resolved_database_url.startswith("sqlite")
     workers = args.workers or (1 if sqlite else 2)
+    # Metrics of all gunicorn processes are merged from files here; a fresh directory per start.
+    metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.home / f"prometheus-api-{args.port}")
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
     argv = [
-        sys.executable, "-m", "gunicorn", "api.wsgi:app",
+        sys.executable, "-m", "gunicorn", "api.wsgi:app", "--config", "python:api.gunicorn_conf",
         "--bind", f"{args.host}:{args.port}",
         "--worker-class", "gthread", "--workers", str(workers), "--threads", str(args.threads),
         "--timeout", "90", "--graceful-timeout", "30", "--access-logfile", "-",
@@ -62,6 +79,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker import tasks
 
     tasks.served_tasks = [q for q in queues if q in INFERENCE_QUEUES]
+    tasks.metrics_port = args.metrics_port
     name = "+".join(queues)
     # Inference runs in the worker's own process (one model copy, all cores to torch); a webhook sender only
     # waits on receivers, so it sends from many threads.
@@ -123,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default=None,
                         help="comma-separated: fill-mask, question-answering (default both), or webhooks")
     worker.add_argument("--concurrency", type=int, default=16, help="sending threads of a webhooks worker")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics here once ready (default 9101 for inference, 9102 for "
+                             "webhooks; 0: off)")
     worker.set_defaults(func=cmd_worker)
 
     beat = sub.add_parser("beat", help="periodic maintenance: lost messages, dead workers, expired keys")

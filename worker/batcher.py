@@ -8,12 +8,21 @@ import collections
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from distilq.metrics import (
+    BATCH_INPUTS,
+    BATCH_TOKENS,
+    INFERENCE_SECONDS,
+    JOB_LATENCY_SECONDS,
+    JOBS_FINISHED,
+    QUEUE_WAIT_SECONDS,
+)
 from distilq.settings import Settings
 from worker.claims import Claim, Outcome, claim_job, claim_more, finish, renew_leases
 from worker.engine import Engine, InputError, JobPayload
@@ -52,17 +61,43 @@ class Batcher:
         more, more_started_events = self._fill(first.task, self.settings.max_batch_size - first.n_inputs)
         claims = [first, *more]
         self.events.webhooks(started_events + more_started_events)
+        engine = self.engines(first.task)
+        engine.phases.reset()
         with self._leases_held(claims):
             started = time.perf_counter()
-            outcomes = self._run(self.engines(first.task), claims)
+            outcomes = self._run(engine, claims)
             inference_ms = (time.perf_counter() - started) * 1000
         batch_size = sum(claim.n_inputs for claim in claims)
-        written, completed = finish(self.sessions, outcomes, self.clock(), batch_size, inference_ms)
+        finished_at = self.clock()
+        written, completed = finish(self.sessions, outcomes, finished_at, batch_size, inference_ms)
         for claim in claims:
             self._remember(claim.job_id)
         self.events.finished(written)
         self.events.webhooks(completed)
-        log.info("batch of %d jobs (%d inputs) of %s in %.1f ms", len(claims), batch_size, first.task, inference_ms)
+        self._observe(first.task, claims, written, engine, batch_size, inference_ms, finished_at)
+
+    def _observe(self, task: str, claims: list[Claim], written: list[tuple[str, str]], engine: Engine,
+                 batch_size: int, inference_ms: float, finished_at: datetime) -> None:
+        """Metrics and one log line per batch and per job: ids, statuses and durations, never inputs."""
+        seconds, counts = engine.phases.reset()
+        batch_id = uuid.uuid4().hex[:12]
+        BATCH_INPUTS.labels(task).observe(batch_size)
+        BATCH_TOKENS.labels(task).observe(counts.get("padded_tokens", 0))
+        INFERENCE_SECONDS.labels(task).observe(inference_ms / 1000)
+        log.info("batch finished", extra={
+            "batch_id": batch_id, "task": task, "jobs": len(claims), "inputs": batch_size,
+            "tokens": counts.get("padded_tokens", 0), "real_tokens": counts.get("real_tokens", 0),
+            "inference_ms": round(inference_ms, 1), **{f"{k}_ms": round(v * 1000, 1) for k, v in seconds.items()},
+        })
+        by_id = {claim.job_id: claim for claim in claims}
+        for job_id, status in written:
+            claim = by_id[job_id]
+            queue_ms = (claim.claimed_at - claim.created_at).total_seconds() * 1000
+            JOBS_FINISHED.labels(task, status).inc()
+            QUEUE_WAIT_SECONDS.labels(task).observe(queue_ms / 1000)
+            JOB_LATENCY_SECONDS.labels(task).observe((finished_at - claim.created_at).total_seconds())
+            log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "batch_id": batch_id,
+                                            "attempt": claim.attempt, "queue_ms": round(queue_ms, 1)})
 
     def _fill(self, task: str, budget: int) -> tuple[list[Claim], list[str]]:
         claims: list[Claim] = []

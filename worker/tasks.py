@@ -10,9 +10,11 @@ from typing import Any
 
 import redis
 from celery.signals import worker_ready, worker_shutdown
+from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from distilq.clock import utcnow
+from distilq.metrics import WORKER_READY
 from distilq.queue import DELIVER_TASK, INFER_TASK, INFERENCE_QUEUES, make_celery
 from distilq.settings import get_settings
 from models.db import make_engine, make_session_factory
@@ -31,6 +33,10 @@ app.conf.worker_prefetch_multiplier = settings.max_batch_size
 
 #: The inference tasks this worker serves; set by `distilq worker` from its queues.
 served_tasks: list[str] = list(INFERENCE_QUEUES)
+#: Where this worker serves its metrics (None: 9101 for inference, 9102 for webhooks; 0: nowhere).
+metrics_port: int | None = None
+#: Default metrics ports of the two kinds of worker.
+INFERENCE_METRICS_PORT, WEBHOOK_METRICS_PORT = 9101, 9102
 
 
 @functools.cache
@@ -69,8 +75,16 @@ def _load_models(**_kwargs: Any) -> None:
     """Load and warm the models before the first job, so its latency is the model's, not the loading's."""
     for task in served_tasks:
         engines().get(task)
+    WORKER_READY.set(1)
+    port = metrics_port if metrics_port is not None else (
+        INFERENCE_METRICS_PORT if served_tasks else WEBHOOK_METRICS_PORT)
+    if port:
+        try:
+            start_http_server(port)
+        except OSError as error:  # another worker on this host has it: run without metrics
+            log.warning("metrics port %d unavailable: %s", port, error)
     announce(redis.Redis.from_url(settings.redis_url, socket_timeout=5), served_tasks, _presence_stop)
-    log.info("worker ready: %s", ", ".join(served_tasks))
+    log.info("worker ready: %s", ", ".join(served_tasks) or "webhooks")
 
 
 _presence_stop = threading.Event()

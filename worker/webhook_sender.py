@@ -22,6 +22,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
+from distilq.metrics import WEBHOOK_ATTEMPTS
 from distilq.settings import Settings
 from models.db import rowcount, transaction
 from models.tables import DELIVERED, FAILED, GONE, PENDING, ApiKey, WebhookAttempt, WebhookEvent
@@ -135,8 +136,12 @@ class WebhookSender:
                 values["next_attempt_at"] = next_attempt
                 values["published_at"] = None
             session.execute(update(WebhookEvent).where(WebhookEvent.id == event_id).values(**values))
-        log.info("webhook %s attempt %d: %s", event_id, attempt,
-                 response.status if response.status is not None else response.error)
+        refused = response.error is not None and response.error.startswith("refused")
+        outcome = "refused" if refused else (status if status != PENDING else "retry")
+        WEBHOOK_ATTEMPTS.labels(outcome).inc()
+        log.info("webhook attempt", extra={"event_id": event_id, "attempt": attempt, "outcome": outcome,
+                                           "response_status": response.status, "error": response.error,
+                                           "duration_ms": round(duration_ms, 1)})
 
 
 def due_events(session: Session, now: datetime, republish_after: timedelta, limit: int) -> list[str]:

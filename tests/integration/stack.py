@@ -82,6 +82,9 @@ class Stack:
         wait_for(lambda: requests.get(f"{self.url}/healthz", timeout=2).ok, 60, "the API")
 
     def start_worker(self, name: str = "worker", *args: str, env: dict[str, str] | None = None) -> None:
+        """An inference worker, ready once its models are loaded; metrics off unless a port is given."""
+        if "--metrics-port" not in args:
+            args = (*args, "--metrics-port", "0")
         self.start(name, "worker", *args, env=env)
         wait_for(lambda: "worker ready" in self.log(name), 120, f"{name} to load its models")
 

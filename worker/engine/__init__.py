@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from worker.engine.phases import Phases
+
 
 @dataclass(frozen=True)
 class JobPayload:
@@ -20,6 +22,8 @@ class JobPayload:
 
 class Engine(Protocol):
     task: str
+    #: Time per phase and tokens computed since the last reset.
+    phases: Phases
 
     def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
         """One output list per job, in job order; each holds one entry per input of that job."""
