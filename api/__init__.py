@@ -12,17 +12,19 @@ from distilq.settings import Settings, get_settings
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask(__name__)
+    app.debug = settings.debug
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if test_config:
         app.config.update(test_config)
 
-    from api import errors, health, jobs, metrics, state, webhooks
+    from api import errors, health, jobs, metrics, openapi, state, webhooks
 
     state.init_app(app, settings)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(webhooks.bp)
     return app

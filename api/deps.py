@@ -50,6 +50,7 @@ def authenticate() -> None:
         session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         session.commit()
     g.api_key = key
+    app_state().rate_limiter.check(key.id)
 
 
 def current_key() -> ApiKey:

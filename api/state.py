@@ -11,6 +11,7 @@ from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.limits import KeyRateLimiter
 from api.model_inputs import ServedModel, load_served_model
 from distilq.queue import make_celery
 from distilq.settings import Settings
@@ -25,6 +26,7 @@ class AppState:
     sessions: sessionmaker[Session]
     redis: redis.Redis
     celery: Celery
+    rate_limiter: KeyRateLimiter
     _models: dict[str, ServedModel] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -47,6 +49,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         sessions=make_session_factory(engine),
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
         celery=make_celery(settings.redis_url),
+        rate_limiter=KeyRateLimiter(settings.redis_url, settings.rate_limit),
     )
 
 

@@ -10,7 +10,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,7 @@ from api.state import AppState
 from distilq.clock import utcnow
 from distilq.queue import publish_job
 from models.schemas import FillMaskRequest, QuestionAnsweringRequest
-from models.tables import QUEUED, Job
+from models.tables import QUEUED, RUNNING, ApiKey, Job
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,20 @@ def _existing(session: Session, api_key_id: str, idempotency_key: str, digest: s
     return job
 
 
+def _check_in_flight(session: Session, api_key_id: str, cap: int) -> None:
+    """429 when the key already has `cap` jobs queued or running. The key's row is locked first (PostgreSQL;
+    SQLite serialises writers anyway), so concurrent submissions of one key count one after another."""
+    session.execute(select(ApiKey.id).where(ApiKey.id == api_key_id).with_for_update())
+    in_flight = session.scalar(
+        select(func.count()).select_from(Job).where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING)))
+    )
+    if (in_flight or 0) >= cap:
+        session.rollback()
+        raise ApiError(429, "too_many_jobs_in_flight",
+                       f"this API key has {in_flight} jobs queued or running, the most it may; retry when some finish",
+                       headers={"Retry-After": "5"})
+
+
 def submit(
     state: AppState,
     session: Session,
@@ -97,6 +111,7 @@ def submit(
         found = _existing(session, api_key_id, idempotency_key, digest)
         if found is not None:
             return found, False
+    _check_in_flight(session, api_key_id, state.settings.max_jobs_in_flight)
     job = _new_job(task, state.model_id(task), api_key_id, body)
     if idempotency_key is not None:
         job.idempotency_key = idempotency_key

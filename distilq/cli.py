@@ -11,8 +11,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distilq.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 
@@ -40,16 +44,55 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from distilq.keys import create_key
-    from models.db import make_engine, make_session_factory, transaction
+def _key_sessions(args: argparse.Namespace) -> sessionmaker[Session]:
+    from models.db import make_engine, make_session_factory
 
     cmd_migrate(args)
-    engine = make_engine(get_settings().resolved_database_url)
-    with transaction(make_session_factory(engine)) as session:
+    return make_session_factory(make_engine(get_settings().resolved_database_url))
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from distilq.keys import create_key
+    from models.db import transaction
+
+    with transaction(_key_sessions(args)) as session:
         key = create_key(session, args.name)
     print(key)
     return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from distilq.clock import isoformat
+    from distilq.keys import list_keys
+
+    with _key_sessions(args)() as session:
+        keys = list_keys(session)
+    print(f"{'id':36}  {'name':20}  {'prefix':10}  {'created':24}  {'last used':24}  revoked")
+    for key in keys:
+        print(f"{key.id:36}  {key.name[:20]:20}  {key.prefix:10}  {isoformat(key.created_at) or '-':24}  "
+              f"{isoformat(key.last_used_at) or '-':24}  {isoformat(key.revoked_at) or '-'}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from distilq.keys import revoke_key
+    from models.db import transaction
+
+    with transaction(_key_sessions(args)) as session:
+        found = revoke_key(session, args.key)
+    if found != 1:
+        print(f"{'no active key' if found == 0 else 'several keys'} match {args.key}: nothing revoked",
+              file=sys.stderr)
+        return 1
+    print(f"revoked {args.key}", file=sys.stderr)
+    return 0
+
+
+def _refuse_unsafe(processes: int = 1) -> None:
+    try:
+        get_settings().check_production(processes)
+    except ValueError as error:
+        raise SystemExit(f"distilq: refusing to start: {error}") from None
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -57,6 +100,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = get_settings()
     sqlite = settings.resolved_database_url.startswith("sqlite")
     workers = args.workers or (1 if sqlite else 2)
+    _refuse_unsafe(workers)
     # Metrics of all gunicorn processes are merged from files here; a fresh directory per start.
     metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.home / f"prometheus-api-{args.port}")
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -75,6 +119,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from distilq.queue import INFERENCE_QUEUES
 
+    _refuse_unsafe()
     queues = [q.strip() for q in (args.queues or ",".join(INFERENCE_QUEUES)).split(",") if q.strip()]
     from worker import tasks
 
@@ -100,6 +145,7 @@ def cmd_beat(_args: argparse.Namespace) -> int:
     from worker.events import JobEvents
     from worker.sweeper import Sweeper, run_forever
 
+    _refuse_unsafe()
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
     celery = make_celery(settings.redis_url)
@@ -157,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="make a key and print it (shown once)")
     create.add_argument("--name", required=True)
     create.set_defaults(func=cmd_keys_create)
+    listing = keys_sub.add_parser("list", help="every key: name, prefix, created, last used, revoked")
+    listing.set_defaults(func=cmd_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id or its shown prefix")
+    revoke.add_argument("key")
+    revoke.set_defaults(func=cmd_keys_revoke)
     # `bench` has its own options (bench/run.py); main() hands them over unparsed.
     sub.add_parser("bench", help="measure the engine and the service against the transformers pipelines")
     return parser

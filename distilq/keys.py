@@ -7,6 +7,7 @@ import hashlib
 import secrets
 import uuid
 
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from distilq.clock import utcnow
@@ -39,3 +40,17 @@ def create_key(session: Session, name: str) -> str:
         )
     )
     return key
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoke_key(session: Session, id_or_prefix: str) -> int:
+    """Revokes the key with this id or shown prefix; returns how many keys that was (0 or 1, or more only when
+    a prefix is ambiguous, in which case nothing is revoked)."""
+    matches = list(session.scalars(select(ApiKey.id).where(
+        or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix), ApiKey.revoked_at.is_(None))))
+    if len(matches) == 1:
+        session.execute(update(ApiKey).where(ApiKey.id == matches[0]).values(revoked_at=utcnow()))
+    return len(matches)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,9 @@ DEFAULT_QA_MODEL = "distilbert-base-cased-distilled-squad"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DISTILQ_", extra="ignore")
 
+    #: `production` refuses unsafe settings at start (see `check_production`).
+    env: Literal["development", "production"] = "development"
+    debug: bool = False
     home: Path = Path(".distilq")
     database_url: str | None = None
     redis_url: str = "redis://localhost:6379/0"
@@ -49,6 +53,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     #: Idempotency keys are honoured for this long.
     idempotency_ttl_s: int = 86_400
+    #: Requests per API key, in Flask-Limiter's (the `limits` library's) notation; counted in Redis.
+    rate_limit: str = "600/minute"
+    #: Jobs one API key may have queued or running at once.
+    max_jobs_in_flight: int = Field(default=1000, ge=1)
 
     @field_validator("device")
     @classmethod
@@ -56,6 +64,28 @@ class Settings(BaseSettings):
         if value != "auto" and value != "cpu" and not value.startswith("cuda"):
             raise ValueError("DISTILQ_DEVICE must be auto, cpu, cuda or cuda:N")
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as error:
+            raise ValueError(f"DISTILQ_RATE_LIMIT: {error}") from None
+        return value
+
+    def check_production(self, processes: int = 1) -> None:
+        """Outside development, refuse what is only safe on a laptop. Raises ValueError naming the setting."""
+        if self.env != "production":
+            return
+        if not self.database_url:
+            raise ValueError("DISTILQ_DATABASE_URL must be set in production (no SQLite file by default)")
+        if self.database_url.startswith("sqlite") and processes > 1:
+            raise ValueError("SQLite cannot serve several API processes in production: use PostgreSQL")
+        if self.debug:
+            raise ValueError("DISTILQ_DEBUG must be off in production")
 
     @property
     def resolved_database_url(self) -> str:

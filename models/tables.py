@@ -46,6 +46,7 @@ class Job(Base):
         UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_api_key_idempotency_key"),
         Index("ix_jobs_api_key_created", "api_key_id", "created_at", "id"),
         Index("ix_jobs_status_task_created", "status", "task", "created_at"),
+        Index("ix_jobs_api_key_status", "api_key_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

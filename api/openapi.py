@@ -1,0 +1,161 @@
+"""`GET /openapi.json` (OpenAPI 3.1), generated from the pydantic models that validate requests
+(models/schemas.py) and describe responses (models/responses.py); `GET /docs`, Swagger UI over it."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import flask_openapi_swagger
+from flask import Blueprint, Response, jsonify, send_from_directory
+from pydantic import BaseModel
+
+from api.waiting import MAX_WAIT_S
+from models import responses as r
+from models.schemas import FillMaskRequest, QuestionAnsweringRequest
+
+bp = Blueprint("openapi", __name__)
+
+SWAGGER_ASSETS = Path(flask_openapi_swagger.__file__).parent / "templates" / "swagger"
+REF = "#/components/schemas/{model}"
+
+
+class _Components:
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel]) -> dict[str, str]:
+        schema = model.model_json_schema(ref_template=REF)
+        for name, definition in schema.pop("$defs", {}).items():
+            self.schemas[name] = definition
+        self.schemas[model.__name__] = schema
+        return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+@functools.cache
+def build_spec() -> dict[str, Any]:
+    c = _Components()
+    error = c.ref(r.Error)
+    job = c.ref(r.Job)
+
+    def errors(*statuses: int) -> dict[str, Any]:
+        described = {400: "Malformed request", 401: "Missing or unknown API key", 404: "No such object for this key",
+                     409: "Idempotency-Key reused with another body", 413: "Body too large",
+                     422: "Invalid body or parameters; `details` names each field and input index",
+                     429: "Rate limit or in-flight cap reached; see Retry-After", 503: "Database or model unavailable"}
+        retry_after = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}
+        return {str(s): _json(error, described[s], retry_after if s in (429, 503) else None) for s in statuses}
+
+    location = {"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"}}
+    submit_parameters = [
+        {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string", "examples": ["wait=30"]},
+         "description": f"`wait` or `wait=N`: hold the request until the job finishes or N seconds pass "
+                        f"(at most {MAX_WAIT_S})"},
+        {"name": "Idempotency-Key", "in": "header", "required": False,
+         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+         "description": "The same key and body return the same job for 24 h; another body is a 409"},
+    ]
+
+    by_id = {"job_id": "$response.body#/id"}
+    links = {"GetJob": {"operationId": "get_job", "parameters": by_id},
+             "CancelJob": {"operationId": "cancel_job", "parameters": by_id},
+             "ListDeliveries": {"operationId": "list_deliveries", "parameters": by_id}}
+
+    def submit(task: str, body: type[BaseModel]) -> dict[str, Any]:
+        accepted = _json(job, "Accepted: the job as stored", location)
+        finished = _json(job, "Finished within Prefer: wait (or an idempotent replay of a finished job)", location)
+        accepted["links"] = finished["links"] = links
+        return {"post": {
+            "operationId": f"submit_{task.replace('-', '_')}", "summary": f"Submit a {task} job",
+            "tags": ["jobs"], "parameters": submit_parameters,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": c.ref(body)}}},
+            "responses": {"202": accepted, "200": finished, **errors(400, 401, 409, 413, 422, 429, 503)},
+        }}
+
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    event_id = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths: dict[str, Any] = {
+        "/v1/fill-mask": submit("fill-mask", FillMaskRequest),
+        "/v1/question-answering": submit("question-answering", QuestionAnsweringRequest),
+        "/v1/jobs/{job_id}": {"get": {
+            "operationId": "get_job", "summary": "A job", "tags": ["jobs"], "parameters": [job_id],
+            "responses": {"200": _json(job, "The job"), **errors(401, 404, 503)}}},
+        "/v1/jobs": {"get": {
+            "operationId": "list_jobs", "summary": "The calling key's jobs, newest first", "tags": ["jobs"],
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"enum": ["queued", "running", "succeeded", "failed",
+                                                                      "canceled"]}},
+                {"name": "task", "in": "query", "schema": {"enum": ["fill-mask", "question-answering"]}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"},
+                 "description": "`next_cursor` of the previous page"},
+            ],
+            "responses": {"200": _json(c.ref(r.JobList), "A page of jobs"), **errors(401, 422, 503)}}},
+        "/v1/jobs/{job_id}/cancel": {"post": {
+            "operationId": "cancel_job", "summary": "Cancel a job (a finished job stays as it is)",
+            "tags": ["jobs"], "parameters": [job_id],
+            "responses": {"200": _json(job, "The job"), **errors(401, 404, 503)}}},
+        "/v1/jobs/{job_id}/deliveries": {"get": {
+            "operationId": "list_deliveries", "summary": "The job's webhook events and every attempt",
+            "tags": ["webhooks"], "parameters": [job_id],
+            "responses": {"200": _json(c.ref(r.DeliveryList), "Events"), **errors(401, 404, 503)}}},
+        "/v1/jobs/{job_id}/deliveries/{event_id}/retry": {"post": {
+            "operationId": "retry_delivery", "summary": "Send an event again now, under the same webhook-id",
+            "tags": ["webhooks"], "parameters": [job_id, event_id],
+            "responses": {"202": _json(c.ref(r.Delivery), "The event, due now"), **errors(401, 404, 503)}}},
+        "/v1/webhooks/secret": {"get": {
+            "operationId": "get_webhook_secret", "summary": "The calling key's signing secret", "tags": ["webhooks"],
+            "responses": {"200": _json(c.ref(r.WebhookSecret), "The secret"), **errors(401, 503)}}},
+        "/v1/webhooks/secret/rotate": {"post": {
+            "operationId": "rotate_webhook_secret", "tags": ["webhooks"],
+            "summary": "A new signing secret; the old one keeps signing beside it for 24 h",
+            "responses": {"200": _json(c.ref(r.RotatedSecret), "The new secret"), **errors(401, 503)}}},
+        "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "tags": ["health"], "security": [],
+                             "responses": {"200": _json(c.ref(r.Health), "Alive")}}},
+        "/readyz": {"get": {"operationId": "readyz", "summary": "Database and Redis reachable now", "tags": ["health"],
+                            "security": [],
+                            "responses": {"200": _json(c.ref(r.Readiness), "Ready"),
+                                          "503": _json(c.ref(r.Readiness), "Not ready")}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "distilq", "version": "1",
+                 "description": "Asynchronous DistilBERT inference: fill-mask and extractive question answering."},
+        "paths": paths,
+        "components": {"schemas": c.schemas,
+                       "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
+                                                      "description": "`distilq keys create` prints a key"}}},
+        "security": [{"apiKey": []}],
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(build_spec())
+
+
+DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>distilq API</title>
+<link rel="stylesheet" href="/docs/assets/css/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/assets/js/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", deepLinking: true});</script>
+</body></html>"""
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    return Response(DOCS_PAGE, mimetype="text/html")
+
+
+@bp.get("/docs/assets/<path:filename>")
+def docs_assets(filename: str) -> Response:
+    return send_from_directory(SWAGGER_ASSETS, filename, max_age=86400)
