@@ -37,8 +37,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy api worker models distilq bench
 
-bench: install
-	$(BIN)/distilq bench
+# QA modes (a) and (b) run transformers 4.57.6's pipeline (removed in 5.x) from a throwaway venv outside the repo.
+TF457 ?= /tmp/distilq-bench-tf457
+
+bench: install $(TF457)/bin/python
+	DISTILQ_BENCH_TF4_PYTHON=$(TF457)/bin/python $(BIN)/distilq bench
+
+$(TF457)/bin/python:
+	$(PYTHON) -m venv $(TF457)
+	$(TF457)/bin/pip install --quiet torch==2.13.0 transformers==4.57.6
 
 clean:
 	rm -rf $(VENV) .distilq .pytest_cache .mypy_cache .ruff_cache

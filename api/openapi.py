@@ -87,7 +87,7 @@ def build_spec() -> dict[str, Any]:
         "/v1/question-answering": submit("question-answering", QuestionAnsweringRequest),
         "/v1/jobs/{job_id}": {"get": {
             "operationId": "get_job", "summary": "A job", "tags": ["jobs"], "parameters": [job_id],
-            "responses": {"200": _json(job, "The job"), **errors(401, 404, 503)}}},
+            "responses": {"200": _json(job, "The job"), **errors(401, 404, 429, 503)}}},
         "/v1/jobs": {"get": {
             "operationId": "list_jobs", "summary": "The calling key's jobs, newest first", "tags": ["jobs"],
             "parameters": [
@@ -98,26 +98,26 @@ def build_spec() -> dict[str, Any]:
                 {"name": "cursor", "in": "query", "schema": {"type": "string"},
                  "description": "`next_cursor` of the previous page"},
             ],
-            "responses": {"200": _json(c.ref(r.JobList), "A page of jobs"), **errors(401, 422, 503)}}},
+            "responses": {"200": _json(c.ref(r.JobList), "A page of jobs"), **errors(401, 422, 429, 503)}}},
         "/v1/jobs/{job_id}/cancel": {"post": {
             "operationId": "cancel_job", "summary": "Cancel a job (a finished job stays as it is)",
             "tags": ["jobs"], "parameters": [job_id],
-            "responses": {"200": _json(job, "The job"), **errors(401, 404, 503)}}},
+            "responses": {"200": _json(job, "The job"), **errors(401, 404, 429, 503)}}},
         "/v1/jobs/{job_id}/deliveries": {"get": {
             "operationId": "list_deliveries", "summary": "The job's webhook events and every attempt",
             "tags": ["webhooks"], "parameters": [job_id],
-            "responses": {"200": _json(c.ref(r.DeliveryList), "Events"), **errors(401, 404, 503)}}},
+            "responses": {"200": _json(c.ref(r.DeliveryList), "Events"), **errors(401, 404, 429, 503)}}},
         "/v1/jobs/{job_id}/deliveries/{event_id}/retry": {"post": {
             "operationId": "retry_delivery", "summary": "Send an event again now, under the same webhook-id",
             "tags": ["webhooks"], "parameters": [job_id, event_id],
-            "responses": {"202": _json(c.ref(r.Delivery), "The event, due now"), **errors(401, 404, 503)}}},
+            "responses": {"202": _json(c.ref(r.Delivery), "The event, due now"), **errors(401, 404, 429, 503)}}},
         "/v1/webhooks/secret": {"get": {
             "operationId": "get_webhook_secret", "summary": "The calling key's signing secret", "tags": ["webhooks"],
-            "responses": {"200": _json(c.ref(r.WebhookSecret), "The secret"), **errors(401, 503)}}},
+            "responses": {"200": _json(c.ref(r.WebhookSecret), "The secret"), **errors(401, 429, 503)}}},
         "/v1/webhooks/secret/rotate": {"post": {
             "operationId": "rotate_webhook_secret", "tags": ["webhooks"],
             "summary": "A new signing secret; the old one keeps signing beside it for 24 h",
-            "responses": {"200": _json(c.ref(r.RotatedSecret), "The new secret"), **errors(401, 503)}}},
+            "responses": {"200": _json(c.ref(r.RotatedSecret), "The new secret"), **errors(401, 429, 503)}}},
         "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "tags": ["health"], "security": [],
                              "responses": {"200": _json(c.ref(r.Health), "Alive")}}},
         "/readyz": {"get": {"operationId": "readyz", "summary": "Database and Redis reachable now", "tags": ["health"],

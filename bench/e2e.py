@@ -44,6 +44,36 @@ def _wait(check: Callable[[], Any], timeout_s: float, what: str) -> None:
     raise RuntimeError(f"{what} did not come up within {timeout_s} s")
 
 
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and everything it started (gunicorn's workers), so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in _descendants(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -52,8 +82,8 @@ def _rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def running_stack(models: dict[str, Path], task: str, env: dict[str, str]) -> Iterator[tuple[str, str, int]]:
-    """(base URL, API key, worker pid) of a fresh stack serving `task`."""
+def running_stack(models: dict[str, Path], task: str, env: dict[str, str]) -> Iterator[tuple[str, str, dict[str, int]]]:
+    """(base URL, API key, pids of api, worker and redis) of a fresh stack serving `task`."""
     with tempfile.TemporaryDirectory(prefix="distilq-bench-") as tmp:
         home = Path(tmp)
         redis_process, redis_url = start_redis(home)
@@ -76,7 +106,7 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str]) -> It
             _wait(lambda: requests.get(f"{url}/healthz", timeout=2).ok, 120, "the API")
             client = redis.Redis.from_url(redis_url)
             _wait(lambda: ready_workers(client), 300, "the worker")
-            yield url, key, children[1].pid
+            yield url, key, {"api": children[0].pid, "worker": children[1].pid, "redis": redis_process.pid}
         finally:
             for child in children:
                 child.terminate()
@@ -91,7 +121,7 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
                    env: dict[str, str]) -> tuple[Result, float]:
     """The (d) result and the worker's resident memory (MB) after the run."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"
-    with running_stack(models, task, env) as (url, key, worker_pid):
+    with running_stack(models, task, env) as (url, key, pids):
         session = requests.Session()
         session.headers.update({"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
         adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency)
@@ -106,11 +136,14 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
                 job = session.get(f"{url}/v1/jobs/{job['id']}", timeout=120).json()
             return time.perf_counter() - t0, job
 
+        cpu_before = {name: cpu_seconds(pid) for name, pid in {**pids, "clients": os.getpid()}.items()}
         started = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             outcomes = list(pool.map(submit, bodies))
         wall = time.perf_counter() - started
-        rss = _rss_mb(worker_pid)
+        cpu = {name: cpu_seconds(pid) - cpu_before[name]
+               for name, pid in {**pids, "clients": os.getpid()}.items()}
+        rss = _rss_mb(pids["worker"])
     failed = [job for _, job in outcomes if job["status"] != "succeeded"]
     if failed:
         raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]['error']}")
@@ -119,5 +152,8 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
     result = Result("d", f"distilq end to end, {concurrency} concurrent clients", len(bodies), 0, 0, wall,
                     [latency for latency, _ in outcomes])
     result.notes = [f"mean queue_ms {mean('queue_ms'):.0f}, mean batch inference_ms {mean('inference_ms'):.0f}, "
-                    f"mean batch size {mean('batch_size'):.1f} inputs"]
+                    f"mean batch size {mean('batch_size'):.1f} inputs",
+                    f"CPU seconds during the run ({len(os.sched_getaffinity(0))} cores × wall = "
+                    f"{len(os.sched_getaffinity(0)) * wall:.1f}): "
+                    + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())]
     return result, rss

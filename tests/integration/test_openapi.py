@@ -24,7 +24,8 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str],
           tiny_models: dict[str, Path]) -> Iterator[Stack]:
-    stack = make_stack(tmp_path_factory, backend, tiny_models, {"DISTILQ_MAX_INPUTS_PER_JOB": "16"})
+    stack = make_stack(tmp_path_factory, backend, tiny_models, {"DISTILQ_MAX_INPUTS_PER_JOB": "16",
+                                                                   "DISTILQ_RATE_LIMIT": "100000/minute"})
     stack.start_api()
     stack.start_worker()
     yield stack

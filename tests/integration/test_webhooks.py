@@ -23,7 +23,8 @@ ENV = {"DISTILQ_WEBHOOK_ALLOW_PRIVATE": "true", "DISTILQ_WEBHOOK_RETRY_DELAYS": 
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
+def receiver(backend: tuple[str, str]) -> Iterator[Receiver]:
+    """One receiver per backend, so that each backend's run sees only its own deliveries."""
     with running_receiver() as receiver:
         yield receiver
 
