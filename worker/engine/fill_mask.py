@@ -62,25 +62,33 @@ class FillMaskEngine(ModelEngine):
 
     @torch.inference_mode()
     def _mask_probabilities(self, encoded: list[list[int]]) -> list[torch.Tensor]:
-        """Per input: a (masks × vocab) float32 tensor of softmax probabilities, on the CPU."""
-        result: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
+        """Per input: a (masks × vocab) float32 tensor of softmax probabilities, on the CPU. The encoder runs per
+        sub-batch; the head runs once over the mask states of all of them, so its 28996 × 768 projector is read
+        once per call rather than once per sub-batch."""
         model = self.model
+        states: list[torch.Tensor] = []
+        owners: list[int] = []  # for each mask state, the input it belongs to
         for rows, ids_dev, attention in self.padded_batches(encoded):
             with self.phases.timed("forward"):
                 hidden = model.distilbert(input_ids=ids_dev, attention_mask=attention).last_hidden_state
-            with self.phases.timed("head"):
                 at_mask = ids_dev == self.mask_id
-                states = hidden[at_mask]  # (masks in this sub-batch, dim), row-major: input by input
-                logits = model.vocab_transform(states)
-                logits = model.activation(logits)
-                logits = model.vocab_layer_norm(logits)
-                logits = model.vocab_projector(logits)
-                probs = logits.float().softmax(dim=-1).cpu()
-            counts = at_mask.sum(dim=1).tolist()
-            start = 0
-            for row, count in zip(rows, counts, strict=True):
-                result[row] = probs[start : start + count]
-                start += count
+                states.append(hidden[at_mask])  # row-major: input by input
+                for row, count in zip(rows, at_mask.sum(dim=1).tolist(), strict=True):
+                    owners += [row] * count
+        with self.phases.timed("head"):
+            logits = model.vocab_transform(torch.cat(states))
+            logits = model.activation(logits)
+            logits = model.vocab_layer_norm(logits)
+            logits = model.vocab_projector(logits)
+            probs = logits.float().softmax(dim=-1).cpu()
+        result: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
+        start = 0
+        while start < len(owners):
+            end = start
+            while end < len(owners) and owners[end] == owners[start]:
+                end += 1
+            result[owners[start]] = probs[start:end]
+            start = end
         return result
 
     def _propositions(
