@@ -61,11 +61,11 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and everything it started (gunicorn's workers), so far."""
+def cpu_seconds(pid: int, with_children: bool = True) -> float:
+    """User + system CPU time of a process and (unless told not to) everything it started, so far."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for member in _descendants(pid):
+    for member in _descendants(pid) if with_children else [pid]:
         try:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / ticks
@@ -136,13 +136,17 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
                 job = session.get(f"{url}/v1/jobs/{job['id']}", timeout=120).json()
             return time.perf_counter() - t0, job
 
-        cpu_before = {name: cpu_seconds(pid) for name, pid in {**pids, "clients": os.getpid()}.items()}
+        # The clients are this process's threads; the stack's processes are its children, counted on their own.
+        def usage() -> dict[str, float]:
+            return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
+                    "clients": cpu_seconds(os.getpid(), with_children=False)}
+
+        cpu_before = usage()
         started = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             outcomes = list(pool.map(submit, bodies))
         wall = time.perf_counter() - started
-        cpu = {name: cpu_seconds(pid) - cpu_before[name]
-               for name, pid in {**pids, "clients": os.getpid()}.items()}
+        cpu = {name: seconds - cpu_before[name] for name, seconds in usage().items()}
         rss = _rss_mb(pids["worker"])
     failed = [job for _, job in outcomes if job["status"] != "succeeded"]
     if failed:

@@ -202,3 +202,39 @@ def test_database_stopped_under_the_api(tmp_path_factory: pytest.TempPathFactory
             stack.stop_all()
     finally:
         cluster.remove()
+
+
+def test_a_job_canceled_while_running_gets_no_output(stack: Stack) -> None:
+    http = stack.client(stack.new_key())
+    stack.start_worker()
+    ids = submit_all(stack, http, texts(8, words=300))  # one batch of a few seconds
+    [victim, *_] = wait_for(lambda: running(stack, ids), 60, "a batch to start")
+    assert http.post(f"{stack.url}/v1/jobs/{victim}/cancel").json()["status"] == "canceled"
+    wait_for(lambda: all_finished(stack, ids), 120, "the batch to finish")
+    final = rows(stack, ids)
+    assert (final[victim].status, final[victim].output) == ("canceled", None), "the worker's result was discarded"
+    assert all(job.status == "succeeded" for job_id, job in final.items() if job_id != victim)
+
+
+def test_idempotency_keys_expire(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str],
+                                 own_redis: RedisServer, tiny_models: dict[str, Path]) -> None:
+    stack = make_stack(tmp_path_factory, (backend[0], own_redis.url), tiny_models,
+                       {**CHAOS_ENV, "DISTILQ_IDEMPOTENCY_TTL_S": "1"})
+    stack.start_api()
+    stack.start("beat", "beat")
+    try:
+        http = stack.client(stack.new_key())
+        body = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
+        headers = {"Idempotency-Key": "expiring"}
+        first = http.post(f"{stack.url}/v1/fill-mask", json=body, headers=headers).json()
+        assert http.post(f"{stack.url}/v1/fill-mask", json=body, headers=headers).json()["id"] == first["id"]
+
+        def freed() -> bool:
+            with stack.sessions() as session:
+                return session.get(Job, first["id"]).idempotency_key is None  # type: ignore[union-attr]
+
+        wait_for(freed, 30, "beat to free the expired key")
+        other = http.post(f"{stack.url}/v1/fill-mask", json={**body, "parameters": {"top_k": 2}}, headers=headers)
+        assert other.status_code == 202 and other.json()["id"] != first["id"]  # a new job, not a 409
+    finally:
+        stack.stop_all()
