@@ -49,3 +49,13 @@ def backend(request: pytest.FixtureRequest, redis_server: RedisServer,
     run_migrations(database_url)
     yield database_url, redis_url
     drop_postgres_database(admin_url, database_url)
+
+
+@pytest.fixture()
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which the test may kill and start again (on the same port)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.kill()

@@ -73,15 +73,6 @@ def all_finished(stack: Stack, ids: list[str]) -> bool:
 
 
 @pytest.fixture()
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.kill()
-
-
-@pytest.fixture()
 def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str], own_redis: RedisServer,
           slow_models: dict[str, Path]) -> Iterator[Stack]:
     """A stack on the backend's database and a Redis of its own (which the tests crash)."""

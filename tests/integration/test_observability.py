@@ -22,15 +22,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 @pytest.fixture()
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.kill()
-
-
-@pytest.fixture()
 def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str], own_redis: RedisServer,
           tiny_models: dict[str, Path]) -> Iterator[Stack]:
     stack = make_stack(tmp_path_factory, (backend[0], own_redis.url), tiny_models)
