@@ -137,11 +137,17 @@ def run_forever(sweeper: Sweeper, client: redis.Redis, stop: threading.Event) ->
     """Sweeps every `sweep_interval_s` while holding the beat lock; a second beat waits for the lock."""
     interval = sweeper.settings.sweep_interval_s
     lock = client.lock(LOCK_NAME, timeout=max(3 * interval, 10), thread_local=False)
+    standing_by = False
     while not stop.is_set():
         try:
             held = lock.owned() and lock.extend(max(3 * interval, 10), replace_ttl=True)
             if not held:
                 held = lock.acquire(blocking=False)
+                if held:
+                    log.info("this beat holds the beat lock and sweeps")
+                elif not standing_by:
+                    log.info("another beat holds the beat lock; standing by")
+                standing_by = not held
             if held:
                 counts = sweeper.sweep()
                 if any(counts.values()):

@@ -3,6 +3,7 @@ of jobs that wait together, and `beat` re-publishing messages Redis lost."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,3 +77,14 @@ def test_a_duplicated_message_claims_nothing(stack: Stack) -> None:
     again = http.get(f"{stack.url}/v1/jobs/{job['id']}").json()
     assert again["metrics"]["attempts"] == 1
     assert again["output"] == job["output"] and again["completed_at"] == job["completed_at"]
+
+
+def test_only_one_beat_sweeps_and_another_takes_over(stack: Stack) -> None:
+    held = "this beat holds the beat lock"
+    stack.start("beat-1", "beat")
+    wait_for(lambda: held in stack.log("beat-1"), 30, "the first beat to take the lock")
+    stack.start("beat-2", "beat")
+    wait_for(lambda: "standing by" in stack.log("beat-2"), 30, "the second beat to find the lock taken")
+    assert held not in stack.log("beat-2")
+    stack.stop("beat-1", signal.SIGKILL)  # its lock expires; the other takes over
+    wait_for(lambda: held in stack.log("beat-2"), 60, "the second beat to take over")
