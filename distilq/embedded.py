@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -30,13 +31,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_until(check: object, timeout_s: float, what: str, children: list[subprocess.Popen[bytes]]) -> None:
+def _wait_until(check: Callable[[], object], timeout_s: float, what: str,
+                children: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if any(child.poll() is not None for child in children):
             raise RuntimeError(f"a process exited while waiting for {what}")
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
         except (OSError, redis.RedisError):
             pass
