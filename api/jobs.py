@@ -87,7 +87,7 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
     if wait_s is not None:
         headers["Preference-Applied"] = f"wait={wait_s}"
         if job.status not in TERMINAL_STATUSES:
-            job = wait_for_job(state.sessions, state.redis, job.id, wait_s) or job
+            job = wait_for_job(state.sessions, state.completions, job.id, wait_s) or job
     return _job_response(job, 200 if job.status in TERMINAL_STATUSES else 202, headers)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.limits import KeyRateLimiter
 from api.model_inputs import ServedModel, load_served_model
+from api.waiting import CompletionListener
 from distilq.queue import make_celery
 from distilq.settings import Settings
 from models.db import make_engine, make_session_factory
@@ -27,6 +28,7 @@ class AppState:
     redis: redis.Redis
     celery: Celery
     rate_limiter: KeyRateLimiter
+    completions: CompletionListener
     _models: dict[str, ServedModel] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,6 +52,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
         celery=make_celery(settings.redis_url),
         rate_limiter=KeyRateLimiter(settings.redis_url, settings.rate_limit),
+        completions=CompletionListener(settings.redis_url),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 import requests
+import urllib3
 
 from bench.measure import Result
 from distilq.embedded import start_redis
@@ -82,8 +83,11 @@ def _rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def running_stack(models: dict[str, Path], task: str, env: dict[str, str]) -> Iterator[tuple[str, str, dict[str, int]]]:
-    """(base URL, API key, pids of api, worker and redis) of a fresh stack serving `task`."""
+def running_stack(models: dict[str, Path], task: str, env: dict[str, str],
+                  api_threads: int) -> Iterator[tuple[str, str, dict[str, int]]]:
+    """(base URL, API key, pids of api, worker and redis) of a fresh stack serving `task`. `Prefer: wait` holds an
+    API thread per request, so the API needs a thread per concurrent client, or clients queue for threads and
+    the worker sees fewer jobs than there are clients."""
     with tempfile.TemporaryDirectory(prefix="distilq-bench-") as tmp:
         home = Path(tmp)
         redis_process, redis_url = start_redis(home)
@@ -98,7 +102,8 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str]) -> It
         cli = [sys.executable, "-m", "distilq.cli"]
         logs = open(home / "stack.log", "wb")  # noqa: SIM115
         children = [
-            subprocess.Popen([*cli, "api", "--port", str(port)], env=child_env, stdout=logs, stderr=logs),
+            subprocess.Popen([*cli, "api", "--port", str(port), "--threads", str(api_threads)], env=child_env,
+                             stdout=logs, stderr=logs),
             subprocess.Popen([*cli, "worker", "--queues", task], env=child_env, stdout=logs, stderr=logs),
         ]
         try:
@@ -121,19 +126,25 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
                    env: dict[str, str]) -> tuple[Result, float]:
     """The (d) result and the worker's resident memory (MB) after the run."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"
-    with running_stack(models, task, env) as (url, key, pids):
-        session = requests.Session()
-        session.headers.update({"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
-        adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency)
-        session.mount("http://", adapter)
-        session.post(f"{url}/v1/{route}", json=bodies[0], timeout=120).raise_for_status()  # warm-up
+    with running_stack(models, task, env, api_threads=concurrency + 8) as (url, key, pids):
+        # urllib3 rather than requests: the clients share the machine with the stack, so they should cost little.
+        http = urllib3.PoolManager(maxsize=concurrency, timeout=urllib3.Timeout(total=120), retries=False,
+                                   headers={"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
+
+        def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+            response = http.request(method, f"{url}{path}", json=body)
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: {response.status} {response.data[:500]!r}")
+            job: dict[str, Any] = response.json()
+            return job
+
+        call("POST", f"/v1/{route}", bodies[0])  # warm-up
 
         def submit(body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
             t0 = time.perf_counter()
-            response = session.post(f"{url}/v1/{route}", json=body, timeout=120)
-            job = response.json()
+            job = call("POST", f"/v1/{route}", body)
             while job["status"] not in ("succeeded", "failed", "canceled"):
-                job = session.get(f"{url}/v1/jobs/{job['id']}", timeout=120).json()
+                job = call("GET", f"/v1/jobs/{job['id']}")
             return time.perf_counter() - t0, job
 
         # The clients are this process's threads; the stack's processes are its children, counted on their own.

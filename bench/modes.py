@@ -53,7 +53,11 @@ def _engine_mode(engine: Engine, jobs: list[JobPayload], batch: int, label: str)
         latencies += [time.perf_counter() - t0] * len(jobs[i : i + batch])
     wall = time.perf_counter() - started
     seconds, counts = engine.phases.reset()  # type: ignore[attr-defined]
-    return Result("c", label, len(jobs), counts["real_tokens"], counts["padded_tokens"], wall, latencies, seconds)
+    # The linear layers compute the real tokens only (packed); attention's padding is reported in a note.
+    result = Result("c", label, len(jobs), counts["real_tokens"], counts["real_tokens"], wall, latencies, seconds)
+    result.notes.append(f"{counts['rows'] / len(jobs) * batch:.1f} rows per {batch} jobs; attention computed "
+                        f"{counts['attention_slots'] / counts['real_tokens']:.2f} slots per real token")
+    return result
 
 
 def fill_mask_engine(model_dir: Path, texts: list[str], batch: int, max_tokens: int) -> Result:

@@ -16,6 +16,7 @@ from models.tables import TASK_FILL_MASK
 from models.tokens import target_ids
 from worker.engine import InputError, JobPayload
 from worker.engine.model_engine import ModelEngine
+from worker.engine.packed import encode
 from worker.engine.runtime import Runtime
 
 
@@ -63,18 +64,17 @@ class FillMaskEngine(ModelEngine):
     @torch.inference_mode()
     def _mask_probabilities(self, encoded: list[list[int]]) -> list[torch.Tensor]:
         """Per input: a (masks × vocab) float32 tensor of softmax probabilities, on the CPU. The encoder runs per
-        sub-batch; the head runs once over the mask states of all of them, so its 28996 × 768 projector is read
-        once per call rather than once per sub-batch."""
+        pass, its last layer finished at the mask positions only; the head runs once over the mask states of all
+        passes, so its 28996 × 768 projector is read once per call rather than once per pass."""
         model = self.model
         states: list[torch.Tensor] = []
         owners: list[int] = []  # for each mask state, the input it belongs to
-        for rows, ids_dev, attention in self.padded_batches(encoded):
+        for batch in self.passes(encoded):
             with self.phases.timed("forward"):
-                hidden = model.distilbert(input_ids=ids_dev, attention_mask=attention).last_hidden_state
-                at_mask = ids_dev == self.mask_id
-                states.append(hidden[at_mask])  # row-major: input by input
-                for row, count in zip(rows, at_mask.sum(dim=1).tolist(), strict=True):
-                    owners += [row] * count
+                at_mask = torch.nonzero(batch.input_ids == self.mask_id).squeeze(1)  # packed: input by input
+                states.append(encode(model.distilbert, batch, keep=at_mask))
+            for row in batch.rows:
+                owners += [row] * encoded[row].count(self.mask_id)
         with self.phases.timed("head"):
             logits = model.vocab_transform(torch.cat(states))
             logits = model.activation(logits)

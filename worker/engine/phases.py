@@ -12,13 +12,14 @@ from contextlib import contextmanager
 class Phases:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = collections.defaultdict(float)
-        #: Rows, real tokens and padded tokens put through the model.
+        #: Rows and real tokens put through the model (the linear layers compute exactly those), and the padded
+        #: rows × longest slots attention computed.
         self.counts: dict[str, int] = collections.defaultdict(int)
 
-    def count(self, rows: int, real_tokens: int, padded_tokens: int) -> None:
+    def count(self, rows: int, real_tokens: int, attention_slots: int) -> None:
         self.counts["rows"] += rows
         self.counts["real_tokens"] += real_tokens
-        self.counts["padded_tokens"] += padded_tokens
+        self.counts["attention_slots"] += attention_slots
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

@@ -21,6 +21,7 @@ from models.tables import TASK_QUESTION_ANSWERING
 from models.tokens import qa_chunk_count
 from worker.engine import InputError, JobPayload
 from worker.engine.model_engine import ModelEngine
+from worker.engine.packed import encode
 from worker.engine.runtime import Runtime
 
 #: What the pipeline writes over logits that cannot start or end an answer.
@@ -177,16 +178,14 @@ class QuestionAnsweringEngine(ModelEngine):
 
     @torch.inference_mode()
     def _logits(self, chunks: list[Chunk]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Start and end logits of every chunk, cut back to its own length, float32 on the CPU."""
+        """Start and end logits of every chunk, float32 on the CPU."""
         result: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(chunks)
-        lengths = [len(chunk.input_ids) for chunk in chunks]
-        for rows, ids, attention in self.padded_batches([chunk.input_ids for chunk in chunks]):
-            out = self.model(input_ids=ids, attention_mask=attention)
-            starts = out.start_logits.float().cpu().numpy()
-            ends = out.end_logits.float().cpu().numpy()
-            for j, row in enumerate(rows):
-                n = lengths[row]
-                result[row] = (starts[j, :n], ends[j, :n])
+        for batch in self.passes([chunk.input_ids for chunk in chunks]):
+            hidden = encode(self.model.distilbert, batch)
+            logits = self.model.qa_outputs(hidden).float().cpu().numpy()  # (tokens, 2), packed
+            offsets = batch.offsets
+            for j, row in enumerate(batch.rows):
+                result[row] = (logits[offsets[j] : offsets[j + 1], 0], logits[offsets[j] : offsets[j + 1], 1])
         return result
 
     def _answer(

@@ -1,0 +1,54 @@
+"""The API's one completion listener per process, on a real Redis: it wakes exactly the requests waiting on the
+announced job, and comes back after Redis restarts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from api.waiting import CompletionListener
+from distilq.queue import job_channel
+from tests.integration.backends import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def announce_until(client: redis.Redis, job_id: str, woken: Callable[[], bool]) -> None:
+    """Publishes the job's completion until it is seen: the listener may still be subscribing."""
+    deadline = time.monotonic() + 15
+    while not woken():
+        assert time.monotonic() < deadline, "the waiter was never woken"
+        client.publish(job_channel(job_id), "succeeded")
+        time.sleep(0.05)
+
+
+def test_wakes_the_waiters_of_the_announced_job_only(own_redis: RedisServer) -> None:
+    listener = CompletionListener(own_redis.url)
+    client = redis.Redis.from_url(own_redis.url)
+    with listener.watching("job-a") as a1, listener.watching("job-a") as a2, listener.watching("job-b") as b:
+        announce_until(client, "job-a", lambda: a1.is_set() and a2.is_set())
+        assert not b.is_set()
+    # Nobody watches any more: the listener forgot them.
+    assert listener._waiters == {}
+
+
+def test_listens_again_after_redis_restarts(own_redis: RedisServer) -> None:
+    listener = CompletionListener(own_redis.url)
+    client = redis.Redis.from_url(own_redis.url)
+    with listener.watching("before") as before:
+        announce_until(client, "before", before.is_set)
+    own_redis.kill()
+    eventually(lambda: not listener.subscribed.is_set())
+    own_redis.start()
+    with listener.watching("after") as after:
+        announce_until(client, "after", after.is_set)

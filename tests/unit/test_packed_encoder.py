@@ -1,0 +1,76 @@
+"""The packed encoder against transformers' own padded forward, and what it spares: padding in the linear layers,
+and the last layer's work away from the kept tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from worker.engine.packed import encode, pack
+
+TEXTS = [
+    "Paris is the [MASK] of France.",
+    "A much longer sentence, with [MASK] words and punctuation, that makes the others pad a lot.",
+    "[MASK]",
+    "Two [MASK] in one [MASK].",
+]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models: dict[str, Path]) -> tuple[object, object]:
+    directory = tiny_models["fill-mask"]
+    return AutoTokenizer.from_pretrained(directory), AutoModelForMaskedLM.from_pretrained(directory).eval()
+
+
+@torch.inference_mode()
+def test_packed_states_equal_the_padded_forward(loaded: tuple[object, object]) -> None:
+    tokenizer, model = loaded
+    padded = tokenizer(TEXTS, padding=True, return_tensors="pt")  # type: ignore[operator]
+    reference = model.distilbert(**padded).last_hidden_state[padded["attention_mask"].bool()]  # type: ignore[attr-defined]
+    sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
+    states = encode(model.distilbert, pack(sequences, list(range(len(TEXTS)))))  # type: ignore[attr-defined]
+    assert states.shape == reference.shape
+    torch.testing.assert_close(states, reference, atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_rows_in_any_order_give_the_same_states(loaded: tuple[object, object]) -> None:
+    tokenizer, model = loaded
+    sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
+    forward = encode(model.distilbert, pack(sequences, [0, 1, 2, 3]))  # type: ignore[attr-defined]
+    backward_pass = pack(sequences, [3, 2, 1, 0])
+    backward = encode(model.distilbert, backward_pass)  # type: ignore[attr-defined]
+    offsets = backward_pass.offsets
+    reordered = torch.cat([backward[offsets[3 - i] : offsets[4 - i]] for i in range(4)])
+    torch.testing.assert_close(reordered, forward, atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_kept_tokens_equal_the_full_pass_and_only_they_reach_the_last_feed_forward(
+    loaded: tuple[object, object],
+) -> None:
+    tokenizer, model = loaded
+    sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
+    batch = pack(sequences, list(range(len(TEXTS))))
+    keep = torch.nonzero(batch.input_ids == tokenizer.mask_token_id).squeeze(1)  # type: ignore[attr-defined]
+    full = encode(model.distilbert, batch)  # type: ignore[attr-defined]
+
+    rows_seen: dict[str, int] = {}
+    layers = model.distilbert.transformer.layer  # type: ignore[attr-defined]
+    hooks = [
+        layers[0].attention.q_lin.register_forward_hook(
+            lambda _m, args, _out: rows_seen.__setitem__("first q_lin", args[0].shape[0])),
+        layers[-1].ffn.lin1.register_forward_hook(
+            lambda _m, args, _out: rows_seen.__setitem__("last lin1", args[0].shape[0])),
+    ]
+    try:
+        kept = encode(model.distilbert, batch, keep)  # type: ignore[attr-defined]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    torch.testing.assert_close(kept, full[keep], atol=1e-5, rtol=1e-5)
+    # The linear layers see the real tokens only (no padding), the last feed-forward the 5 masks only.
+    assert rows_seen == {"first q_lin": sum(len(ids) for ids in sequences), "last lin1": 5}
