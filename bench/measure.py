@@ -18,6 +18,8 @@ class Result:
     latencies_s: list[float]
     phases_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Floating-point work of the mode's forward passes (`bench/flops.py`); None where not counted.
+    flops: float | None = None
 
     @property
     def sequences_per_s(self) -> float:
@@ -32,6 +34,10 @@ class Result:
         """Tokens computed per real token (1.0: no padding)."""
         return self.padded_tokens / self.real_tokens if self.real_tokens else 1.0
 
+    @property
+    def flops_per_s(self) -> float | None:
+        return self.flops / self.wall_s if self.flops is not None else None
+
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies_s, q) * 1000)
 
@@ -43,4 +49,5 @@ class Result:
             "p50_ms": round(self.latency_ms(50), 1), "p95_ms": round(self.latency_ms(95), 1),
             "p99_ms": round(self.latency_ms(99), 1),
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()}, "notes": self.notes,
+            "flops": self.flops, "flops_per_s": self.flops_per_s,
         }

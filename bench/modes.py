@@ -1,5 +1,5 @@
 """Modes (a), (b) and (c): transformers' pipeline once per job, the pipeline with `batch_size`, and distilq's
-engine alone fed batches as the batcher claims them under saturation."""
+engine alone fed batches as the batcher claims them under saturation. All on the runtime's device and dtype."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, pipeline
+from transformers import AutoConfig, AutoTokenizer, pipeline
 
+from bench.flops import Shape, engine_flops, padded_passes_flops
 from bench.measure import Result
 from models.schemas import QuestionAnsweringParameters
-from worker.engine import Engine, JobPayload
+from worker.engine import JobPayload
 from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.question_answering import QuestionAnsweringEngine
-from worker.engine.runtime import resolve_runtime
+from worker.engine.runtime import Runtime
 
 TOP_K = 5
 
@@ -24,8 +25,13 @@ def _lengths(model_dir: Path, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts)["input_ids"]]
 
 
-def fill_mask_pipeline(model_dir: Path, texts: list[str], batch_size: int | None) -> Result:
-    pipe = pipeline("fill-mask", model=str(model_dir), device="cpu")
+def grouped(lengths: list[int], size: int) -> list[tuple[int, int]]:
+    """(rows, longest) of each batch of `size` in arrival order: how a pipeline with `batch_size` pads."""
+    return [(len(lengths[i : i + size]), max(lengths[i : i + size])) for i in range(0, len(lengths), size)]
+
+
+def fill_mask_pipeline(model_dir: Path, texts: list[str], batch_size: int | None, runtime: Runtime) -> Result:
+    pipe = pipeline("fill-mask", model=str(model_dir), device=runtime.device, dtype=runtime.dtype)
     pipe(texts[0], top_k=TOP_K)  # warm-up
     lengths = _lengths(model_dir, texts)
     latencies: list[float] = []
@@ -37,14 +43,19 @@ def fill_mask_pipeline(model_dir: Path, texts: list[str], batch_size: int | None
         pipe(chunk if batch_size else chunk[0], top_k=TOP_K, **({"batch_size": batch_size} if batch_size else {}))
         latencies += [time.perf_counter() - t0] * len(chunk)
     wall = time.perf_counter() - started
-    padded = sum(max(lengths[i : i + size]) * len(lengths[i : i + size]) for i in range(0, len(lengths), size))
+    passes = grouped(lengths, size)
     mode, label = ("b", f"pipeline, batch_size={batch_size}") if batch_size else ("a", "pipeline, one job per call")
-    return Result(mode, label, len(texts), sum(lengths), padded, wall, latencies)
+    result = Result(mode, label, len(texts), sum(lengths), sum(rows * longest for rows, longest in passes), wall,
+                    latencies)
+    shape = Shape.of(AutoConfig.from_pretrained(model_dir))
+    result.flops = padded_passes_flops(shape, passes, shape.mlm_head_per_token)  # the head at every token
+    return result
 
 
-def _engine_mode(engine: Engine, jobs: list[JobPayload], batch: int, label: str) -> Result:
+def _engine_mode(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[JobPayload], batch: int, label: str,
+                 head_per_token: int, kept: bool) -> Result:
     engine.run(jobs[:1])  # warm-up
-    engine.phases.reset()  # type: ignore[attr-defined]
+    engine.phases.reset()
     latencies: list[float] = []
     started = time.perf_counter()
     for i in range(0, len(jobs), batch):
@@ -52,27 +63,32 @@ def _engine_mode(engine: Engine, jobs: list[JobPayload], batch: int, label: str)
         engine.run(jobs[i : i + batch])
         latencies += [time.perf_counter() - t0] * len(jobs[i : i + batch])
     wall = time.perf_counter() - started
-    seconds, counts = engine.phases.reset()  # type: ignore[attr-defined]
+    seconds, counts = engine.phases.reset()
     # The linear layers compute the real tokens only (packed); attention's padding is reported in a note.
     result = Result("c", label, len(jobs), counts["real_tokens"], counts["real_tokens"], wall, latencies, seconds)
     result.notes.append(f"{counts['rows'] / len(jobs) * batch:.1f} rows per {batch} jobs; attention computed "
                         f"{counts['attention_slots'] / counts['real_tokens']:.2f} slots per real token")
+    result.flops = engine_flops(Shape.of(engine.model.config), counts, head_per_token, kept)
     return result
 
 
-def fill_mask_engine(model_dir: Path, texts: list[str], batch: int, max_tokens: int) -> Result:
-    engine = FillMaskEngine(str(model_dir), resolve_runtime("cpu"), batch, max_tokens)
+def fill_mask_engine(model_dir: Path, texts: list[str], batch: int, max_tokens: int, runtime: Runtime) -> Result:
+    engine = FillMaskEngine(str(model_dir), runtime, batch, max_tokens)
     jobs = [JobPayload({"input_string": [t]}, {"top_k": TOP_K}) for t in texts]
-    return _engine_mode(engine, jobs, batch, f"distilq engine, {batch} jobs per batch")
+    shape = Shape.of(engine.model.config)
+    return _engine_mode(engine, jobs, batch, f"distilq engine, {batch} jobs per batch", shape.mlm_head_per_token,
+                        kept=True)
 
 
 QA_PARAMS: dict[str, Any] = QuestionAnsweringParameters().model_dump()
 
 
-def qa_engine(model_dir: Path, pairs: list[tuple[str, str]], batch: int, max_tokens: int,
+def qa_engine(model_dir: Path, pairs: list[tuple[str, str]], batch: int, max_tokens: int, runtime: Runtime,
               label: str | None = None, mode: str = "c") -> Result:
-    engine = QuestionAnsweringEngine(str(model_dir), resolve_runtime("cpu"), batch, max_tokens)
+    engine = QuestionAnsweringEngine(str(model_dir), runtime, batch, max_tokens)
     jobs = [JobPayload({"question": [q], "context": [c]}, QA_PARAMS) for q, c in pairs]
-    result = _engine_mode(engine, jobs, batch, label or f"distilq engine, {batch} jobs per batch")
+    shape = Shape.of(engine.model.config)
+    result = _engine_mode(engine, jobs, batch, label or f"distilq engine, {batch} jobs per batch",
+                          shape.qa_head_per_token, kept=False)
     result.mode = mode
     return result

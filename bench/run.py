@@ -13,54 +13,72 @@ import tempfile
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
 from bench.checkpoint import build
 from bench.e2e import run_end_to_end
+from bench.flops import Peak, Shape, padded_passes_flops, peak_for
 from bench.measure import Result
-from bench.modes import QA_PARAMS, fill_mask_engine, fill_mask_pipeline, qa_engine
+from bench.modes import QA_PARAMS, fill_mask_engine, fill_mask_pipeline, grouped, qa_engine
 from bench.workload import make_workload
+from worker.engine.runtime import Runtime, resolve_runtime
 
 TF4_SCRIPT = Path(__file__).with_name("tf4_qa.py")
 
 
 def _qa_reference(python: str | None, model: Path, pairs: list[tuple[str, str]], batch: int,
-                  engine_tokens: tuple[int, int]) -> list[Result]:
+                  engine_tokens: tuple[int, int], runtime: Runtime) -> list[Result]:
     """(a) and (b) for QA: the 4.57.6 pipeline in its own venv when given, else distilq's per-request path."""
     if python:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as request:
-            json.dump({"model": str(model), "pairs": pairs, "batch_size": batch}, request)
+            json.dump({"model": str(model), "pairs": pairs, "batch_size": batch, "device": str(runtime.device),
+                       "dtype": str(runtime.dtype).removeprefix("torch.")}, request)
         out = subprocess.run([python, str(TF4_SCRIPT), request.name], capture_output=True, text=True, check=True)
         data = json.loads(out.stdout)
         lengths = data["chunk_lengths"]
         real = sum(lengths)
         padded_b = sum(max(lengths[i : i + batch]) * len(lengths[i : i + batch]) for i in range(0, len(lengths), batch))
         version = data["transformers"]
-        return [
-            Result("a", f"transformers {version} QA pipeline, one job per call", len(pairs), real, real,
-                   data["a"]["wall_s"], data["a"]["latencies_s"]),
-            Result("b", f"transformers {version} QA pipeline, batch_size={batch}", len(pairs), real, padded_b,
-                   data["b"]["wall_s"], data["b"]["latencies_s"]),
-        ]
+        a = Result("a", f"transformers {version} QA pipeline, one job per call", len(pairs), real, real,
+                   data["a"]["wall_s"], data["a"]["latencies_s"])
+        b = Result("b", f"transformers {version} QA pipeline, batch_size={batch}", len(pairs), real, padded_b,
+                   data["b"]["wall_s"], data["b"]["latencies_s"])
+        shape = Shape.of(AutoConfig.from_pretrained(model))
+        a.flops = padded_passes_flops(shape, [(1, n) for n in lengths], shape.qa_head_per_token)
+        b.flops = padded_passes_flops(shape, grouped(lengths, batch), shape.qa_head_per_token)
+        return [a, b]
     note = "no transformers 4.57.6 venv given: (a) and (b) are distilq's engine one request per call"
-    a = qa_engine(model, pairs, 1, engine_tokens[0], "distilq engine, one request per call, 1 row per pass", "a")
-    b = qa_engine(model, pairs, 1, engine_tokens[1], "distilq engine, one request per call, chunks batched", "b")
+    a = qa_engine(model, pairs, 1, engine_tokens[0], runtime, "distilq engine, one request per call, 1 row per pass",
+                  "a")
+    b = qa_engine(model, pairs, 1, engine_tokens[1], runtime, "distilq engine, one request per call, chunks batched",
+                  "b")
     a.notes.append(note)
     return [a, b]
 
 
-def _table(task: str, results: list[Result]) -> str:
+def _table(task: str, results: list[Result], peak: Peak) -> str:
     lines = [f"### {task}", "",
-             "| mode | what | seq/s | real tokens/s | padding | p50 ms | p95 ms | p99 ms |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| mode | what | seq/s | real tokens/s | padding | GFLOP/s | % of peak | p50 ms | p95 ms | p99 ms |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         tokens = f"{r.tokens_per_s:.0f}" if r.real_tokens else "—"
         padding = f"{r.padding_ratio:.2f}" if r.real_tokens else "—"
-        lines.append(f"| ({r.mode}) | {r.label} | {r.sequences_per_s:.2f} | {tokens} | {padding} | "
-                     f"{r.latency_ms(50):.0f} | {r.latency_ms(95):.0f} | {r.latency_ms(99):.0f} |")
+        rate = r.flops_per_s
+        gflops = f"{rate / 1e9:.1f}" if rate is not None else "—"
+        share = f"{100 * rate / peak.flops_per_s:.0f}" if rate is not None else "—"
+        lines.append(f"| ({r.mode}) | {r.label} | {r.sequences_per_s:.2f} | {tokens} | {padding} | {gflops} | "
+                     f"{share} | {r.latency_ms(50):.0f} | {r.latency_ms(95):.0f} | {r.latency_ms(99):.0f} |")
     by = {r.mode: r for r in results}
     ratios = {f"{x}/{y}": by[x].sequences_per_s / by[y].sequences_per_s
               for x, y in (("c", "a"), ("c", "b"), ("d", "c"), ("d", "a"), ("d", "b"))}
     lines += ["", "ratios (sequences/s): " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items())]
+    c = by["c"]
+    if c.flops:
+        # The roofline: the engine's own work per job, done at the peak rate.
+        ceiling = peak.flops_per_s / (c.flops / c.sequences)
+        lines.append(f"(c) does {c.flops / c.sequences / 1e9:.2f} GFLOP per job; at the peak ({peak.label}) that is at "
+                     f"most {ceiling:.2f} seq/s: c/a ≤ {ceiling / by['a'].sequences_per_s:.2f}, "
+                     f"c/b ≤ {ceiling / by['b'].sequences_per_s:.2f}")
     for r in results:
         if r.phases_s:
             total = sum(r.phases_s.values())
@@ -82,40 +100,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
     parser.add_argument("--output", type=Path, default=Path(".distilq/bench-results.json"))
     parser.add_argument("--tasks", default="fill-mask,question-answering")
+    parser.add_argument("--device", default=os.environ.get("DISTILQ_DEVICE", "auto"), help="as DISTILQ_DEVICE")
+    parser.add_argument("--dtype", default=os.environ.get("DISTILQ_DTYPE", "auto"), help="as DISTILQ_DTYPE")
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
+    runtime = resolve_runtime(args.device, args.dtype)
     models = build(args.models)
     workload = make_workload(args.fill_mask_jobs, args.qa_jobs)
     env = {"DISTILQ_MAX_BATCH_SIZE": str(args.batch), "DISTILQ_MAX_BATCH_TOKENS": str(args.max_batch_tokens),
+           "DISTILQ_DEVICE": str(runtime.device), "DISTILQ_DTYPE": str(runtime.dtype).removeprefix("torch."),
            "HF_HUB_OFFLINE": "1"}
+    peak, measured = peak_for(runtime.device, runtime.dtype, args.peak_tflops)
     print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: distilbert-base shape, random weights")
-    report: dict[str, object] = {}
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.device}, "
+          f"{str(runtime.dtype).removeprefix('torch.')}; model: distilbert-base shape, random weights\n{measured}")
+    report: dict[str, object] = {"peak": {"flops_per_s": peak.flops_per_s, "what": peak.label}}
     tasks = args.tasks.split(",")
     if "fill-mask" in tasks:
         texts = workload.fill_mask
         results = [
-            fill_mask_pipeline(models["fill-mask"], texts, None),
-            fill_mask_pipeline(models["fill-mask"], texts, args.batch),
-            fill_mask_engine(models["fill-mask"], texts, args.batch, args.max_batch_tokens),
+            fill_mask_pipeline(models["fill-mask"], texts, None, runtime),
+            fill_mask_pipeline(models["fill-mask"], texts, args.batch, runtime),
+            fill_mask_engine(models["fill-mask"], texts, args.batch, args.max_batch_tokens, runtime),
         ]
         d, rss = run_end_to_end(models, "fill-mask", [{"inputs": {"input_string": [t]}, "parameters": {"top_k": 5}}
                                                        for t in texts], args.concurrency, env)
         d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
         results.append(d)
-        print(_table("fill-mask", results), flush=True)
+        print(_table("fill-mask", results, peak), flush=True)
         report["fill-mask"] = [r.as_dict() for r in results]
     if "question-answering" in tasks:
         pairs = workload.qa
         results = _qa_reference(args.tf4_python, models["question-answering"], pairs, args.batch,
-                                (384, args.max_batch_tokens))
-        results.append(qa_engine(models["question-answering"], pairs, args.batch, args.max_batch_tokens))
+                                (384, args.max_batch_tokens), runtime)
+        results.append(qa_engine(models["question-answering"], pairs, args.batch, args.max_batch_tokens, runtime))
         bodies = [{"inputs": {"question": [q], "context": [c]}, "parameters": QA_PARAMS} for q, c in pairs]
         d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env)
         d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
         results.append(d)
-        print(_table("question-answering", results), flush=True)
+        print(_table("question-answering", results, peak), flush=True)
         report["question-answering"] = [r.as_dict() for r in results]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1))

@@ -17,7 +17,10 @@ from transformers import AutoTokenizer, pipeline
 def main(path: str) -> None:
     request = json.load(open(path))
     model, pairs, batch_size = request["model"], request["pairs"], request["batch_size"]
-    pipe = pipeline("question-answering", model=model, device="cpu")
+    import torch
+
+    pipe = pipeline("question-answering", model=model, device=request.get("device", "cpu"),
+                    torch_dtype=getattr(torch, request.get("dtype", "float32")))
     tokenizer = AutoTokenizer.from_pretrained(model)
     chunk_lengths = []
     for question, context in pairs:

@@ -82,11 +82,11 @@ class Batcher:
         seconds, counts = engine.phases.reset()
         batch_id = uuid.uuid4().hex[:12]
         BATCH_INPUTS.labels(task).observe(batch_size)
-        BATCH_TOKENS.labels(task).observe(counts.get("padded_tokens", 0))
+        BATCH_TOKENS.labels(task).observe(counts.get("real_tokens", 0))
         INFERENCE_SECONDS.labels(task).observe(inference_ms / 1000)
         log.info("batch finished", extra={
             "batch_id": batch_id, "task": task, "jobs": len(claims), "inputs": batch_size,
-            "tokens": counts.get("padded_tokens", 0), "real_tokens": counts.get("real_tokens", 0),
+            "tokens": counts.get("real_tokens", 0), "attention_slots": counts.get("attention_slots", 0),
             "inference_ms": round(inference_ms, 1), **{f"{k}_ms": round(v * 1000, 1) for k, v in seconds.items()},
         })
         by_id = {claim.job_id: claim for claim in claims}

@@ -72,6 +72,7 @@ class FillMaskEngine(ModelEngine):
         for batch in self.passes(encoded):
             with self.phases.timed("forward"):
                 at_mask = torch.nonzero(batch.input_ids == self.mask_id).squeeze(1)  # packed: input by input
+                self.phases.count_kept(len(at_mask))
                 states.append(encode(model.distilbert, batch, keep=at_mask))
             for row in batch.rows:
                 owners += [row] * encoded[row].count(self.mask_id)

@@ -34,5 +34,5 @@ class ModelEngine:
                             self.attention_width)
         for rows in plan:
             batch = pack(sequences, rows)
-            self.phases.count(len(rows), sum(batch.lengths), len(rows) * batch.longest)
+            self.phases.count_pass(len(rows), sum(batch.lengths), batch.longest)
             yield moved(batch, lambda tensor: to_device(tensor, self.runtime))

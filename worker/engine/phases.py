@@ -12,14 +12,19 @@ from contextlib import contextmanager
 class Phases:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = collections.defaultdict(float)
-        #: Rows and real tokens put through the model (the linear layers compute exactly those), and the padded
-        #: rows × longest slots attention computed.
+        #: Rows and real tokens put through the model (the linear layers compute exactly those); the padded
+        #: rows × longest slots and rows × longest² (query, key) pairs attention computed; the tokens whose final
+        #: state was kept (fill-mask: the masks). What the benchmark counts FLOPs from.
         self.counts: dict[str, int] = collections.defaultdict(int)
 
-    def count(self, rows: int, real_tokens: int, attention_slots: int) -> None:
+    def count_pass(self, rows: int, real_tokens: int, longest: int) -> None:
         self.counts["rows"] += rows
         self.counts["real_tokens"] += real_tokens
-        self.counts["attention_slots"] += attention_slots
+        self.counts["attention_slots"] += rows * longest
+        self.counts["attention_pairs"] += rows * longest * longest
+
+    def count_kept(self, tokens: int) -> None:
+        self.counts["kept_tokens"] += tokens
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
