@@ -1,4 +1,8 @@
-"""Request-scoped dependencies: the database session and the calling API key, resolved in one place."""
+"""Request-scoped dependencies: the database sessions and the calling API key, resolved in one place.
+
+Two sessions per request at most: `db()` for work that writes, `read_db()` for reads only. On SQLite every
+writing transaction takes the one write lock for its whole length, so reads (the key lookup, GET of a job, the
+job list) go through `read_db()`, which takes none, and never hold up the worker's write-back."""
 
 from __future__ import annotations
 
@@ -25,10 +29,18 @@ def db() -> Session:
     return session
 
 
+def read_db() -> Session:
+    if "read_db" not in g:
+        g.read_db = app_state().read_sessions()
+    session: Session = g.read_db
+    return session
+
+
 def close_db(_error: BaseException | None = None) -> None:
-    session = g.pop("db", None)
-    if session is not None:
-        session.close()
+    for name in ("db", "read_db"):
+        session = g.pop(name, None)
+        if session is not None:
+            session.close()
 
 
 def authenticate() -> None:
@@ -39,14 +51,16 @@ def authenticate() -> None:
         raise ApiError(401, "unauthorized", "send your API key as 'Authorization: Bearer <key>'",
                        headers={"WWW-Authenticate": "Bearer"})
     # The lookup is by the key's SHA-256: the database compares hashes, never the secret itself.
-    session = db()
-    key = session.scalars(
+    reader = read_db()
+    key = reader.scalars(
         select(ApiKey).where(ApiKey.key_hash == hash_key(token.strip()), ApiKey.revoked_at.is_(None))
     ).one_or_none()
+    reader.close()  # ends the read (a request may take long; its snapshot need not) and keeps `key` loaded
     if key is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        session = db()
         session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         session.commit()
     g.api_key = key
@@ -58,9 +72,11 @@ def current_key() -> ApiKey:
     return key
 
 
-def own_job(job_id: str) -> Job:
-    """The calling key's job; another key's job is as absent as a missing one."""
-    job = db().scalars(select(Job).where(Job.id == job_id, Job.api_key_id == current_key().id)).one_or_none()
+def own_job(job_id: str, session: Session | None = None) -> Job:
+    """The calling key's job, read with `session` (default: the request's writing session); another key's job is
+    as absent as a missing one."""
+    session = session or db()
+    job = session.scalars(select(Job).where(Job.id == job_id, Job.api_key_id == current_key().id)).one_or_none()
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
     return job

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select, tuple_, update
 
-from api.deps import authenticate, close_db, current_key, db, own_job
+from api.deps import authenticate, close_db, current_key, db, own_job, read_db
 from api.errors import ApiError, detail, invalid
 from api.model_inputs import ServedModel, check_fill_mask, check_question_answering
 from api.state import app_state
@@ -87,7 +87,7 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
     if wait_s is not None:
         headers["Preference-Applied"] = f"wait={wait_s}"
         if job.status not in TERMINAL_STATUSES:
-            job = wait_for_job(state.sessions, state.completions, job.id, wait_s) or job
+            job = wait_for_job(state.read_sessions, state.completions, job.id, wait_s) or job
     return _job_response(job, 200 if job.status in TERMINAL_STATUSES else 202, headers)
 
 
@@ -103,7 +103,7 @@ def create_question_answering() -> Response:
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    return _job_response(own_job(job_id), 200)
+    return _job_response(own_job(job_id, read_db()), 200)
 
 
 def _encode_cursor(job: Job) -> str:
@@ -145,7 +145,7 @@ def list_jobs() -> Response:
     if cursor:
         created_at, job_id = _decode_cursor(cursor)
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, job_id))
-    jobs = list(db().scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    jobs = list(read_db().scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
     next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
     return jsonify({"data": [job_to_public(job) for job in jobs[:limit]], "next_cursor": next_cursor})
 

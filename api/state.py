@@ -16,7 +16,7 @@ from api.model_inputs import ServedModel, load_served_model
 from api.waiting import CompletionListener
 from distilq.queue import make_celery
 from distilq.settings import Settings
-from models.db import make_engine, make_session_factory
+from models.db import make_engine, make_read_session_factory, make_session_factory
 from models.tables import TASK_FILL_MASK
 
 
@@ -25,6 +25,8 @@ class AppState:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    #: For reads only (a job's status while a request waits on it): on SQLite they take no write lock.
+    read_sessions: sessionmaker[Session]
     redis: redis.Redis
     celery: Celery
     rate_limiter: KeyRateLimiter
@@ -49,6 +51,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
+        read_sessions=make_read_session_factory(engine),
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
         celery=make_celery(settings.redis_url),
         rate_limiter=KeyRateLimiter(settings.redis_url, settings.rate_limit),

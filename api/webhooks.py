@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import select, update
 
-from api.deps import authenticate, close_db, current_key, db, own_job
+from api.deps import authenticate, close_db, current_key, db, own_job, read_db
 from api.errors import ApiError
 from api.state import app_state
 from distilq.clock import isoformat, utcnow
@@ -32,8 +32,8 @@ def get_secret() -> Response:
 
 @bp.post("/webhooks/secret/rotate")
 def rotate_secret() -> Response:
-    key = current_key()
     session = db()
+    key = session.get_one(ApiKey, current_key().id)  # read again under the write lock: rotations in turn
     secret, expires = new_webhook_secret(), utcnow() + ROTATION_OVERLAP
     session.execute(update(ApiKey).where(ApiKey.id == key.id).values(
         webhook_secret=secret, previous_webhook_secret=key.webhook_secret, previous_secret_expires_at=expires))
@@ -60,8 +60,8 @@ def _event_view(event: WebhookEvent, attempts: list[WebhookAttempt]) -> dict[str
 
 @bp.get("/jobs/<job_id>/deliveries")
 def list_deliveries(job_id: str) -> Response:
-    job = own_job(job_id)
-    session = db()
+    session = read_db()
+    job = own_job(job_id, session)
     events = list(session.scalars(select(WebhookEvent).where(WebhookEvent.job_id == job.id)
                                   .order_by(WebhookEvent.created_at, WebhookEvent.id)))
     attempts = list(session.scalars(select(WebhookAttempt).where(WebhookAttempt.event_id.in_([e.id for e in events]))))

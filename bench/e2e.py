@@ -3,6 +3,7 @@ with concurrent clients each submitting one-input jobs and holding them with `Pr
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +86,10 @@ def _rss_mb(pid: int) -> float:
 
 @contextmanager
 def running_stack(models: dict[str, Path], task: str, env: dict[str, str],
-                  api_threads: int) -> Iterator[tuple[str, str, dict[str, int]]]:
-    """(base URL, API key, pids of api, worker and redis) of a fresh stack serving `task`. `Prefer: wait` holds an
-    API thread per request, so the API needs a thread per concurrent client, or clients queue for threads and
-    the worker sees fewer jobs than there are clients."""
+                  api_threads: int) -> Iterator[tuple[str, str, dict[str, int], Path]]:
+    """(base URL, API key, pids of api, worker and redis, the stack's log) of a fresh stack serving `task`.
+    `Prefer: wait` holds an API thread per request, so the API needs a thread per concurrent client, or clients
+    queue for threads and the worker sees fewer jobs than there are clients."""
     with tempfile.TemporaryDirectory(prefix="distilq-bench-") as tmp:
         home = Path(tmp)
         redis_process, redis_url = start_redis(home)
@@ -111,7 +113,8 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str],
             _wait(lambda: requests.get(f"{url}/healthz", timeout=2).ok, 120, "the API")
             client = redis.Redis.from_url(redis_url)
             _wait(lambda: ready_workers(client), 300, "the worker")
-            yield url, key, {"api": children[0].pid, "worker": children[1].pid, "redis": redis_process.pid}
+            yield (url, key, {"api": children[0].pid, "worker": children[1].pid, "redis": redis_process.pid},
+                   home / "stack.log")
         finally:
             for child in children:
                 child.terminate()
@@ -122,11 +125,29 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str],
             logs.close()
 
 
+def batch_steps(log: Path) -> str:
+    """Where a batch's time went, from the worker's log lines (`worker/batcher.py`): mean milliseconds of each step
+    and of the time between one batch's end and the next one's start (Celery delivering the next message and the
+    redundant ones before it), over the batches after the warm-up one."""
+    batches = [json.loads(line) for line in log.read_text("utf-8", errors="replace").splitlines()
+               if '"batch finished"' in line][1:]
+    if len(batches) < 2:
+        return "too few batches to break down"
+    names = ("claim_ms", "inference_ms", "write_ms", "announce_ms")
+    logged = [datetime.strptime(b["time"], "%Y-%m-%d %H:%M:%S,%f") for b in batches]
+    gaps = [(t - previous).total_seconds() * 1000 - sum(b[n] for n in names)
+            for previous, t, b in zip(logged, logged[1:], batches[1:], strict=False)]
+    means = {n.removesuffix("_ms"): sum(b[n] for b in batches) / len(batches) for n in names}
+    skipped = sum(b["messages_skipped"] for b in batches[1:]) / len(gaps)
+    return (f"per batch ({len(batches)}), mean ms: " + ", ".join(f"{k} {v:.0f}" for k, v in means.items())
+            + f", between batches {sum(gaps) / len(gaps):.0f} (dropping {skipped:.1f} redundant messages)")
+
+
 def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, Any]], concurrency: int,
                    env: dict[str, str]) -> tuple[Result, float]:
     """The (d) result and the worker's resident memory (MB) after the run."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"
-    with running_stack(models, task, env, api_threads=concurrency + 8) as (url, key, pids):
+    with running_stack(models, task, env, api_threads=concurrency + 8) as (url, key, pids, log):
         # urllib3 rather than requests: the clients share the machine with the stack, so they should cost little.
         http = urllib3.PoolManager(maxsize=concurrency, timeout=urllib3.Timeout(total=120), retries=False,
                                    headers={"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
@@ -159,6 +180,7 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
         wall = time.perf_counter() - started
         cpu = {name: seconds - cpu_before[name] for name, seconds in usage().items()}
         rss = _rss_mb(pids["worker"])
+        steps = batch_steps(log)
     failed = [job for _, job in outcomes if job["status"] != "succeeded"]
     if failed:
         raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]['error']}")
@@ -170,5 +192,5 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
                     f"mean batch size {mean('batch_size'):.1f} inputs",
                     f"CPU seconds during the run ({len(os.sched_getaffinity(0))} cores × wall = "
                     f"{len(os.sched_getaffinity(0)) * wall:.1f}): "
-                    + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())]
+                    + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()), steps]
     return result, rss

@@ -129,6 +129,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Inference runs in the worker's own process (one model copy, all cores to torch); a webhook sender only
     # waits on receivers, so it sends from many threads.
     pool = ["--pool=solo"] if tasks.served_tasks else ["--pool=threads", f"--concurrency={args.concurrency}"]
+    # Celery logs two lines per message ("received", "succeeded"); the batcher logs each job and batch itself,
+    # and most messages of a busy worker are redundant wake-ups. Failures are still logged (at ERROR).
+    for chatty in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     tasks.app.worker_main([
         "worker", *pool, "--queues", ",".join(queues), "--hostname", f"distilq-{name}-{os.getpid()}@%h",
         "--loglevel", "INFO", "--without-gossip", "--without-mingle",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -9,9 +10,14 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, DateTime, Engine, Result, create_engine, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+#: Pause between an eager writer's tries for SQLite's write lock.
+EAGER_RETRY_S = 0.001
+#: Execution option marking a connection's transactions as reads only.
+READ_ONLY = "distilq_read_only"
 #: How long a SQLite writer waits for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -40,10 +46,31 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _begin_eagerly(connection: Any) -> None:
+    """BEGIN IMMEDIATE, retried every millisecond until the write lock is free. SQLite's own busy handler sleeps
+    ever longer (up to 100 ms a try), so a writer that waits behind a burst of short transactions keeps missing
+    the moments the lock is free; the worker's claims and write-backs, which everyone's jobs wait on, should not."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    connection.exec_driver_sql("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(EAGER_RETRY_S)
+    finally:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
+def _configure_sqlite(engine: Engine, eager_writer: bool) -> None:
     # Several processes (API, worker, beat) write one file: WAL lets readers run beside the writer, and
     # BEGIN IMMEDIATE takes the write lock up front so that a read-then-write transaction waits for it
-    # (busy_timeout) instead of failing with SQLITE_BUSY when it tries to upgrade.
+    # (busy_timeout) instead of failing with SQLITE_BUSY when it tries to upgrade. Sessions made read-only
+    # (`make_read_session_factory`) begin DEFERRED: they take no write lock, so many held requests re-reading
+    # their job do not queue the worker's write-back behind them.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -56,19 +83,31 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY, False):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+        elif eager_writer:
+            _begin_eagerly(connection)
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, eager_writer: bool = False) -> Engine:
+    """`eager_writer`: on SQLite, this process's transactions retry for the write lock every millisecond rather
+    than back off (the worker's; see `_begin_eagerly`). No effect on PostgreSQL."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, eager_writer)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reads only: on SQLite they take no write lock (a write in one fails)."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -36,6 +36,20 @@ RECENT_JOBS = 4096
 FILL_POLL_S = 0.002
 
 
+class _Stopwatch:
+    """Milliseconds of each step of a batch, in order."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> float:
+        now = time.perf_counter()
+        self.ms[step] = (now - self._last) * 1000
+        self._last = now
+        return self.ms[step]
+
+
 class Batcher:
     def __init__(
         self,
@@ -51,34 +65,43 @@ class Batcher:
         self.settings = settings
         self.clock = clock
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: Redundant messages (of jobs an earlier batch took) dropped since the last batch's log line.
+        self._skipped = 0
 
     def handle(self, job_id: str) -> None:
         if job_id in self._recent:
+            self._skipped += 1
             return
+        steps = _Stopwatch()
         first, started_events = claim_job(self.sessions, job_id, self.clock(), self.settings.lease_s)
         if first is None:
             return  # canceled, finished, or claimed by another worker's batch: nothing to do
         more, more_started_events = self._fill(first.task, self.settings.max_batch_size - first.n_inputs)
         claims = [first, *more]
         self.events.webhooks(started_events + more_started_events)
+        steps.lap("claim")
         engine = self.engines(first.task)
         engine.phases.reset()
         with self._leases_held(claims):
-            started = time.perf_counter()
             outcomes = self._run(engine, claims)
-            inference_ms = (time.perf_counter() - started) * 1000
+        inference_ms = steps.lap("inference")
         batch_size = sum(claim.n_inputs for claim in claims)
         finished_at = self.clock()
         written, completed = finish(self.sessions, outcomes, finished_at, batch_size, inference_ms)
         for claim in claims:
             self._remember(claim.job_id)
+        steps.lap("write")
         self.events.finished(written)
         self.events.webhooks(completed)
-        self._observe(first.task, claims, written, engine, batch_size, inference_ms, finished_at)
+        steps.lap("announce")
+        self._observe(first.task, claims, written, engine, batch_size, steps.ms, finished_at)
 
     def _observe(self, task: str, claims: list[Claim], written: list[tuple[str, str]], engine: Engine,
-                 batch_size: int, inference_ms: float, finished_at: datetime) -> None:
-        """Metrics and one log line per batch and per job: ids, statuses and durations, never inputs."""
+                 batch_size: int, steps_ms: dict[str, float], finished_at: datetime) -> None:
+        """Metrics and one log line per batch and per job: ids, statuses and durations, never inputs. The batch's
+        line splits its time into claim (database), inference (engine phases), write (database) and announce
+        (Redis), so that where a batch's time goes can be read off the log."""
+        inference_ms = steps_ms["inference"]
         seconds, counts = engine.phases.reset()
         batch_id = uuid.uuid4().hex[:12]
         BATCH_INPUTS.labels(task).observe(batch_size)
@@ -87,8 +110,10 @@ class Batcher:
         log.info("batch finished", extra={
             "batch_id": batch_id, "task": task, "jobs": len(claims), "inputs": batch_size,
             "tokens": counts.get("real_tokens", 0), "attention_slots": counts.get("attention_slots", 0),
-            "inference_ms": round(inference_ms, 1), **{f"{k}_ms": round(v * 1000, 1) for k, v in seconds.items()},
+            "messages_skipped": self._skipped, **{f"{k}_ms": round(v, 1) for k, v in steps_ms.items()},
+            **{f"{k}_ms": round(v * 1000, 1) for k, v in seconds.items()},
         })
+        self._skipped = 0
         by_id = {claim.job_id: claim for claim in claims}
         for job_id, status in written:
             claim = by_id[job_id]

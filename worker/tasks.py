@@ -46,7 +46,7 @@ def engines() -> EngineRegistry:
 
 @functools.cache
 def sessions() -> sessionmaker[Session]:
-    return make_session_factory(make_engine(settings.resolved_database_url))
+    return make_session_factory(make_engine(settings.resolved_database_url, eager_writer=True))
 
 
 @functools.cache

@@ -81,7 +81,8 @@ def test_fill_mask_in_half_precision_scores_close_to_float32(tiny_models: dict[s
     [half] = FillMaskEngine(str(tiny_models["fill-mask"]), HALF, 8, 4096).run([job])
     full_engine = FillMaskEngine(str(tiny_models["fill-mask"]), resolve_runtime("cpu"), 8, 4096)
     # The float32 probability of every token the half-precision run proposed, to compare scores token by token.
-    [everything] = full_engine.run([JobPayload({"input_string": texts}, {"top_k": full_engine.model.config.vocab_size})])
+    vocabulary = full_engine.model.config.vocab_size
+    [everything] = full_engine.run([JobPayload({"input_string": texts}, {"top_k": vocabulary})])
 
     def by_token(rows: list[Any]) -> dict[int, float]:
         return {row["token"]: row["score"] for row in rows}
