@@ -75,7 +75,7 @@ def current_key() -> ApiKey:
 def own_job(job_id: str, session: Session | None = None) -> Job:
     """The calling key's job, read with `session` (default: the request's writing session); another key's job is
     as absent as a missing one."""
-    session = session or db()
+    session = db() if session is None else session
     job = session.scalars(select(Job).where(Job.id == job_id, Job.api_key_id == current_key().id)).one_or_none()
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id}")

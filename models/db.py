@@ -106,7 +106,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for reads only: on SQLite they take no write lock (a write in one fails)."""
+    """Sessions for reads only: on SQLite they begin DEFERRED and take no write lock. Do not write in one: the
+    write would take the lock mid-transaction, and fail if another writer committed since the read."""
     return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
