@@ -1,7 +1,8 @@
 """Fill-mask on DistilBERT, equal to transformers' FillMaskPipeline, for the inputs of many jobs at once.
 
-The encoder runs once per sub-batch; the MLM head (vocab transform, layer norm, 28996-wide projector) runs only
-at the mask positions, where the pipeline runs it at every token.
+The encoder runs once per forward pass, packed (`worker/engine/packed.py`), its last layer finished at the mask
+positions only; the MLM head (vocab transform, layer norm, 28996-wide projector) runs only at the mask positions
+too, where the pipeline runs it at every token.
 """
 
 from __future__ import annotations
