@@ -37,7 +37,8 @@ def _qa_reference(python: str | None, model: Path, pairs: list[tuple[str, str]],
         data = json.loads(out.stdout)
         lengths = data["chunk_lengths"]
         real = sum(lengths)
-        padded_b = sum(max(lengths[i : i + batch]) * len(lengths[i : i + batch]) for i in range(0, len(lengths), batch))
+        passes_b = grouped(lengths, batch)
+        padded_b = sum(rows * longest for rows, longest in passes_b)
         version = data["transformers"]
         a = Result("a", f"transformers {version} QA pipeline, one job per call", len(pairs), real, real,
                    data["a"]["wall_s"], data["a"]["latencies_s"])
@@ -45,7 +46,7 @@ def _qa_reference(python: str | None, model: Path, pairs: list[tuple[str, str]],
                    data["b"]["wall_s"], data["b"]["latencies_s"])
         shape = Shape.of(AutoConfig.from_pretrained(model))
         a.flops = padded_passes_flops(shape, [(1, n) for n in lengths], shape.qa_head_per_token)
-        b.flops = padded_passes_flops(shape, grouped(lengths, batch), shape.qa_head_per_token)
+        b.flops = padded_passes_flops(shape, passes_b, shape.qa_head_per_token)
         return [a, b]
     note = "no transformers 4.57.6 venv given: (a) and (b) are distilq's engine one request per call"
     a = qa_engine(model, pairs, 1, engine_tokens[0], runtime, "distilq engine, one request per call, 1 row per pass",

@@ -1,0 +1,41 @@
+"""`distilq bench` end to end on a few jobs: the base-shaped checkpoint, every mode of both tasks (QA's (a) and
+(b) through the fallback path, there being no transformers 4.57.6 venv here), and the report it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_runs_every_mode_and_reports_them(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "distilq.cli", "bench", "--fill-mask-jobs", "6", "--qa-jobs", "3", "--batch", "4",
+         "--concurrency", "3", "--models", str(tmp_path / "models"), "--output", str(output)],
+        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "measured float32 matrix-multiply rate" in run.stdout
+    report = json.loads(output.read_text())
+    assert report["peak"]["flops_per_s"] > 0
+    for task, jobs in (("fill-mask", 6), ("question-answering", 3)):
+        modes = {row["mode"]: row for row in report[task]}
+        assert set(modes) == {"a", "b", "c", "d"}
+        for row in modes.values():
+            assert row["sequences"] == jobs and row["sequences_per_s"] > 0
+        assert modes["c"]["flops"] > 0 and modes["c"]["padding_ratio"] == 1.0
+        assert modes["d"]["flops"] is None
+    # 6 jobs with at most 3 in flight make at least two batches after the warm-up one: a breakdown.
+    fill_mask_d = {row["mode"]: row for row in report["fill-mask"]}["d"]
+    assert any(note.startswith("per batch") for note in fill_mask_d["notes"])
+    qa_a = {row["mode"]: row for row in report["question-answering"]}["a"]
+    assert any("no transformers 4.57.6 venv" in note for note in qa_a["notes"])
