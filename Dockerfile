@@ -12,7 +12,10 @@ COPY worker worker
 COPY models models
 COPY migrations migrations
 COPY distilq distilq
-COPY bench bench
+COPY core core
+COPY contract contract
+COPY store store
+COPY webhooks webhooks
 
 FROM source AS api-wheels
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[api]'

@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+#: Every package of the repository, top layer first (ARCHITECTURE.md).
+PACKAGES := bench distilq api worker store migrations webhooks contract models core
 
 .PHONY: install run test test-unit test-integration test-chaos lint bench clean
 
@@ -21,7 +23,8 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy api worker models distilq bench
+	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 test-unit: install
@@ -35,13 +38,14 @@ test-chaos: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy api worker models distilq bench
+	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/lint-imports
 
 # QA modes (a) and (b) run transformers 4.57.6's pipeline (removed in 5.x) from a throwaway venv outside the repo.
 TF457 ?= /tmp/distilq-bench-tf457
 
 bench: install $(TF457)/bin/python
-	DISTILQ_BENCH_TF4_PYTHON=$(TF457)/bin/python $(BIN)/distilq bench
+	DISTILQ_BENCH_TF4_PYTHON=$(TF457)/bin/python $(BIN)/python -m bench.run
 
 $(TF457)/bin/python:
 	$(PYTHON) -m venv $(TF457)

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from distilq.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:

@@ -6,20 +6,14 @@ job list) go through `read_db()`, which takes none, and never hold up the worker
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask import g, request
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from api.state import app_state
-from distilq.clock import utcnow
-from distilq.keys import hash_key
+from core.clock import utcnow
 from models.tables import ApiKey, Job
-
-#: `last_used_at` is refreshed at most this often, so that reads do not each cost a write.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
+from store import jobs, keys
 
 
 def db() -> Session:
@@ -50,18 +44,15 @@ def authenticate() -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send your API key as 'Authorization: Bearer <key>'",
                        headers={"WWW-Authenticate": "Bearer"})
-    # The lookup is by the key's SHA-256: the database compares hashes, never the secret itself.
     reader = read_db()
-    key = reader.scalars(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(token.strip()), ApiKey.revoked_at.is_(None))
-    ).one_or_none()
+    key = keys.active_key(reader, token.strip())
     reader.close()  # ends the read (a request may take long; its snapshot need not) and keeps `key` loaded
     if key is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+    if keys.needs_touch(key, now):
         session = db()
-        session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        keys.touch(session, key.id, now)
         session.commit()
     g.api_key = key
     app_state().rate_limiter.check(key.id)
@@ -75,8 +66,7 @@ def current_key() -> ApiKey:
 def own_job(job_id: str, session: Session | None = None) -> Job:
     """The calling key's job, read with `session` (default: the request's writing session); another key's job is
     as absent as a missing one."""
-    session = db() if session is None else session
-    job = session.scalars(select(Job).where(Job.id == job_id, Job.api_key_id == current_key().id)).one_or_none()
+    job = jobs.own_job(db() if session is None else session, current_key().id, job_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
     return job

@@ -5,41 +5,31 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select, tuple_, update
 
 from api.deps import authenticate, close_db, current_key, db, own_job, read_db
 from api.errors import ApiError, detail, invalid
 from api.model_inputs import ServedModel, check_fill_mask, check_question_answering
 from api.state import app_state
-from api.submission import check_idempotency_key, submit
 from api.validation import parse, read_json_object
 from api.waiting import requested_wait_s, wait_for_job
-from distilq.clock import utcnow
-from distilq.metrics import JOBS_FINISHED, JOBS_SUBMITTED
-from distilq.queue import job_channel, publish_webhook
-from distilq.settings import Settings
-from models.db import rowcount
-from models.job_view import job_to_public
-from models.schemas import FillMaskRequest, QuestionAnsweringRequest
-from models.tables import (
-    CANCELED,
-    EVENT_COMPLETED,
-    QUEUED,
-    RUNNING,
-    STATUSES,
-    TASK_FILL_MASK,
-    TASK_QUESTION_ANSWERING,
-    TASKS,
-    TERMINAL_STATUSES,
-    Job,
-)
-from models.webhook_outbox import record_event
-from models.webhook_targets import UnsafeTarget, check_target
+from contract.job_json import job_to_public
+from contract.requests import FillMaskRequest, QuestionAnsweringRequest
+from core.clock import utcnow
+from core.metrics import JOBS_FINISHED, JOBS_SUBMITTED
+from core.queue import job_channel, publish_job, publish_webhook
+from core.settings import Settings
+from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
+from models.tables import CANCELED, STATUSES, TERMINAL_STATUSES, Job
+from store import jobs
+from webhooks import UnsafeTarget, check_target
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 bp.before_request(authenticate)
@@ -47,6 +37,8 @@ bp.teardown_request(close_db)
 
 #: Page size of GET /v1/jobs when `limit` is absent, and its largest value.
 DEFAULT_PAGE, MAX_PAGE = 20, 100
+#: Idempotency keys longer than this are refused.
+MAX_IDEMPOTENCY_KEY_LEN = 255
 
 Check = Callable[[Any, ServedModel, Settings], list[dict[str, Any]]]
 
@@ -57,6 +49,13 @@ def _job_response(job: Job, status: int, extra_headers: dict[str, str] | None = 
     for name, value in (extra_headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def _idempotency_key(key: str | None) -> str | None:
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LEN:
+        raise ApiError(400, "invalid_idempotency_key",
+                       f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters")
+    return key
 
 
 def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringRequest], check: Check) -> Response:
@@ -76,13 +75,28 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
             problems.append(detail(["webhook"], str(error)))
     if problems:
         raise invalid(problems)
-    idempotency_key = check_idempotency_key(request.headers.get("Idempotency-Key"))
+    idempotency_key = _idempotency_key(request.headers.get("Idempotency-Key"))
     wait_s = requested_wait_s(request.headers.get("Prefer"))
 
-    session = db()
-    job, created = submit(state, session, task, current_key().id, body, raw, idempotency_key)
+    try:
+        job, created = jobs.submit(
+            db(), task=task, model=state.model_id(task), api_key_id=current_key().id, body=body, raw_body=raw,
+            idempotency_key=idempotency_key, idempotency_ttl_s=state.settings.idempotency_ttl_s,
+            max_in_flight=state.settings.max_jobs_in_flight, now=utcnow(),
+        )
+    except jobs.IdempotencyKeyReused:
+        raise ApiError(409, "idempotency_key_reused",
+                       "this Idempotency-Key was used with a different request body") from None
+    except jobs.TooManyJobsInFlight as error:
+        raise ApiError(429, "too_many_jobs_in_flight",
+                       f"this API key has {error.in_flight} jobs queued or running, the most it may; retry when "
+                       "some finish", headers={"Retry-After": "5"}) from None
     if created:
         JOBS_SUBMITTED.labels(task).inc()
+        try:
+            publish_job(state.celery, job.id, task)
+        except Exception as error:  # the row is committed: `beat` publishes it again later
+            log.warning("publishing job %s failed (%s); beat will re-publish it", job.id, error.__class__.__name__)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if wait_s is not None:
         headers["Preference-Applied"] = f"wait={wait_s}"
@@ -128,43 +142,29 @@ def _query_int(name: str, default: int, low: int, high: int) -> int:
     return int(value)
 
 
+def _query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    value = request.args.get(name)
+    if value is not None and value not in choices:
+        raise invalid([detail(["query", name], f"must be one of {', '.join(choices)}")])
+    return value
+
+
 @bp.get("/jobs")
 def list_jobs() -> Response:
-    query = select(Job).where(Job.api_key_id == current_key().id)
-    status, task = request.args.get("status"), request.args.get("task")
-    if status is not None:
-        if status not in STATUSES:
-            raise invalid([detail(["query", "status"], f"must be one of {', '.join(STATUSES)}")])
-        query = query.where(Job.status == status)
-    if task is not None:
-        if task not in TASKS:
-            raise invalid([detail(["query", "task"], f"must be one of {', '.join(TASKS)}")])
-        query = query.where(Job.task == task)
+    status, task = _query_choice("status", STATUSES), _query_choice("task", TASKS)
     limit = _query_int("limit", DEFAULT_PAGE, 1, MAX_PAGE)
     cursor = request.args.get("cursor")
-    if cursor:
-        created_at, job_id = _decode_cursor(cursor)
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, job_id))
-    jobs = list(read_db().scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
-    return jsonify({"data": [job_to_public(job) for job in jobs[:limit]], "next_cursor": next_cursor})
+    page = jobs.list_jobs(read_db(), current_key().id, status=status, task=task, limit=limit + 1,
+                          before=_decode_cursor(cursor) if cursor else None)
+    next_cursor = _encode_cursor(page[limit - 1]) if len(page) > limit else None
+    return jsonify({"data": [job_to_public(job) for job in page[:limit]], "next_cursor": next_cursor})
 
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     job = own_job(job_id)
     session = db()
-    now = utcnow()
-    # Compare-and-set: a worker finishing at the same moment wins or loses cleanly, never half-way.
-    changed = rowcount(
-        session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.status.in_((QUEUED, RUNNING)))
-            .values(status=CANCELED, completed_at=now, lease_until=None)
-        )
-    )
-    event = record_event(session, job.id, EVENT_COMPLETED, now) if changed else None
-    session.commit()
+    changed, event = jobs.cancel(session, job.id, utcnow())
     if changed:
         JOBS_FINISHED.labels(job.task, CANCELED).inc()
         state = app_state()

@@ -10,11 +10,11 @@ from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
 from api.state import AppState, app_state
-from distilq.queue import INFERENCE_QUEUES, WEBHOOK_QUEUE
-from models.tables import QUEUED, RUNNING, Job
+from core.queue import INFERENCE_QUEUES, WEBHOOK_QUEUE
+from models.tables import QUEUED, RUNNING
+from store.jobs import in_flight_counts
 
 bp = Blueprint("metrics", __name__)
 
@@ -33,13 +33,8 @@ class LiveState(Collector):
         yield depth
         in_flight = GaugeMetricFamily("distilq_jobs_in_flight", "Jobs queued or running", labels=["task", "status"])
         try:
-            with self.state.sessions() as session:
-                rows = session.execute(
-                    select(Job.task, Job.status, func.count())
-                    .where(Job.status.in_((QUEUED, RUNNING)))
-                    .group_by(Job.task, Job.status)
-                ).all()
-            counts = {(task, status): n for task, status, n in rows}
+            with self.state.read_sessions() as session:
+                counts = in_flight_counts(session)
             for task in INFERENCE_QUEUES:
                 for status in (QUEUED, RUNNING):
                     in_flight.add_metric([task, status], float(counts.get((task, status), 0)))

@@ -14,9 +14,9 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from api.errors import detail
-from distilq.settings import Settings
-from models.schemas import FillMaskRequest, QuestionAnsweringRequest
-from models.tokens import MAX_QA_CHUNKS_PER_INPUT, qa_chunk_count, target_ids
+from contract.requests import FillMaskRequest, QuestionAnsweringRequest
+from contract.tokens import MAX_QA_CHUNKS_PER_INPUT, qa_chunk_count, target_ids
+from core.settings import Settings
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """`GET /openapi.json` (OpenAPI 3.1), generated from the pydantic models that validate requests
-(models/schemas.py) and describe responses (models/responses.py); `GET /docs`, Swagger UI over it."""
+(contract/requests.py) and describe responses (contract/responses.py); `GET /docs`, Swagger UI over it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from flask import Blueprint, Response, jsonify, send_from_directory
 from pydantic import BaseModel
 
 from api.waiting import MAX_WAIT_S
-from models import responses as r
-from models.schemas import FillMaskRequest, QuestionAnsweringRequest
+from contract import responses as r
+from contract.requests import FillMaskRequest, QuestionAnsweringRequest
 
 bp = Blueprint("openapi", __name__)
 
@@ -44,7 +44,7 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 def build_spec() -> dict[str, Any]:
     c = _Components()
     error = c.ref(r.Error)
-    job = c.ref(r.Job)
+    job = c.ref(r.JobObject)
 
     def errors(*statuses: int) -> dict[str, Any]:
         described = {400: "Malformed request", 401: "Missing or unknown API key", 404: "No such object for this key",

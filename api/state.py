@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.limits import KeyRateLimiter
 from api.model_inputs import ServedModel, load_served_model
 from api.waiting import CompletionListener
-from distilq.queue import make_celery
-from distilq.settings import Settings
+from core.queue import make_celery
+from core.settings import Settings
+from core.tasks import TASK_FILL_MASK
 from models.db import make_engine, make_read_session_factory, make_session_factory
-from models.tables import TASK_FILL_MASK
 
 
 @dataclass

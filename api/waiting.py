@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from distilq.queue import job_channel
+from core.queue import job_channel
 from models.tables import TERMINAL_STATUSES, Job
 
 log = logging.getLogger(__name__)

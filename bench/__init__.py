@@ -1,2 +1,2 @@
-"""`distilq bench`: distilq's engine and service against what users would otherwise run, measured side by side
-on a model of distilbert-base's exact shape."""
+"""`make bench` (`python -m bench.run`): distilq's engine and service against what users would otherwise run,
+measured side by side on a model of distilbert-base's exact shape."""

@@ -5,46 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-import requests
 import urllib3
 
 from bench.measure import Result
-from distilq.embedded import start_redis
-from distilq.keys import create_key
-from migrations import run_migrations
-from models.db import make_engine, make_session_factory, transaction
-from worker.presence import ready_workers
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(check: Callable[[], Any], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (OSError, requests.RequestException, redis.RedisError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not come up within {timeout_s} s")
+from distilq.stack import LocalStack
 
 
 def _descendants(pid: int) -> list[int]:
@@ -92,37 +65,21 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str],
     queue for threads and the worker sees fewer jobs than there are clients."""
     with tempfile.TemporaryDirectory(prefix="distilq-bench-") as tmp:
         home = Path(tmp)
-        redis_process, redis_url = start_redis(home)
-        database_url = env.get("DISTILQ_DATABASE_URL") or f"sqlite:///{home / 'distilq.db'}"
-        run_migrations(database_url)
-        with transaction(make_session_factory(make_engine(database_url))) as session:
-            key = create_key(session, "bench")
-        port = _free_port()
-        child_env = {**os.environ, **env, "DISTILQ_HOME": str(home), "DISTILQ_DATABASE_URL": database_url,
-                     "DISTILQ_REDIS_URL": redis_url, "DISTILQ_FILL_MASK_MODEL": str(models["fill-mask"]),
-                     "DISTILQ_QA_MODEL": str(models["question-answering"])}
-        cli = [sys.executable, "-m", "distilq.cli"]
-        logs = open(home / "stack.log", "wb")  # noqa: SIM115
-        children = [
-            subprocess.Popen([*cli, "api", "--port", str(port), "--threads", str(api_threads)], env=child_env,
-                             stdout=logs, stderr=logs),
-            subprocess.Popen([*cli, "worker", "--queues", task], env=child_env, stdout=logs, stderr=logs),
-        ]
+        stack = LocalStack(home, {**env, "DISTILQ_FILL_MASK_MODEL": str(models["fill-mask"]),
+                                  "DISTILQ_QA_MODEL": str(models["question-answering"])}, log_dir=home)
         try:
-            url = f"http://127.0.0.1:{port}"
-            _wait(lambda: requests.get(f"{url}/healthz", timeout=2).ok, 120, "the API")
-            client = redis.Redis.from_url(redis_url)
-            _wait(lambda: ready_workers(client), 300, "the worker")
-            yield (url, key, {"api": children[0].pid, "worker": children[1].pid, "redis": redis_process.pid},
-                   home / "stack.log")
+            stack.start_redis()
+            stack.run("migrate")
+            key = stack.run("keys", "create", "--name", "bench").stdout.strip()
+            url = stack.start_api("127.0.0.1", None, "--threads", str(api_threads))
+            stack.start("worker", "worker", "--queues", task, "--metrics-port", "0")
+            stack.wait_for_workers()
+            assert stack.redis is not None and stack.redis.process is not None
+            pids = {"api": stack.processes["api"].pid, "worker": stack.processes["worker"].pid,
+                    "redis": stack.redis.process.pid}
+            yield url, key, pids, home / "worker.log"
         finally:
-            for child in children:
-                child.terminate()
-            for child in children:
-                child.wait(60)
-            redis_process.terminate()
-            redis_process.wait(30)
-            logs.close()
+            stack.stop_all()
 
 
 def batch_steps(log: Path) -> str:

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoTokenizer, pipeline
 
 from bench.flops import Shape, engine_flops, padded_passes_flops
 from bench.measure import Result
-from models.schemas import QuestionAnsweringParameters
+from contract.requests import QuestionAnsweringParameters
 from worker.engine import JobPayload
 from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.question_answering import QuestionAnsweringEngine

@@ -1,5 +1,5 @@
-"""`distilq bench`: builds the base-shaped checkpoint, runs modes (a)–(d) for fill-mask and QA in one process
-run, prints the table and the ratios, and writes them as JSON."""
+"""`make bench` (`python -m bench.run`): builds the base-shaped checkpoint, runs modes (a)–(d) for fill-mask and
+QA in one process run, prints the table and the ratios, and writes them as JSON."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def _table(task: str, results: list[Result], peak: Peak) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="distilq bench")
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--fill-mask-jobs", type=int, default=256)
     parser.add_argument("--qa-jobs", type=int, default=48)
     parser.add_argument("--batch", type=int, default=32, help="pipeline batch_size and DISTILQ_MAX_BATCH_SIZE")

@@ -1,1 +1,1 @@
-"""distilq: asynchronous DistilBERT inference — settings, queue wiring, clock and the command line."""
+"""distilq's entry points: the `distilq` command and the one launcher of a local stack."""

@@ -1,4 +1,5 @@
-"""The `distilq` command: up, api, worker, beat, migrate, keys."""
+"""The `distilq` command: up, api, worker, beat, migrate, keys. Settings are read (and validated) once, here,
+and passed down."""
 
 from __future__ import annotations
 
@@ -13,26 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distilq.settings import get_settings
+from pydantic import ValidationError
+
+from core.logs import configure_logging
+from core.settings import get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
-
-
-def _logging() -> None:
-    """JSON lines by default (`DISTILQ_LOG_FORMAT=text` for a terminal); extras such as job_id, batch_id and
-    durations become fields. Inputs and keys are never logged at INFO."""
-    handler = logging.StreamHandler()
-    if os.environ.get("DISTILQ_LOG_FORMAT", "json") == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        from pythonjsonlogger.json import JsonFormatter
-
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                           rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -52,8 +42,8 @@ def _key_sessions(args: argparse.Namespace) -> sessionmaker[Session]:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from distilq.keys import create_key
     from models.db import transaction
+    from store.keys import create_key
 
     with transaction(_key_sessions(args)) as session:
         key = create_key(session, args.name)
@@ -62,8 +52,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    from distilq.clock import isoformat
-    from distilq.keys import list_keys
+    from core.clock import isoformat
+    from store.keys import list_keys
 
     with _key_sessions(args)() as session:
         keys = list_keys(session)
@@ -75,8 +65,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from distilq.keys import revoke_key
     from models.db import transaction
+    from store.keys import revoke_key
 
     with transaction(_key_sessions(args)) as session:
         found = revoke_key(session, args.key)
@@ -88,19 +78,15 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_unsafe(processes: int = 1) -> None:
-    try:
-        get_settings().check_production(processes)
-    except ValueError as error:
-        raise SystemExit(f"distilq: refusing to start: {error}") from None
-
-
 def cmd_api(args: argparse.Namespace) -> int:
     """gunicorn with threads: `Prefer: wait` holds a thread, not a process. One process on SQLite."""
     settings = get_settings()
     sqlite = settings.resolved_database_url.startswith("sqlite")
     workers = args.workers or (1 if sqlite else 2)
-    _refuse_unsafe(workers)
+    try:
+        settings.check_api_processes(workers)  # gunicorn's start hook checks it too, for direct starts
+    except ValueError as error:
+        raise SystemExit(f"distilq: refusing to start: {error}") from None
     # Metrics of all gunicorn processes are merged from files here; a fresh directory per start.
     metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.home / f"prometheus-api-{args.port}")
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -117,23 +103,21 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from distilq.queue import INFERENCE_QUEUES
+    from core.queue import INFERENCE_QUEUES
+    from worker.app import create_worker_app
 
-    _refuse_unsafe()
     queues = [q.strip() for q in (args.queues or ",".join(INFERENCE_QUEUES)).split(",") if q.strip()]
-    from worker import tasks
-
-    tasks.served_tasks = [q for q in queues if q in INFERENCE_QUEUES]
-    tasks.metrics_port = args.metrics_port
+    served_tasks = [q for q in queues if q in INFERENCE_QUEUES]
+    app = create_worker_app(get_settings(), served_tasks, args.metrics_port)
     name = "+".join(queues)
     # Inference runs in the worker's own process (one model copy, all cores to torch); a webhook sender only
     # waits on receivers, so it sends from many threads.
-    pool = ["--pool=solo"] if tasks.served_tasks else ["--pool=threads", f"--concurrency={args.concurrency}"]
+    pool = ["--pool=solo"] if served_tasks else ["--pool=threads", f"--concurrency={args.concurrency}"]
     # Celery logs two lines per message ("received", "succeeded"); the batcher logs each job and batch itself,
     # and most messages of a busy worker are redundant wake-ups. Failures are still logged (at ERROR).
     for chatty in ("celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    tasks.app.worker_main([
+    app.worker_main([
         "worker", *pool, "--queues", ",".join(queues), "--hostname", f"distilq-{name}-{os.getpid()}@%h",
         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ])
@@ -143,20 +127,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_beat(_args: argparse.Namespace) -> int:
     import redis
 
-    from distilq.clock import utcnow
-    from distilq.queue import make_celery
+    from core.clock import utcnow
+    from core.queue import make_celery
     from models.db import make_engine, make_session_factory
     from worker.events import JobEvents
     from worker.sweeper import Sweeper, run_forever
 
-    _refuse_unsafe()
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
     celery = make_celery(settings.redis_url)
-    sweeper = Sweeper(
-        make_session_factory(make_engine(settings.resolved_database_url)), celery, JobEvents(client, celery),
-        settings, utcnow,
-    )
+    sweeper = Sweeper(make_session_factory(make_engine(settings.resolved_database_url)), JobEvents(client, celery),
+                      settings, utcnow)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -166,9 +147,34 @@ def cmd_beat(_args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from distilq.embedded import run_stack
+    """The whole stack on this machine; Ctrl-C or SIGTERM stops every child, and so does any child dying."""
+    from distilq.stack import LocalStack
 
-    return run_stack(args.host, args.port)
+    settings = get_settings()
+    env = {"DISTILQ_DATABASE_URL": settings.resolved_database_url}
+    if "DISTILQ_WEBHOOK_ALLOW_PRIVATE" not in os.environ:
+        env["DISTILQ_WEBHOOK_ALLOW_PRIVATE"] = "true"
+    stack = LocalStack(settings.home, env)
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    try:
+        stack.start_redis()
+        stack.run("migrate")
+        stack.start("worker", "worker")
+        stack.start("webhooks", "worker", "--queues", "webhooks")
+        stack.start("beat", "beat")
+        url = stack.start_api(args.host, args.port)
+        stack.wait_for_workers()
+        print(f"distilq is up on {url}", flush=True)
+        while not stopping.wait(0.5):
+            exited = [name for name, child in stack.processes.items() if child.poll() is not None]
+            if exited:
+                print(f"distilq: {', '.join(exited)} exited; stopping the stack", file=sys.stderr, flush=True)
+                return 1
+        return 0
+    finally:
+        stack.stop_all()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,19 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its id or its shown prefix")
     revoke.add_argument("key")
     revoke.set_defaults(func=cmd_keys_revoke)
-    # `bench` has its own options (bench/run.py); main() hands them over unparsed.
-    sub.add_parser("bench", help="measure the engine and the service against the transformers pipelines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _logging()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        from bench.run import main as bench_main
-
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    configure_logging()
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        get_settings()  # validated once, production rules included, before anything starts
+    except ValidationError as error:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+        raise SystemExit(f"distilq: refusing to start: {problems}") from None
     return int(args.func(args) or 0)
 
 

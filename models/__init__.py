@@ -1,1 +1,1 @@
-"""What the API and the worker share: the SQL tables, the request schemas and the job's public JSON."""
+"""The data model: the SQL tables and the database engine and sessions."""

@@ -13,10 +13,6 @@ from models.db import Base, UTCDateTime
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
-TASK_FILL_MASK = "fill-mask"
-TASK_QUESTION_ANSWERING = "question-answering"
-TASKS = (TASK_FILL_MASK, TASK_QUESTION_ANSWERING)
-
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
 TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELED)

@@ -1,20 +1,36 @@
-"""Fixtures shared by every suite: the tiny DistilBERT checkpoints, built once per test session, and the
-database + Redis backends the process-level suites run on."""
+"""Fixtures shared by every suite: the tiny DistilBERT checkpoints, built once per test session; the database +
+Redis backends the process-level suites run on; and the one `stack` fixture they start distilq with.
+
+A module says what its stack runs with a marker, e.g.
+`pytestmark = pytest.mark.stack(start=("api", "worker"), env={"DISTILQ_RATE_LIMIT": "8/minute"})`:
+- `start`: which parts run from the start, in order: `api`, `worker`, `webhooks`, `beat` (default: `api`);
+- `env`: settings for every part;
+- `models`: `tiny` (default) or `slow` (a wider encoder: a batch takes about a second);
+- `own_redis`: a Redis of the test's own, which the test may kill (only with `fresh_stack`).
+`stack` is shared by a module's tests; `fresh_stack` is the same, started anew for each test.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
 
+from distilq.stack import EmbeddedRedis
 from migrations import run_migrations
-from tests.integration.backends import BACKENDS, RedisServer, create_postgres_database, drop_postgres_database
+from tests.integration.backends import BACKENDS, create_postgres_database, drop_postgres_database
+from tests.integration.stack import Stack
 
 _REDIS_DBS = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "stack(start, env, models, own_redis): what the module's stack runs")
 
 
 @pytest.fixture(scope="session")
@@ -25,15 +41,24 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+def slow_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny tokenizer on a wider encoder: a batch of long inputs takes about a second on a 2-core CPU.
+    Weights scaled about 1/sqrt(dim), like a trained model's, so activations stay in a realistic range."""
+    from tests.tiny_model import build
+
+    return build(tmp_path_factory.mktemp("slow-distilbert"), dim=384, n_layers=4, hidden_dim=1536, weight_std=0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False)
     server.start()
     yield server
     server.kill()
 
 
 @pytest.fixture(params=BACKENDS, scope="module")
-def backend(request: pytest.FixtureRequest, redis_server: RedisServer,
+def backend(request: pytest.FixtureRequest, redis_server: EmbeddedRedis,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(database URL, Redis URL) of a fresh, migrated database and an empty Redis database."""
     if request.param == "sqlite":
@@ -52,10 +77,52 @@ def backend(request: pytest.FixtureRequest, redis_server: RedisServer,
 
 
 @pytest.fixture()
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A redis-server of the test's own, which the test may kill and start again (on the same port)."""
-    server = RedisServer(tmp_path)
+    server = EmbeddedRedis(tmp_path, persist=False)
     server.start()
     yield server
-    if server.process and server.process.poll() is None:
-        server.kill()
+    server.kill()
+
+
+@contextmanager
+def _started_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   backend: tuple[str, str]) -> Iterator[Stack]:
+    marker = request.node.get_closest_marker("stack")
+    spec = dict(marker.kwargs) if marker else {}
+    models = request.getfixturevalue(f"{spec.get('models', 'tiny')}_models")
+    redis_url = backend[1]
+    if spec.get("own_redis"):
+        redis_url = request.getfixturevalue("own_redis").url
+    else:
+        redis.Redis.from_url(redis_url).flushdb()
+    stack = Stack(tmp_path_factory.mktemp("stack"), backend[0], redis_url, models, spec.get("env"))
+    try:
+        for part in spec.get("start", ("api",)):
+            if part == "api":
+                stack.start_api()
+            elif part == "worker":
+                stack.start_worker()
+            elif part == "webhooks":
+                stack.start("webhooks", "worker", "--queues", "webhooks")
+            elif part == "beat":
+                stack.start("beat", "beat")
+            else:
+                raise ValueError(f"no part {part!r} to start")
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+          backend: tuple[str, str]) -> Iterator[Stack]:
+    with _started_stack(request, tmp_path_factory, backend) as started:
+        yield started
+
+
+@pytest.fixture()
+def fresh_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                backend: tuple[str, str]) -> Iterator[Stack]:
+    with _started_stack(request, tmp_path_factory, backend) as started:
+        yield started

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from distilq.metrics import (
+from core.metrics import (
     BATCH_INPUTS,
     BATCH_TOKENS,
     INFERENCE_SECONDS,
@@ -23,8 +23,8 @@ from distilq.metrics import (
     JOBS_FINISHED,
     QUEUE_WAIT_SECONDS,
 )
-from distilq.settings import Settings
-from worker.claims import Claim, Outcome, claim_job, claim_more, finish, renew_leases
+from core.settings import Settings
+from store.jobs import Claim, Outcome, claim_job, claim_more, finish, renew_leases
 from worker.engine import Engine, InputError, JobPayload
 from worker.events import JobEvents
 
@@ -117,7 +117,7 @@ class Batcher:
         by_id = {claim.job_id: claim for claim in claims}
         for job_id, status in written:
             claim = by_id[job_id]
-            queue_ms = (claim.claimed_at - claim.created_at).total_seconds() * 1000
+            queue_ms = claim.queue_ms
             JOBS_FINISHED.labels(task, status).inc()
             QUEUE_WAIT_SECONDS.labels(task).observe(queue_ms / 1000)
             JOB_LATENCY_SECONDS.labels(task).observe((finished_at - claim.created_at).total_seconds())

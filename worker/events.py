@@ -1,5 +1,7 @@
-"""Announces what the database recorded: finished jobs on a Redis channel (for requests held by `Prefer: wait`),
-webhook events on the webhooks queue. Both are hints after the commit; `beat` and re-reads cover a lost one."""
+"""Announces what the database recorded: queued jobs on their task's queue (a wake-up for a worker), finished
+jobs on a Redis channel (for requests held by `Prefer: wait`), webhook events on the webhooks queue. All are
+hints after the commit; `beat` and re-reads cover a lost one. The batcher and the sweeper take any object of this
+shape (tests pass one that records)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import logging
 import redis
 from celery import Celery
 
-from distilq.queue import job_channel, publish_webhook
+from core.queue import job_channel, publish_job, publish_webhook
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +19,14 @@ class JobEvents:
     def __init__(self, client: redis.Redis, celery: Celery) -> None:
         self.client = client
         self.celery = celery
+
+    def queued(self, jobs: list[tuple[str, str]]) -> None:
+        """(job id, task) of jobs (back) in the queue."""
+        for job_id, task in jobs:
+            try:
+                publish_job(self.celery, job_id, task)
+            except Exception as error:  # still queued: the next sweep tries again
+                log.warning("publishing job %s failed: %s", job_id, error)
 
     def webhooks(self, event_ids: list[str]) -> None:
         for event_id in event_ids:

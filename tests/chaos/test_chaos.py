@@ -4,7 +4,6 @@ stopped under the API, workers stopped with SIGTERM. Assertions are on the datab
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,9 @@ import requests
 from sqlalchemy import select
 from transformers import pipeline
 
+from distilq.stack import EmbeddedRedis
 from models.tables import Job
 from tests.chaos.postgres_cluster import PostgresCluster
-from tests.integration.backends import RedisServer, make_stack
 from tests.integration.stack import Stack, wait_for
 
 CHAOS_ENV = {
@@ -24,6 +23,8 @@ CHAOS_ENV = {
     "DISTILQ_SWEEP_INTERVAL_S": "0.5",
     "DISTILQ_MAX_BATCH_SIZE": "8",
 }
+#: The stack of the tests that take `fresh_stack`: the slow model, and a Redis of the test's own to crash.
+pytestmark = pytest.mark.stack(models="slow", own_redis=True, env=CHAOS_ENV)
 WORDS = "Paris is the capital of France and the river flows north through the valley of the old kingdom".split()
 
 
@@ -72,91 +73,81 @@ def all_finished(stack: Stack, ids: list[str]) -> bool:
     return all(job.status in ("succeeded", "failed", "canceled") for job in rows(stack, ids).values())
 
 
-@pytest.fixture()
-def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str], own_redis: RedisServer,
-          slow_models: dict[str, Path]) -> Iterator[Stack]:
-    """A stack on the backend's database and a Redis of its own (which the tests crash)."""
-    stack = make_stack(tmp_path_factory, (backend[0], own_redis.url), slow_models, CHAOS_ENV)
-    stack.start_api()
-    yield stack
-    stack.stop_all()
-
-
-def test_worker_killed_mid_batch_every_job_finishes_once(stack: Stack, reference: Any) -> None:
-    http = stack.client(stack.new_key())
-    stack.start_worker("worker-1")
-    stack.start("beat", "beat")
-    ids = submit_all(stack, http, texts(24))
-    wait_for(lambda: running(stack, ids), 60, "a batch to start")
-    stack.stop("worker-1", signal.SIGKILL)
-    in_flight = running(stack, ids)  # the only worker is dead: these were in its batch
+def test_worker_killed_mid_batch_every_job_finishes_once(fresh_stack: Stack, reference: Any) -> None:
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker-1")
+    fresh_stack.start("beat", "beat")
+    ids = submit_all(fresh_stack, http, texts(24))
+    wait_for(lambda: running(fresh_stack, ids), 60, "a batch to start")
+    fresh_stack.stop("worker-1", signal.SIGKILL)
+    in_flight = running(fresh_stack, ids)  # the only worker is dead: these were in its batch
     assert in_flight
-    stack.start_worker("worker-2")
-    wait_for(lambda: all_finished(stack, ids), 180, "every job to finish")
+    fresh_stack.start_worker("worker-2")
+    wait_for(lambda: all_finished(fresh_stack, ids), 180, "every job to finish")
 
-    final = rows(stack, ids)
+    final = rows(fresh_stack, ids)
     assert all(job.status == "succeeded" for job in final.values())
     for job_id in in_flight:
         assert final[job_id].attempts == 2, "the killed batch's jobs ran again, once"
     assert all(1 <= job.attempts <= 2 for job in final.values())
     for job_id in ids:
-        assert_reference_output(http.get(f"{stack.url}/v1/jobs/{job_id}").json(), reference)
+        assert_reference_output(http.get(f"{fresh_stack.url}/v1/jobs/{job_id}").json(), reference)
 
 
-def test_redis_killed_and_restarted_empty_every_job_finishes(stack: Stack, own_redis: RedisServer,
+def test_redis_killed_and_restarted_empty_every_job_finishes(fresh_stack: Stack, own_redis: EmbeddedRedis,
                                                              reference: Any) -> None:
-    http = stack.client(stack.new_key())
-    stack.start_worker()
-    stack.start("beat", "beat")
-    ids = submit_all(stack, http, texts(20))
-    wait_for(lambda: running(stack, ids), 60, "a batch to start")
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker()
+    fresh_stack.start("beat", "beat")
+    ids = submit_all(fresh_stack, http, texts(20))
+    wait_for(lambda: running(fresh_stack, ids), 60, "a batch to start")
     own_redis.kill()
-    ids += submit_all(stack, http, texts(3, words=30))  # accepted while Redis is down: stored, published later
+    ids += submit_all(fresh_stack, http, texts(3, words=30))  # accepted while Redis is down: stored, published later
     own_redis.start()  # empty: every queued message is gone
-    wait_for(lambda: all_finished(stack, ids), 240, "every job to finish after the Redis crash")
-    final = rows(stack, ids)
+    wait_for(lambda: all_finished(fresh_stack, ids), 240, "every job to finish after the Redis crash")
+    final = rows(fresh_stack, ids)
     assert all(job.status == "succeeded" for job in final.values())
     for job_id in ids:
-        assert_reference_output(http.get(f"{stack.url}/v1/jobs/{job_id}").json(), reference)
+        assert_reference_output(http.get(f"{fresh_stack.url}/v1/jobs/{job_id}").json(), reference)
 
 
-def test_sigterm_lets_the_worker_finish_its_batch(stack: Stack) -> None:
-    http = stack.client(stack.new_key())
-    stack.start_worker("worker-1")
-    ids = submit_all(stack, http, texts(24))
-    in_flight = wait_for(lambda: running(stack, ids), 60, "a batch to start")
-    assert stack.stop("worker-1", signal.SIGTERM, timeout_s=120) == 0
-    after = rows(stack, ids)
+def test_sigterm_lets_the_worker_finish_its_batch(fresh_stack: Stack) -> None:
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker-1")
+    ids = submit_all(fresh_stack, http, texts(24))
+    in_flight = wait_for(lambda: running(fresh_stack, ids), 60, "a batch to start")
+    assert fresh_stack.stop("worker-1", signal.SIGTERM, timeout_s=120) == 0
+    after = rows(fresh_stack, ids)
     for job_id in in_flight:
         assert after[job_id].status == "succeeded" and after[job_id].attempts == 1
-    stack.start_worker("worker-2")  # the rest, released on shutdown, run on the next worker
-    wait_for(lambda: all_finished(stack, ids), 180, "every job to finish")
-    assert all(job.status == "succeeded" and job.attempts == 1 for job in rows(stack, ids).values())
+    fresh_stack.start_worker("worker-2")  # the rest, released on shutdown, run on the next worker
+    wait_for(lambda: all_finished(fresh_stack, ids), 180, "every job to finish")
+    assert all(job.status == "succeeded" and job.attempts == 1 for job in rows(fresh_stack, ids).values())
 
 
-def test_hundreds_of_jobs_survive_killed_workers_and_a_redis_crash(stack: Stack, own_redis: RedisServer,
+def test_hundreds_of_jobs_survive_killed_workers_and_a_redis_crash(fresh_stack: Stack, own_redis: EmbeddedRedis,
                                                                    reference: Any) -> None:
-    http = stack.client(stack.new_key())
-    stack.start_worker("worker-1")
-    stack.start_worker("worker-2")
-    stack.start("beat", "beat")
-    ids = submit_all(stack, http, texts(200, words=20))
-    wait_for(lambda: running(stack, ids), 60, "batches to start")
-    stack.stop("worker-1", signal.SIGKILL)
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker-1")
+    fresh_stack.start_worker("worker-2")
+    fresh_stack.start("beat", "beat")
+    ids = submit_all(fresh_stack, http, texts(200, words=20))
+    wait_for(lambda: running(fresh_stack, ids), 60, "batches to start")
+    fresh_stack.stop("worker-1", signal.SIGKILL)
     own_redis.kill()
     own_redis.start()
-    wait_for(lambda: running(stack, ids), 60, "batches to run again")
-    stack.stop("worker-2", signal.SIGKILL)
-    stack.start_worker("worker-3")
-    wait_for(lambda: all_finished(stack, ids), 300, "all 200 jobs to finish")
-    final = rows(stack, ids)
+    wait_for(lambda: running(fresh_stack, ids), 60, "batches to run again")
+    fresh_stack.stop("worker-2", signal.SIGKILL)
+    fresh_stack.start_worker("worker-3")
+    wait_for(lambda: all_finished(fresh_stack, ids), 300, "all 200 jobs to finish")
+    final = rows(fresh_stack, ids)
     assert all(job.status == "succeeded" for job in final.values())
     assert all(1 <= job.attempts <= 3 for job in final.values())
     for job_id in ids[::10]:
-        assert_reference_output(http.get(f"{stack.url}/v1/jobs/{job_id}").json(), reference)
+        assert_reference_output(http.get(f"{fresh_stack.url}/v1/jobs/{job_id}").json(), reference)
 
 
-def test_database_stopped_under_the_api(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer,
+def test_database_stopped_under_the_api(tmp_path_factory: pytest.TempPathFactory, own_redis: EmbeddedRedis,
                                         tiny_models: dict[str, Path]) -> None:
     cluster = PostgresCluster()
     try:
@@ -165,7 +156,7 @@ def test_database_stopped_under_the_api(tmp_path_factory: pytest.TempPathFactory
         from migrations import run_migrations
 
         run_migrations(cluster.url)
-        stack = make_stack(tmp_path_factory, (cluster.url, own_redis.url), tiny_models, CHAOS_ENV)
+        stack = Stack(tmp_path_factory.mktemp("stack"), cluster.url, own_redis.url, tiny_models, CHAOS_ENV)
         stack.start_api()
         stack.start_worker()
         try:
@@ -195,21 +186,21 @@ def test_database_stopped_under_the_api(tmp_path_factory: pytest.TempPathFactory
         cluster.remove()
 
 
-def test_a_job_canceled_while_running_gets_no_output(stack: Stack) -> None:
-    http = stack.client(stack.new_key())
-    stack.start_worker()
-    ids = submit_all(stack, http, texts(8, words=300))  # one batch of a few seconds
-    [victim, *_] = wait_for(lambda: running(stack, ids), 60, "a batch to start")
-    assert http.post(f"{stack.url}/v1/jobs/{victim}/cancel").json()["status"] == "canceled"
-    wait_for(lambda: all_finished(stack, ids), 120, "the batch to finish")
-    final = rows(stack, ids)
+def test_a_job_canceled_while_running_gets_no_output(fresh_stack: Stack) -> None:
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker()
+    ids = submit_all(fresh_stack, http, texts(8, words=300))  # one batch of a few seconds
+    [victim, *_] = wait_for(lambda: running(fresh_stack, ids), 60, "a batch to start")
+    assert http.post(f"{fresh_stack.url}/v1/jobs/{victim}/cancel").json()["status"] == "canceled"
+    wait_for(lambda: all_finished(fresh_stack, ids), 120, "the batch to finish")
+    final = rows(fresh_stack, ids)
     assert (final[victim].status, final[victim].output) == ("canceled", None), "the worker's result was discarded"
     assert all(job.status == "succeeded" for job_id, job in final.items() if job_id != victim)
 
 
 def test_idempotency_keys_expire(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str],
-                                 own_redis: RedisServer, tiny_models: dict[str, Path]) -> None:
-    stack = make_stack(tmp_path_factory, (backend[0], own_redis.url), tiny_models,
+                                 own_redis: EmbeddedRedis, tiny_models: dict[str, Path]) -> None:
+    stack = Stack(tmp_path_factory.mktemp("stack"), backend[0], own_redis.url, tiny_models,
                        {**CHAOS_ENV, "DISTILQ_IDEMPOTENCY_TTL_S": "1"})
     stack.start_api()
     stack.start("beat", "beat")

@@ -1,5 +1,6 @@
-"""`distilq bench` end to end on a few jobs: the base-shaped checkpoint, every mode of both tasks (QA's (a) and
-(b) through the fallback path, there being no transformers 4.57.6 venv here), and the report it writes."""
+"""The benchmark (`python -m bench.run`) end to end on a few jobs: the base-shaped checkpoint, every mode of both
+tasks (QA's (a) and (b) through the fallback path, there being no transformers 4.57.6 venv here), and the report
+it writes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_bench_runs_every_mode_and_reports_them(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
     run = subprocess.run(
-        [sys.executable, "-m", "distilq.cli", "bench", "--fill-mask-jobs", "6", "--qa-jobs", "3", "--batch", "4",
+        [sys.executable, "-m", "bench.run", "--fill-mask-jobs", "6", "--qa-jobs", "3", "--batch", "4",
          "--concurrency", "3", "--models", str(tmp_path / "models"), "--output", str(output)],
         env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
         capture_output=True, text=True, timeout=900,

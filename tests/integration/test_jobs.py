@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,25 +13,16 @@ from sqlalchemy import func, select
 from transformers import pipeline
 
 from models.tables import Job
-from tests.integration.backends import make_stack
 from tests.integration.stack import Stack
-from tests.unit.test_fill_mask_engine import assert_same
-from tests.unit.test_question_answering_engine import REFERENCE, assert_same_answers
+from tests.unit.worker.engine.test_fill_mask import assert_same
+from tests.unit.worker.engine.test_question_answering import REFERENCE, assert_same_answers
 
 SEED_REQUEST = {
     "inputs": {"input_string": ["Paris is the [MASK] of France.", "Today is a [MASK] day!"]},
     "parameters": {"top_k": 2},
 }
 
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str],
-          tiny_models: dict[str, Path]) -> Iterator[Stack]:
-    stack = make_stack(tmp_path_factory, backend, tiny_models)
-    stack.start_api()
-    stack.start_worker()
-    yield stack
-    stack.stop_all()
+pytestmark = pytest.mark.stack(start=("api", "worker"))
 
 
 @pytest.fixture(scope="module")

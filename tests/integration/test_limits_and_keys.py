@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import requests
 from sqlalchemy import select
 
 from models.db import Base
-from tests.integration.backends import make_stack
 from tests.integration.stack import Stack
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
 
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str],
-          tiny_models: dict[str, Path]) -> Iterator[Stack]:
-    """An API with no worker (jobs stay queued), a rate limit of 8 a minute and 2 jobs in flight per key."""
-    stack = make_stack(tmp_path_factory, backend, tiny_models,
-                       {"DISTILQ_RATE_LIMIT": "8/minute", "DISTILQ_MAX_JOBS_IN_FLIGHT": "2"})
-    stack.start_api()
-    yield stack
-    stack.stop_all()
+#: An API with no worker (jobs stay queued), a rate limit of 8 a minute and 2 jobs in flight per key.
+pytestmark = pytest.mark.stack(env={"DISTILQ_RATE_LIMIT": "8/minute", "DISTILQ_MAX_JOBS_IN_FLIGHT": "2"})
 
 
 def test_keys_are_listed_revoked_and_never_stored_in_plain_text(stack: Stack) -> None:

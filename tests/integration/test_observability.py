@@ -3,17 +3,16 @@ Redis going down and coming back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.backends import RedisServer, make_stack
+from distilq.stack import EmbeddedRedis
 from tests.integration.stack import Stack, free_port, wait_for
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 1}}
+
+pytestmark = pytest.mark.stack(own_redis=True)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -21,25 +20,16 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-@pytest.fixture()
-def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str], own_redis: RedisServer,
-          tiny_models: dict[str, Path]) -> Iterator[Stack]:
-    stack = make_stack(tmp_path_factory, (backend[0], own_redis.url), tiny_models)
-    stack.start_api()
-    yield stack
-    stack.stop_all()
-
-
-def test_api_and_worker_metrics(stack: Stack) -> None:
+def test_api_and_worker_metrics(fresh_stack: Stack) -> None:
     port = free_port()
-    stack.start_worker("worker", "--metrics-port", str(port))
-    http = stack.client(stack.new_key())
+    fresh_stack.start_worker("worker", "--metrics-port", str(port))
+    http = fresh_stack.client(fresh_stack.new_key())
     for _ in range(3):
-        assert http.post(f"{stack.url}/v1/fill-mask", json=ONE, headers={"Prefer": "wait=30"}).status_code == 200
-    job = http.post(f"{stack.url}/v1/fill-mask", json=ONE).json()
-    http.post(f"{stack.url}/v1/jobs/{job['id']}/cancel")
+        assert http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE, headers={"Prefer": "wait=30"}).status_code == 200
+    job = http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE).json()
+    http.post(f"{fresh_stack.url}/v1/jobs/{job['id']}/cancel")
 
-    api = samples(requests.get(f"{stack.url}/metrics").text)
+    api = samples(requests.get(f"{fresh_stack.url}/metrics").text)
     assert api[("distilq_jobs_submitted_total", (("task", "fill-mask"),))] == 4
     assert ("distilq_queue_depth", (("queue", "question-answering"),)) in api
     assert api[("distilq_jobs_in_flight", (("status", "queued"), ("task", "question-answering")))] == 0
@@ -56,15 +46,15 @@ def test_api_and_worker_metrics(stack: Stack) -> None:
     assert worker[("distilq_inference_seconds_count", (("task", "fill-mask"),))] >= 1
     assert worker[("distilq_queue_wait_seconds_count", (("task", "fill-mask"),))] >= 3
     assert worker[("distilq_job_latency_seconds_count", (("task", "fill-mask"),))] >= 3
-    api = samples(requests.get(f"{stack.url}/metrics").text)
+    api = samples(requests.get(f"{fresh_stack.url}/metrics").text)
     assert api[("distilq_jobs_finished_total", (("status", "canceled"), ("task", "fill-mask")))] == 1
 
 
-def test_readiness_follows_redis(stack: Stack, own_redis: RedisServer) -> None:
-    assert requests.get(f"{stack.url}/readyz").status_code == 200
+def test_readiness_follows_redis(fresh_stack: Stack, own_redis: EmbeddedRedis) -> None:
+    assert requests.get(f"{fresh_stack.url}/readyz").status_code == 200
     own_redis.kill()
-    down = requests.get(f"{stack.url}/readyz")
+    down = requests.get(f"{fresh_stack.url}/readyz")
     assert down.status_code == 503 and down.json()["checks"]["redis"].startswith("unreachable")
-    assert requests.get(f"{stack.url}/healthz").status_code == 200  # alive, just not ready
+    assert requests.get(f"{fresh_stack.url}/healthz").status_code == 200  # alive, just not ready
     own_redis.start()
-    wait_for(lambda: requests.get(f"{stack.url}/readyz").status_code == 200, 30, "readiness to return")
+    wait_for(lambda: requests.get(f"{fresh_stack.url}/readyz").status_code == 200, 30, "readiness to return")

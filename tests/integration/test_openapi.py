@@ -6,13 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.integration.backends import make_stack
 from tests.integration.stack import Stack
 
 #: What schemathesis checks. Left out: `positive_data_acceptance`, since some rules are the tokenizer's (a mask
@@ -20,16 +18,8 @@ from tests.integration.stack import Stack
 #: body may rightly get a 422.
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str],
-          tiny_models: dict[str, Path]) -> Iterator[Stack]:
-    stack = make_stack(tmp_path_factory, backend, tiny_models, {"DISTILQ_MAX_INPUTS_PER_JOB": "16",
-                                                                   "DISTILQ_RATE_LIMIT": "100000/minute"})
-    stack.start_api()
-    stack.start_worker()
-    yield stack
-    stack.stop_all()
+pytestmark = pytest.mark.stack(start=("api", "worker"), env={"DISTILQ_MAX_INPUTS_PER_JOB": "16",
+                                                              "DISTILQ_RATE_LIMIT": "100000/minute"})
 
 
 def test_the_document_describes_every_route(stack: Stack) -> None:

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from api.waiting import CompletionListener
-from distilq.queue import job_channel
-from tests.integration.backends import RedisServer
+from core.queue import job_channel
+from distilq.stack import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def announce_until(client: redis.Redis, job_id: str, woken: Callable[[], bool]) 
         time.sleep(0.05)
 
 
-def test_wakes_the_waiters_of_the_announced_job_only(own_redis: RedisServer) -> None:
+def test_wakes_the_waiters_of_the_announced_job_only(own_redis: EmbeddedRedis) -> None:
     listener = CompletionListener(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
     with listener.watching("job-a") as a1, listener.watching("job-a") as a2, listener.watching("job-b") as b:
@@ -42,7 +42,7 @@ def test_wakes_the_waiters_of_the_announced_job_only(own_redis: RedisServer) -> 
     assert listener._waiters == {}
 
 
-def test_listens_again_after_redis_restarts(own_redis: RedisServer) -> None:
+def test_listens_again_after_redis_restarts(own_redis: EmbeddedRedis) -> None:
     listener = CompletionListener(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
     with listener.watching("before") as before:

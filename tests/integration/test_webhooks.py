@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from standardwebhooks import Webhook
 
-from tests.integration.backends import make_stack
 from tests.integration.receiver import Receiver, running_receiver
 from tests.integration.stack import Stack, wait_for
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 1}}
-ENV = {"DISTILQ_WEBHOOK_ALLOW_PRIVATE": "true", "DISTILQ_WEBHOOK_RETRY_DELAYS": "0.3,0.3,0.3",
-       "DISTILQ_WEBHOOK_TIMEOUT_S": "1", "DISTILQ_SWEEP_INTERVAL_S": "0.2"}
+pytestmark = pytest.mark.stack(start=("api", "worker", "webhooks", "beat"), env={
+    "DISTILQ_WEBHOOK_ALLOW_PRIVATE": "true", "DISTILQ_WEBHOOK_RETRY_DELAYS": "0.3,0.3,0.3",
+       "DISTILQ_WEBHOOK_TIMEOUT_S": "1", "DISTILQ_SWEEP_INTERVAL_S": "0.2"})
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +26,6 @@ def receiver(backend: tuple[str, str]) -> Iterator[Receiver]:
     """One receiver per backend, so that each backend's run sees only its own deliveries."""
     with running_receiver() as receiver:
         yield receiver
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str],
-          tiny_models: dict[str, Path]) -> Iterator[Stack]:
-    stack = make_stack(tmp_path_factory, backend, tiny_models, ENV)
-    stack.start_api()
-    stack.start_worker()
-    stack.start("webhooks", "worker", "--queues", "webhooks")
-    stack.start("beat", "beat")
-    yield stack
-    stack.stop_all()
 
 
 @pytest.fixture(scope="module")

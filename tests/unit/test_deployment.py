@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from distilq import metrics
+from core import metrics
 from distilq.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]

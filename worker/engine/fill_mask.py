@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM
 
-from models.tables import TASK_FILL_MASK
-from models.tokens import target_ids
+from contract.tokens import target_ids
+from core.tasks import TASK_FILL_MASK
 from worker.engine import InputError, JobPayload
 from worker.engine.model_engine import ModelEngine
 from worker.engine.packed import encode
@@ -48,7 +48,7 @@ class FillMaskEngine(ModelEngine):
         outputs: list[list[Any]] = []
         cursor = 0
         for job in jobs:
-            top_k: int = job.parameters.get("top_k", 5)
+            top_k: int = job.parameters["top_k"]  # stored with every default filled in (contract/requests.py)
             targets = job.parameters.get("targets")
             targets_ids = (
                 np.array(target_ids(self.tokenizer.backend_tokenizer, targets)) if targets else None

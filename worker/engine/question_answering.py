@@ -17,8 +17,9 @@ import torch
 from tokenizers import Encoding
 from transformers import AutoModelForQuestionAnswering
 
-from models.tables import TASK_QUESTION_ANSWERING
-from models.tokens import qa_chunk_count
+from contract.requests import QuestionAnsweringParameters
+from contract.tokens import qa_chunk_count
+from core.tasks import TASK_QUESTION_ANSWERING
 from worker.engine import InputError, JobPayload
 from worker.engine.model_engine import ModelEngine
 from worker.engine.packed import encode
@@ -217,6 +218,5 @@ class QuestionAnsweringEngine(ModelEngine):
         return answers[0] if top_k == 1 else answers
 
     def warm_up(self) -> None:
-        params = {"top_k": 1, "doc_stride": 128, "max_answer_len": 15, "max_seq_len": 384,
-                  "handle_impossible_answer": False, "align_to_words": True}
+        params = QuestionAnsweringParameters().model_dump()
         self.run([JobPayload({"question": ["Warm up?"], "context": ["Warm up now."]}, params)])

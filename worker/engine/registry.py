@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from distilq.settings import Settings
-from models.tables import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
+from core.settings import Settings
+from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
 from worker.engine import Engine
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,38 @@
+"""The one place a job row becomes its public JSON (API answers and webhook bodies alike)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.clock import isoformat
+from models.tables import Job
+
+
+def job_urls(job_id: str) -> dict[str, str]:
+    return {"get": f"/v1/jobs/{job_id}", "cancel": f"/v1/jobs/{job_id}/cancel"}
+
+
+def job_to_public(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "task": job.task,
+        "model": job.model,
+        "status": job.status,
+        "input": job.input,
+        "parameters": job.parameters,
+        "output": job.output,
+        "error": job.error,
+        "created_at": isoformat(job.created_at),
+        "started_at": isoformat(job.started_at),
+        "completed_at": isoformat(job.completed_at),
+        "metrics": {
+            "queue_ms": job.queue_ms,
+            "inference_ms": job.inference_ms,
+            "batch_size": job.batch_size,
+            "attempts": job.attempts,
+        },
+        "webhook": job.webhook,
+        "webhook_events_filter": job.webhook_events_filter,
+        "metadata": job.meta,
+        "urls": job_urls(job.id),
+    }

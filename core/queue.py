@@ -1,0 +1,56 @@
+"""Celery wiring both sides agree on: the broker, the queues, the task name, and the Redis channel on which a
+job's completion is announced. The API only publishes (by task name); it never imports the worker."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from core.tasks import TASKS
+
+#: The one inference task; its only argument is the job id. The SQL row is the job's only record.
+INFER_TASK = "distilq.infer"
+#: Webhook delivery; its only argument is the event id (a row of webhook_events).
+DELIVER_TASK = "distilq.deliver_webhook"
+#: Each task has its own queue, so a host can serve one model.
+INFERENCE_QUEUES = TASKS
+WEBHOOK_QUEUE = "webhooks"
+#: Redis's default visibility timeout is an hour; a batch never takes near that, and `beat` recovers jobs
+#: through leases, so the broker-level redelivery can stay long.
+VISIBILITY_TIMEOUT_S = 3600
+
+
+def make_celery(redis_url: str) -> Celery:
+    app = Celery("distilq", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        broker_connection_retry_on_startup=True,
+        # Keep reconnecting for as long as Redis is away; the jobs wait in the database meanwhile.
+        broker_connection_max_retries=None,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        task_queues=[Queue(name) for name in (*INFERENCE_QUEUES, WEBHOOK_QUEUE)],
+        task_default_queue=INFERENCE_QUEUES[0],
+        # A publish that cannot reach Redis must fail fast: the job is committed and `beat` publishes it later.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+def publish_job(app: Celery, job_id: str, task: str) -> None:
+    app.send_task(INFER_TASK, args=[job_id], queue=task)
+
+
+def publish_webhook(app: Celery, event_id: str) -> None:
+    app.send_task(DELIVER_TASK, args=[event_id], queue=WEBHOOK_QUEUE)
+
+
+def job_channel(job_id: str) -> str:
+    """Redis pub/sub channel on which the worker announces that a job reached a terminal status."""
+    return f"distilq:job-finished:{job_id}"

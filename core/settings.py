@@ -1,0 +1,111 @@
+"""The one typed settings object, read from `DISTILQ_*` environment variables."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Hub ids of the two models the contract names.
+DEFAULT_FILL_MASK_MODEL = "distilbert-base-cased"
+DEFAULT_QA_MODEL = "distilbert-base-cased-distilled-squad"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILQ_", extra="ignore")
+
+    #: `production` refuses unsafe settings at start (see `check_production`).
+    env: Literal["development", "production"] = "development"
+    debug: bool = False
+    home: Path = Path(".distilq")
+    database_url: str | None = None
+    redis_url: str = "redis://localhost:6379/0"
+
+    fill_mask_model: str = DEFAULT_FILL_MASK_MODEL
+    qa_model: str = DEFAULT_QA_MODEL
+    device: str = "auto"
+    #: `auto` is float16 on CUDA and float32 on the CPU.
+    dtype: str = "auto"
+
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    max_batch_wait_ms: int = Field(default=5, ge=0, le=10_000)
+    #: Bound on padded tokens in one forward pass (rows × longest row).
+    max_batch_tokens: int = Field(default=16_384, ge=512)
+
+    webhook_allow_private: bool = False
+    webhook_retry_delays: str = "5,300,1800,7200,18000,36000"
+    #: A receiver that has not answered within this many seconds has failed the attempt.
+    webhook_timeout_s: float = Field(default=15.0, gt=0, le=60)
+
+    lease_s: int = Field(default=120, ge=5)
+    requeue_after_s: int = Field(default=60, ge=5)
+    #: Attempts after which a job whose worker keeps dying is failed with `worker_lost`.
+    max_attempts: int = Field(default=3, ge=1)
+    #: How often `distilq beat` sweeps.
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+
+    #: Bounds on what one request may ask for (documented in the README).
+    max_inputs_per_job: int = Field(default=256, ge=1)
+    max_chars_per_input: int = Field(default=20_000, ge=1)
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    #: Idempotency keys are honoured for this long.
+    idempotency_ttl_s: int = 86_400
+    #: Requests per API key, in Flask-Limiter's (the `limits` library's) notation; counted in Redis.
+    rate_limit: str = "600/minute"
+    #: Jobs one API key may have queued or running at once.
+    max_jobs_in_flight: int = Field(default=1000, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value != "auto" and value != "cpu" and not value.startswith("cuda"):
+            raise ValueError("DISTILQ_DEVICE must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as error:
+            raise ValueError(f"DISTILQ_RATE_LIMIT: {error}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> Settings:
+        """Outside development, refuse at construction what is only safe on a laptop, so that every process
+        (the CLI, gunicorn started directly, a worker) refuses alike."""
+        if self.env == "production":
+            if not self.database_url:
+                raise ValueError("DISTILQ_DATABASE_URL must be set in production (no SQLite file by default)")
+            if self.debug:
+                raise ValueError("DISTILQ_DEBUG must be off in production")
+        return self
+
+    def check_api_processes(self, processes: int) -> None:
+        """SQLite serves one API process in production; raises ValueError naming the setting otherwise. Called
+        by gunicorn's start hook (`api/gunicorn_conf.py`), which knows the process count."""
+        if self.env == "production" and self.resolved_database_url.startswith("sqlite") and processes > 1:
+            raise ValueError("SQLite cannot serve several API processes in production: use PostgreSQL "
+                             "(DISTILQ_DATABASE_URL)")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'distilq.db').resolve()}"
+
+    @property
+    def webhook_retry_delays_s(self) -> list[float]:
+        return [float(part) for part in self.webhook_retry_delays.split(",") if part.strip()]
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Read once per process; tests and `distilq up` set the environment before the first call."""
+    return Settings()

@@ -1,0 +1,7 @@
+"""The inference tasks distilq serves. Each is also the name of its queue and of its route."""
+
+from __future__ import annotations
+
+TASK_FILL_MASK = "fill-mask"
+TASK_QUESTION_ANSWERING = "question-answering"
+TASKS = (TASK_FILL_MASK, TASK_QUESTION_ANSWERING)

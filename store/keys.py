@@ -1,0 +1,71 @@
+"""API keys: made once, shown once, stored as SHA-256 hashes; each key has its own webhook secret."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from core.clock import utcnow
+from models.tables import ApiKey
+from webhooks import new_webhook_secret
+
+KEY_PREFIX = "dq_"
+#: Characters of a key kept in the clear to tell keys apart: the prefix and 6 random characters.
+SHOWN_PREFIX_LEN = len(KEY_PREFIX) + 6
+#: `last_used_at` is refreshed at most this often, so that reads do not each cost a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_key(session: Session, name: str) -> str:
+    """Stores a new key and returns it: the only time it exists in plain text."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiKey(
+            id=str(uuid.uuid4()),
+            name=name,
+            prefix=key[:SHOWN_PREFIX_LEN],
+            key_hash=hash_key(key),
+            webhook_secret=new_webhook_secret(),
+            created_at=utcnow(),
+        )
+    )
+    return key
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoke_key(session: Session, id_or_prefix: str) -> int:
+    """Revokes the key with this id or shown prefix; returns how many keys that was (0 or 1, or more only when
+    a prefix is ambiguous, in which case nothing is revoked)."""
+    matches = list(session.scalars(select(ApiKey.id).where(
+        or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix), ApiKey.revoked_at.is_(None))))
+    if len(matches) == 1:
+        session.execute(update(ApiKey).where(ApiKey.id == matches[0]).values(revoked_at=utcnow()))
+    return len(matches)
+
+
+def active_key(session: Session, key: str) -> ApiKey | None:
+    """The unrevoked key whose SHA-256 this is: the database compares hashes, never the secret itself."""
+    return session.scalars(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    ).one_or_none()
+
+
+def needs_touch(key: ApiKey, now: datetime) -> bool:
+    return key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
+
+
+def touch(session: Session, key_id: str, now: datetime) -> None:
+    """Records the key's use; the caller commits."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))

@@ -1,0 +1,37 @@
+"""Test doubles of distilq's seams that behave like the real parts at their boundary (the stub engine ships with
+the worker: `worker/engine/stub.py`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+class ManualClock:
+    """The clock, moved by hand: `clock()` is now; `advance(seconds)` moves it on."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class RecordingEvents:
+    """`worker.events.JobEvents` that records what it would publish instead of publishing it."""
+
+    def __init__(self) -> None:
+        self.queued_jobs: list[tuple[str, str]] = []
+        self.finished_jobs: list[tuple[str, str]] = []
+        self.webhook_events: list[str] = []
+
+    def queued(self, jobs: list[tuple[str, str]]) -> None:
+        self.queued_jobs += jobs
+
+    def finished(self, jobs: list[tuple[str, str]]) -> None:
+        self.finished_jobs += jobs
+
+    def webhooks(self, event_ids: list[str]) -> None:
+        self.webhook_events += event_ids

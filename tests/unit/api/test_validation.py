@@ -1,0 +1,166 @@
+"""Bad input gets a 4xx of the contract's shape naming the field and the input's index, and stores nothing.
+
+The app runs in-process (Flask's test client) on a real SQLite file; nothing here reaches a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from api import create_app
+from core.settings import Settings
+from migrations import run_migrations
+from models.db import make_engine, make_session_factory, transaction
+from models.tables import Job
+from store.keys import create_key
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]) -> Settings:
+    home = tmp_path_factory.mktemp("api")
+    url = f"sqlite:///{home / 'distilq.db'}"
+    run_migrations(url)
+    return Settings(home=home, database_url=url, redis_url="redis://127.0.0.1:1/0",
+                    fill_mask_model=str(tiny_models["fill-mask"]), qa_model=str(tiny_models["question-answering"]),
+                    max_inputs_per_job=8, max_chars_per_input=2000, max_body_bytes=50_000)
+
+
+@pytest.fixture(scope="module")
+def key(settings: Settings) -> str:
+    with transaction(make_session_factory(make_engine(settings.resolved_database_url))) as session:
+        return create_key(session, "unit")
+
+
+@pytest.fixture()
+def client(settings: Settings, key: str) -> Iterator[FlaskClient]:
+    app = create_app(settings)
+    with app.test_client() as client:
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+        yield client
+
+
+def job_count(settings: Settings) -> int:
+    with make_session_factory(make_engine(settings.resolved_database_url))() as session:
+        return int(session.scalar(select(func.count()).select_from(Job)) or 0)
+
+
+FM = "/v1/fill-mask"
+QA = "/v1/question-answering"
+QA_OK = {"question": ["Where do I live?"], "context": ["My name is Wolfgang and I live in Berlin."]}
+LONG_CONTEXT = "Berlin is a big city. " * 60
+DEEP: Any = 1
+for _ in range(40):
+    DEEP = [DEEP]
+
+BAD: list[tuple[str, Any, int, list[Any]]] = [
+    (FM, {}, 422, ["inputs"]),
+    (FM, {"inputs": {}}, 422, ["inputs", "input_string"]),
+    (FM, {"inputs": {"input_string": []}}, 422, ["inputs", "input_string"]),
+    (FM, {"inputs": {"input_string": "Paris is the [MASK]."}}, 422, ["inputs", "input_string"]),
+    (FM, {"inputs": {"input_string": ["a [MASK]", 7]}}, 422, ["inputs", "input_string", 1]),
+    (FM, {"inputs": {"input_string": ["a [MASK]", "no mask"]}}, 422, ["inputs", "input_string", 1]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"]}, "parameters": {"top_k": 0}}, 422, ["parameters", "top_k"]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"]}, "parameters": {"top_k": "2"}}, 422, ["parameters", "top_k"]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"]}, "parameters": {"top_k": 1000}}, 422, ["parameters", "top_k"]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"]}, "parameters": {"topk": 2}}, 422, ["parameters", "topk"]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"]}, "parameters": {"targets": []}}, 422, ["parameters", "targets"]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"]}, "parameters": {"targets": [" "]}}, 422,
+     ["parameters", "targets"]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"]}, "extra": 1}, 422, ["extra"]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"]}, "webhook_events_filter": ["done"]}, 422,
+     ["webhook_events_filter", 0]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"] * 9}}, 422, ["inputs", "input_string"]),
+    (FM, {"inputs": {"input_string": ["a [MASK]", "x" * 2001]}}, 422, ["inputs", "input_string", 1]),
+    (FM, {"inputs": {"input_string": ["ok [MASK]", "Paris " * 600 + "[MASK]"]}}, 422, ["inputs", "input_string", 1]),
+    (FM, {"inputs": {"input_string": ["a [MASK]\u0000"]}}, 422, ["inputs", "input_string", 0]),
+    (FM, {"inputs": {"input_string": ["a [MASK]"]}, "metadata": {"a": DEEP}}, 422, ["metadata", "a", *[0] * 30]),
+    (QA, {"inputs": {"question": ["a", "b"], "context": ["c"]}}, 422, ["inputs"]),
+    (QA, {"inputs": {"question": [], "context": []}}, 422, ["inputs", "question"]),
+    (QA, {"inputs": {"question": ["Where?"]}}, 422, ["inputs", "context"]),
+    (QA, {"inputs": QA_OK, "parameters": {"top_k": 0}}, 422, ["parameters", "top_k"]),
+    (QA, {"inputs": QA_OK, "parameters": {"max_answer_len": 0}}, 422, ["parameters", "max_answer_len"]),
+    (QA, {"inputs": QA_OK, "parameters": {"max_seq_len": 100, "doc_stride": 101}}, 422, ["parameters"]),
+    (QA, {"inputs": QA_OK, "parameters": {"max_seq_len": 600}}, 422, ["parameters", "max_seq_len"]),
+    (QA, {"inputs": QA_OK, "parameters": {"handle_impossible_answer": "yes"}}, 422,
+     ["parameters", "handle_impossible_answer"]),
+    (QA, {"inputs": {"question": ["Where?", "Where do I live?"], "context": ["Here.", LONG_CONTEXT]},
+          "parameters": {"max_seq_len": 16, "doc_stride": 10}}, 422, ["inputs", "question", 1]),
+    (QA, {"inputs": {"question": ["Where do I live? " * 10], "context": [LONG_CONTEXT]},
+          "parameters": {"max_seq_len": 32}}, 422, ["inputs", "question", 0]),
+    (QA, {"inputs": {"question": ["Where?"], "context": [LONG_CONTEXT * 3]},
+          "parameters": {"max_seq_len": 24, "doc_stride": 16}}, 422, ["inputs", "context", 0]),
+    (QA, {"inputs": {"question": ["Where?"], "context": ["   "]}}, 422, ["inputs", "context", 0]),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "status", "loc"), BAD, ids=[f"{i}" for i in range(len(BAD))])
+def test_bad_body_is_named_and_nothing_is_stored(client: FlaskClient, settings: Settings, route: str, body: Any,
+                                                 status: int, loc: list[Any]) -> None:
+    before = job_count(settings)
+    response = client.post(route, json=body)
+    assert response.status_code == status, response.json
+    error = response.json["error"]
+    assert set(error) == {"code", "message", "details"}
+    assert loc in [d["loc"] for d in error["details"]], error
+    assert job_count(settings) == before
+
+
+@pytest.mark.parametrize("raw", [b'{"inputs": ', b"", b"\xff\xfe", b"[" * 100_000, b'"text"', b"[1, 2]"])
+def test_malformed_or_non_object_json(client: FlaskClient, settings: Settings, raw: bytes) -> None:
+    before = job_count(settings)
+    response = client.post(FM, data=raw, content_type="application/json")
+    assert response.status_code in (400, 413, 422)
+    assert response.json["error"]["code"] in ("malformed_json", "invalid_request", "payload_too_large")
+    assert job_count(settings) == before
+
+
+def test_oversized_body_is_413(client: FlaskClient) -> None:
+    response = client.post(FM, json={"inputs": {"input_string": ["a [MASK] " + "x" * 60_000]}})
+    assert response.status_code == 413 and response.json["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("header", [None, "Basic abc", "Bearer ", "Bearer dq_wrong"])
+def test_missing_or_wrong_key_is_401(client: FlaskClient, header: str | None) -> None:
+    client.environ_base.pop("HTTP_AUTHORIZATION")
+    headers = {"Authorization": header} if header else {}
+    response = client.post(FM, json={"inputs": {"input_string": ["a [MASK]"]}}, headers=headers)
+    assert response.status_code == 401 and response.json["error"]["code"] == "unauthorized"
+
+
+def test_framework_errors_use_the_same_shape(client: FlaskClient) -> None:
+    assert client.get("/v1/nowhere").json["error"]["code"] == "not_found"
+    response = client.get(FM)
+    assert response.status_code == 405 and response.json["error"]["code"] == "method_not_allowed"
+    assert "POST" in response.headers["Allow"]
+
+
+def test_too_long_idempotency_key_is_refused(client: FlaskClient, settings: Settings) -> None:
+    before = job_count(settings)
+    response = client.post(FM, json={"inputs": {"input_string": ["a [MASK]"]}}, headers={"Idempotency-Key": "k" * 256})
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_idempotency_key"
+    assert job_count(settings) == before
+
+
+def test_accepted_job_is_stored_even_when_redis_is_down(client: FlaskClient, settings: Settings) -> None:
+    """The row is committed before publishing; a failed publish leaves it queued for `beat`."""
+    before = job_count(settings)
+    response = client.post(FM, json={"inputs": {"input_string": ["Paris is the [MASK] of France."]}})
+    assert response.status_code == 202 and response.json["status"] == "queued"
+    assert job_count(settings) == before + 1
+    assert response.json["parameters"] == {"top_k": 5}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/h", "http://127.1/", "http://169.254.169.254/", "ftp://x.org/",
+                                 "http://localhost/", "http://[::ffff:127.0.0.1]/", "http://0x7f.1/"])
+def test_private_webhook_targets_are_refused_at_submission(client: FlaskClient, settings: Settings, url: str) -> None:
+    before = job_count(settings)
+    response = client.post(FM, json={"inputs": {"input_string": ["a [MASK]"]}, "webhook": url})
+    assert response.status_code == 422
+    assert ["webhook"] in [d["loc"] for d in response.json["error"]["details"]]
+    assert job_count(settings) == before

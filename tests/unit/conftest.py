@@ -1,0 +1,59 @@
+"""Fixtures of the unit suite: a migrated SQLite database in the test's folder (no server, no process), an API
+key in it, and a helper that submits jobs through the job store as the API does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from contract.requests import FillMaskRequest, QuestionAnsweringRequest
+from core.tasks import TASK_FILL_MASK
+from migrations import run_migrations
+from models.db import make_engine, make_session_factory, transaction
+from models.tables import ApiKey, Job
+from store import jobs
+from store.keys import create_key, hash_key
+from tests.doubles import ManualClock
+
+Submit = Callable[..., Job]
+
+
+@pytest.fixture()
+def sessions(tmp_path: Path) -> sessionmaker[Session]:
+    url = f"sqlite:///{tmp_path / 'distilq.db'}"
+    run_migrations(url)
+    return make_session_factory(make_engine(url, eager_writer=True))
+
+
+@pytest.fixture()
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture()
+def api_key(sessions: sessionmaker[Session]) -> ApiKey:
+    with transaction(sessions) as session:
+        key = create_key(session, "unit")
+    with sessions() as session:
+        return session.query(ApiKey).filter_by(key_hash=hash_key(key)).one()
+
+
+@pytest.fixture()
+def submit(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> Submit:
+    """`submit(body, task=…, idempotency_key=…, max_in_flight=…)`: stores a job as POST would."""
+
+    def submit_job(body: dict[str, Any], task: str = TASK_FILL_MASK, idempotency_key: str | None = None,
+                   max_in_flight: int = 1000) -> Job:
+        schema = FillMaskRequest if task == TASK_FILL_MASK else QuestionAnsweringRequest
+        with sessions() as session:
+            job, _ = jobs.submit(session, task=task, model="stub", api_key_id=api_key.id,
+                                 body=schema.model_validate(body), raw_body=body, idempotency_key=idempotency_key,
+                                 idempotency_ttl_s=60, max_in_flight=max_in_flight, now=clock())
+        clock.advance(0.001)  # submissions in order, as created_at orders them
+        return job
+
+    return submit_job

@@ -1,0 +1,151 @@
+"""The job store on SQLite, no processes: every transition, its compare-and-set, and the webhook event it
+records in the same transaction."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.tables import ApiKey, Job, WebhookEvent
+from store import jobs
+from store.jobs import Outcome
+from tests.doubles import ManualClock
+from tests.unit.conftest import Submit
+
+ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
+HOOKED = {**ONE, "webhook": "https://example.com/hook"}
+LEASE_S = 30
+
+
+def row(sessions: sessionmaker[Session], job_id: str) -> Job:
+    with sessions() as session:
+        return session.get_one(Job, job_id)
+
+
+def events(sessions: sessionmaker[Session], job_id: str) -> list[str]:
+    with sessions() as session:
+        return [e.type for e in session.scalars(select(WebhookEvent).where(WebhookEvent.job_id == job_id)
+                                                .order_by(WebhookEvent.created_at))]
+
+
+def test_submit_stores_a_queued_job_with_every_default(submit: Submit, sessions: sessionmaker[Session]) -> None:
+    job = submit({"inputs": {"input_string": ["a [MASK]", "b [MASK]"]}})
+    stored = row(sessions, job.id)
+    assert (stored.status, stored.n_inputs, stored.attempts) == ("queued", 2, 0)
+    assert stored.parameters == {"top_k": 5}  # the contract's default, written once, filled in here
+    assert stored.webhook_events_filter == ["start", "completed"]
+
+
+def test_idempotency_key_replays_conflicts_and_expires(submit: Submit, clock: ManualClock) -> None:
+    first = submit(ONE, idempotency_key="k")
+    assert submit(ONE, idempotency_key="k").id == first.id
+    with pytest.raises(jobs.IdempotencyKeyReused):
+        submit({**ONE, "parameters": {"top_k": 2}}, idempotency_key="k")
+    clock.advance(61)  # past the 60 s time to live
+    assert submit(ONE, idempotency_key="k").id != first.id
+
+
+def test_in_flight_cap(submit: Submit) -> None:
+    submit(ONE, max_in_flight=2)
+    submit(ONE, max_in_flight=2)
+    with pytest.raises(jobs.TooManyJobsInFlight) as refused:
+        submit(ONE, max_in_flight=2)
+    assert refused.value.in_flight == 2
+
+
+def test_claim_takes_a_queued_job_once_and_records_its_start(submit: Submit, sessions: sessionmaker[Session],
+                                                             clock: ManualClock) -> None:
+    job = submit(HOOKED)
+    claim, started = jobs.claim_job(sessions, job.id, clock(), LEASE_S)
+    assert claim is not None and claim.attempt == 1 and len(started) == 1
+    assert jobs.claim_job(sessions, job.id, clock(), LEASE_S) == (None, [])  # a duplicate message claims nothing
+    stored = row(sessions, job.id)
+    assert stored.status == "running" and stored.lease_until == clock() + timedelta(seconds=LEASE_S)
+    assert events(sessions, job.id) == ["job.started"]
+
+
+def test_claim_more_takes_the_oldest_jobs_that_fit(submit: Submit, sessions: sessionmaker[Session],
+                                                   clock: ManualClock) -> None:
+    ids = [submit({"inputs": {"input_string": ["x [MASK]"] * n}}).id for n in (2, 3, 1, 1)]
+    claims, _ = jobs.claim_more(sessions, "fill-mask", 5, clock(), LEASE_S)
+    assert [c.job_id for c in claims] == ids[:2]  # 2 + 3 inputs fill 5; the rest wait, in order
+    assert jobs.claim_more(sessions, "question-answering", 5, clock(), LEASE_S) == ([], [])
+
+
+def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sessionmaker[Session],
+                                                  clock: ManualClock) -> None:
+    kept, canceled = submit(HOOKED), submit(HOOKED)
+    claims, _ = jobs.claim_more(sessions, "fill-mask", 10, clock(), LEASE_S)
+    with sessions() as session:
+        assert jobs.cancel(session, canceled.id, clock())[0]
+    written, completed = jobs.finish(sessions, [Outcome(c, output=[["out"]]) for c in claims], clock(), 2, 1.5)
+    assert written == [(kept.id, "succeeded")] and len(completed) == 1
+    assert row(sessions, kept.id).output == [["out"]]
+    late = row(sessions, canceled.id)
+    assert late.status == "canceled" and late.output is None
+    assert events(sessions, canceled.id) == ["job.started", "job.completed"]  # the cancel's, not the worker's
+
+
+def test_cancel_leaves_a_finished_job_as_it_is(submit: Submit, sessions: sessionmaker[Session],
+                                               clock: ManualClock) -> None:
+    job = submit(ONE)
+    claim, _ = jobs.claim_job(sessions, job.id, clock(), LEASE_S)
+    assert claim is not None
+    jobs.finish(sessions, [Outcome(claim, error={"code": "invalid_input", "message": "no"})], clock(), 1, 1.0)
+    with sessions() as session:
+        assert jobs.cancel(session, job.id, clock()) == (False, None)
+    assert row(sessions, job.id).status == "failed"
+
+
+def test_reclaim_requeues_then_fails_a_job_whose_worker_keeps_dying(submit: Submit, sessions: sessionmaker[Session],
+                                                                     clock: ManualClock) -> None:
+    job = submit(HOOKED)
+    for attempt in (1, 2):
+        claim, _ = jobs.claim_job(sessions, job.id, clock(), LEASE_S)
+        assert claim is not None and claim.attempt == attempt
+        assert jobs.reclaim_expired(sessions, clock(), 2, 100) == ([], [], [])  # the lease still holds
+        clock.advance(LEASE_S + 1)
+        failed, requeued, completed = jobs.reclaim_expired(sessions, clock(), 2, 100)
+        if attempt == 1:
+            assert (failed, requeued, completed) == ([], [(job.id, "fill-mask")], [])
+            stale = jobs.finish(sessions, [Outcome(claim, output=[[]])], clock(), 1, 1.0)
+            assert stale == ([], [])  # the dead worker's late write-back is refused
+    assert (failed, requeued, len(completed)) == ([(job.id, "failed")], [], 1)
+    stored = row(sessions, job.id)
+    assert stored.error is not None and stored.error["code"] == "worker_lost" and stored.attempts == 2
+
+
+def test_stale_queued_jobs_are_taken_once_per_period(submit: Submit, sessions: sessionmaker[Session],
+                                                     clock: ManualClock) -> None:
+    job = submit(ONE)
+    period = timedelta(seconds=60)
+    assert jobs.take_stale_queued(sessions, clock(), period, 10) == []
+    clock.advance(61)
+    assert jobs.take_stale_queued(sessions, clock(), period, 10) == [(job.id, "fill-mask")]
+    assert jobs.take_stale_queued(sessions, clock(), period, 10) == []  # marked published just now
+
+
+def test_expired_idempotency_keys_are_freed(submit: Submit, sessions: sessionmaker[Session],
+                                            clock: ManualClock) -> None:
+    job = submit(ONE, idempotency_key="k")
+    assert jobs.free_idempotency_keys(sessions, clock()) == 0
+    clock.advance(61)
+    assert jobs.free_idempotency_keys(sessions, clock()) == 1
+    assert row(sessions, job.id).idempotency_key is None
+
+
+def test_reads_are_scoped_to_the_key_and_page_newest_first(submit: Submit, sessions: sessionmaker[Session],
+                                                           api_key: ApiKey) -> None:
+    ids = [submit(ONE).id for _ in range(5)]
+    with sessions() as session:
+        assert jobs.own_job(session, api_key.id, ids[0]) is not None
+        assert jobs.own_job(session, "another key", ids[0]) is None
+        first = jobs.list_jobs(session, api_key.id, status=None, task=None, limit=2, before=None)
+        assert [j.id for j in first] == ids[::-1][:2]
+        after = jobs.list_jobs(session, api_key.id, status="queued", task="fill-mask", limit=10,
+                               before=(first[-1].created_at, first[-1].id))
+        assert [j.id for j in after] == ids[::-1][2:]
+        assert jobs.in_flight_counts(session) == {("fill-mask", "queued"): 5}

@@ -1,0 +1,80 @@
+"""The QA engine against transformers 4.57.6's QuestionAnsweringPipeline (fixtures/qa_reference.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoModelForQuestionAnswering
+
+from contract.requests import QuestionAnsweringParameters
+from tests.tiny_model import weights_digest
+from worker.engine import InputError, JobPayload
+from worker.engine.question_answering import QuestionAnsweringEngine
+from worker.engine.runtime import resolve_runtime
+
+REFERENCE = json.loads((Path(__file__).parents[3] / "fixtures" / "qa_reference.json").read_text("utf-8"))
+
+
+def _as_list(output: Any) -> list[dict[str, Any]]:
+    return output if isinstance(output, list) else [output]
+
+
+def _params(raw: dict[str, Any]) -> dict[str, Any]:
+    return QuestionAnsweringParameters.model_validate(raw).model_dump()
+
+
+def assert_same_answers(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    assert [(a["answer"], a["start"], a["end"]) for a in actual] == [
+        (e["answer"], e["start"], e["end"]) for e in expected
+    ]
+    for a, e in zip(actual, expected, strict=True):
+        assert a["score"] == pytest.approx(e["score"], abs=1e-4, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_models: dict[str, Path]) -> QuestionAnsweringEngine:
+    return QuestionAnsweringEngine(str(tiny_models["question-answering"]), resolve_runtime("cpu"), 8, 4096)
+
+
+def test_checkpoint_is_the_one_the_reference_was_made_with(tiny_models: dict[str, Path]) -> None:
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_models["question-answering"])
+    assert weights_digest(model) == REFERENCE["weights_sha256"]
+
+
+@pytest.mark.parametrize("case", REFERENCE["cases"], ids=lambda c: json.dumps(c["parameters"]))
+def test_each_case_alone_matches_the_pipeline(engine: QuestionAnsweringEngine, case: dict[str, Any]) -> None:
+    [[output]] = engine.run(
+        [JobPayload({"question": [case["question"]], "context": [case["context"]]}, _params(case["parameters"]))]
+    )
+    assert isinstance(output, dict) == (case["parameters"].get("top_k", 1) == 1)
+    assert_same_answers(_as_list(output), _as_list(case["output"]))
+
+
+def test_all_cases_in_one_batch_match_the_pipeline(engine: QuestionAnsweringEngine) -> None:
+    jobs = [
+        JobPayload({"question": [c["question"]], "context": [c["context"]]}, _params(c["parameters"]))
+        for c in REFERENCE["cases"]
+    ]
+    outputs = engine.run(jobs)
+    assert len(outputs) == len(jobs)
+    for [output], case in zip(outputs, REFERENCE["cases"], strict=True):
+        assert_same_answers(_as_list(output), _as_list(case["output"]))
+
+
+def test_several_pairs_in_one_job_keep_their_order(engine: QuestionAnsweringEngine) -> None:
+    cases = [c for c in REFERENCE["cases"] if not c["parameters"]]
+    assert len(cases) >= 2
+    [outputs] = engine.run(
+        [JobPayload({"question": [c["question"] for c in cases], "context": [c["context"] for c in cases]},
+                    _params({}))]
+    )
+    assert_same_answers(outputs, [c["output"] for c in cases])
+
+
+def test_a_stride_the_tokenizer_cannot_honour_is_an_input_error(engine: QuestionAnsweringEngine) -> None:
+    params = _params({"max_seq_len": 16, "doc_stride": 10})
+    with pytest.raises(InputError, match="doc_stride"):
+        engine.run([JobPayload({"question": ["Where do I live?"], "context": ["Berlin " * 50]}, params)])

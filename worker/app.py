@@ -1,0 +1,106 @@
+"""The worker's Celery app, built by `create_worker_app` from the settings and what this worker serves: the
+inference task (a wake-up for the batcher) and webhook delivery. Engines load in the process that runs tasks
+(the solo pool: the worker's own process), never before a fork."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+from prometheus_client import start_http_server
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.clock import utcnow
+from core.metrics import WORKER_READY
+from core.queue import DELIVER_TASK, INFER_TASK, make_celery
+from core.settings import Settings
+from models.db import make_engine, make_session_factory
+from webhooks import WebhookSender
+from worker.batcher import Batcher
+from worker.engine.registry import EngineRegistry
+from worker.events import JobEvents
+from worker.presence import announce
+
+log = logging.getLogger(__name__)
+
+#: Default metrics ports of the two kinds of worker.
+INFERENCE_METRICS_PORT, WEBHOOK_METRICS_PORT = 9101, 9102
+
+
+@dataclass
+class WorkerContext:
+    """What one worker process holds for its life, each part made on first use (after any fork)."""
+
+    settings: Settings
+    celery: Celery
+    #: The inference tasks this worker serves; empty for a webhook sender.
+    served_tasks: list[str]
+    #: Where this worker serves its metrics (None: the default of its kind; 0: nowhere).
+    metrics_port: int | None
+    presence_stop: threading.Event = field(default_factory=threading.Event)
+
+    @functools.cached_property
+    def engines(self) -> EngineRegistry:
+        return EngineRegistry(self.settings)
+
+    @functools.cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_session_factory(make_engine(self.settings.resolved_database_url, eager_writer=True))
+
+    @functools.cached_property
+    def batcher(self) -> Batcher:
+        events = JobEvents(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5), self.celery)
+        return Batcher(self.sessions, self.engines.get, events, self.settings, utcnow)
+
+    @functools.cached_property
+    def webhook_sender(self) -> WebhookSender:
+        return WebhookSender(self.sessions, self.settings, utcnow)
+
+    def ready(self) -> None:
+        """Load and warm the models before the first job, so its latency is the model's, not the loading's;
+        then open the metrics port and announce this worker."""
+        for task in self.served_tasks:
+            self.engines.get(task)
+        WORKER_READY.set(1)
+        port = self.metrics_port if self.metrics_port is not None else (
+            INFERENCE_METRICS_PORT if self.served_tasks else WEBHOOK_METRICS_PORT)
+        if port:
+            try:
+                start_http_server(port)
+            except OSError as error:  # another worker on this host has it: run without metrics
+                log.warning("metrics port %d unavailable: %s", port, error)
+        announce(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5), self.served_tasks,
+                 self.presence_stop)
+        log.info("worker ready: %s", ", ".join(self.served_tasks) or "webhooks")
+
+
+def create_worker_app(settings: Settings, served_tasks: list[str], metrics_port: int | None = None) -> Celery:
+    app = make_celery(settings.redis_url)
+    # Prefetch sized to the batch: the messages of a batch's jobs are at hand, unacknowledged until handled.
+    app.conf.worker_prefetch_multiplier = settings.max_batch_size
+    context = WorkerContext(settings, app, served_tasks, metrics_port)
+
+    @app.task(name=INFER_TASK)
+    def infer(job_id: str) -> None:
+        context.batcher.handle(job_id)
+
+    @app.task(name=DELIVER_TASK)
+    def deliver_webhook(event_id: str) -> None:
+        context.webhook_sender.deliver(event_id)
+
+    def on_ready(**_kwargs: Any) -> None:
+        context.ready()
+
+    def on_shutdown(**_kwargs: Any) -> None:
+        context.presence_stop.set()
+
+    # Celery's signals are process-wide; strong references, since the handlers are closures.
+    worker_ready.connect(on_ready, weak=False)
+    worker_shutdown.connect(on_shutdown, weak=False)
+    return app

@@ -1,0 +1,106 @@
+"""A stub engine: the seam the batcher is tested through, as Dramatiq's `StubBroker` is for its workers.
+
+It behaves like the real engines at their boundary — one output list per job, one entry per input, shaped as the
+contract says (fill-mask: `top_k` predictions, a list per mask when an input has several; QA: an answer, a list
+when `top_k` > 1), `InputError` for an input the model could not take — without a model. Its outputs are a pure
+function of the input, so a test can compute what a job must hold. `delay_s` makes each call take that long, to
+hold a batch on the "device" while a test acts; `calls` records the jobs of every call.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from typing import Any
+
+from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
+from worker.engine import InputError, JobPayload
+from worker.engine.phases import Phases
+
+#: The mask token of the stub's vocabulary, as in DistilBERT's.
+MASK = "[MASK]"
+#: Vocabulary size the stub draws token ids from.
+VOCAB = 28996
+
+
+def _score(*parts: object) -> float:
+    """A stable pseudo-probability in (0, 1) for the given parts."""
+    return (zlib.crc32(repr(parts).encode("utf-8")) % 9973 + 1) / 10_000
+
+
+def fill_mask_output(text: str, top_k: int) -> list[Any]:
+    """What the stub answers for one fill-mask input."""
+    masks = text.count(MASK)
+    if masks == 0:
+        raise InputError(f"an input has no mask token {MASK}")
+    rows = []
+    for mask in range(masks):
+        scores = sorted((_score(text, mask, rank) for rank in range(top_k)), reverse=True)
+        row = []
+        for rank, score in enumerate(scores):
+            token = zlib.crc32(f"{text}|{mask}|{rank}".encode()) % VOCAB
+            word = f"w{token}"
+            row.append({"score": score, "token": token, "token_str": word,
+                        "sequence": text.replace(MASK, word, 1) if masks == 1 else text})
+        rows.append(row)
+    return rows[0] if masks == 1 else rows
+
+
+def question_answering_output(question: str, context: str, top_k: int) -> Any:
+    """What the stub answers for one question/context pair: spans of the context's first words."""
+    if not question.strip() or not context.strip():
+        raise InputError("a question or context has no tokens")
+    words = context.split()
+    answers: list[dict[str, Any]] = []
+    position = 0
+    for rank in range(min(top_k, len(words))):
+        start = context.index(words[rank], position)
+        end = start + len(words[rank])
+        position = end
+        answers.append({"score": _score(question, context, rank) / (rank + 1), "start": start, "end": end,
+                        "answer": context[start:end]})
+    answers.sort(key=lambda answer: float(answer["score"]), reverse=True)
+    return answers[0] if top_k == 1 else answers
+
+
+class StubEngine:
+    """An engine of `task` with no model."""
+
+    def __init__(self, task: str, delay_s: float = 0.0) -> None:
+        if task not in TASKS:
+            raise ValueError(f"no engine for task {task!r}")
+        self.task = task
+        self.delay_s = delay_s
+        self.phases = Phases()
+        self.calls: list[list[JobPayload]] = []
+        #: Set while a call is inside the engine; a test waits on it rather than sleeping.
+        self.running = threading.Event()
+        #: Cleared to hold calls inside the engine until it is set again.
+        self.proceed = threading.Event()
+        self.proceed.set()
+
+    def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
+        self.calls.append(jobs)
+        self.running.set()
+        try:
+            with self.phases.timed("forward"):
+                self.proceed.wait()
+                if self.delay_s:
+                    threading.Event().wait(self.delay_s)
+            with self.phases.timed("postprocess"):
+                return [self._outputs(job) for job in jobs]
+        finally:
+            self.running.clear()
+
+    def _outputs(self, job: JobPayload) -> list[Any]:
+        top_k: int = job.parameters["top_k"]
+        if self.task == TASK_FILL_MASK:
+            texts: list[str] = job.input["input_string"]
+            self.phases.count_pass(len(texts), sum(len(text.split()) for text in texts), 0)
+            return [fill_mask_output(text, top_k) for text in texts]
+        assert self.task == TASK_QUESTION_ANSWERING
+        pairs = list(zip(job.input["question"], job.input["context"], strict=True))
+        return [question_answering_output(question, context, top_k) for question, context in pairs]
+
+    def warm_up(self) -> None:
+        """Nothing to warm."""
