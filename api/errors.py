@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
@@ -63,10 +64,32 @@ def error_response(error: ApiError) -> Response:
     return response
 
 
-_HTTP_CODES = {
+#: The `code` of an HTTP error the app or gunicorn raises itself.
+HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited",
+    409: "conflict", 413: "payload_too_large", 414: "uri_too_long", 415: "unsupported_media_type",
+    417: "expectation_failed", 429: "rate_limited", 431: "request_header_fields_too_large",
+    500: "internal_error", 501: "not_implemented",
 }
+#: A body over the limit is read and dropped up to this many bytes before the 413 goes out: a client still sending
+#: then reads the answer instead of a reset connection. Beyond it, the connection is closed unread.
+DRAIN_MAX_BYTES = 16_000_000
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The error shape for an HTTP error answered outside Flask (gunicorn's own), as ASCII JSON."""
+    error = {"code": HTTP_CODES.get(status, "http_error"), "message": message, "details": []}
+    return json.dumps({"error": error}).encode("ascii")
+
+
+def _drain_body() -> None:
+    stream = request.environ.get("wsgi.input")
+    left = DRAIN_MAX_BYTES
+    while stream is not None and left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 def init_app(app: Flask) -> None:
@@ -77,10 +100,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
-        code = _HTTP_CODES.get(status, "http_error")
+        code = HTTP_CODES.get(status, "http_error")
         message = error.description or error.name
         if status == 413:
             message = f"request body larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+            _drain_body()
         response = error_response(ApiError(status, code, message))
         if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]

@@ -1,13 +1,33 @@
 """gunicorn settings `distilq api` loads (`--config python:api.gunicorn_conf`); also right for starting
-`gunicorn api.wsgi:app` directly with this config."""
+`gunicorn api.wsgi:app` directly with this config: JSON log lines, the contract's error shape for the errors
+gunicorn answers itself (414, 431, malformed requests), and the production checks before any process forks."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+from gunicorn import util
 from prometheus_client import multiprocess
 
+from api.errors import error_body
+from core.logs import logging_config
 from core.settings import get_settings
+
+logconfig_dict = logging_config()
+
+
+def _write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's `util.write_error`, answering in the API's error shape rather than an HTML page."""
+    body = error_body(status_int, mesg or reason)
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+# gunicorn's workers call `util.write_error` for requests they refuse before the app sees them; this config module
+# is loaded in the master before any worker forks.
+util.write_error = _write_json_error
 
 
 def on_starting(server: Any) -> None:

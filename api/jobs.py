@@ -27,7 +27,7 @@ from core.settings import Settings
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
 from models.tables import CANCELED, STATUSES, TERMINAL_STATUSES, Job
 from store import jobs
-from webhooks import UnsafeTarget, check_target
+from webhooks import LookupFailed, UnsafeTarget, check_target
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ bp.teardown_request(close_db)
 
 #: Page size of GET /v1/jobs when `limit` is absent, and its largest value.
 DEFAULT_PAGE, MAX_PAGE = 20, 100
+#: A page with outputs (`include=output`) ends before the job that would take it past this many bytes of output
+#: (it always holds one job); `next_cursor` goes on from there.
+MAX_PAGE_OUTPUT_BYTES = 8_000_000
 #: Idempotency keys longer than this are refused.
 MAX_IDEMPOTENCY_KEY_LEN = 255
 
@@ -73,6 +76,9 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
             check_target(body.webhook, state.settings.webhook_allow_private)
         except UnsafeTarget as error:
             problems.append(detail(["webhook"], str(error)))
+        except LookupFailed as error:
+            raise ApiError(503, "webhook_lookup_failed", f"webhook: {error}; retry shortly",
+                           [detail(["webhook"], str(error))], headers={"Retry-After": "5"}) from None
     if problems:
         raise invalid(problems)
     idempotency_key = _idempotency_key(request.headers.get("Idempotency-Key"))
@@ -99,9 +105,11 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
             log.warning("publishing job %s failed (%s); beat will re-publish it", job.id, error.__class__.__name__)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if wait_s is not None:
-        headers["Preference-Applied"] = f"wait={wait_s}"
-        if job.status not in TERMINAL_STATUSES:
-            job = wait_for_job(state.read_sessions, state.completions, job.id, wait_s) or job
+        with state.wait_slots.slot(current_key().id) as may_wait:
+            if may_wait:  # else the key holds its most waits already: the job as it is, at once
+                headers["Preference-Applied"] = f"wait={wait_s}"
+                if job.status not in TERMINAL_STATUSES:
+                    job = wait_for_job(state.read_sessions, state.completions, job.id, wait_s) or job
     return _job_response(job, 200 if job.status in TERMINAL_STATUSES else 202, headers)
 
 
@@ -137,7 +145,7 @@ def _query_int(name: str, default: int, low: int, high: int) -> int:
     value = request.args.get(name)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not (value.isascii() and value.isdigit() and len(value) <= len(str(high))) or not low <= int(value) <= high:
         raise invalid([detail(["query", name], f"must be a whole number from {low} to {high}")])
     return int(value)
 
@@ -152,12 +160,22 @@ def _query_choice(name: str, choices: tuple[str, ...]) -> str | None:
 @bp.get("/jobs")
 def list_jobs() -> Response:
     status, task = _query_choice("status", STATUSES), _query_choice("task", TASKS)
+    include_output = _query_choice("include", ("output",)) == "output"
     limit = _query_int("limit", DEFAULT_PAGE, 1, MAX_PAGE)
     cursor = request.args.get("cursor")
     page = jobs.list_jobs(read_db(), current_key().id, status=status, task=task, limit=limit + 1,
                           before=_decode_cursor(cursor) if cursor else None)
-    next_cursor = _encode_cursor(page[limit - 1]) if len(page) > limit else None
-    return jsonify({"data": [job_to_public(job) for job in page[:limit]], "next_cursor": next_cursor})
+    data: list[dict[str, Any]] = []
+    output_bytes = 0
+    for job in page[:limit]:
+        if include_output:
+            output_bytes += len(json.dumps(job.output, ensure_ascii=False)) if job.output is not None else 0
+            if output_bytes > MAX_PAGE_OUTPUT_BYTES and data:
+                break
+        data.append(job_to_public(job, include_output))
+    more = len(page) > len(data)
+    next_cursor = _encode_cursor(page[len(data) - 1]) if more and data else None
+    return jsonify({"data": data, "next_cursor": next_cursor})
 
 
 @bp.post("/jobs/<job_id>/cancel")

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from api.errors import detail
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest
-from contract.tokens import MAX_QA_CHUNKS_PER_INPUT, qa_chunk_count, target_ids
+from contract.tokens import MAX_QA_TOKENS_PER_INPUT, fill_mask_output_bytes, qa_chunk_count, target_ids
 from core.settings import Settings
 
 
@@ -77,16 +77,28 @@ def check_fill_mask(body: FillMaskRequest, model: ServedModel, settings: Setting
     )
     if problems:
         return problems
+    targets = body.parameters.targets
+    target_count = len(target_ids(model.tokenizer, targets)) if targets is not None else None
+    if target_count == 0:
+        problems.append(detail(["parameters", "targets"], "no target is a token of the model's vocabulary"))
+    # As the engine does: with targets, an input gets at most as many predictions per mask as there are targets.
+    top_k = min(body.parameters.top_k, target_count or body.parameters.top_k)
+    output_bytes = 0
     for index, encoding in enumerate(model.tokenizer.encode_batch(texts)):
-        if model.mask_id is None or model.mask_id not in encoding.ids:
+        masks = encoding.ids.count(model.mask_id) if model.mask_id is not None else 0
+        if masks == 0:
             problems.append(detail([*loc, index], f"has no mask token; put {model.mask_token} where a word goes"))
+        elif masks > settings.max_masks_per_input:
+            problems.append(detail([*loc, index], f"has {masks} mask tokens; at most {settings.max_masks_per_input}"))
         elif len(encoding.ids) > model.max_tokens:
             problems.append(
                 detail([*loc, index], f"has {len(encoding.ids)} tokens; the model takes at most {model.max_tokens}")
             )
-    targets = body.parameters.targets
-    if targets is not None and not target_ids(model.tokenizer, targets):
-        problems.append(detail(["parameters", "targets"], "no target is a token of the model's vocabulary"))
+        output_bytes += fill_mask_output_bytes(len(texts[index]), masks, top_k)
+    if not problems and output_bytes > settings.max_output_bytes:
+        problems.append(detail(["parameters", "top_k"], (
+            f"asks for about {output_bytes:,} bytes of output (masks × top_k × the input's length, over every "
+            f"input); at most {settings.max_output_bytes:,} per job: lower top_k, or send fewer inputs per job")))
     return problems
 
 
@@ -118,10 +130,10 @@ def check_question_answering(
         except ValueError as error:
             problems.append(detail(["inputs", "question", index], str(error)))
             continue
-        if chunks > MAX_QA_CHUNKS_PER_INPUT:
+        if chunks * params.max_seq_len > MAX_QA_TOKENS_PER_INPUT:
             problems.append(
                 detail(["inputs", "context", index],
-                       f"splits into {chunks} chunks at max_seq_len={params.max_seq_len}, "
-                       f"doc_stride={params.doc_stride}; at most {MAX_QA_CHUNKS_PER_INPUT}")
+                       f"splits into {chunks} chunks of {params.max_seq_len} tokens (doc_stride={params.doc_stride}), "
+                       f"{chunks * params.max_seq_len:,} tokens; at most {MAX_QA_TOKENS_PER_INPUT:,} per pair")
             )
     return problems

@@ -95,6 +95,8 @@ def build_spec() -> dict[str, Any]:
                                                                       "canceled"]}},
                 {"name": "task", "in": "query", "schema": {"enum": ["fill-mask", "question-answering"]}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                {"name": "include", "in": "query", "schema": {"enum": ["output"]},
+                 "description": "`output`: each job with its output (a page then stops at about 8 MB of outputs)"},
                 {"name": "cursor", "in": "query", "schema": {"type": "string"},
                  "description": "`next_cursor` of the previous page"},
             ],

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.limits import KeyRateLimiter
 from api.model_inputs import ServedModel, load_served_model
-from api.waiting import CompletionListener
+from api.waiting import CompletionListener, WaitSlots
 from core.queue import make_celery
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK
@@ -31,6 +31,7 @@ class AppState:
     celery: Celery
     rate_limiter: KeyRateLimiter
     completions: CompletionListener
+    wait_slots: WaitSlots
     _models: dict[str, ServedModel] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +57,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         celery=make_celery(settings.redis_url),
         rate_limiter=KeyRateLimiter(settings.redis_url, settings.rate_limit),
         completions=CompletionListener(settings.redis_url),
+        wait_slots=WaitSlots(settings.max_waiting_per_key),
     )
 
 

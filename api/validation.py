@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from flask import request
@@ -17,6 +18,9 @@ Body = TypeVar("Body", bound=BaseModel)
 
 
 def read_json_object() -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       "send the body as JSON, with the header 'Content-Type: application/json'")
     raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises 413 before reading it all
     try:
         data = json.loads(raw)
@@ -30,8 +34,21 @@ def read_json_object() -> dict[str, Any]:
     return data
 
 
+def _text_problem(text: str) -> str | None:
+    """Why a string cannot be stored or sent on: a NUL (PostgreSQL text and JSONB cannot hold it), or a lone
+    surrogate such as \\ud800 (JSON allows the escape; no UTF-8 encoder, database or client does)."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"contains a lone surrogate (\\u{ord(text[error.start]):04x}), which is not valid Unicode"
+    return None
+
+
 def _unstorable(data: Any) -> list[dict[str, Any]]:
-    """Depth beyond MAX_JSON_DEPTH, and NUL characters (PostgreSQL text and JSONB cannot hold them)."""
+    """Depth beyond MAX_JSON_DEPTH; strings that cannot be stored (`_text_problem`); numbers that are not finite
+    (`NaN`, `Infinity`, `1e400`: Python's parser takes them, but no JSON it writes back would parse)."""
     problems: list[dict[str, Any]] = []
     stack: list[tuple[Any, Loc]] = [(data, [])]
     while stack:
@@ -40,13 +57,19 @@ def _unstorable(data: Any) -> list[dict[str, Any]]:
             return [detail(loc[:MAX_JSON_DEPTH], f"nests deeper than {MAX_JSON_DEPTH} levels")]
         if isinstance(value, dict):
             for key, item in value.items():
-                if "\x00" in key:
-                    problems.append(detail(loc, "a key contains a NUL character"))
+                problem = _text_problem(key)
+                if problem:
+                    problems.append(detail(loc, f"a key {problem}"))
+                    key = key.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
                 stack.append((item, [*loc, key]))
         elif isinstance(value, list):
             stack.extend((item, [*loc, i]) for i, item in enumerate(value))
-        elif isinstance(value, str) and "\x00" in value:
-            problems.append(detail(loc, "contains a NUL character"))
+        elif isinstance(value, str):
+            problem = _text_problem(value)
+            if problem:
+                problems.append(detail(loc, problem))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(detail(loc, "is not a finite number (NaN, Infinity and numbers beyond 1e308 are refused)"))
     return sorted(problems, key=lambda p: [str(part) for part in p["loc"]])
 
 

@@ -33,7 +33,8 @@ RECHECK_S = 1.0
 RECONNECT_S = 1.0
 LISTEN_POLL_S = 1.0
 
-_WAIT = re.compile(r"(?:^|[,;\s])wait(?:\s*=\s*\"?(\d+)\"?)?(?=$|[,;\s])", re.IGNORECASE)
+# ASCII digits only (`\d` would take any script's digits), and however many: a long number is read as "the most".
+_WAIT = re.compile(r"(?:^|[,;\s])wait(?:\s*=\s*\"?([0-9]+)\"?)?(?=$|[,;\s])", re.IGNORECASE)
 _PREFIX = job_channel("")
 
 
@@ -44,7 +45,10 @@ def requested_wait_s(prefer: str | None) -> int | None:
     match = _WAIT.search(prefer)
     if match is None:
         return None
-    return min(int(match.group(1)), MAX_WAIT_S) if match.group(1) is not None else MAX_WAIT_S
+    digits = match.group(1)
+    if digits is None or len(digits) > len(str(MAX_WAIT_S)):
+        return MAX_WAIT_S
+    return min(int(digits), MAX_WAIT_S)
 
 
 class CompletionListener:
@@ -100,6 +104,32 @@ class CompletionListener:
         with self._lock:
             for finished in self._waiters.get(job_id, ()):
                 finished.set()
+
+
+class WaitSlots:
+    """How many requests each API key holds waiting in this process, capped: a held request holds a server thread,
+    and one key must not take them all from the others."""
+
+    def __init__(self, per_key: int) -> None:
+        self.per_key = per_key
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def slot(self, key_id: str) -> Iterator[bool]:
+        """True inside the block when the key may wait; False when it already holds `per_key` waits."""
+        with self._lock:
+            granted = self._held.get(key_id, 0) < self.per_key
+            if granted:
+                self._held[key_id] = self._held.get(key_id, 0) + 1
+        try:
+            yield granted
+        finally:
+            if granted:
+                with self._lock:
+                    self._held[key_id] -= 1
+                    if not self._held[key_id]:
+                        del self._held[key_id]
 
 
 def wait_for_job(

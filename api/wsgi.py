@@ -1,5 +1,7 @@
 """WSGI entry point for gunicorn: `api.wsgi:app`."""
 
 from api import create_app
+from core.logs import configure_logging
 
+configure_logging()
 app = create_app()

@@ -12,8 +12,9 @@ def job_urls(job_id: str) -> dict[str, str]:
     return {"get": f"/v1/jobs/{job_id}", "cancel": f"/v1/jobs/{job_id}/cancel"}
 
 
-def job_to_public(job: Job) -> dict[str, Any]:
-    return {
+def job_to_public(job: Job, include_output: bool = True) -> dict[str, Any]:
+    """The job object; without `output` when `include_output` is false (job lists, by default)."""
+    public = {
         "id": job.id,
         "task": job.task,
         "model": job.model,
@@ -36,3 +37,6 @@ def job_to_public(job: Job) -> dict[str, Any]:
         "metadata": job.meta,
         "urls": job_urls(job.id),
     }
+    if not include_output:
+        del public["output"]
+    return public

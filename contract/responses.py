@@ -64,7 +64,8 @@ class JobObject(BaseModel):
     status: Status
     input: FillMaskInputs | QuestionAnsweringInputs
     parameters: FillMaskParameters | QuestionAnsweringParameters
-    output: list[OutputEntry] | None
+    output: list[OutputEntry] | None = Field(
+        default=None, description="Left out of job lists unless `include=output` is asked for")
     error: JobError | None
     created_at: str = Field(description="RFC 3339, UTC")
     started_at: str | None

@@ -14,8 +14,17 @@ if TYPE_CHECKING:
 
 #: [CLS] question [SEP] context [SEP]
 QA_SPECIAL_TOKENS = 3
-#: A context split into more chunks than this is refused: each chunk is a forward pass.
-MAX_QA_CHUNKS_PER_INPUT = 64
+#: A pair costs its chunks × max_seq_len tokens of forward passes; more than this is refused. As much as 64 chunks
+#: at the default max_seq_len of 384 — and then as many chunks as that budget holds at a smaller max_seq_len.
+MAX_QA_TOKENS_PER_INPUT = 64 * 384
+#: Bytes a fill-mask prediction costs in the output besides its `sequence` (score, token, token_str, keys).
+PREDICTION_OVERHEAD_BYTES = 96
+
+
+def fill_mask_output_bytes(text_chars: int, masks: int, top_k: int) -> int:
+    """About how many bytes of output one fill-mask input asks for: `top_k` predictions per mask, each carrying
+    the whole sequence."""
+    return masks * top_k * (text_chars + PREDICTION_OVERHEAD_BYTES)
 
 
 def target_ids(tokenizer: Tokenizer, targets: list[str]) -> list[int]:

@@ -1,19 +1,36 @@
-"""Log lines: JSON by default (`DISTILQ_LOG_FORMAT=text` for a terminal). Extras such as job_id, batch_id and
+"""Log lines: JSON by default (`DISTILQ_LOG_FORMAT=text` for a terminal), from every logger of every process —
+gunicorn's own included (its `logconfig_dict` is `logging_config()`). Extras such as job_id, batch_id and
 durations become fields. Inputs and keys are never logged at INFO."""
 
 from __future__ import annotations
 
-import logging
+import logging.config
 import os
+from typing import Any
+
+#: Fields of every JSON line, renamed from the standard record attributes.
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+
+def logging_config() -> dict[str, Any]:
+    """A `logging.config.dictConfig` dictionary: the root logger and gunicorn's error and access loggers write to
+    stderr, JSON lines unless DISTILQ_LOG_FORMAT is `text`."""
+    if os.environ.get("DISTILQ_LOG_FORMAT", "json") == "text":
+        formatter: dict[str, Any] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    else:
+        formatter = {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "rename_fields": RENAMED}
+    handler = {"class": "logging.StreamHandler", "formatter": "distilq", "stream": "ext://sys.stderr"}
+    gunicorn = {"level": "INFO", "handlers": ["distilq"], "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"distilq": formatter},
+        "handlers": {"distilq": handler},
+        "root": {"level": "INFO", "handlers": ["distilq"]},
+        "loggers": {"gunicorn.error": gunicorn, "gunicorn.access": gunicorn},
+    }
 
 
 def configure_logging() -> None:
-    handler = logging.StreamHandler()
-    if os.environ.get("DISTILQ_LOG_FORMAT", "json") == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        from pythonjsonlogger.json import JsonFormatter
-
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                           rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.config.dictConfig(logging_config())

@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import case, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +40,7 @@ from webhooks import record_event
 
 #: Webhook event ids a transition recorded, to be published once its transaction has committed.
 Events = list[str]
+Clock = Callable[[], datetime]
 
 
 class IdempotencyKeyReused(Exception):
@@ -153,6 +155,7 @@ class Claim:
 
     @property
     def queue_ms(self) -> float:
+        """From submission to this claim; never negative (`claimed_at` is at least `created_at`)."""
         return (self.claimed_at - self.created_at).total_seconds() * 1000
 
 
@@ -166,36 +169,41 @@ class Outcome:
 _RETURNING = (Job.id, Job.attempts, Job.task, Job.input, Job.parameters, Job.created_at, Job.n_inputs, Job.webhook)
 
 
-def _claim_where(session: Session, condition: Any, now: datetime, lease_s: int) -> tuple[list[Claim], Events]:
+def _claim_where(session: Session, condition: Any, clock: Clock, lease_s: int) -> tuple[list[Claim], Events]:
+    # The time is read once the transaction holds its lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: after the rows'
+    # SKIP LOCKED select), so every job it can claim was committed — and stamped `created_at` — before it. A job
+    # stamped later still (another host's clock running ahead) starts when it was created, never before.
+    session.connection()
+    now = clock()
     rows = session.execute(
         update(Job)
         .where(condition, Job.status == QUEUED)
         .values(
             status=RUNNING,
             attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, now),
+            started_at=func.coalesce(Job.started_at, case((Job.created_at > now, Job.created_at), else_=now)),
             lease_until=now + timedelta(seconds=lease_s),
         )
         .returning(*_RETURNING)
         .execution_options(synchronize_session=False)
     ).all()
-    claims = [Claim(r[0], r[1], r[2], r[3], r[4], r[5], now, r[6], r[7]) for r in rows]
+    claims = [Claim(r[0], r[1], r[2], r[3], r[4], r[5], max(now, r[5]), r[6], r[7]) for r in rows]
     # `job.started` once per job: a retry after a lost worker is not a new start.
     events = [record_event(session, c.job_id, EVENT_STARTED, now) for c in claims if c.webhook and c.attempt == 1]
     return claims, [e for e in events if e]
 
 
 def claim_job(
-    sessions: sessionmaker[Session], job_id: str, now: datetime, lease_s: int
+    sessions: sessionmaker[Session], job_id: str, clock: Clock, lease_s: int
 ) -> tuple[Claim | None, Events]:
     """Claims one job if it is still queued; a duplicate or late message claims nothing."""
     with transaction(sessions) as session:
-        claims, events = _claim_where(session, Job.id == job_id, now, lease_s)
+        claims, events = _claim_where(session, Job.id == job_id, clock, lease_s)
     return (claims[0] if claims else None), events
 
 
 def claim_more(
-    sessions: sessionmaker[Session], task: str, max_inputs: int, now: datetime, lease_s: int
+    sessions: sessionmaker[Session], task: str, max_inputs: int, clock: Clock, lease_s: int
 ) -> tuple[list[Claim], Events]:
     """Claims the oldest queued jobs of `task` whose inputs fit in `max_inputs`. On PostgreSQL the candidate rows
     are locked with SKIP LOCKED so that workers claiming at once take disjoint jobs; SQLite serialises writers."""
@@ -217,7 +225,7 @@ def claim_more(
             budget -= n_inputs
         if not chosen:
             return [], []
-        return _claim_where(session, Job.id.in_(chosen), now, lease_s)
+        return _claim_where(session, Job.id.in_(chosen), clock, lease_s)
 
 
 def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: datetime, lease_s: int) -> int:

@@ -3,7 +3,7 @@ where a webhook may be sent (the SSRF guard), signing, the retry schedule, the s
 
 Its public face, for the store, the API, the worker and `beat`:
 - `record_event` (outbox) inside a status change's transaction;
-- `check_target` / `UnsafeTarget` to judge a URL at submission;
+- `check_target` / `UnsafeTarget` / `LookupFailed` to judge a URL at submission;
 - `WebhookSender.deliver` for one attempt; `take_due_events` for `beat`;
 - `job_deliveries` / `retry_now` and `rotate_secret` for the API's routes; `new_webhook_secret` for new keys.
 """
@@ -15,7 +15,7 @@ from webhooks.outbox import record_event
 from webhooks.schedule import take_due_events
 from webhooks.sender import WebhookSender
 from webhooks.signing import new_webhook_secret, rotate_secret
-from webhooks.targets import UnsafeTarget, check_target
+from webhooks.targets import LookupFailed, UnsafeTarget, check_target
 
-__all__ = ["UnsafeTarget", "WebhookSender", "check_target", "job_deliveries", "new_webhook_secret",
+__all__ = ["LookupFailed", "UnsafeTarget", "WebhookSender", "check_target", "job_deliveries", "new_webhook_secret",
            "record_event", "retry_now", "rotate_secret", "take_due_events"]

@@ -25,7 +25,7 @@ from models.db import rowcount, transaction
 from models.tables import DELIVERED, FAILED, GONE, PENDING, ApiKey, WebhookAttempt, WebhookEvent
 from webhooks.schedule import LOCK_MARGIN_S, next_attempt_at
 from webhooks.signing import signatures, signing_secrets
-from webhooks.targets import Target, UnsafeTarget, check_target
+from webhooks.targets import LookupFailed, Target, UnsafeTarget, check_target
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ class WebhookSender:
             response = self.send(target, headers, body, timeout_s)
         except UnsafeTarget as error:
             response = DeliveryResult(None, f"refused: the URL {error}")
+        except LookupFailed as error:
+            response = DeliveryResult(None, str(error))
         self._record(event_id, attempt, now, (time.perf_counter() - started) * 1000, response)
 
     def _record(self, event_id: str, attempt: int, started: datetime, duration_ms: float,

@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: getaddrinfo's answers that mean "try again later", not "no such name".
+_PASSING_LOOKUP_ERRORS = {socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", socket.EAI_AGAIN)}
 
 
 class UnsafeTarget(ValueError):
     """The URL may not be used as a webhook."""
+
+
+class LookupFailed(OSError):
+    """The host could not be looked up just now (a passing DNS failure): neither allowed nor refused."""
+
+
+#: IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052, RFC 8215) and the deprecated
+#: IPv4-compatible form. 6to4 (2002::/16) carries it in bits 16-48; IPv4-mapped (::ffff:0:0/96) has its property.
+_EMBEDDING_IPV4 = [ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"),
+                   ipaddress.IPv6Network("::/96")]
 
 
 @dataclass(frozen=True)
@@ -41,14 +55,29 @@ def _literal_address(host: str) -> IPAddress | None:
         return None
 
 
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in network for network in _EMBEDDING_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def is_global(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Public, and so is any IPv4 address it wraps (mapped, 6to4, NAT64, IPv4-compatible)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None and not is_global(embedded):
+            return False
     return address.is_global and not address.is_multicast and not address.is_reserved
 
 
-def check_target(url: str, allow_private: bool, resolve: bool = True) -> Target:
-    """The parsed target with the addresses it may be contacted at; raises UnsafeTarget."""
+def check_target(url: str, allow_private: bool, resolve: bool = True,
+                 lookup: Callable[..., list[Any]] = socket.getaddrinfo) -> Target:
+    """The parsed target with the addresses it may be contacted at; raises UnsafeTarget, or LookupFailed when the
+    name could not be looked up just now. `lookup` is `socket.getaddrinfo`'s shape."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -61,6 +90,8 @@ def check_target(url: str, allow_private: bool, resolve: bool = True) -> Target:
         raise UnsafeTarget("has no host")
     if parts.username or parts.password:
         raise UnsafeTarget("must not carry credentials")
+    if port == 0:
+        raise UnsafeTarget("has port 0, which nothing listens on")
     port = port or (443 if parts.scheme == "https" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     literal = _literal_address(host)
@@ -71,9 +102,13 @@ def check_target(url: str, allow_private: bool, resolve: bool = True) -> Target:
     if not resolve:
         return Target(parts.scheme, host, port, path, [])
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+        infos = lookup(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        if error.errno in _PASSING_LOOKUP_ERRORS:
+            raise LookupFailed(f"host {host} could not be looked up just now ({error.strerror})") from None
         raise UnsafeTarget(f"host {host} does not resolve") from None
+    except OSError as error:
+        raise LookupFailed(f"host {host} could not be looked up just now ({error})") from None
     addresses = sorted({str(info[4][0]) for info in infos})
     if not allow_private:
         refused = [a for a in addresses if not is_global(ipaddress.ip_address(a))]

@@ -73,7 +73,7 @@ class Batcher:
             self._skipped += 1
             return
         steps = _Stopwatch()
-        first, started_events = claim_job(self.sessions, job_id, self.clock(), self.settings.lease_s)
+        first, started_events = claim_job(self.sessions, job_id, self.clock, self.settings.lease_s)
         if first is None:
             return  # canceled, finished, or claimed by another worker's batch: nothing to do
         more, more_started_events = self._fill(first.task, self.settings.max_batch_size - first.n_inputs)
@@ -129,7 +129,7 @@ class Batcher:
         events: list[str] = []
         deadline = time.monotonic() + self.settings.max_batch_wait_ms / 1000
         while budget > 0:
-            more, started = claim_more(self.sessions, task, budget, self.clock(), self.settings.lease_s)
+            more, started = claim_more(self.sessions, task, budget, self.clock, self.settings.lease_s)
             claims += more
             events += started
             budget -= sum(claim.n_inputs for claim in more)

@@ -5,6 +5,7 @@ The app runs in-process (Flask's test client) on a real SQLite file; nothing her
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,99 @@ def test_private_webhook_targets_are_refused_at_submission(client: FlaskClient, 
     assert response.status_code == 422
     assert ["webhook"] in [d["loc"] for d in response.json["error"]["details"]]
     assert job_count(settings) == before
+
+
+MASKED = {"inputs": {"input_string": ["a [MASK]"]}}
+UNSAFE: list[tuple[str, Any, list[Any]]] = [
+    (FM, {"inputs": {"input_string": ["a [MASK] \ud800"]}}, ["inputs", "input_string", 0]),
+    (FM, {**MASKED, "metadata": {"\ud800": 1}}, ["metadata"]),
+    (FM, {**MASKED, "metadata": {"k": ["ok", "\udfff"]}}, ["metadata", "k", 1]),
+    (QA, {"inputs": {"question": ["Where?"], "context": ["\ud83d"]}}, ["inputs", "context", 0]),
+    (FM, {"inputs": {"input_string": ["[MASK] " * 33]}}, ["inputs", "input_string", 0]),
+    (FM, {"inputs": {"input_string": ["[MASK] " * 30 + "x" * 1700] * 8}, "parameters": {"top_k": 100}},
+     ["parameters", "top_k"]),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "loc"), UNSAFE, ids=[f"{i}" for i in range(len(UNSAFE))])
+def test_unstorable_text_and_unbounded_output_are_422(client: FlaskClient, settings: Settings, route: str, body: Any,
+                                                      loc: list[Any]) -> None:
+    """Lone surrogates once made a 500 (no UTF-8 encoder takes them); 500 masks × top_k 100 once made 179 MB."""
+    before = job_count(settings)
+    response = client.post(route, json=body)
+    assert response.status_code == 422, response.data
+    assert loc in [d["loc"] for d in response.json["error"]["details"]]
+    assert job_count(settings) == before
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_numbers_json_cannot_carry_are_422(client: FlaskClient, settings: Settings, number: bytes) -> None:
+    """Python's parser takes them; echoed back they made `{"x": NaN}`, which no other parser reads."""
+    before = job_count(settings)
+    raw = b'{"inputs": {"input_string": ["a [MASK]"]}, "metadata": {"x": ' + number + b"}}"
+    response = client.post(FM, data=raw, content_type="application/json")
+    assert response.status_code == 422
+    assert ["metadata", "x"] in [d["loc"] for d in response.json["error"]["details"]]
+    json.loads(response.data, parse_constant=lambda name: pytest.fail(f"the answer carries {name}"))
+    assert job_count(settings) == before
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", None, "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_declared_json_is_415(client: FlaskClient, settings: Settings,
+                                                 content_type: str | None) -> None:
+    before = job_count(settings)
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post(FM, data=b'{"inputs": {"input_string": ["a [MASK]"]}}', headers=headers)
+    assert response.status_code == 415 and response.json["error"]["code"] == "unsupported_media_type"
+    assert job_count(settings) == before
+
+
+@pytest.mark.parametrize("limit", ["²", "٣", "1" * 5000, "-1", "1.5"])
+def test_a_limit_that_is_not_a_small_ascii_number_is_422(client: FlaskClient, limit: str) -> None:
+    response = client.get("/v1/jobs", query_string={"limit": limit})
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["loc"] == ["query", "limit"]
+
+
+def test_prefer_wait_reads_ascii_digits_of_any_length() -> None:
+    from api.waiting import MAX_WAIT_S, requested_wait_s
+
+    assert requested_wait_s("wait=" + "9" * 5000) == MAX_WAIT_S  # once int() of 5,000 digits: a 500
+    assert requested_wait_s("wait=12") == 12
+    assert requested_wait_s("wait=٣") is None  # not ASCII digits: not a wait preference this API reads
+
+
+def test_qa_is_bounded_by_tokens_not_by_chunks(client: FlaskClient, settings: Settings) -> None:
+    """A long context at max_seq_len 16 splits into hundreds of chunks of 16 tokens, less work than 64 chunks of
+    384: accepted now, where a bound of 64 chunks refused it."""
+    body = {"inputs": {"question": ["Where?"], "context": [LONG_CONTEXT]},
+            "parameters": {"max_seq_len": 16, "doc_stride": 8}}
+    response = client.post(QA, json=body)
+    assert response.status_code == 202, response.json
+
+
+def test_job_lists_leave_outputs_out_unless_asked(client: FlaskClient, settings: Settings) -> None:
+    from core.clock import utcnow
+    from store import jobs
+
+    job_id = client.post(FM, json=MASKED).json["id"]
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    claim, _ = jobs.claim_job(sessions, job_id, utcnow, 30)
+    assert claim is not None
+    jobs.finish(sessions, [jobs.Outcome(claim, output=[["big"] * 1000])], utcnow(), 1, 1.0)
+
+    listed = client.get("/v1/jobs").json["data"]
+    assert listed and all("output" not in job for job in listed)
+    with_outputs = client.get("/v1/jobs", query_string={"include": "output"}).json["data"]
+    assert {job["id"]: job["output"] for job in with_outputs}[job_id] == [["big"] * 1000]
+    assert client.get(f"/v1/jobs/{job_id}").json["output"] == [["big"] * 1000]
+
+
+def test_one_key_holds_a_bounded_number_of_waits() -> None:
+    from api.waiting import WaitSlots
+
+    slots = WaitSlots(per_key=2)
+    with slots.slot("a") as first, slots.slot("a") as second, slots.slot("a") as third, slots.slot("b") as other:
+        assert (first, second, third, other) == (True, True, False, True)
+    with slots.slot("a") as again:
+        assert again

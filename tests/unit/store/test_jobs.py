@@ -59,9 +59,9 @@ def test_in_flight_cap(submit: Submit) -> None:
 def test_claim_takes_a_queued_job_once_and_records_its_start(submit: Submit, sessions: sessionmaker[Session],
                                                              clock: ManualClock) -> None:
     job = submit(HOOKED)
-    claim, started = jobs.claim_job(sessions, job.id, clock(), LEASE_S)
+    claim, started = jobs.claim_job(sessions, job.id, clock, LEASE_S)
     assert claim is not None and claim.attempt == 1 and len(started) == 1
-    assert jobs.claim_job(sessions, job.id, clock(), LEASE_S) == (None, [])  # a duplicate message claims nothing
+    assert jobs.claim_job(sessions, job.id, clock, LEASE_S) == (None, [])  # a duplicate message claims nothing
     stored = row(sessions, job.id)
     assert stored.status == "running" and stored.lease_until == clock() + timedelta(seconds=LEASE_S)
     assert events(sessions, job.id) == ["job.started"]
@@ -70,15 +70,15 @@ def test_claim_takes_a_queued_job_once_and_records_its_start(submit: Submit, ses
 def test_claim_more_takes_the_oldest_jobs_that_fit(submit: Submit, sessions: sessionmaker[Session],
                                                    clock: ManualClock) -> None:
     ids = [submit({"inputs": {"input_string": ["x [MASK]"] * n}}).id for n in (2, 3, 1, 1)]
-    claims, _ = jobs.claim_more(sessions, "fill-mask", 5, clock(), LEASE_S)
+    claims, _ = jobs.claim_more(sessions, "fill-mask", 5, clock, LEASE_S)
     assert [c.job_id for c in claims] == ids[:2]  # 2 + 3 inputs fill 5; the rest wait, in order
-    assert jobs.claim_more(sessions, "question-answering", 5, clock(), LEASE_S) == ([], [])
+    assert jobs.claim_more(sessions, "question-answering", 5, clock, LEASE_S) == ([], [])
 
 
 def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sessionmaker[Session],
                                                   clock: ManualClock) -> None:
     kept, canceled = submit(HOOKED), submit(HOOKED)
-    claims, _ = jobs.claim_more(sessions, "fill-mask", 10, clock(), LEASE_S)
+    claims, _ = jobs.claim_more(sessions, "fill-mask", 10, clock, LEASE_S)
     with sessions() as session:
         assert jobs.cancel(session, canceled.id, clock())[0]
     written, completed = jobs.finish(sessions, [Outcome(c, output=[["out"]]) for c in claims], clock(), 2, 1.5)
@@ -92,7 +92,7 @@ def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sess
 def test_cancel_leaves_a_finished_job_as_it_is(submit: Submit, sessions: sessionmaker[Session],
                                                clock: ManualClock) -> None:
     job = submit(ONE)
-    claim, _ = jobs.claim_job(sessions, job.id, clock(), LEASE_S)
+    claim, _ = jobs.claim_job(sessions, job.id, clock, LEASE_S)
     assert claim is not None
     jobs.finish(sessions, [Outcome(claim, error={"code": "invalid_input", "message": "no"})], clock(), 1, 1.0)
     with sessions() as session:
@@ -104,7 +104,7 @@ def test_reclaim_requeues_then_fails_a_job_whose_worker_keeps_dying(submit: Subm
                                                                      clock: ManualClock) -> None:
     job = submit(HOOKED)
     for attempt in (1, 2):
-        claim, _ = jobs.claim_job(sessions, job.id, clock(), LEASE_S)
+        claim, _ = jobs.claim_job(sessions, job.id, clock, LEASE_S)
         assert claim is not None and claim.attempt == attempt
         assert jobs.reclaim_expired(sessions, clock(), 2, 100) == ([], [], [])  # the lease still holds
         clock.advance(LEASE_S + 1)
@@ -149,3 +149,15 @@ def test_reads_are_scoped_to_the_key_and_page_newest_first(submit: Submit, sessi
                                before=(first[-1].created_at, first[-1].id))
         assert [j.id for j in after] == ids[::-1][2:]
         assert jobs.in_flight_counts(session) == {("fill-mask", "queued"): 5}
+
+
+def test_a_job_never_starts_before_it_was_created(submit: Submit, sessions: sessionmaker[Session],
+                                                  clock: ManualClock) -> None:
+    """The worker's clock may run behind the one that stamped the job (another host, or a time read before the
+    job committed): queue_ms once came out negative."""
+    job = submit(ONE)
+    behind = ManualClock(clock() - timedelta(seconds=2))
+    claim, _ = jobs.claim_job(sessions, job.id, behind, LEASE_S)
+    assert claim is not None and claim.queue_ms == 0
+    stored = row(sessions, job.id)
+    assert stored.started_at == stored.created_at

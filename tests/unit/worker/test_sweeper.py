@@ -26,13 +26,13 @@ def test_a_dead_workers_job_is_requeued_then_failed(submit: Submit, sessions: se
     job = submit({**ONE, "webhook": "https://example.com/hook", "webhook_events_filter": ["completed"]})
     sweeper, events = make_sweeper(sessions, clock)
 
-    jobs.claim_job(sessions, job.id, clock(), SETTINGS.lease_s)
+    jobs.claim_job(sessions, job.id, clock, SETTINGS.lease_s)
     assert sweeper.sweep()["reclaimed"] == 0
     clock.advance(SETTINGS.lease_s + 1)
     assert sweeper.sweep()["reclaimed"] == 1
     assert events.queued_jobs == [(job.id, "fill-mask")]
 
-    jobs.claim_job(sessions, job.id, clock(), SETTINGS.lease_s)
+    jobs.claim_job(sessions, job.id, clock, SETTINGS.lease_s)
     clock.advance(SETTINGS.lease_s + 1)
     counts = sweeper.sweep()
     assert counts["reclaimed"] == 1
@@ -66,7 +66,7 @@ def test_expired_idempotency_keys_are_freed(submit: Submit, sessions: sessionmak
 def test_a_webhook_event_whose_message_was_lost_is_published_again(submit: Submit, sessions: sessionmaker[Session],
                                                                     clock: ManualClock) -> None:
     job = submit({**ONE, "webhook": "https://example.com/hook"})
-    _, started = jobs.claim_job(sessions, job.id, clock(), SETTINGS.lease_s)
+    _, started = jobs.claim_job(sessions, job.id, clock, SETTINGS.lease_s)
     sweeper, events = make_sweeper(sessions, clock)
     assert sweeper.sweep()["webhooks_published"] == 0  # the claim's caller publishes it
     clock.advance(31)  # still undelivered after the republish window: that message was lost

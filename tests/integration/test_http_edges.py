@@ -1,0 +1,67 @@
+"""What gunicorn and the API answer at the edges of HTTP, over a real connection: a body over the limit while the
+client is still sending, headers and request lines beyond gunicorn's limits — each in the API's error shape — and
+every line the API process logs is a JSON line."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+import requests
+
+from tests.integration.stack import Stack
+
+pytestmark = pytest.mark.stack(env={"DISTILQ_LOG_FORMAT": "json", "DISTILQ_MAX_BODY_BYTES": "100000"})
+
+
+def error_of(response: requests.Response) -> dict[str, object]:
+    assert response.headers["Content-Type"].startswith("application/json"), response.text[:200]
+    error: dict[str, object] = response.json()["error"]
+    assert set(error) == {"code", "message", "details"}
+    return error
+
+
+def test_a_body_over_the_limit_is_answered_413_while_the_client_still_sends(stack: Stack) -> None:
+    """A client that sends a 6 MB body at about 3 MB/s: an API that answered at once and stopped reading made the
+    client's next write fail with a broken pipe (a reset) before it could read the 413."""
+    key = stack.new_key()
+    size, piece = 6_000_000, b"x" * 65536
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/fill-mask HTTP/1.1\r\nHost: distilq\r\nAuthorization: Bearer {key}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode())
+        sent = 0
+        while sent < size:
+            sock.sendall(piece[: size - sent])
+            sent += len(piece)
+            threading.Event().wait(0.02)  # pacing the upload, not synchronising with the server
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+
+
+def test_gunicorns_own_refusals_use_the_error_shape(stack: Stack) -> None:
+    http = stack.client(stack.new_key())
+    long_header = http.post(f"{stack.url}/v1/fill-mask", json={"inputs": {"input_string": ["a [MASK]"]}},
+                            headers={"Idempotency-Key": "k" * 10_000})
+    assert long_header.status_code == 431 and error_of(long_header)["code"] == "request_header_fields_too_large"
+    long_line = http.get(f"{stack.url}/v1/jobs/{'j' * 6000}")
+    assert long_line.status_code == 414 and error_of(long_line)["code"] == "uri_too_long"
+
+
+def test_every_line_the_api_logs_is_json(stack: Stack) -> None:
+    http = stack.client(stack.new_key())
+    http.get(f"{stack.url}/v1/jobs/{'j' * 6000}")  # gunicorn's warning
+    http.get(f"{stack.url}/v1/jobs")  # an access line
+    lines = [line for line in stack.log("api").splitlines() if line.strip()]
+    assert len(lines) >= 3
+    for line in lines:
+        record = json.loads(line)
+        assert {"time", "level", "logger", "message"} <= set(record), line
