@@ -6,6 +6,8 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
 from api.state import app_state
+from core.presence import unserved_tasks
+from core.tasks import TASKS
 
 bp = Blueprint("health", __name__)
 
@@ -17,7 +19,8 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when the database and Redis answer right now."""
+    """Ready when the database and Redis answer right now, and an inference worker for each task has loaded and
+    warmed its model (its presence key in Redis)."""
     state = app_state()
     checks: dict[str, str] = {}
     try:
@@ -29,6 +32,8 @@ def readyz() -> Response:
     try:
         state.redis.ping()
         checks["redis"] = "ok"
+        unserved = unserved_tasks(state.redis, TASKS)
+        checks["workers"] = f"no worker has loaded a model for {', '.join(unserved)}" if unserved else "ok"
     except Exception as error:
         checks["redis"] = f"unreachable: {error.__class__.__name__}"
     ready = all(value == "ok" for value in checks.values())

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify, request
 from api.deps import authenticate, close_db, current_key, db, own_job, read_db
 from api.errors import ApiError, detail, invalid
 from api.model_inputs import ServedModel, check_fill_mask, check_question_answering
-from api.state import app_state
+from api.state import MODEL_RETRY_AFTER_S, app_state
 from api.validation import parse, read_json_object
 from api.waiting import requested_wait_s, wait_for_job
 from contract.job_json import job_to_public
@@ -24,7 +24,7 @@ from core.clock import utcnow
 from core.metrics import JOBS_FINISHED, JOBS_SUBMITTED
 from core.queue import job_channel, publish_job, publish_webhook
 from core.settings import Settings
-from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
+from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS, ModelUnavailable
 from models.tables import CANCELED, STATUSES, TERMINAL_STATUSES, Job
 from store import jobs
 from webhooks import LookupFailed, UnsafeTarget, check_target
@@ -67,9 +67,9 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
     state = app_state()
     try:
         served = state.served_model(task)
-    except Exception as error:
+    except ModelUnavailable as error:
         raise ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
-                       headers={"Retry-After": "30"}) from None
+                       headers={"Retry-After": str(MODEL_RETRY_AFTER_S)}) from None
     problems = check(body, served, state.settings)
     if body.webhook is not None:
         try:
@@ -86,7 +86,7 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
 
     try:
         job, created = jobs.submit(
-            db(), task=task, model=state.model_id(task), api_key_id=current_key().id, body=body, raw_body=raw,
+            db(), task=task, model=state.settings.model_id(task), api_key_id=current_key().id, body=body, raw_body=raw,
             idempotency_key=idempotency_key, idempotency_ttl_s=state.settings.idempotency_ttl_s,
             max_in_flight=state.settings.max_jobs_in_flight, now=utcnow(),
         )

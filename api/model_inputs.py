@@ -7,9 +7,11 @@ transformers — from a local directory or the model hub, so it can answer 422 b
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tokenizers import Tokenizer
 
@@ -17,6 +19,7 @@ from api.errors import detail
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest
 from contract.tokens import MAX_QA_TOKENS_PER_INPUT, fill_mask_output_bytes, qa_chunk_count, target_ids
 from core.settings import Settings
+from core.tasks import ModelUnavailable
 
 
 @dataclass
@@ -27,14 +30,41 @@ class ServedModel:
     max_tokens: int
 
 
+#: How long the hub gets to accept a connection before it counts as unreachable, in seconds.
+HUB_CONNECT_TIMEOUT_S = 2.0
+
+
+def _hub_reachable() -> str | None:
+    """None when the hub accepts connections; else why not. One quick look, where huggingface_hub itself retries
+    for over 20 s before it gives up."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "the model hub is unreachable: HF_HUB_OFFLINE is set"
+    endpoint = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname or "", endpoint.port or 443), HUB_CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        return f"the model hub {endpoint.hostname} is unreachable ({error})"
+    return None
+
+
 def _read(model_id: str, filename: str) -> str | None:
     local = Path(model_id)
     if local.is_dir():
         path = local / filename
         return path.read_text("utf-8") if path.exists() else None
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError
 
+    cached = try_to_load_from_cache(model_id, filename)
+    if isinstance(cached, str):
+        return Path(cached).read_text("utf-8")
+    if cached is not None:  # the cache knows the hub has no such file
+        return None
+    unreachable = _hub_reachable()
+    if unreachable:
+        raise ModelUnavailable(f"{model_id} is neither a local directory nor in the cache, and {unreachable}")
     try:
         return Path(hf_hub_download(model_id, filename)).read_text("utf-8")
     except EntryNotFoundError:
@@ -44,7 +74,7 @@ def _read(model_id: str, filename: str) -> str | None:
 def load_served_model(model_id: str) -> ServedModel:
     tokenizer_json = _read(model_id, "tokenizer.json")
     if tokenizer_json is None:
-        raise RuntimeError(f"model {model_id} has no tokenizer.json")
+        raise ModelUnavailable(f"model {model_id} has no tokenizer.json")
     tokenizer = Tokenizer.from_str(tokenizer_json)
     tokenizer.no_truncation()
     tokenizer.no_padding()

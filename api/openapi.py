@@ -49,6 +49,8 @@ def build_spec() -> dict[str, Any]:
     def errors(*statuses: int) -> dict[str, Any]:
         described = {400: "Malformed request", 401: "Missing or unknown API key", 404: "No such object for this key",
                      409: "Idempotency-Key reused with another body", 413: "Body too large",
+                     414: "Request line too long", 415: "Body not sent as application/json",
+                     431: "Request headers too large",
                      422: "Invalid body or parameters; `details` names each field and input index",
                      429: "Rate limit or in-flight cap reached; see Retry-After", 503: "Database or model unavailable"}
         retry_after = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}
@@ -77,7 +79,7 @@ def build_spec() -> dict[str, Any]:
             "operationId": f"submit_{task.replace('-', '_')}", "summary": f"Submit a {task} job",
             "tags": ["jobs"], "parameters": submit_parameters,
             "requestBody": {"required": True, "content": {"application/json": {"schema": c.ref(body)}}},
-            "responses": {"202": accepted, "200": finished, **errors(400, 401, 409, 413, 422, 429, 503)},
+            "responses": {"202": accepted, "200": finished, **errors(400, 401, 409, 413, 415, 422, 429, 431, 503)},
         }}
 
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import redis
@@ -16,8 +17,11 @@ from api.model_inputs import ServedModel, load_served_model
 from api.waiting import CompletionListener, WaitSlots
 from core.queue import make_celery
 from core.settings import Settings
-from core.tasks import TASK_FILL_MASK
+from core.tasks import ModelUnavailable
 from models.db import make_engine, make_read_session_factory, make_session_factory
+
+#: A model that failed to load is tried again after this long, in seconds.
+MODEL_RETRY_AFTER_S = 30
 
 
 @dataclass
@@ -33,16 +37,27 @@ class AppState:
     completions: CompletionListener
     wait_slots: WaitSlots
     _models: dict[str, ServedModel] = field(default_factory=dict)
+    #: task → (monotonic time until which the failure stands, its message)
+    _failures: dict[str, tuple[float, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def model_id(self, task: str) -> str:
-        return self.settings.fill_mask_model if task == TASK_FILL_MASK else self.settings.qa_model
-
     def served_model(self, task: str) -> ServedModel:
-        """The tokenizer of the model serving `task`, loaded on first use."""
+        """The tokenizer of the model serving `task`, loaded on first use. A failure is remembered for
+        MODEL_RETRY_AFTER_S: requests meanwhile fail at once with the same cause, rather than each trying again
+        behind the lock. Raises ModelUnavailable."""
         with self._lock:
-            if task not in self._models:
-                self._models[task] = load_served_model(self.model_id(task))
+            if task in self._models:
+                return self._models[task]
+            failed = self._failures.get(task)
+            if failed is not None and time.monotonic() < failed[0]:
+                raise ModelUnavailable(failed[1])
+            try:
+                self._models[task] = load_served_model(self.settings.model_id(task))
+            except Exception as error:
+                message = f"{error}{self.settings.offline_hint(task)}"
+                self._failures[task] = (time.monotonic() + MODEL_RETRY_AFTER_S, message)
+                raise ModelUnavailable(message) from error
+            self._failures.pop(task, None)
             return self._models[task]
 
 

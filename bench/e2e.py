@@ -73,7 +73,7 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str],
             key = stack.run("keys", "create", "--name", "bench").stdout.strip()
             url = stack.start_api("127.0.0.1", None, "--threads", str(api_threads))
             stack.start("worker", "worker", "--queues", task, "--metrics-port", "0")
-            stack.wait_for_workers()
+            stack.wait_for_workers([task])
             assert stack.redis is not None and stack.redis.process is not None
             pids = {"api": stack.processes["api"].pid, "worker": stack.processes["worker"].pid,
                     "redis": stack.redis.process.pid}

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.tasks import TASK_FILL_MASK
+
 #: Hub ids of the two models the contract names.
 DEFAULT_FILL_MASK_MODEL = "distilbert-base-cased"
 DEFAULT_QA_MODEL = "distilbert-base-cased-distilled-squad"
@@ -99,6 +101,22 @@ class Settings(BaseSettings):
         if self.env == "production" and self.resolved_database_url.startswith("sqlite") and processes > 1:
             raise ValueError("SQLite cannot serve several API processes in production: use PostgreSQL "
                              "(DISTILQ_DATABASE_URL)")
+
+    def model_id(self, task: str) -> str:
+        """The hub id or local directory of the model serving `task`."""
+        return self.fill_mask_model if task == TASK_FILL_MASK else self.qa_model
+
+    @staticmethod
+    def model_variable(task: str) -> str:
+        """The environment variable that names `task`'s model."""
+        return "DISTILQ_FILL_MASK_MODEL" if task == TASK_FILL_MASK else "DISTILQ_QA_MODEL"
+
+    def offline_hint(self, task: str) -> str:
+        """What to do when `task`'s model cannot be fetched: nothing for a local directory."""
+        if Path(self.model_id(task)).is_dir():
+            return ""
+        return (f"; if the model hub is unreachable, set {self.model_variable(task)} to a local directory holding "
+                "the model")
 
     @property
     def resolved_database_url(self) -> str:

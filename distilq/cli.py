@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+#: A worker's exit status when a model it should serve does not load.
+EXIT_MODEL_UNAVAILABLE = 3
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -104,11 +106,17 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from core.queue import INFERENCE_QUEUES
+    from core.tasks import ModelUnavailable
     from worker.app import create_worker_app
 
     queues = [q.strip() for q in (args.queues or ",".join(INFERENCE_QUEUES)).split(",") if q.strip()]
     served_tasks = [q for q in queues if q in INFERENCE_QUEUES]
-    app = create_worker_app(get_settings(), served_tasks, args.metrics_port)
+    app, context = create_worker_app(get_settings(), served_tasks, args.metrics_port)
+    try:
+        context.load_models()
+    except ModelUnavailable as error:
+        logging.getLogger("distilq.worker").critical("%s; this worker takes no jobs and stops", error)
+        return EXIT_MODEL_UNAVAILABLE
     name = "+".join(queues)
     # Inference runs in the worker's own process (one model copy, all cores to torch); a webhook sender only
     # waits on receivers, so it sends from many threads.

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import IO, TypeVar
 
 import redis
 
-from worker.presence import ready_workers
+from core.presence import unserved_tasks
+from core.tasks import TASKS
 
 T = TypeVar("T")
 
@@ -153,14 +154,11 @@ class LocalStack:
         wait_until(healthy, START_TIMEOUT_S, "the API", {"api": self.processes["api"]})
         return url
 
-    def wait_for_workers(self, count: int = 1, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Until `count` inference workers have loaded and warmed their models (their presence keys)."""
+    def wait_for_workers(self, tasks: Collection[str] = TASKS, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until, for each of `tasks`, an inference worker has loaded and warmed its model (presence keys)."""
         client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
-
-        def ready() -> bool:
-            return len([w for w in ready_workers(client) if w.get("tasks")]) >= count
-
-        wait_until(ready, timeout_s, f"{count} worker(s) to load their models", self.processes)
+        wait_until(lambda: not unserved_tasks(client, tasks), timeout_s,
+                   f"a worker to load the model of each of {', '.join(tasks)}", self.processes)
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = STOP_GRACE_S) -> int:
         """Signals the child and waits for it; returns its exit status. SIGKILL after `timeout_s` of SIGTERM."""

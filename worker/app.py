@@ -18,14 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
 from core.metrics import WORKER_READY
+from core.presence import announce
 from core.queue import DELIVER_TASK, INFER_TASK, make_celery
 from core.settings import Settings
+from core.tasks import ModelUnavailable
 from models.db import make_engine, make_session_factory
 from webhooks import WebhookSender
 from worker.batcher import Batcher
 from worker.engine.registry import EngineRegistry
 from worker.events import JobEvents
-from worker.presence import announce
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,20 @@ class WorkerContext:
     def webhook_sender(self) -> WebhookSender:
         return WebhookSender(self.sessions, self.settings, utcnow)
 
-    def ready(self) -> None:
-        """Load and warm the models before the first job, so its latency is the model's, not the loading's;
-        then open the metrics port and announce this worker."""
+    def load_models(self) -> None:
+        """Load and warm the model of every served task, before this worker consumes a message: a worker that
+        cannot serve a task must not take its jobs (they would start and then wait out their lease). Raises
+        ModelUnavailable saying which model and why."""
         for task in self.served_tasks:
-            self.engines.get(task)
+            try:
+                self.engines.get(task)
+            except Exception as error:
+                raise ModelUnavailable(
+                    f"cannot serve {task}: model {self.settings.model_id(task)!r} did not load "
+                    f"({error.__class__.__name__}: {error}){self.settings.offline_hint(task)}") from error
+
+    def ready(self) -> None:
+        """Once consuming: open the metrics port and announce this worker (its models are loaded and warm)."""
         WORKER_READY.set(1)
         port = self.metrics_port if self.metrics_port is not None else (
             INFERENCE_METRICS_PORT if self.served_tasks else WEBHOOK_METRICS_PORT)
@@ -80,7 +90,9 @@ class WorkerContext:
         log.info("worker ready: %s", ", ".join(self.served_tasks) or "webhooks")
 
 
-def create_worker_app(settings: Settings, served_tasks: list[str], metrics_port: int | None = None) -> Celery:
+def create_worker_app(settings: Settings, served_tasks: list[str],
+                      metrics_port: int | None = None) -> tuple[Celery, WorkerContext]:
+    """The Celery app of a worker serving `served_tasks` (none: a webhook sender), and what it holds."""
     app = make_celery(settings.redis_url)
     # Prefetch sized to the batch: the messages of a batch's jobs are at hand, unacknowledged until handled.
     app.conf.worker_prefetch_multiplier = settings.max_batch_size
@@ -103,4 +115,4 @@ def create_worker_app(settings: Settings, served_tasks: list[str], metrics_port:
     # Celery's signals are process-wide; strong references, since the handlers are closures.
     worker_ready.connect(on_ready, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)
-    return app
+    return app, context

@@ -50,7 +50,16 @@ def test_api_and_worker_metrics(fresh_stack: Stack) -> None:
     assert api[("distilq_jobs_finished_total", (("status", "canceled"), ("task", "fill-mask")))] == 1
 
 
-def test_readiness_follows_redis(fresh_stack: Stack, own_redis: EmbeddedRedis) -> None:
+def test_readiness_follows_the_models_and_redis(fresh_stack: Stack, own_redis: EmbeddedRedis) -> None:
+    """Not ready until a worker has loaded each task's model (the API alone once said ready); then not while
+    Redis is away; ready again once it is back and the worker has announced itself to it again."""
+    before = requests.get(f"{fresh_stack.url}/readyz")
+    assert before.status_code == 503
+    assert "fill-mask, question-answering" in before.json()["checks"]["workers"]
+    fresh_stack.start("webhooks", "worker", "--queues", "webhooks", "--metrics-port", "0")  # serves no model
+    fresh_stack.start_worker("worker", "--queues", "fill-mask")
+    assert "question-answering" in requests.get(f"{fresh_stack.url}/readyz").json()["checks"]["workers"]
+    fresh_stack.start_worker("worker-qa", "--queues", "question-answering")
     assert requests.get(f"{fresh_stack.url}/readyz").status_code == 200
     own_redis.kill()
     down = requests.get(f"{fresh_stack.url}/readyz")

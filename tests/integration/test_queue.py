@@ -4,6 +4,7 @@ of jobs that wait together, and `beat` re-publishing messages Redis lost."""
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 import redis
@@ -76,3 +77,17 @@ def test_only_one_beat_sweeps_and_another_takes_over(fresh_stack: Stack) -> None
     assert held not in fresh_stack.log("beat-2")
     fresh_stack.stop("beat-1", signal.SIGKILL)  # its lock expires; the other takes over
     wait_for(lambda: held in fresh_stack.log("beat-2"), 60, "the second beat to take over")
+
+
+def test_a_worker_whose_model_does_not_load_takes_no_job_and_says_why(fresh_stack: Stack,
+                                                                      tmp_path: Path) -> None:
+    """It once consumed jobs, sent `job.started`, and left them to fail as `worker_lost` minutes later."""
+    http = fresh_stack.client(fresh_stack.new_key())
+    job_id = http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE).json()["id"]
+    worker = fresh_stack.start("worker", "worker", "--queues", "fill-mask", "--metrics-port", "0",
+                               env={"DISTILQ_FILL_MASK_MODEL": str(tmp_path / "no-model-here")})
+    assert worker.wait(120) == 3
+    log = fresh_stack.log("worker")
+    assert "cannot serve fill-mask" in log and "no-model-here" in log and "CRITICAL" in log
+    job = http.get(f"{fresh_stack.url}/v1/jobs/{job_id}").json()
+    assert (job["status"], job["metrics"]["attempts"], job["started_at"]) == ("queued", 0, None)

@@ -261,3 +261,15 @@ def test_one_key_holds_a_bounded_number_of_waits() -> None:
         assert (first, second, third, other) == (True, True, False, True)
     with slots.slot("a") as again:
         assert again
+
+
+@pytest.mark.timeout(15)  # huggingface_hub's own retries took 23 s per request
+def test_an_unreachable_model_fails_fast_with_its_cause(settings: Settings, key: str) -> None:
+    app = create_app(settings.model_copy(update={"fill_mask_model": "distilq-tests/not-cached-anywhere"}))
+    with app.test_client() as client:
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+        for _ in range(3):  # the first failure is remembered: the others answer at once
+            response = client.post(FM, json=MASKED)
+            assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+            message = response.json["error"]["message"]
+            assert "unreachable" in message and "DISTILQ_FILL_MASK_MODEL" in message

@@ -1,5 +1,6 @@
 """Workers announce themselves in Redis once their models are loaded and warmed: a key per worker that expires
-unless refreshed, so a dead worker disappears on its own. `distilq up` waits for one before printing its URL."""
+unless refreshed, so a dead worker disappears on its own. The API's readiness, `distilq up` and `beat` (which hands
+on the jobs of a worker that is gone) read them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Collection
+from typing import Any
 
 import redis
 
@@ -24,10 +27,16 @@ def worker_key(name: str) -> str:
     return KEY_PREFIX + name
 
 
+def worker_name() -> str:
+    """This process's name as a worker: host and pid, unique among the live workers."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def announce(client: redis.Redis, tasks: list[str], stop: threading.Event) -> threading.Thread:
     """Writes this worker's key now and keeps it fresh until `stop` is set; returns the refreshing thread."""
-    name = f"{socket.gethostname()}:{os.getpid()}"
-    payload = json.dumps({"tasks": tasks, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+    name = worker_name()
+    payload = json.dumps({"name": name, "tasks": tasks, "pid": os.getpid(), "host": socket.gethostname(),
+                          "since": time.time()})
 
     def refresh() -> None:
         while True:
@@ -48,10 +57,16 @@ def announce(client: redis.Redis, tasks: list[str], stop: threading.Event) -> th
     return thread
 
 
-def ready_workers(client: redis.Redis) -> list[dict[str, object]]:
+def ready_workers(client: redis.Redis) -> list[dict[str, Any]]:
     workers = []
     for key in client.scan_iter(match=KEY_PREFIX + "*", count=100):
         raw = client.get(key)
         if raw:
             workers.append(json.loads(raw))
     return workers
+
+
+def unserved_tasks(client: redis.Redis, tasks: Collection[str]) -> list[str]:
+    """The tasks no ready worker serves."""
+    served = {task for worker in ready_workers(client) for task in worker.get("tasks", ())}
+    return [task for task in tasks if task not in served]
