@@ -155,7 +155,8 @@ def cmd_beat(_args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """The whole stack on this machine; Ctrl-C or SIGTERM stops every child, and so does any child dying."""
+    """The whole stack on this machine. A child that dies is started again (with a growing pause while it keeps
+    dying); Ctrl-C or SIGTERM stops them all."""
     from distilq.stack import LocalStack
 
     settings = get_settings()
@@ -172,14 +173,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.start("worker", "worker")
         stack.start("webhooks", "worker", "--queues", "webhooks")
         stack.start("beat", "beat")
-        url = stack.start_api(args.host, args.port)
-        stack.wait_for_workers()
+        try:
+            url = stack.start_api(args.host, args.port)
+            stack.wait_for_workers()
+        except (RuntimeError, TimeoutError) as error:  # the child said why in its own log lines, above
+            print(f"distilq: could not start: {error}", file=sys.stderr, flush=True)
+            return 1
         print(f"distilq is up on {url}", flush=True)
-        while not stopping.wait(0.5):
-            exited = [name for name, child in stack.processes.items() if child.poll() is not None]
-            if exited:
-                print(f"distilq: {', '.join(exited)} exited; stopping the stack", file=sys.stderr, flush=True)
-                return 1
+        stack.supervise(stopping, lambda news: print(f"distilq: {news}", file=sys.stderr, flush=True))
         return 0
     finally:
         stack.stop_all()

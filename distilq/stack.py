@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Collection, Mapping
@@ -31,6 +32,11 @@ START_TIMEOUT_S = 300
 POLL_S = 0.05
 #: The `distilq` command, run with the same interpreter as this process.
 CLI = (sys.executable, "-m", "distilq.cli")
+#: A child that exits is started again after this long, doubled at each exit in a row up to the most; a child
+#: that ran this long counts as settled, and its next exit starts the doubling over. In seconds.
+RESTART_FIRST_S, RESTART_MOST_S, SETTLED_S = 1.0, 30.0, 60.0
+#: How often the supervisor looks at its children, in seconds.
+SUPERVISE_POLL_S = 0.5
 
 
 def free_port() -> int:
@@ -110,6 +116,8 @@ class LocalStack:
         self.redis: EmbeddedRedis | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
+        #: How each child was started (its arguments and extra environment), to start it again.
+        self._specs: dict[str, tuple[tuple[str, ...], Mapping[str, str]]] = {}
 
     @property
     def database_url(self) -> str:
@@ -139,7 +147,34 @@ class LocalStack:
         process = subprocess.Popen([*CLI, *args], env={**self.env, **(env or {})}, stdout=out,
                                    stderr=subprocess.STDOUT if out else None)
         self.processes[name] = process
+        self._specs[name] = (args, env or {})
         return process
+
+    def supervise(self, stopping: threading.Event, say: Callable[[str], None]) -> None:
+        """Until `stopping` is set: start again any child that exits (and the embedded Redis, on its port, from
+        its append-only file), after a backoff that grows while it keeps exiting. `say` tells what happened."""
+        started = {name: time.monotonic() for name in self.processes}
+        delays: dict[str, float] = {}
+        due: dict[str, float] = {}
+        while not stopping.wait(SUPERVISE_POLL_S):
+            if self.redis is not None and self.redis.process is not None and self.redis.process.poll() is not None:
+                say(f"redis-server exited (status {self.redis.process.returncode}); starting it again")
+                self.redis.start()
+            now = time.monotonic()
+            for name, child in list(self.processes.items()):
+                if child.poll() is None:
+                    continue
+                if name not in due:
+                    settled = now - started[name] >= SETTLED_S
+                    delay = RESTART_FIRST_S if settled or name not in delays else min(2 * delays[name],
+                                                                                      RESTART_MOST_S)
+                    delays[name], due[name] = delay, now + delay
+                    say(f"{name} exited (status {child.returncode}); starting it again in {delay:g} s")
+                elif now >= due[name]:
+                    del due[name]
+                    args, env = self._specs[name]
+                    self.start(name, *args, env=env)
+                    started[name] = time.monotonic()
 
     def start_api(self, host: str = "127.0.0.1", port: int | None = None, *args: str) -> str:
         """The API (`distilq api`); returns its URL once /healthz answers."""

@@ -3,7 +3,10 @@ stopped under the API, workers stopped with SIGTERM. Assertions are on the datab
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from transformers import pipeline
 from distilq.stack import EmbeddedRedis
 from models.tables import Job
 from tests.chaos.postgres_cluster import PostgresCluster
-from tests.integration.stack import Stack, wait_for
+from tests.integration.stack import Stack, free_port, processes_with, wait_for
 
 CHAOS_ENV = {
     "DISTILQ_LEASE_S": "5",
@@ -220,3 +223,44 @@ def test_idempotency_keys_expire(tmp_path_factory: pytest.TempPathFactory, backe
         assert other.status_code == 202 and other.json()["id"] != first["id"]  # a new job, not a 409
     finally:
         stack.stop_all()
+
+
+def test_distilq_up_starts_a_killed_child_again(tmp_path: Path, tiny_models: dict[str, Path]) -> None:
+    """Under `distilq up`, kill -9 of the inference worker once took the whole stack down; now the worker is
+    started again, jobs are served again, and only SIGTERM stops everything."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    env.update(DISTILQ_HOME=str(home), DISTILQ_FILL_MASK_MODEL=str(tiny_models["fill-mask"]),
+               DISTILQ_QA_MODEL=str(tiny_models["question-answering"]), HF_HUB_OFFLINE="1")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    output = tmp_path / "up.log"
+    with open(output, "wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "distilq.cli", "up", "--port", str(port)], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    marker = f"DISTILQ_HOME={home}"
+    try:
+        wait_for(lambda: f"distilq is up on {url}" in output.read_text(), 120, "distilq up to print its URL")
+        key = subprocess.run([sys.executable, "-m", "distilq.cli", "keys", "create", "--name", "me"], env=env,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        http = requests.Session()
+        http.headers.update({"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
+        body = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
+        assert http.post(f"{url}/v1/fill-mask", json=body, timeout=70).json()["status"] == "succeeded"
+
+        [worker] = [pid for pid in processes_with(marker, "worker") if pid not in processes_with(marker, "webhooks")]
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: "worker exited (status -9); starting it again" in output.read_text(), 30,
+                 "distilq up to notice the worker died")
+        assert up.poll() is None, "distilq up stopped when one child died"
+        again = http.post(f"{url}/v1/fill-mask", json=body, timeout=70).json()  # held until the new worker runs it
+        assert again["status"] == "succeeded", output.read_text()[-3000:]
+        assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
+        assert worker not in processes_with(marker, "worker")
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(90) == 0
+        wait_for(lambda: not processes_with(marker), 30, "every child of distilq up to exit")
+    finally:
+        if up.poll() is None:
+            up.kill()

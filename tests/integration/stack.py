@@ -4,6 +4,7 @@ Each part logs to a file of its own, read by the tests that assert on logs."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from store.keys import create_key
 
 T = TypeVar("T")
 
-__all__ = ["Stack", "free_port", "wait_for"]
+__all__ = ["Stack", "free_port", "processes_with", "wait_for"]
 
 
 def wait_for(check: Callable[[], T | None], timeout_s: float = 60, what: str = "condition") -> T:
@@ -27,6 +28,24 @@ def wait_for(check: Callable[[], T | None], timeout_s: float = 60, what: str = "
         return wait_until(check, timeout_s, what)
     except TimeoutError as error:
         raise AssertionError(str(error)) from None
+
+
+def processes_with(marker: str, argument: str | None = None) -> list[int]:
+    """Pids whose environment holds `marker` (everything `distilq up` starts carries its DISTILQ_HOME), and whose
+    command line holds `argument` when given."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if argument is not None and argument.encode() not in (entry / "cmdline").read_bytes().split(b"\0"):
+                continue
+        except OSError:
+            continue
+        pids.append(int(entry.name))
+    return pids
 
 
 class Stack(LocalStack):

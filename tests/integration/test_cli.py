@@ -12,21 +12,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, inspect
 
-from tests.integration.stack import free_port, wait_for
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Pids whose environment holds `marker`: everything `distilq up` started carries its DISTILQ_HOME."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
+from tests.integration.stack import free_port, processes_with, wait_for
 
 
 def test_up_serves_the_seed_request_and_sigterm_stops_every_child(tmp_path: Path,
@@ -61,10 +47,10 @@ def test_up_serves_the_seed_request_and_sigterm_stops_every_child(tmp_path: Path
         assert key.encode() not in (home / "distilq.db").read_bytes()  # stored hashed only
 
         marker = f"DISTILQ_HOME={home}"
-        assert len(_processes_with(marker)) >= 5  # up, redis, api (+ gunicorn worker), worker, beat
+        assert len(processes_with(marker)) >= 5  # up, redis, api (+ gunicorn worker), worker, beat
         up.send_signal(signal.SIGTERM)
         assert up.wait(90) == 0
-        wait_for(lambda: not _processes_with(marker), 30, "every child of distilq up to exit")
+        wait_for(lambda: not processes_with(marker), 30, "every child of distilq up to exit")
     finally:
         if up.poll() is None:
             up.kill()
