@@ -136,6 +136,7 @@ def cmd_beat(_args: argparse.Namespace) -> int:
     import redis
 
     from core.clock import utcnow
+    from core.presence import ready_workers
     from core.queue import make_celery
     from models.db import make_engine, make_session_factory
     from worker.events import JobEvents
@@ -145,7 +146,7 @@ def cmd_beat(_args: argparse.Namespace) -> int:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
     celery = make_celery(settings.redis_url)
     sweeper = Sweeper(make_session_factory(make_engine(settings.resolved_database_url)), JobEvents(client, celery),
-                      settings, utcnow)
+                      settings, utcnow, lambda: {str(worker.get("name")) for worker in ready_workers(client)})
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -66,6 +66,9 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: A running job belongs to its worker until then; `beat` hands it on after.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The worker (presence name, `host:pid`) that holds the running job; `beat` hands it on once that worker is
+    #: known dead, before the lease runs out.
+    claimed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     #: When the job's id was last published to the queue.
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, tuple_, update
+from sqlalchemy import case, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -169,7 +169,8 @@ class Outcome:
 _RETURNING = (Job.id, Job.attempts, Job.task, Job.input, Job.parameters, Job.created_at, Job.n_inputs, Job.webhook)
 
 
-def _claim_where(session: Session, condition: Any, clock: Clock, lease_s: int) -> tuple[list[Claim], Events]:
+def _claim_where(session: Session, condition: Any, clock: Clock, lease_s: int,
+                 worker: str | None) -> tuple[list[Claim], Events]:
     # The time is read once the transaction holds its lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: after the rows'
     # SKIP LOCKED select), so every job it can claim was committed — and stamped `created_at` — before it. A job
     # stamped later still (another host's clock running ahead) starts when it was created, never before.
@@ -183,6 +184,7 @@ def _claim_where(session: Session, condition: Any, clock: Clock, lease_s: int) -
             attempts=Job.attempts + 1,
             started_at=func.coalesce(Job.started_at, case((Job.created_at > now, Job.created_at), else_=now)),
             lease_until=now + timedelta(seconds=lease_s),
+            claimed_by=worker,
         )
         .returning(*_RETURNING)
         .execution_options(synchronize_session=False)
@@ -194,16 +196,17 @@ def _claim_where(session: Session, condition: Any, clock: Clock, lease_s: int) -
 
 
 def claim_job(
-    sessions: sessionmaker[Session], job_id: str, clock: Clock, lease_s: int
+    sessions: sessionmaker[Session], job_id: str, clock: Clock, lease_s: int, worker: str | None = None
 ) -> tuple[Claim | None, Events]:
-    """Claims one job if it is still queued; a duplicate or late message claims nothing."""
+    """Claims one job for `worker` if it is still queued; a duplicate or late message claims nothing."""
     with transaction(sessions) as session:
-        claims, events = _claim_where(session, Job.id == job_id, clock, lease_s)
+        claims, events = _claim_where(session, Job.id == job_id, clock, lease_s, worker)
     return (claims[0] if claims else None), events
 
 
 def claim_more(
-    sessions: sessionmaker[Session], task: str, max_inputs: int, clock: Clock, lease_s: int
+    sessions: sessionmaker[Session], task: str, max_inputs: int, clock: Clock, lease_s: int,
+    worker: str | None = None,
 ) -> tuple[list[Claim], Events]:
     """Claims the oldest queued jobs of `task` whose inputs fit in `max_inputs`. On PostgreSQL the candidate rows
     are locked with SKIP LOCKED so that workers claiming at once take disjoint jobs; SQLite serialises writers."""
@@ -225,7 +228,7 @@ def claim_more(
             budget -= n_inputs
         if not chosen:
             return [], []
-        return _claim_where(session, Job.id.in_(chosen), clock, lease_s)
+        return _claim_where(session, Job.id.in_(chosen), clock, lease_s, worker)
 
 
 def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: datetime, lease_s: int) -> int:
@@ -295,19 +298,27 @@ def cancel(session: Session, job_id: str, now: datetime) -> tuple[bool, str | No
 
 # --- reclaim, requeue, expire keys (`beat`) ----------------------------------------------------------------------
 
+def running_workers(sessions: sessionmaker[Session]) -> set[str]:
+    """The workers that hold running jobs."""
+    with sessions() as session:
+        return set(session.scalars(select(Job.claimed_by).where(Job.status == RUNNING, Job.claimed_by.is_not(None))
+                                   .distinct()))
+
+
 def reclaim_expired(
-    sessions: sessionmaker[Session], now: datetime, max_attempts: int, limit: int
+    sessions: sessionmaker[Session], now: datetime, max_attempts: int, limit: int,
+    dead_workers: Collection[str] = (),
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], Events]:
-    """Running jobs whose lease expired (their worker died): back to `queued`, or `failed` with `worker_lost`
-    after `max_attempts`, so that a poison input cannot loop. Returns (failed (id, status), requeued (id, task),
-    webhook events)."""
+    """Running jobs whose lease expired or whose worker is known dead: back to `queued`, or `failed` with
+    `worker_lost` after `max_attempts`, so that a poison input cannot loop. Returns (failed (id, status),
+    requeued (id, task), webhook events)."""
     failed: list[tuple[str, str]] = []
     requeued: list[tuple[str, str]] = []
     events: Events = []
     with transaction(sessions) as session:
         expired = session.execute(
             select(Job.id, Job.attempts, Job.task)
-            .where(Job.status == RUNNING, Job.lease_until < now)
+            .where(Job.status == RUNNING, or_(Job.lease_until < now, Job.claimed_by.in_(list(dead_workers))))
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
@@ -320,7 +331,8 @@ def reclaim_expired(
                     failed.append((job_id, FAILED))
                     event = record_event(session, job_id, EVENT_COMPLETED, now)
                     events += [event] if event else []
-            elif rowcount(session.execute(still_held.values(status=QUEUED, lease_until=None, published_at=now))):
+            elif rowcount(session.execute(still_held.values(status=QUEUED, lease_until=None, claimed_by=None,
+                                                            published_at=now))):
                 requeued.append((job_id, task))
     return failed, requeued, events
 

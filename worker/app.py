@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
 from core.metrics import WORKER_READY
-from core.presence import announce
+from core.presence import announce, worker_name
 from core.queue import DELIVER_TASK, INFER_TASK, make_celery
 from core.settings import Settings
 from core.tasks import ModelUnavailable
@@ -57,7 +57,7 @@ class WorkerContext:
     @functools.cached_property
     def batcher(self) -> Batcher:
         events = JobEvents(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5), self.celery)
-        return Batcher(self.sessions, self.engines.get, events, self.settings, utcnow)
+        return Batcher(self.sessions, self.engines.get, events, self.settings, utcnow, worker_name())
 
     @functools.cached_property
     def webhook_sender(self) -> WebhookSender:

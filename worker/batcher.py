@@ -58,12 +58,15 @@ class Batcher:
         events: JobEvents,
         settings: Settings,
         clock: Callable[[], datetime],
+        worker: str | None = None,
     ) -> None:
         self.sessions = sessions
         self.engines = engines
         self.events = events
         self.settings = settings
         self.clock = clock
+        #: This worker's presence name, written on the jobs it claims so that `beat` can tell when it is gone.
+        self.worker = worker
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         #: Redundant messages (of jobs an earlier batch took) dropped since the last batch's log line.
         self._skipped = 0
@@ -73,7 +76,7 @@ class Batcher:
             self._skipped += 1
             return
         steps = _Stopwatch()
-        first, started_events = claim_job(self.sessions, job_id, self.clock, self.settings.lease_s)
+        first, started_events = claim_job(self.sessions, job_id, self.clock, self.settings.lease_s, self.worker)
         if first is None:
             return  # canceled, finished, or claimed by another worker's batch: nothing to do
         more, more_started_events = self._fill(first.task, self.settings.max_batch_size - first.n_inputs)
@@ -129,7 +132,7 @@ class Batcher:
         events: list[str] = []
         deadline = time.monotonic() + self.settings.max_batch_wait_ms / 1000
         while budget > 0:
-            more, started = claim_more(self.sessions, task, budget, self.clock, self.settings.lease_s)
+            more, started = claim_more(self.sessions, task, budget, self.clock, self.settings.lease_s, self.worker)
             claims += more
             events += started
             budget -= sum(claim.n_inputs for claim in more)

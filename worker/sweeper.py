@@ -1,7 +1,7 @@
 """`distilq beat`: periodic maintenance, one instance at a time (a Redis lock).
 
-- hands jobs whose lease expired (their worker died) back to the queue, or fails them with `worker_lost`
-  after `max_attempts`, so that a poison input cannot loop forever;
+- hands back to the queue the jobs of a worker known to be dead (its presence key gone for DEAD_AFTER) or whose
+  lease expired, or fails them with `worker_lost` after `max_attempts`, so that a poison input cannot loop;
 - re-publishes jobs `queued` for longer than `requeue_after_s` (their message was lost);
 - frees idempotency keys older than their time to live;
 - publishes webhook events that are due: retries at their scheduled time, and events whose message was lost.
@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.presence import REFRESH_S
 from core.settings import Settings
 from store import jobs
 from webhooks import take_due_events
@@ -27,6 +28,9 @@ from worker.events import JobEvents
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "distilq:beat"
+#: A worker holding running jobs is dead once its presence key has been missing this long: past its expiry, and
+#: long enough for a live worker to write it again after Redis restarted empty (it refreshes every REFRESH_S).
+DEAD_AFTER = timedelta(seconds=2 * REFRESH_S)
 #: Jobs handled per sweep step, so that one sweep's transaction stays short.
 SWEEP_LIMIT = 500
 
@@ -38,11 +42,16 @@ class Sweeper:
         events: JobEvents,
         settings: Settings,
         clock: Callable[[], datetime],
+        live_workers: Callable[[], set[str]] | None = None,
     ) -> None:
         self.sessions = sessions
         self.events = events
         self.settings = settings
         self.clock = clock
+        #: The presence names of the workers alive now; raises when that cannot be known (Redis away).
+        self.live_workers = live_workers
+        #: Workers holding running jobs whose presence was missing at a sweep, and since when.
+        self._missing_since: dict[str, datetime] = {}
 
     def sweep(self) -> dict[str, int]:
         return {
@@ -52,9 +61,27 @@ class Sweeper:
             "webhooks_published": self._publish_due_webhooks(),
         }
 
+    def _dead_workers(self, now: datetime) -> set[str]:
+        if self.live_workers is None:
+            return set()
+        try:
+            live = self.live_workers()
+        except Exception as error:  # unknown now: only leases decide
+            log.warning("worker presence unknown: %s", error)
+            return set()
+        holding = jobs.running_workers(self.sessions)
+        missing = holding - live
+        self._missing_since = {name: self._missing_since.get(name, now) for name in missing}
+        return {name for name, since in self._missing_since.items() if now - since >= DEAD_AFTER}
+
     def _reclaim_expired_leases(self) -> int:
-        failed, requeued, events = jobs.reclaim_expired(self.sessions, self.clock(), self.settings.max_attempts,
-                                                        SWEEP_LIMIT)
+        now = self.clock()
+        dead = self._dead_workers(now)
+        failed, requeued, events = jobs.reclaim_expired(self.sessions, now, self.settings.max_attempts, SWEEP_LIMIT,
+                                                        dead)
+        if dead and (failed or requeued):
+            log.info("handed on the jobs of dead workers", extra={"workers": sorted(dead),
+                                                                  "jobs": len(failed) + len(requeued)})
         self.events.queued(requeued)
         self.events.finished(failed)
         self.events.webhooks(events)

@@ -264,3 +264,30 @@ def test_distilq_up_starts_a_killed_child_again(tmp_path: Path, tiny_models: dic
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_a_dead_workers_jobs_are_handed_on_before_their_lease_runs_out(
+        tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str], own_redis: EmbeddedRedis,
+        slow_models: dict[str, Path]) -> None:
+    """With the default 120 s lease, the jobs of a worker killed mid-batch once waited the whole lease; now `beat`
+    hands them on once the worker's presence key (30 s) has been gone a while."""
+    env = {**CHAOS_ENV, "DISTILQ_LEASE_S": "120", "DISTILQ_REQUEUE_AFTER_S": "60"}
+    stack = Stack(tmp_path_factory.mktemp("stack"), backend[0], own_redis.url, slow_models, env)
+    try:
+        stack.start_api()
+        http = stack.client(stack.new_key())
+        stack.start_worker("worker-1", "--queues", "fill-mask")
+        stack.start("beat", "beat")
+        ids = submit_all(stack, http, texts(16))
+        wait_for(lambda: running(stack, ids), 60, "a batch to start")
+        stack.stop("worker-1", signal.SIGKILL)
+        in_flight = running(stack, ids)
+        assert in_flight
+        stack.start_worker("worker-2", "--queues", "fill-mask")
+        wait_for(lambda: all_finished(stack, ids), 100, "the dead worker's jobs to run elsewhere")
+        final = rows(stack, ids)
+        assert all(job.status == "succeeded" for job in final.values())
+        assert all(final[job_id].attempts == 2 for job_id in in_flight)
+        assert "handed on the jobs of dead workers" in stack.log("beat")
+    finally:
+        stack.stop_all()

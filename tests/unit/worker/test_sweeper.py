@@ -10,7 +10,7 @@ from models.tables import Job
 from store import jobs
 from tests.doubles import ManualClock, RecordingEvents
 from tests.unit.conftest import Submit
-from worker.sweeper import Sweeper
+from worker.sweeper import DEAD_AFTER, Sweeper
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
 SETTINGS = Settings(lease_s=10, requeue_after_s=60, max_attempts=2)
@@ -73,3 +73,53 @@ def test_a_webhook_event_whose_message_was_lost_is_published_again(submit: Submi
     assert sweeper.sweep()["webhooks_published"] == 1
     assert events.webhook_events == started
     assert sweeper.sweep()["webhooks_published"] == 0
+
+
+def test_the_jobs_of_a_worker_known_dead_are_handed_on_before_their_lease_ends(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """Once only the lease (120 s by default) told that a worker died; its presence key (30 s) is gone sooner."""
+    live = {"host:1", "host:2"}
+    settings = Settings(lease_s=120, max_attempts=3)
+    events = RecordingEvents()
+    sweeper = Sweeper(sessions, events, settings, clock, lambda: set(live))  # type: ignore[arg-type]
+    mine, other = submit(ONE), submit(ONE)
+    jobs.claim_job(sessions, mine.id, clock, settings.lease_s, "host:1")
+    jobs.claim_job(sessions, other.id, clock, settings.lease_s, "host:2")
+
+    live.discard("host:1")
+    assert sweeper.sweep()["reclaimed"] == 0  # missing once: maybe Redis restarted and it has not written it yet
+    clock.advance(DEAD_AFTER.total_seconds() - 1)
+    assert sweeper.sweep()["reclaimed"] == 0
+    clock.advance(1)
+    assert sweeper.sweep()["reclaimed"] == 1
+    assert events.queued_jobs == [(mine.id, "fill-mask")]
+    with sessions() as session:
+        assert session.get_one(Job, other.id).status == "running"  # its worker lives
+
+
+def test_a_worker_that_comes_back_in_time_keeps_its_jobs(submit: Submit, sessions: sessionmaker[Session],
+                                                        clock: ManualClock) -> None:
+    live: set[str] = set()
+    sweeper = Sweeper(sessions, RecordingEvents(), Settings(lease_s=120), clock,  # type: ignore[arg-type]
+                      lambda: set(live))
+    job = submit(ONE)
+    jobs.claim_job(sessions, job.id, clock, 120, "host:1")
+    sweeper.sweep()
+    clock.advance(DEAD_AFTER.total_seconds() - 1)
+    live.add("host:1")  # Redis came back empty and the worker wrote its key again
+    sweeper.sweep()
+    live.discard("host:1")
+    clock.advance(DEAD_AFTER.total_seconds() - 1)
+    assert sweeper.sweep()["reclaimed"] == 0  # missing anew: counted from now
+
+
+def test_presence_unknown_leaves_the_decision_to_leases(submit: Submit, sessions: sessionmaker[Session],
+                                                       clock: ManualClock) -> None:
+    def redis_away() -> set[str]:
+        raise ConnectionError("Redis is away")
+
+    sweeper = Sweeper(sessions, RecordingEvents(), Settings(lease_s=120), clock, redis_away)  # type: ignore[arg-type]
+    job = submit(ONE)
+    jobs.claim_job(sessions, job.id, clock, 120, "host:1")
+    clock.advance(3 * DEAD_AFTER.total_seconds())
+    assert sweeper.sweep()["reclaimed"] == 0
