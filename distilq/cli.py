@@ -37,10 +37,20 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def _key_sessions(args: argparse.Namespace) -> sessionmaker[Session]:
+    """Sessions on the (migrated) database the keys live in. Says on stderr which database that is — a relative
+    DISTILQ_HOME names another one in every directory — and warns when there was none yet."""
     from models.db import make_engine, make_session_factory
 
+    settings = get_settings()
+    url = settings.resolved_database_url
+    fresh = url.startswith("sqlite") and not (settings.home / "distilq.db").exists() and not settings.database_url
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the key alone on stdout, no migration chatter
     cmd_migrate(args)
-    return make_session_factory(make_engine(get_settings().resolved_database_url))
+    print(f"distilq: keys of the database {url}", file=sys.stderr)
+    if fresh:
+        print(f"distilq: warning: there was no database at {url}; a new one was made. If `distilq up` runs from "
+              "another directory, set DISTILQ_HOME to an absolute path, the same for both.", file=sys.stderr)
+    return make_session_factory(make_engine(url))
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -225,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_keys_create)
     listing = keys_sub.add_parser("list", help="every key: name, prefix, created, last used, revoked")
     listing.set_defaults(func=cmd_keys_list)
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id or its shown prefix")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key named by its id, the key, or its beginning")
     revoke.add_argument("key")
     revoke.set_defaults(func=cmd_keys_revoke)
     return parser

@@ -17,6 +17,8 @@ from webhooks import new_webhook_secret
 KEY_PREFIX = "dq_"
 #: Characters of a key kept in the clear to tell keys apart: the prefix and 6 random characters.
 SHOWN_PREFIX_LEN = len(KEY_PREFIX) + 6
+#: The shortest beginning of a key that `keys revoke` takes: the `dq_` and three characters.
+MIN_REVOKE_PREFIX_LEN = len(KEY_PREFIX) + 3
 #: `last_used_at` is refreshed at most this often, so that reads do not each cost a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -45,11 +47,17 @@ def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 
 
-def revoke_key(session: Session, id_or_prefix: str) -> int:
-    """Revokes the key with this id or shown prefix; returns how many keys that was (0 or 1, or more only when
-    a prefix is ambiguous, in which case nothing is revoked)."""
+def revoke_key(session: Session, id_or_key: str) -> int:
+    """Revokes the active key that `id_or_key` names: its id, the key itself, or its beginning (the shown prefix
+    or more of the key, or at least MIN_REVOKE_PREFIX_LEN characters of the shown prefix). Returns how many keys
+    matched: 1 revokes it; 0 or more than one revokes nothing."""
+    active = ApiKey.revoked_at.is_(None)
     matches = list(session.scalars(select(ApiKey.id).where(
-        or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix), ApiKey.revoked_at.is_(None))))
+        active, or_(ApiKey.id == id_or_key, ApiKey.key_hash == hash_key(id_or_key)))))
+    if not matches and len(id_or_key) >= MIN_REVOKE_PREFIX_LEN:
+        shown = id_or_key[:SHOWN_PREFIX_LEN]
+        condition = ApiKey.prefix == shown if len(shown) == SHOWN_PREFIX_LEN else ApiKey.prefix.startswith(shown)
+        matches = list(session.scalars(select(ApiKey.id).where(active, condition)))
     if len(matches) == 1:
         session.execute(update(ApiKey).where(ApiKey.id == matches[0]).values(revoked_at=utcnow()))
     return len(matches)

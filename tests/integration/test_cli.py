@@ -63,3 +63,20 @@ def test_migrate_builds_the_schema(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "distilq.cli", "migrate"], env=env, check=True, capture_output=True)
     tables = set(inspect(create_engine(url)).get_table_names())
     assert {"jobs", "api_keys", "alembic_version"} <= tables
+
+
+def test_keys_create_prints_the_key_alone_and_says_which_database(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    env["DISTILQ_HOME"] = "relative-home"  # relative to the current directory: another database elsewhere
+
+    def create() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "distilq.cli", "keys", "create", "--name", "me"], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, check=True)
+
+    first = create()
+    assert first.stdout.startswith("dq_") and first.stdout.count("\n") == 1
+    database = tmp_path / "relative-home" / "distilq.db"
+    assert f"keys of the database sqlite:///{database}" in first.stderr
+    assert "warning: there was no database" in first.stderr
+    assert "Running upgrade" not in first.stderr and "alembic" not in first.stderr
+    assert "warning" not in create().stderr  # the same directory: the same database

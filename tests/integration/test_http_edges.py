@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, wait_for
 
-pytestmark = pytest.mark.stack(env={"DISTILQ_LOG_FORMAT": "json", "DISTILQ_MAX_BODY_BYTES": "100000"})
+#: An API and no worker: jobs stay queued, so a `Prefer: wait` holds for as long as it asks.
+pytestmark = pytest.mark.stack(env={"DISTILQ_LOG_FORMAT": "json", "DISTILQ_MAX_BODY_BYTES": "100000",
+                                    "DISTILQ_MAX_WAITING_PER_KEY": "2"})
 
 
 def error_of(response: requests.Response) -> dict[str, object]:
@@ -65,3 +68,25 @@ def test_every_line_the_api_logs_is_json(stack: Stack) -> None:
     for line in lines:
         record = json.loads(line)
         assert {"time", "level", "logger", "message"} <= set(record), line
+
+
+def test_one_key_cannot_hold_more_than_its_share_of_waiting_requests(stack: Stack) -> None:
+    """40 held requests of one key once made /healthz take 8.6 s: each held a server thread."""
+    greedy, other = stack.client(stack.new_key()), stack.client(stack.new_key())
+    body = {"inputs": {"input_string": ["a [MASK]"]}}
+
+    def post(http: requests.Session, wait_s: int) -> requests.Response:
+        return http.post(f"{stack.url}/v1/fill-mask", json=body, headers={"Prefer": f"wait={wait_s}"}, timeout=60)
+
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(post, greedy, 20) for _ in range(2)]
+        def probe() -> requests.Response | None:
+            """Until both are held, a probe is granted its own 1 s wait; once they are, it is answered at once."""
+            response = post(greedy, 1)
+            return response if "Preference-Applied" not in response.headers else None
+
+        refused = wait_for(probe, 30, "the key's two waits to be held")
+        assert refused.status_code == 202 and refused.json()["status"] == "queued"
+        assert post(other, 1).headers["Preference-Applied"] == "wait=1"  # another key still may wait
+        assert requests.get(f"{stack.url}/healthz", timeout=5).status_code == 200
+        assert all(f.result().headers["Preference-Applied"] == "wait=20" for f in held)
