@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM
 
 from contract.tokens import target_ids
 from core.tasks import TASK_FILL_MASK
 from worker.engine import InputError, JobPayload
+from worker.engine.detokenize import Detokenizer
 from worker.engine.model_engine import ModelEngine
 from worker.engine.packed import encode
 from worker.engine.runtime import Runtime
@@ -28,99 +28,119 @@ class FillMaskEngine(ModelEngine):
         super().__init__(AutoModelForMaskedLM, model_id, runtime, max_batch_size, max_batch_tokens)
         self.mask_id: int = self.tokenizer.mask_token_id
         self.max_tokens: int = self.model.config.max_position_embeddings
+        self.backend = self.tokenizer.backend_tokenizer
+        self.detokenizer = Detokenizer(self.tokenizer)
 
     def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
         texts = [text for job in jobs for text in job.input["input_string"]]
         with self.phases.timed("tokenize"):
-            encoded: list[list[int]] = self.tokenizer(texts, return_attention_mask=False)["input_ids"]
+            # One call of the Rust tokenizer for the whole batch (parallel inside), not the Python wrapper.
+            encoded: list[list[int]] = [e.ids for e in self.backend.encode_batch_fast(texts)]
         for index, ids in enumerate(encoded):
             if self.mask_id not in ids:
                 raise InputError(f"input {index} has no mask token {self.tokenizer.mask_token}")
             if len(ids) > self.max_tokens:
                 raise InputError(f"input {index} has {len(ids)} tokens; the model takes {self.max_tokens}")
-
-        probs = self._mask_probabilities(encoded)
-
+        requests = self._requests(jobs)
+        states, rows_of_input = self._mask_states(encoded)
+        with self.phases.timed("head"):
+            probs = self._head(states)
+        with self.phases.timed("select"):
+            selected = self._select(probs, rows_of_input, requests)
         with self.phases.timed("postprocess"):
-            return self._outputs(jobs, encoded, probs)
+            return self._outputs(jobs, encoded, rows_of_input, requests, selected)
 
-    def _outputs(self, jobs: list[JobPayload], encoded: list[list[int]], probs: list[torch.Tensor]) -> list[list[Any]]:
-        outputs: list[list[Any]] = []
-        cursor = 0
+    def _requests(self, jobs: list[JobPayload]) -> list[tuple[int, list[int] | None]]:
+        """Per input: its job's top_k and target ids (None: the whole vocabulary)."""
+        requests: list[tuple[int, list[int] | None]] = []
         for job in jobs:
             top_k: int = job.parameters["top_k"]  # stored with every default filled in (contract/requests.py)
             targets = job.parameters.get("targets")
-            targets_ids = (
-                np.array(target_ids(self.tokenizer.backend_tokenizer, targets)) if targets else None
-            )
-            if targets_ids is not None and targets_ids.size == 0:
+            ids = target_ids(self.backend, targets) if targets else None
+            if ids is not None and not ids:
                 raise InputError("no target of parameters.targets is a token of the model")
-            job_outputs = []
-            for _ in job.input["input_string"]:
-                job_outputs.append(self._propositions(encoded[cursor], probs[cursor], top_k, targets_ids))
-                cursor += 1
-            outputs.append(job_outputs)
-        return outputs
+            requests += [(min(top_k, len(ids)) if ids else top_k, ids)] * len(job.input["input_string"])
+        return requests
 
     @torch.inference_mode()
-    def _mask_probabilities(self, encoded: list[list[int]]) -> list[torch.Tensor]:
-        """Per input: a (masks × vocab) float32 tensor of softmax probabilities, on the CPU. The encoder runs per
-        pass, its last layer finished at the mask positions only; the head runs once over the mask states of all
-        passes, so its 28996 × 768 projector is read once per call rather than once per pass."""
-        model = self.model
+    def _mask_states(self, encoded: list[list[int]]) -> tuple[torch.Tensor, list[list[int]]]:
+        """The final hidden state at every mask, on the device, and for each input the rows of its masks (in
+        position order). The encoder runs per pass, its last layer finished at the mask positions only."""
         states: list[torch.Tensor] = []
-        owners: list[int] = []  # for each mask state, the input it belongs to
+        rows_of_input: list[list[int]] = [[] for _ in encoded]
+        row = 0
         for batch in self.passes(encoded):
             with self.phases.timed("forward"):
                 at_mask = torch.nonzero(batch.input_ids == self.mask_id).squeeze(1)  # packed: input by input
                 self.phases.count_kept(len(at_mask))
-                states.append(encode(model.distilbert, batch, keep=at_mask))
-            for row in batch.rows:
-                owners += [row] * encoded[row].count(self.mask_id)
-        with self.phases.timed("head"):
-            logits = model.vocab_transform(torch.cat(states))
-            logits = model.activation(logits)
-            logits = model.vocab_layer_norm(logits)
-            logits = model.vocab_projector(logits)
-            probs = logits.float().softmax(dim=-1).cpu()
-        result: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
-        start = 0
-        while start < len(owners):
-            end = start
-            while end < len(owners) and owners[end] == owners[start]:
-                end += 1
-            result[owners[start]] = probs[start:end]
-            start = end
-        return result
+                states.append(encode(self.model.distilbert, batch, keep=at_mask))
+            for index in batch.rows:
+                masks = encoded[index].count(self.mask_id)
+                rows_of_input[index] = list(range(row, row + masks))
+                row += masks
+        return torch.cat(states), rows_of_input
 
-    def _propositions(
-        self, ids: list[int], probs: torch.Tensor, top_k: int, targets: np.ndarray | None
-    ) -> list[Any]:
-        """FillMaskPipeline.postprocess for one input."""
-        if targets is not None:
-            probs = probs[..., targets]
-            top_k = min(top_k, int(targets.shape[0]))
-        values, predictions = probs.topk(top_k)
-        positions = [i for i, token in enumerate(ids) if token == self.mask_id]
-        single_mask = len(positions) == 1
-        rows = []
-        for position, row_values, row_predictions in zip(
-            positions, values.tolist(), predictions.tolist(), strict=True
-        ):
-            row = []
-            for score, prediction in zip(row_values, row_predictions, strict=True):
-                token = int(targets[prediction]) if targets is not None else prediction
-                tokens = list(ids)
-                tokens[position] = token
-                sequence = self.tokenizer.decode(
-                    [t for t in tokens if t != self.pad_id], skip_special_tokens=single_mask
-                )
-                row.append(
-                    {"score": score, "token": token, "token_str": self.tokenizer.decode([token]),
+    @torch.inference_mode()
+    def _head(self, states: torch.Tensor) -> torch.Tensor:
+        """(masks × vocab) probabilities, float32, on the device: the MLM head runs once per call over the masks
+        of every pass, so its 28996 × 768 projector is read once."""
+        model = self.model
+        logits = model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(states))))
+        return logits.float().softmax(dim=-1)
+
+    @torch.inference_mode()
+    def _select(self, probs: torch.Tensor, rows_of_input: list[list[int]],
+                requests: list[tuple[int, list[int] | None]]) -> list[tuple[list[float], list[int]]]:
+        """Per mask row: its best (scores, token ids), best first. Top-k runs on the device, once for every mask
+        that ranks the whole vocabulary (at the largest top_k asked for), once per target set otherwise; each
+        result comes back to the host in one copy."""
+        selected: list[tuple[list[float], list[int]]] = [([], [])] * probs.shape[0]
+        plain = sorted(r for rows, (_, targets) in zip(rows_of_input, requests, strict=True) if targets is None
+                       for r in rows)
+        if plain:
+            k = max(top_k for rows, (top_k, targets) in zip(rows_of_input, requests, strict=True) if targets is None)
+            picked = probs if len(plain) == probs.shape[0] else probs[torch.tensor(plain, device=probs.device)]
+            values, indices = picked.topk(k)
+            for r, row_values, row_indices in zip(plain, values.cpu().tolist(), indices.cpu().tolist(), strict=True):
+                selected[r] = (row_values, row_indices)
+        by_targets: dict[tuple[int, ...], list[int]] = {}
+        for rows, (_, targets) in zip(rows_of_input, requests, strict=True):
+            if targets is not None:
+                by_targets.setdefault(tuple(targets), []).extend(rows)
+        for targets_key, rows in by_targets.items():
+            columns = torch.tensor(targets_key, device=probs.device)
+            sub = probs[torch.tensor(rows, device=probs.device)][:, columns]
+            values, indices = sub.topk(len(targets_key))
+            for r, row_values, row_indices in zip(rows, values.cpu().tolist(), indices.cpu().tolist(), strict=True):
+                selected[r] = (row_values, [targets_key[i] for i in row_indices])
+        return selected
+
+    def _outputs(self, jobs: list[JobPayload], encoded: list[list[int]], rows_of_input: list[list[int]],
+                 requests: list[tuple[int, list[int] | None]],
+                 selected: list[tuple[list[float], list[int]]]) -> list[list[Any]]:
+        """FillMaskPipeline.postprocess for every input, from the selected rows and the token tables."""
+        per_input = []
+        for ids, rows, (top_k, _) in zip(encoded, rows_of_input, requests, strict=True):
+            positions = [i for i, token in enumerate(ids) if token == self.mask_id]
+            single_mask = len(positions) == 1
+            propositions = []
+            for position, row in zip(positions, rows, strict=True):
+                scores, tokens = selected[row]
+                scores, tokens = scores[:top_k], tokens[:top_k]
+                sequences = self.detokenizer.sequences(ids, position, tokens, skip_special_tokens=single_mask)
+                propositions.append([
+                    {"score": score, "token": token, "token_str": self.detokenizer.token_str(token),
                      "sequence": sequence}
-                )
-            rows.append(row)
-        return rows[0] if single_mask else rows
+                    for score, token, sequence in zip(scores, tokens, sequences, strict=True)
+                ])
+            per_input.append(propositions[0] if single_mask else propositions)
+        outputs: list[list[Any]] = []
+        cursor = 0
+        for job in jobs:
+            count = len(job.input["input_string"])
+            outputs.append(per_input[cursor: cursor + count])
+            cursor += count
+        return outputs
 
     def warm_up(self) -> None:
         self.run([JobPayload({"input_string": [f"Warm {self.tokenizer.mask_token} up."]}, {"top_k": 1})])

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import Encoding
+from tokenizers import Encoding, Tokenizer
 from transformers import AutoModelForQuestionAnswering
 
 from contract.requests import QuestionAnsweringParameters
@@ -62,6 +62,33 @@ def decode_spans(
     return starts, ends, candidates[0, starts, ends]
 
 
+def decode_spans_banded(
+    start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int, undesired_tokens: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`decode_spans` without the T × T outer product: only the spans it can keep (start ≤ end < start +
+    max_answer_len) are scored, a T × max_answer_len band (384 × 15 rather than 384 × 384). Each band entry is the
+    same single product, in the same row-major order, so the best spans are the same; where fewer spans score
+    above zero than are asked for, the full product decides which zero-score spans fill up, as it always did."""
+    length = start.shape[-1]
+    width = min(max_answer_len, length)
+    padded_end = np.concatenate([end[0], np.zeros(width - 1, dtype=end.dtype)])
+    band = start[0][:, None] * np.lib.stride_tricks.sliding_window_view(padded_end, width)[:length]
+    scores_flat = band.ravel()
+    if np.count_nonzero(scores_flat) < topk:
+        return decode_spans(start, end, topk, max_answer_len, undesired_tokens)
+    if topk == 1:
+        idx_sort = np.array([np.argmax(scores_flat)])
+    else:
+        idx = np.argpartition(-scores_flat, topk)[0:topk]
+        idx_sort = idx[np.argsort(-scores_flat[idx])]
+    starts, offsets = np.divmod(idx_sort, width)
+    ends = starts + offsets
+    # As the pipeline has it (see decode_spans): position 0 passes the filter too.
+    allowed = undesired_tokens.nonzero()
+    desired = np.isin(starts, allowed) & np.isin(ends, allowed)
+    return starts[desired], ends[desired], scores_flat[idx_sort[desired]]
+
+
 def select_starts_ends(
     start: np.ndarray,
     end: np.ndarray,
@@ -83,7 +110,7 @@ def select_starts_ends(
     if handle_impossible_answer:
         min_null_score = min(min_null_score, (start[0, 0] * end[0, 0]).item())
     start[0, 0] = end[0, 0] = 0.0
-    starts, ends, scores = decode_spans(start, end, top_k, max_answer_len, undesired_tokens)
+    starts, ends, scores = decode_spans_banded(start, end, top_k, max_answer_len, undesired_tokens)
     return starts, ends, scores, min_null_score
 
 
@@ -106,6 +133,9 @@ class QuestionAnsweringEngine(ModelEngine):
     def __init__(self, model_id: str, runtime: Runtime, max_batch_size: int, max_batch_tokens: int) -> None:
         super().__init__(AutoModelForQuestionAnswering, model_id, runtime, max_batch_size, max_batch_tokens)
         self.cls_id: int = self.tokenizer.cls_token_id
+        # A copy of its own: this engine sets truncation on it per call.
+        self.backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        self.backend.no_padding()
 
     def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
         pairs: list[tuple[str, str, dict[str, Any]]] = [
@@ -144,38 +174,42 @@ class QuestionAnsweringEngine(ModelEngine):
         return outputs
 
     def _chunks(self, pairs: list[tuple[str, str, dict[str, Any]]]) -> list[Chunk]:
-        """Tokenize pairs that share max_seq_len and doc_stride in one call each."""
+        """The chunks of every pair: one call of the Rust tokenizer per (max_seq_len, doc_stride) in the batch,
+        with its own truncation and overflow (stride) doing the chunking, as the pipeline's tokenizer call does."""
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, (_, _, params) in enumerate(pairs):
             groups[(params["max_seq_len"], params["doc_stride"])].append(index)
         chunks: list[Chunk] = []
         for (max_seq_len, doc_stride), members in groups.items():
-            # The tokenizer panics (not an Exception) on a stride it cannot honour: refuse such a pair first.
-            counted = self.tokenizer(
-                [pairs[m][0] for m in members] + [pairs[m][1] for m in members],
-                add_special_tokens=False, return_attention_mask=False,
-            )["input_ids"]
-            for position, member in enumerate(members):
-                q_len, c_len = len(counted[position]), len(counted[len(members) + position])
-                try:
-                    qa_chunk_count(q_len, c_len, max_seq_len, doc_stride)
-                except ValueError as error:
-                    raise InputError(f"input {member}: {error}") from error
-            encoded = self.tokenizer(
-                text=[pairs[m][0] for m in members],
-                text_pair=[pairs[m][1] for m in members],
-                truncation="only_second",
-                max_length=max_seq_len,
-                stride=doc_stride,
-                return_overflowing_tokens=True,
-                return_offsets_mapping=True,
-            )
-            for span, sample in enumerate(encoded["overflow_to_sample_mapping"]):
-                input_ids = encoded["input_ids"][span]
-                p_mask = np.array([tok != 1 for tok in encoded.sequence_ids(span)], dtype=np.int64)
-                p_mask[np.array(input_ids) == self.cls_id] = 0  # CLS stays: models use it for "no answer"
-                chunks.append(Chunk(members[sample], input_ids, p_mask, encoded.encodings[span]))
+            self.backend.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
+            try:
+                encodings = self.backend.encode_batch([(pairs[m][0], pairs[m][1]) for m in members])
+            except BaseException as error:  # the tokenizers library panics on a stride it cannot honour
+                self.backend.no_truncation()
+                if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
+                    raise
+                self._refuse_unsplittable(pairs, members, max_seq_len, doc_stride)
+                raise
+            self.backend.no_truncation()
+            for member, encoding in zip(members, encodings, strict=True):
+                for chunk in (encoding, *encoding.overflowing):
+                    input_ids = chunk.ids
+                    p_mask = np.array([sequence != 1 for sequence in chunk.sequence_ids], dtype=np.int64)
+                    p_mask[np.array(input_ids) == self.cls_id] = 0  # CLS stays: models use it for "no answer"
+                    chunks.append(Chunk(member, input_ids, p_mask, chunk))
         return chunks
+
+    def _refuse_unsplittable(self, pairs: list[tuple[str, str, dict[str, Any]]], members: list[int],
+                             max_seq_len: int, doc_stride: int) -> None:
+        """Raises InputError naming the first pair that cannot be split at this max_seq_len and doc_stride."""
+        counted = self.backend.encode_batch_fast(
+            [pairs[m][0] for m in members] + [pairs[m][1] for m in members], add_special_tokens=False)
+        for position, member in enumerate(members):
+            q_len, c_len = len(counted[position].ids), len(counted[len(members) + position].ids)
+            try:
+                qa_chunk_count(q_len, c_len, max_seq_len, doc_stride)
+            except ValueError as error:
+                raise InputError(f"input {member}: {error}") from error
 
     @torch.inference_mode()
     def _logits(self, chunks: list[Chunk]) -> list[tuple[np.ndarray, np.ndarray]]:
