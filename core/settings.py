@@ -32,10 +32,13 @@ class Settings(BaseSettings):
     #: `auto` is float16 on CUDA and float32 on the CPU.
     dtype: str = "auto"
 
-    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    #: Inputs claimed into one batch, and rows per forward pass. None: the device's default
+    #: (`worker/engine/runtime.py`: 32 on the CPU, 512 on CUDA).
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     max_batch_wait_ms: int = Field(default=5, ge=0, le=10_000)
-    #: Bound on padded tokens in one forward pass (rows × longest row).
-    max_batch_tokens: int = Field(default=16_384, ge=512)
+    #: Bound on padded tokens in one forward pass (rows × longest row). None: the device's default (16,384 on the
+    #: CPU, 131,072 on CUDA).
+    max_batch_tokens: int | None = Field(default=None, ge=512)
 
     webhook_allow_private: bool = False
     webhook_retry_delays: str = "5,300,1800,7200,18000,36000"

@@ -30,6 +30,8 @@ from worker.events import JobEvents
 
 log = logging.getLogger(__name__)
 
+#: Messages a webhook sender takes ahead per sending thread.
+WEBHOOK_PREFETCH = 4
 #: Default metrics ports of the two kinds of worker.
 INFERENCE_METRICS_PORT, WEBHOOK_METRICS_PORT = 9101, 9102
 
@@ -74,6 +76,12 @@ class WorkerContext:
                 raise ModelUnavailable(
                     f"cannot serve {task}: model {self.settings.model_id(task)!r} did not load "
                     f"({error.__class__.__name__}: {error}){self.settings.offline_hint(task)}") from error
+        if self.served_tasks:
+            # Batches as large as a forward pass on this device; prefetch sized to the batch, so that the messages
+            # of a batch's jobs are at hand, unacknowledged until handled.
+            rows, tokens = self.engines.pass_limits()
+            self.settings = self.settings.model_copy(update={"max_batch_size": rows, "max_batch_tokens": tokens})
+            self.celery.conf.worker_prefetch_multiplier = rows
 
     def ready(self) -> None:
         """Once consuming: open the metrics port and announce this worker (its models are loaded and warm)."""
@@ -94,8 +102,7 @@ def create_worker_app(settings: Settings, served_tasks: list[str],
                       metrics_port: int | None = None) -> tuple[Celery, WorkerContext]:
     """The Celery app of a worker serving `served_tasks` (none: a webhook sender), and what it holds."""
     app = make_celery(settings.redis_url)
-    # Prefetch sized to the batch: the messages of a batch's jobs are at hand, unacknowledged until handled.
-    app.conf.worker_prefetch_multiplier = settings.max_batch_size
+    app.conf.worker_prefetch_multiplier = WEBHOOK_PREFETCH  # an inference worker's is set by load_models
     context = WorkerContext(settings, app, served_tasks, metrics_port)
 
     @app.task(name=INFER_TASK)

@@ -79,6 +79,7 @@ class Batcher:
         first, started_events = claim_job(self.sessions, job_id, self.clock, self.settings.lease_s, self.worker)
         if first is None:
             return  # canceled, finished, or claimed by another worker's batch: nothing to do
+        assert self.settings.max_batch_size is not None  # resolved for the device (WorkerContext.load_models)
         more, more_started_events = self._fill(first.task, self.settings.max_batch_size - first.n_inputs)
         claims = [first, *more]
         self.events.webhooks(started_events + more_started_events)

@@ -18,7 +18,7 @@ from worker.engine import InputError, JobPayload
 from worker.engine.detokenize import Detokenizer
 from worker.engine.model_engine import ModelEngine
 from worker.engine.packed import encode
-from worker.engine.runtime import Runtime
+from worker.engine.runtime import Runtime, to_device
 
 
 class FillMaskEngine(ModelEngine):
@@ -70,14 +70,18 @@ class FillMaskEngine(ModelEngine):
         rows_of_input: list[list[int]] = [[] for _ in encoded]
         row = 0
         for batch in self.passes(encoded):
+            # The masks' places in the packed tokens, found on the host from the ids it has, so that nothing waits
+            # for the device here: on a GPU this loop queues pass after pass while the device runs.
+            at_mask: list[int] = []
+            for index, offset in zip(batch.rows, batch.offsets, strict=False):
+                places = [offset + i for i, token in enumerate(encoded[index]) if token == self.mask_id]
+                at_mask += places
+                rows_of_input[index] = list(range(row, row + len(places)))
+                row += len(places)
             with self.phases.timed("forward"):
-                at_mask = torch.nonzero(batch.input_ids == self.mask_id).squeeze(1)  # packed: input by input
                 self.phases.count_kept(len(at_mask))
-                states.append(encode(self.model.distilbert, batch, keep=at_mask))
-            for index in batch.rows:
-                masks = encoded[index].count(self.mask_id)
-                rows_of_input[index] = list(range(row, row + masks))
-                row += masks
+                keep = to_device(torch.tensor(at_mask, dtype=torch.long), self.runtime)
+                states.append(encode(self.model.distilbert, batch, keep=keep))
         return torch.cat(states), rows_of_input
 
     @torch.inference_mode()

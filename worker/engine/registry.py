@@ -18,6 +18,14 @@ class EngineRegistry:
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
 
+    def pass_limits(self) -> tuple[int, int]:
+        """(rows, padded tokens) per forward pass on this worker's device: the settings', or the device's
+        defaults. The batcher claims up to that many inputs per batch."""
+        from worker.engine.runtime import resolve_runtime
+
+        runtime = resolve_runtime(self.settings.device, self.settings.dtype)
+        return runtime.pass_limits(self.settings.max_batch_size, self.settings.max_batch_tokens)
+
     def get(self, task: str) -> Engine:
         with self._lock:
             if task not in self._engines:
@@ -32,12 +40,12 @@ class EngineRegistry:
 
         configure_threads()
         runtime = resolve_runtime(self.settings.device, self.settings.dtype)
-        s = self.settings
+        rows, tokens = runtime.pass_limits(self.settings.max_batch_size, self.settings.max_batch_tokens)
         engine: Engine
         if task == TASK_FILL_MASK:
-            engine = FillMaskEngine(s.fill_mask_model, runtime, s.max_batch_size, s.max_batch_tokens)
+            engine = FillMaskEngine(self.settings.fill_mask_model, runtime, rows, tokens)
         elif task == TASK_QUESTION_ANSWERING:
-            engine = QuestionAnsweringEngine(s.qa_model, runtime, s.max_batch_size, s.max_batch_tokens)
+            engine = QuestionAnsweringEngine(self.settings.qa_model, runtime, rows, tokens)
         else:
             raise ValueError(f"no engine for task {task!r}")
         engine.warm_up()

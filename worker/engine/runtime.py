@@ -11,6 +11,10 @@ import torch
 from worker.engine.batching import CPU_PASS_OVERHEAD_TOKENS, CUDA_PASS_OVERHEAD_TOKENS
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: Rows and padded tokens per forward pass when the settings leave them open: what fills the device. On a 2-core
+#: CPU a pass of 32 rows already runs the matrix units at their rate; a GPU needs hundreds of rows to fill.
+CPU_PASS_LIMITS = (32, 16_384)
+CUDA_PASS_LIMITS = (512, 131_072)
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,11 @@ class Runtime:
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    def pass_limits(self, max_rows: int | None, max_tokens: int | None) -> tuple[int, int]:
+        """(rows, padded tokens) per forward pass: those given, else this device's defaults."""
+        rows, tokens = CUDA_PASS_LIMITS if self.is_cuda else CPU_PASS_LIMITS
+        return max_rows or rows, max_tokens or tokens
 
     @property
     def pass_overhead_tokens(self) -> int:

@@ -106,3 +106,13 @@ def test_question_answering_in_half_precision_answers_from_the_context(tiny_mode
         assert 0 <= answer["start"] <= answer["end"] <= len(context)
         assert answer["answer"] == context[answer["start"] : answer["end"]]
         assert isinstance(answer["score"], float) and 0 <= answer["score"] <= 1
+
+
+def test_pass_limits_fill_the_device_unless_set() -> None:
+    import torch
+
+    cpu = resolve_runtime("cpu")
+    cuda = Runtime(torch.device("cuda", 0), torch.float16)  # a description only: no CUDA needed to ask it
+    assert cpu.pass_limits(None, None) == (32, 16_384)
+    assert cuda.pass_limits(None, None) == (512, 131_072)
+    assert cuda.pass_limits(64, None) == (64, 131_072) and cpu.pass_limits(8, 2048) == (8, 2048)
