@@ -63,16 +63,17 @@ class AppState:
 
 def init_app(app: Flask, settings: Settings) -> None:
     engine = make_engine(settings.resolved_database_url)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     app.extensions["distilq"] = AppState(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
         read_sessions=make_read_session_factory(engine),
-        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
+        redis=client,
         celery=make_celery(settings.redis_url),
         rate_limiter=KeyRateLimiter(settings.redis_url, settings.rate_limit),
         completions=CompletionListener(settings.redis_url),
-        wait_slots=WaitSlots(settings.max_waiting_per_key),
+        wait_slots=WaitSlots(client, settings.max_waiting_per_key),
     )
 
 

@@ -36,6 +36,9 @@ LISTEN_POLL_S = 1.0
 # ASCII digits only (`\d` would take any script's digits), and however many: a long number is read as "the most".
 _WAIT = re.compile(r"(?:^|[,;\s])wait(?:\s*=\s*\"?([0-9]+)\"?)?(?=$|[,;\s])", re.IGNORECASE)
 _PREFIX = job_channel("")
+_SLOTS_PREFIX = "distilq:waiting:"
+#: A key's count of held waits outlives the longest wait by this long, in seconds.
+SLOT_SLACK_S = 30
 
 
 def requested_wait_s(prefer: str | None) -> int | None:
@@ -107,29 +110,36 @@ class CompletionListener:
 
 
 class WaitSlots:
-    """How many requests each API key holds waiting in this process, capped: a held request holds a server thread,
-    and one key must not take them all from the others."""
+    """How many requests each API key holds waiting, across every API process (a count in Redis), capped: a held
+    request holds a server thread, and one key must not take them all from the others. Each count expires a while
+    after the longest wait, so that one left by a killed process heals by itself; with Redis away, waits are not
+    counted (the rate limit fails open the same way)."""
 
-    def __init__(self, per_key: int) -> None:
+    def __init__(self, client: redis.Redis, per_key: int) -> None:
+        self.client = client
         self.per_key = per_key
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     @contextmanager
     def slot(self, key_id: str) -> Iterator[bool]:
         """True inside the block when the key may wait; False when it already holds `per_key` waits."""
-        with self._lock:
-            granted = self._held.get(key_id, 0) < self.per_key
-            if granted:
-                self._held[key_id] = self._held.get(key_id, 0) + 1
+        name = f"{_SLOTS_PREFIX}{key_id}"
+        try:
+            pipe = self.client.pipeline()
+            pipe.incr(name)
+            pipe.expire(name, MAX_WAIT_S + SLOT_SLACK_S)
+            held, _ = pipe.execute()
+        except redis.RedisError as error:
+            log.warning("waits not counted: %s", error.__class__.__name__)
+            yield True
+            return
+        granted = held <= self.per_key
         try:
             yield granted
         finally:
-            if granted:
-                with self._lock:
-                    self._held[key_id] -= 1
-                    if not self._held[key_id]:
-                        del self._held[key_id]
+            try:
+                self.client.decr(name)
+            except redis.RedisError:  # the count expires by itself
+                pass
 
 
 def wait_for_job(

@@ -35,6 +35,16 @@ class Result:
         return self.padded_tokens / self.real_tokens if self.real_tokens else 1.0
 
     @property
+    def outside_model_us(self) -> float | None:
+        """Microseconds per input the engine spent outside the encoder's forward passes and the MLM head's
+        product (tokenize, select, post-process, packing, copies, Python): the CPU work a GPU does not speed up.
+        None for modes without phases."""
+        if not self.phases_s:
+            return None
+        model = self.phases_s.get("forward", 0.0) + self.phases_s.get("head", 0.0)
+        return (self.wall_s - model) / self.sequences * 1e6
+
+    @property
     def flops_per_s(self) -> float | None:
         return self.flops / self.wall_s if self.flops is not None else None
 
@@ -49,5 +59,5 @@ class Result:
             "p50_ms": round(self.latency_ms(50), 1), "p95_ms": round(self.latency_ms(95), 1),
             "p99_ms": round(self.latency_ms(99), 1),
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()}, "notes": self.notes,
-            "flops": self.flops, "flops_per_s": self.flops_per_s,
+            "flops": self.flops, "flops_per_s": self.flops_per_s, "outside_model_us_per_input": self.outside_model_us,
         }

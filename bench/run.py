@@ -85,6 +85,12 @@ def _table(task: str, results: list[Result], peak: Peak) -> str:
             total = sum(r.phases_s.values())
             lines.append(f"({r.mode}) engine time: " + ", ".join(
                 f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in r.phases_s.items()))
+            per_input = {k: v / r.sequences * 1e6 for k, v in r.phases_s.items() if k not in ("forward", "head")}
+            other = (r.outside_model_us or 0.0) - sum(per_input.values())
+            lines.append(f"({r.mode}) CPU work outside the forward passes and the head's product: "
+                         f"{r.outside_model_us:.0f} µs per input (" + ", ".join(
+                             f"{k} {v:.0f}" for k, v in [*per_input.items(), ("packing, copies, Python", other)])
+                         + ")")
         lines += [f"({r.mode}) {note}" for note in r.notes]
     return "\n".join(lines)
 

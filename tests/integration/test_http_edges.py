@@ -10,8 +10,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 import requests
 
+from store.keys import active_key
 from tests.integration.stack import Stack, wait_for
 
 #: An API and no worker: jobs stay queued, so a `Prefer: wait` holds for as long as it asks.
@@ -72,7 +74,11 @@ def test_every_line_the_api_logs_is_json(stack: Stack) -> None:
 
 def test_one_key_cannot_hold_more_than_its_share_of_waiting_requests(stack: Stack) -> None:
     """40 held requests of one key once made /healthz take 8.6 s: each held a server thread."""
-    greedy, other = stack.client(stack.new_key()), stack.client(stack.new_key())
+    greedy_key = stack.new_key()
+    greedy, other = stack.client(greedy_key), stack.client(stack.new_key())
+    with stack.sessions() as session:
+        held_count = f"distilq:waiting:{active_key(session, greedy_key).id}"  # type: ignore[union-attr]
+    counts = redis.Redis.from_url(stack.redis_url)
     body = {"inputs": {"input_string": ["a [MASK]"]}}
 
     def post(http: requests.Session, wait_s: int) -> requests.Response:
@@ -80,12 +86,9 @@ def test_one_key_cannot_hold_more_than_its_share_of_waiting_requests(stack: Stac
 
     with ThreadPoolExecutor(2) as pool:
         held = [pool.submit(post, greedy, 20) for _ in range(2)]
-        def probe() -> requests.Response | None:
-            """Until both are held, a probe is granted its own 1 s wait; once they are, it is answered at once."""
-            response = post(greedy, 1)
-            return response if "Preference-Applied" not in response.headers else None
-
-        refused = wait_for(probe, 30, "the key's two waits to be held")
+        wait_for(lambda: counts.get(held_count) == b"2", 15, "both waits to be held")
+        refused = post(greedy, 1)
+        assert "Preference-Applied" not in refused.headers
         assert refused.status_code == 202 and refused.json()["status"] == "queued"
         assert post(other, 1).headers["Preference-Applied"] == "wait=1"  # another key still may wait
         assert requests.get(f"{stack.url}/healthz", timeout=5).status_code == 200

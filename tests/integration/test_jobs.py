@@ -177,4 +177,4 @@ def test_idempotency_key_returns_the_same_job_even_under_concurrency(stack: Stac
 def test_health_and_readiness(stack: Stack) -> None:
     assert requests.get(f"{stack.url}/healthz").json() == {"status": "ok"}
     ready = requests.get(f"{stack.url}/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "redis": "ok", "workers": "ok"}

@@ -44,8 +44,10 @@ class FillMaskEngine(ModelEngine):
         requests = self._requests(jobs)
         states, rows_of_input = self._mask_states(encoded)
         with self.phases.timed("head"):
-            probs = self._head(states)
+            logits = self._head(states)
         with self.phases.timed("select"):
+            with torch.inference_mode():
+                probs = logits.float().softmax(dim=-1)
             selected = self._select(probs, rows_of_input, requests)
         with self.phases.timed("postprocess"):
             return self._outputs(jobs, encoded, rows_of_input, requests, selected)
@@ -86,16 +88,17 @@ class FillMaskEngine(ModelEngine):
 
     @torch.inference_mode()
     def _head(self, states: torch.Tensor) -> torch.Tensor:
-        """(masks × vocab) probabilities, float32, on the device: the MLM head runs once per call over the masks
-        of every pass, so its 28996 × 768 projector is read once."""
+        """(masks × vocab) logits, on the device: the MLM head runs once per call over the masks of every pass,
+        so its 28996 × 768 projector is read once."""
         model = self.model
-        logits = model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(states))))
-        return logits.float().softmax(dim=-1)
+        return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(states))))
 
     @torch.inference_mode()
     def _select(self, probs: torch.Tensor, rows_of_input: list[list[int]],
                 requests: list[tuple[int, list[int] | None]]) -> list[tuple[list[float], list[int]]]:
-        """Per mask row: its best (scores, token ids), best first. Top-k runs on the device, once for every mask
+        """Per mask row: its best (scores, token ids), best first, from the softmax over the vocabulary that the
+        pipeline takes (computed on the device, by the caller, under `torch.inference_mode`). Top-k runs on the
+        device, once for every mask
         that ranks the whole vocabulary (at the largest top_k asked for), once per target set otherwise; each
         result comes back to the host in one copy."""
         selected: list[tuple[list[float], list[int]]] = [([], [])] * probs.shape[0]

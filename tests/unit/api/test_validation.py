@@ -251,25 +251,3 @@ def test_job_lists_leave_outputs_out_unless_asked(client: FlaskClient, settings:
     with_outputs = client.get("/v1/jobs", query_string={"include": "output"}).json["data"]
     assert {job["id"]: job["output"] for job in with_outputs}[job_id] == [["big"] * 1000]
     assert client.get(f"/v1/jobs/{job_id}").json["output"] == [["big"] * 1000]
-
-
-def test_one_key_holds_a_bounded_number_of_waits() -> None:
-    from api.waiting import WaitSlots
-
-    slots = WaitSlots(per_key=2)
-    with slots.slot("a") as first, slots.slot("a") as second, slots.slot("a") as third, slots.slot("b") as other:
-        assert (first, second, third, other) == (True, True, False, True)
-    with slots.slot("a") as again:
-        assert again
-
-
-@pytest.mark.timeout(15)  # huggingface_hub's own retries took 23 s per request
-def test_an_unreachable_model_fails_fast_with_its_cause(settings: Settings, key: str) -> None:
-    app = create_app(settings.model_copy(update={"fill_mask_model": "distilq-tests/not-cached-anywhere"}))
-    with app.test_client() as client:
-        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
-        for _ in range(3):  # the first failure is remembered: the others answer at once
-            response = client.post(FM, json=MASKED)
-            assert response.status_code == 503 and response.headers["Retry-After"] == "30"
-            message = response.json["error"]["message"]
-            assert "unreachable" in message and "DISTILQ_FILL_MASK_MODEL" in message
