@@ -233,19 +233,24 @@ class QuestionAnsweringEngine(ModelEngine):
         pre_topk = top_k * 2 + 10 if align_to_words else top_k  # aligning to words may merge candidates
         min_null_score = NO_NULL_SCORE
         answers: list[dict[str, Any]] = []
+        #: The answer each lower-cased text merged into: the pipeline adds up the scores of answers whose texts
+        #: differ only in case, keeping the first one's span.
+        by_text: dict[str, dict[str, Any]] = {}
         for chunk, start_logits, end_logits in chunks:
             starts, ends, scores, min_null_score = select_starts_ends(
                 start_logits, end_logits, chunk.p_mask, min_null_score, pre_topk, handle_impossible,
                 params["max_answer_len"],
             )
-            for s, e, score in zip(starts, ends, scores, strict=True):
-                start_index, end_index = _char_span(chunk.encoding, int(s), int(e), align_to_words)
+            for s, e, score in zip(starts.tolist(), ends.tolist(), scores.tolist(), strict=True):
+                start_index, end_index = _char_span(chunk.encoding, s, e, align_to_words)
                 text = context[start_index:end_index]
-                same = next((a for a in answers if a["answer"].lower() == text.lower()), None)
+                same = by_text.get(text.lower())
                 if same is not None:
-                    same["score"] += score.item()
+                    same["score"] += score
                 else:
-                    answers.append({"score": score.item(), "start": start_index, "end": end_index, "answer": text})
+                    answer = {"score": score, "start": start_index, "end": end_index, "answer": text}
+                    answers.append(answer)
+                    by_text[text.lower()] = answer
         if handle_impossible:
             answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
         answers = sorted(answers, key=lambda answer: answer["score"], reverse=True)[:top_k]
