@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from transformers import pipeline
 from distilq.stack import EmbeddedRedis
 from models.tables import Job
 from tests.chaos.postgres_cluster import PostgresCluster
-from tests.integration.stack import Stack, free_port, processes_with, wait_for
+from tests.integration.stack import Stack, distilq_up, processes_with, wait_for
 
 CHAOS_ENV = {
     "DISTILQ_LEASE_S": "5",
@@ -228,66 +226,20 @@ def test_idempotency_keys_expire(tmp_path_factory: pytest.TempPathFactory, backe
 def test_distilq_up_starts_a_killed_child_again(tmp_path: Path, tiny_models: dict[str, Path]) -> None:
     """Under `distilq up`, kill -9 of the inference worker once took the whole stack down; now the worker is
     started again, jobs are served again, and only SIGTERM stops everything."""
-    home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
-    env.update(DISTILQ_HOME=str(home), DISTILQ_FILL_MASK_MODEL=str(tiny_models["fill-mask"]),
-               DISTILQ_QA_MODEL=str(tiny_models["question-answering"]), HF_HUB_OFFLINE="1")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    output = tmp_path / "up.log"
-    with open(output, "wb") as log:
-        up = subprocess.Popen([sys.executable, "-m", "distilq.cli", "up", "--port", str(port)], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
-    marker = f"DISTILQ_HOME={home}"
-    try:
-        wait_for(lambda: f"distilq is up on {url}" in output.read_text(), 120, "distilq up to print its URL")
-        key = subprocess.run([sys.executable, "-m", "distilq.cli", "keys", "create", "--name", "me"], env=env,
-                             capture_output=True, text=True, check=True).stdout.strip()
+    with distilq_up(tmp_path, tiny_models) as up:
         http = requests.Session()
-        http.headers.update({"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
+        http.headers.update({"Authorization": f"Bearer {up.new_key().stdout.strip()}", "Prefer": "wait=60"})
         body = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
-        assert http.post(f"{url}/v1/fill-mask", json=body, timeout=70).json()["status"] == "succeeded"
+        assert http.post(f"{up.url}/v1/fill-mask", json=body, timeout=70).json()["status"] == "succeeded"
 
-        [worker] = [pid for pid in processes_with(marker, "worker") if pid not in processes_with(marker, "webhooks")]
+        [worker] = [pid for pid in processes_with(up.marker, "worker")
+                    if pid not in processes_with(up.marker, "webhooks")]
         os.kill(worker, signal.SIGKILL)
-        wait_for(lambda: "worker exited (status -9); starting it again" in output.read_text(), 30,
+        wait_for(lambda: "worker exited (status -9); starting it again" in up.output.read_text(), 30,
                  "distilq up to notice the worker died")
-        assert up.poll() is None, "distilq up stopped when one child died"
-        again = http.post(f"{url}/v1/fill-mask", json=body, timeout=70).json()  # held until the new worker runs it
-        assert again["status"] == "succeeded", output.read_text()[-3000:]
-        assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
-        assert worker not in processes_with(marker, "worker")
-
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(90) == 0
-        wait_for(lambda: not processes_with(marker), 30, "every child of distilq up to exit")
-    finally:
-        if up.poll() is None:
-            up.kill()
-
-
-def test_a_dead_workers_jobs_are_handed_on_before_their_lease_runs_out(
-        tmp_path_factory: pytest.TempPathFactory, backend: tuple[str, str], own_redis: EmbeddedRedis,
-        slow_models: dict[str, Path]) -> None:
-    """With the default 120 s lease, the jobs of a worker killed mid-batch once waited the whole lease; now `beat`
-    hands them on once the worker's presence key (30 s) has been gone a while."""
-    env = {**CHAOS_ENV, "DISTILQ_LEASE_S": "120", "DISTILQ_REQUEUE_AFTER_S": "60"}
-    stack = Stack(tmp_path_factory.mktemp("stack"), backend[0], own_redis.url, slow_models, env)
-    try:
-        stack.start_api()
-        http = stack.client(stack.new_key())
-        stack.start_worker("worker-1", "--queues", "fill-mask")
-        stack.start("beat", "beat")
-        ids = submit_all(stack, http, texts(16))
-        wait_for(lambda: running(stack, ids), 60, "a batch to start")
-        stack.stop("worker-1", signal.SIGKILL)
-        in_flight = running(stack, ids)
-        assert in_flight
-        stack.start_worker("worker-2", "--queues", "fill-mask")
-        wait_for(lambda: all_finished(stack, ids), 100, "the dead worker's jobs to run elsewhere")
-        final = rows(stack, ids)
-        assert all(job.status == "succeeded" for job in final.values())
-        assert all(final[job_id].attempts == 2 for job_id in in_flight)
-        assert "handed on the jobs of dead workers" in stack.log("beat")
-    finally:
-        stack.stop_all()
+        assert up.process.poll() is None, "distilq up stopped when one child died"
+        again = http.post(f"{up.url}/v1/fill-mask", json=body, timeout=70).json()  # held until the new worker runs it
+        assert again["status"] == "succeeded", up.output.read_text()[-3000:]
+        assert requests.get(f"{up.url}/readyz", timeout=5).status_code == 200
+        assert worker not in processes_with(up.marker, "worker")
+        up.stop()

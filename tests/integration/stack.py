@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +23,7 @@ from store.keys import create_key
 
 T = TypeVar("T")
 
-__all__ = ["Stack", "free_port", "processes_with", "wait_for"]
+__all__ = ["Stack", "Up", "distilq_up", "free_port", "processes_with", "wait_for"]
 
 
 def wait_for(check: Callable[[], T | None], timeout_s: float = 60, what: str = "condition") -> T:
@@ -46,6 +50,52 @@ def processes_with(marker: str, argument: str | None = None) -> list[int]:
             continue
         pids.append(int(entry.name))
     return pids
+
+
+@dataclass
+class Up:
+    """A running `distilq up`, as a user starts it: its own home, the tiny models, a free port."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    env: dict[str, str]
+    home: Path
+    output: Path
+
+    @property
+    def marker(self) -> str:
+        """In the environment of every process it started."""
+        return f"DISTILQ_HOME={self.home}"
+
+    def new_key(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "distilq.cli", "keys", "create", "--name", "me"], env=self.env,
+                              capture_output=True, text=True, check=True)
+
+    def stop(self) -> None:
+        """SIGTERM; asserts that it exits 0 and leaves no process behind."""
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(90) == 0
+        wait_for(lambda: not processes_with(self.marker), 30, "every child of distilq up to exit")
+
+
+@contextmanager
+def distilq_up(tmp_path: Path, models: dict[str, Path]) -> Iterator[Up]:
+    """`distilq up` in `tmp_path`, once it has printed its URL; killed on the way out if still running."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    env.update(DISTILQ_HOME=str(tmp_path / "home"), DISTILQ_FILL_MASK_MODEL=str(models["fill-mask"]),
+               DISTILQ_QA_MODEL=str(models["question-answering"]), HF_HUB_OFFLINE="1")
+    port = free_port()
+    output = tmp_path / "up.log"
+    with open(output, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "distilq.cli", "up", "--port", str(port)], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    up = Up(process, f"http://127.0.0.1:{port}", env, tmp_path / "home", output)
+    try:
+        wait_for(lambda: f"distilq is up on {up.url}" in output.read_text(), 120, "distilq up to print its URL")
+        yield up
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 class Stack(LocalStack):

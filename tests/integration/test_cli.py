@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,29 +11,18 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, inspect
 
-from tests.integration.stack import free_port, processes_with, wait_for
+from tests.integration.stack import distilq_up, processes_with
 
 
 def test_up_serves_the_seed_request_and_sigterm_stops_every_child(tmp_path: Path,
                                                                   tiny_models: dict[str, Path]) -> None:
-    home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
-    env.update(DISTILQ_HOME=str(home), DISTILQ_FILL_MASK_MODEL=str(tiny_models["fill-mask"]),
-               DISTILQ_QA_MODEL=str(tiny_models["question-answering"]), HF_HUB_OFFLINE="1")
-    port = free_port()
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen([sys.executable, "-m", "distilq.cli", "up", "--port", str(port)], env=env,
-                          stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: f"distilq is up on http://127.0.0.1:{port}" in (tmp_path / "up.log").read_text(), 120,
-                 "distilq up to print its URL")
-        created = subprocess.run([sys.executable, "-m", "distilq.cli", "keys", "create", "--name", "me"], env=env,
-                                 capture_output=True, text=True, check=True)
+    with distilq_up(tmp_path, tiny_models) as up:
+        created = up.new_key()
         key = created.stdout.strip()
         assert created.stdout == key + "\n" and key.startswith("dq_") and len(key) > 30
 
         response = requests.post(
-            f"http://127.0.0.1:{port}/v1/fill-mask",
+            f"{up.url}/v1/fill-mask",
             json={"inputs": {"input_string": ["Paris is the [MASK] of France.", "Today is a [MASK] day!"]},
                   "parameters": {"top_k": 2}},
             headers={"Authorization": f"Bearer {key}", "Prefer": "wait=60"}, timeout=70,
@@ -44,17 +32,9 @@ def test_up_serves_the_seed_request_and_sigterm_stops_every_child(tmp_path: Path
         assert job["status"] == "succeeded"
         assert [len(rows) for rows in job["output"]] == [2, 2]
         assert set(job["output"][0][0]) == {"score", "token", "token_str", "sequence"}
-        assert key.encode() not in (home / "distilq.db").read_bytes()  # stored hashed only
-
-        marker = f"DISTILQ_HOME={home}"
-        assert len(processes_with(marker)) >= 5  # up, redis, api (+ gunicorn worker), worker, beat
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(90) == 0
-        wait_for(lambda: not processes_with(marker), 30, "every child of distilq up to exit")
-    finally:
-        if up.poll() is None:
-            up.kill()
-        log.close()
+        assert key.encode() not in (up.home / "distilq.db").read_bytes()  # stored hashed only
+        assert len(processes_with(up.marker)) >= 5  # up, redis, api (+ gunicorn worker), worker, beat
+        up.stop()
 
 
 def test_migrate_builds_the_schema(tmp_path: Path) -> None:

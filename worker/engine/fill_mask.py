@@ -16,7 +16,7 @@ from contract.tokens import target_ids
 from core.tasks import TASK_FILL_MASK
 from worker.engine import InputError, JobPayload
 from worker.engine.detokenize import Detokenizer
-from worker.engine.model_engine import ModelEngine
+from worker.engine.model_engine import ModelEngine, per_job
 from worker.engine.packed import encode
 from worker.engine.runtime import Runtime, to_device
 
@@ -141,13 +141,7 @@ class FillMaskEngine(ModelEngine):
                     for score, token, sequence in zip(scores, tokens, sequences, strict=True)
                 ])
             per_input.append(propositions[0] if single_mask else propositions)
-        outputs: list[list[Any]] = []
-        cursor = 0
-        for job in jobs:
-            count = len(job.input["input_string"])
-            outputs.append(per_input[cursor: cursor + count])
-            cursor += count
-        return outputs
+        return per_job(per_input, [len(job.input["input_string"]) for job in jobs])
 
     def warm_up(self) -> None:
         self.run([JobPayload({"input_string": [f"Warm {self.tokenizer.mask_token} up."]}, {"top_k": 1})])

@@ -14,6 +14,16 @@ from worker.engine.phases import Phases
 from worker.engine.runtime import Runtime, load_model, to_device
 
 
+def per_job(outputs: list[Any], counts: list[int]) -> list[list[Any]]:
+    """The outputs of every input of a batch, in order, cut back into one list per job of `counts` inputs."""
+    per: list[list[Any]] = []
+    cursor = 0
+    for count in counts:
+        per.append(outputs[cursor: cursor + count])
+        cursor += count
+    return per
+
+
 class ModelEngine:
     def __init__(self, model_class: Any, model_id: str, runtime: Runtime, max_batch_size: int,
                  max_batch_tokens: int) -> None:

@@ -21,7 +21,7 @@ from contract.requests import QuestionAnsweringParameters
 from contract.tokens import qa_chunk_count
 from core.tasks import TASK_QUESTION_ANSWERING
 from worker.engine import InputError, JobPayload
-from worker.engine.model_engine import ModelEngine
+from worker.engine.model_engine import ModelEngine, per_job
 from worker.engine.packed import encode
 from worker.engine.runtime import Runtime
 
@@ -165,13 +165,7 @@ class QuestionAnsweringEngine(ModelEngine):
             self._answer(context, params, [(chunks[i], *logits[i]) for i in by_pair[pair]])
             for pair, (_, context, params) in enumerate(pairs)
         ]
-        outputs: list[list[Any]] = []
-        cursor = 0
-        for job in jobs:
-            count = len(job.input["question"])
-            outputs.append(answers[cursor : cursor + count])
-            cursor += count
-        return outputs
+        return per_job(answers, [len(job.input["question"]) for job in jobs])
 
     def _chunks(self, pairs: list[tuple[str, str, dict[str, Any]]]) -> list[Chunk]:
         """The chunks of every pair: one call of the Rust tokenizer per (max_seq_len, doc_stride) in the batch,
