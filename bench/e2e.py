@@ -143,11 +143,17 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
         raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]['error']}")
     jobs = [job for _, job in outcomes]
     mean = lambda key: sum(j["metrics"][key] for j in jobs) / len(jobs)  # noqa: E731
-    result = Result("d", f"distilq end to end, {concurrency} concurrent clients", len(bodies), 0, 0, wall,
-                    [latency for latency, _ in outcomes])
+    inputs = sum(len(next(iter(body["inputs"].values()))) for body in bodies)
+    service_s = sum(seconds for name, seconds in cpu.items() if name != "clients")
+    result = Result("d", f"distilq end to end, {concurrency} concurrent clients, {inputs // len(bodies)} input(s) "
+                         "per job", inputs, 0, 0, wall, [latency for latency, _ in outcomes])
     result.notes = [f"mean queue_ms {mean('queue_ms'):.0f}, mean batch inference_ms {mean('inference_ms'):.0f}, "
                     f"mean batch size {mean('batch_size'):.1f} inputs",
                     f"CPU seconds during the run ({len(os.sched_getaffinity(0))} cores × wall = "
                     f"{len(os.sched_getaffinity(0)) * wall:.1f}): "
-                    + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()), steps]
+                    + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()),
+                    f"{len(jobs) / wall:.1f} jobs/s; CPU ms per job: "
+                    + ", ".join(f"{name} {seconds / len(jobs) * 1000:.1f}" for name, seconds in cpu.items())
+                    + f" (the service, clients left out: {service_s / len(jobs) * 1000:.1f})",
+                    steps]
     return result, rss

@@ -110,19 +110,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=os.environ.get("DISTILQ_DEVICE", "auto"), help="as DISTILQ_DEVICE")
     parser.add_argument("--dtype", default=os.environ.get("DISTILQ_DTYPE", "auto"), help="as DISTILQ_DTYPE")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
+    parser.add_argument("--checkpoint", choices=("base", "tiny"), default="base",
+                        help="base: distilbert-base's shape; tiny: the test suite's tiny model, whose forward pass is "
+                             "nearly free (as on a GPU), so that what is left is the service's own cost")
+    parser.add_argument("--inputs-per-job", type=int, default=1, help="inputs in each job of mode (d)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     runtime = resolve_runtime(args.device, args.dtype)
-    models = build(args.models)
+    if args.checkpoint == "tiny":
+        from tests.tiny_model import build as build_tiny
+
+        models = build_tiny(args.models / "tiny")
+    else:
+        models = build(args.models)
     workload = make_workload(args.fill_mask_jobs, args.qa_jobs)
+    # One key stands for every client: the per-key limits must not be what is measured.
     env = {"DISTILQ_MAX_BATCH_SIZE": str(args.batch), "DISTILQ_MAX_BATCH_TOKENS": str(args.max_batch_tokens),
            "DISTILQ_DEVICE": str(runtime.device), "DISTILQ_DTYPE": str(runtime.dtype).removeprefix("torch."),
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "DISTILQ_RATE_LIMIT": "1000000/minute", "DISTILQ_MAX_JOBS_IN_FLIGHT": "1000000",
+           "DISTILQ_MAX_WAITING_PER_KEY": str(args.concurrency)}
+    per_job = args.inputs_per_job
     peak, measured = peak_for(runtime.device, runtime.dtype, args.peak_tflops)
     print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.device}, "
-          f"{str(runtime.dtype).removeprefix('torch.')}; model: distilbert-base shape, random weights\n{measured}")
+          f"{str(runtime.dtype).removeprefix('torch.')}; model: "
+          f"{'the tiny test checkpoint' if args.checkpoint == 'tiny' else 'distilbert-base shape'}, random weights; "
+          f"(d): {per_job} input(s) per job\n{measured}")
     report: dict[str, object] = {"peak": {"flops_per_s": peak.flops_per_s, "what": peak.label}}
     tasks = args.tasks.split(",")
     if "fill-mask" in tasks:
@@ -132,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             fill_mask_pipeline(models["fill-mask"], texts, args.batch, runtime),
             fill_mask_engine(models["fill-mask"], texts, args.batch, args.max_batch_tokens, runtime),
         ]
-        d, rss = run_end_to_end(models, "fill-mask", [{"inputs": {"input_string": [t]}, "parameters": {"top_k": 5}}
-                                                       for t in texts], args.concurrency, env)
+        d, rss = run_end_to_end(models, "fill-mask",
+                                [{"inputs": {"input_string": texts[i: i + per_job]}, "parameters": {"top_k": 5}}
+                                 for i in range(0, len(texts), per_job)], args.concurrency, env)
         d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
         results.append(d)
         print(_table("fill-mask", results, peak), flush=True)
@@ -143,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         results = _qa_reference(args.tf4_python, models["question-answering"], pairs, args.batch,
                                 (384, args.max_batch_tokens), runtime)
         results.append(qa_engine(models["question-answering"], pairs, args.batch, args.max_batch_tokens, runtime))
-        bodies = [{"inputs": {"question": [q], "context": [c]}, "parameters": QA_PARAMS} for q, c in pairs]
+        bodies = [{"inputs": {"question": [q for q, _ in pairs[i: i + per_job]],
+                              "context": [c for _, c in pairs[i: i + per_job]]}, "parameters": QA_PARAMS}
+                  for i in range(0, len(pairs), per_job)]
         d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env)
         d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
         results.append(d)

@@ -44,8 +44,7 @@ def build_vocab(corpus: str = CORPUS) -> list[str]:
     vocab += sorted(w for w in counts if len(w) > 1)
     # A few sub-word pieces so that WordPiece splits some words into several tokens.
     vocab += ["##ing", "##ed", "##s", "##er", "##ly", "##tion", "un", "re"]
-    seen: set[str] = set()
-    return [t for t in vocab if not (t in seen or seen.add(t))]
+    return list(dict.fromkeys(vocab))  # each once, first place kept
 
 
 def _tokenizer(vocab: list[str]):  # type: ignore[no-untyped-def]
