@@ -3,7 +3,7 @@ against: the matrix-multiply rate measured on this machine and, on a GPU, the ca
 
 FLOPs are 2 × the multiply-adds of the matrix products (the linear layers, attention's two products, the heads);
 element-wise work (layer norms, GELU, softmax) is left out, as in every FLOP/s figure.
-`tests/unit/test_flops.py` checks these counts against torch's own FLOP counter on real forward passes.
+`tests/unit/bench/test_flops.py` checks these counts against torch's own FLOP counter on real forward passes.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The linear layers — Q/K/V/output projections and the feed-forward network, ~95
 tokens of all rows of a pass concatenated, so no padding is computed there, whatever the mix of lengths. Only
 attention sees the rows padded, to the longest of the pass, with the padding masked out of the keys. The forward
 uses the loaded model's own modules and weights (inference only: no dropout), and equals
-`DistilBertModel.forward` with an attention mask up to float rounding; `tests/unit/test_packed_encoder.py`
+`DistilBertModel.forward` with an attention mask up to float rounding; `tests/unit/worker/engine/test_packed.py`
 compares the two.
 
 `keep` lets a caller that needs the final states of a few tokens only (fill-mask: the mask positions) skip the
