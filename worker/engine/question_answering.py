@@ -83,9 +83,12 @@ def decode_spans_banded(
         idx_sort = idx[np.argsort(-scores_flat[idx])]
     starts, offsets = np.divmod(idx_sort, width)
     ends = starts + offsets
-    # As the pipeline has it (see decode_spans): position 0 passes the filter too.
-    allowed = undesired_tokens.nonzero()
-    desired = np.isin(starts, allowed) & np.isin(ends, allowed)
+    # decode_spans' filter as a lookup: the positions `nonzero()` names, and position 0 whenever there is any (the
+    # row indices of the 2-D mask, all 0, count as positions there).
+    allowed = undesired_tokens[0] != 0
+    if allowed.any():
+        allowed[0] = True
+    desired = allowed[starts] & allowed[ends]
     return starts[desired], ends[desired], scores_flat[idx_sort[desired]]
 
 
