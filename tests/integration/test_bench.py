@@ -34,9 +34,29 @@ def test_bench_runs_every_mode_and_reports_them(tmp_path: Path) -> None:
         for row in modes.values():
             assert row["sequences"] == jobs and row["sequences_per_s"] > 0
         assert modes["c"]["flops"] > 0 and modes["c"]["padding_ratio"] == 1.0
+        assert modes["c"]["outside_model_us_per_input"] > 0
         assert modes["d"]["flops"] is None
     # 6 jobs with at most 3 in flight make at least two batches after the warm-up one: a breakdown.
     fill_mask_d = {row["mode"]: row for row in report["fill-mask"]}["d"]
     assert any(note.startswith("per batch") for note in fill_mask_d["notes"])
     qa_a = {row["mode"]: row for row in report["question-answering"]}["a"]
     assert any("no transformers 4.57.6 venv" in note for note in qa_a["notes"])
+    assert "CPU work outside the forward passes and the head's product" in run.stdout
+
+
+def test_bench_measures_the_service_on_the_tiny_checkpoint(tmp_path: Path) -> None:
+    """`--checkpoint tiny` with several inputs per job: (d) counts inputs, and says the CPU-ms per job."""
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--tasks", "fill-mask", "--fill-mask-jobs", "12",
+         "--inputs-per-job", "4", "--batch", "4", "--concurrency", "2", "--models", str(tmp_path / "models"),
+         "--output", str(output)],
+        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "the tiny test checkpoint" in run.stdout
+    d = {row["mode"]: row for row in json.loads(output.read_text())["fill-mask"]}["d"]
+    assert d["sequences"] == 12 and "4 input(s) per job" in d["label"]
+    assert any("jobs/s; CPU ms per job: api" in note for note in d["notes"])
