@@ -47,9 +47,6 @@ class FillMaskRequest(_JobEnvelope):
     inputs: FillMaskInputs
     parameters: FillMaskParameters = Field(default_factory=FillMaskParameters)
 
-    def texts(self) -> list[str]:
-        return self.inputs.input_string
-
     def n_inputs(self) -> int:
         """Sequences the job puts through the model: one per string."""
         return len(self.inputs.input_string)
@@ -96,9 +93,6 @@ class QuestionAnsweringParameters(_Body):
 class QuestionAnsweringRequest(_JobEnvelope):
     inputs: QuestionAnsweringInputs
     parameters: QuestionAnsweringParameters = Field(default_factory=QuestionAnsweringParameters)
-
-    def texts(self) -> list[str]:
-        return [*self.inputs.question, *self.inputs.context]
 
     def n_inputs(self) -> int:
         """Sequences the job puts through the model: one per question/context pair (before chunking)."""

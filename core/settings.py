@@ -123,9 +123,12 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.home / 'distilq.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.default_database_file}"
+
+    @property
+    def default_database_file(self) -> Path | None:
+        """The SQLite file used when DISTILQ_DATABASE_URL is not set (None when it is)."""
+        return None if self.database_url else (self.home / "distilq.db").resolve()
 
     @property
     def webhook_retry_delays_s(self) -> list[float]:

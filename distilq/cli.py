@@ -43,7 +43,7 @@ def _key_sessions(args: argparse.Namespace) -> sessionmaker[Session]:
 
     settings = get_settings()
     url = settings.resolved_database_url
-    fresh = url.startswith("sqlite") and not (settings.home / "distilq.db").exists() and not settings.database_url
+    fresh = settings.default_database_file is not None and not settings.default_database_file.exists()
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the key alone on stdout, no migration chatter
     cmd_migrate(args)
     print(f"distilq: keys of the database {url}", file=sys.stderr)

@@ -110,18 +110,14 @@ class LocalStack:
     def __init__(self, home: Path, env: Mapping[str, str] | None = None, log_dir: Path | None = None) -> None:
         self.home = home.resolve()
         self.home.mkdir(parents=True, exist_ok=True)
+        # Without DISTILQ_DATABASE_URL, every child takes the settings' default: the SQLite file under this home.
         self.env: dict[str, str] = {**os.environ, **(env or {}), "DISTILQ_HOME": str(self.home)}
-        self.env.setdefault("DISTILQ_DATABASE_URL", f"sqlite:///{self.home / 'distilq.db'}")
         self.log_dir = log_dir
         self.redis: EmbeddedRedis | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
         #: How each child was started (its arguments and extra environment), to start it again.
         self._specs: dict[str, tuple[tuple[str, ...], Mapping[str, str]]] = {}
-
-    @property
-    def database_url(self) -> str:
-        return self.env["DISTILQ_DATABASE_URL"]
 
     @property
     def redis_url(self) -> str:

@@ -36,13 +36,15 @@ class FillMaskEngine(ModelEngine):
         with self.phases.timed("tokenize"):
             # One call of the Rust tokenizer for the whole batch (parallel inside), not the Python wrapper.
             encoded: list[list[int]] = [e.ids for e in self.backend.encode_batch_fast(texts)]
+        #: Per input, where its masks are: found once, on the host (nothing waits for the device for them).
+        positions = [[i for i, token in enumerate(ids) if token == self.mask_id] for ids in encoded]
         for index, ids in enumerate(encoded):
-            if self.mask_id not in ids:
+            if not positions[index]:
                 raise InputError(f"input {index} has no mask token {self.tokenizer.mask_token}")
             if len(ids) > self.max_tokens:
                 raise InputError(f"input {index} has {len(ids)} tokens; the model takes {self.max_tokens}")
         requests = self._requests(jobs)
-        states, rows_of_input = self._mask_states(encoded)
+        states, rows_of_input = self._mask_states(encoded, positions)
         with self.phases.timed("head"):
             logits = self._head(states)
         with self.phases.timed("select"):
@@ -50,7 +52,7 @@ class FillMaskEngine(ModelEngine):
                 probs = logits.float().softmax(dim=-1)
             selected = self._select(probs, rows_of_input, requests)
         with self.phases.timed("postprocess"):
-            return self._outputs(jobs, encoded, rows_of_input, requests, selected)
+            return self._outputs(jobs, encoded, positions, rows_of_input, requests, selected)
 
     def _requests(self, jobs: list[JobPayload]) -> list[tuple[int, list[int] | None]]:
         """Per input: its job's top_k and target ids (None: the whole vocabulary)."""
@@ -65,21 +67,21 @@ class FillMaskEngine(ModelEngine):
         return requests
 
     @torch.inference_mode()
-    def _mask_states(self, encoded: list[list[int]]) -> tuple[torch.Tensor, list[list[int]]]:
+    def _mask_states(self, encoded: list[list[int]],
+                     positions: list[list[int]]) -> tuple[torch.Tensor, list[list[int]]]:
         """The final hidden state at every mask, on the device, and for each input the rows of its masks (in
-        position order). The encoder runs per pass, its last layer finished at the mask positions only."""
+        position order). The encoder runs per pass, its last layer finished at the mask positions only. The masks'
+        places come from the host, so nothing here waits for the device: on a GPU this loop queues pass after pass
+        while the device runs."""
         states: list[torch.Tensor] = []
         rows_of_input: list[list[int]] = [[] for _ in encoded]
         row = 0
         for batch in self.passes(encoded):
-            # The masks' places in the packed tokens, found on the host from the ids it has, so that nothing waits
-            # for the device here: on a GPU this loop queues pass after pass while the device runs.
-            at_mask: list[int] = []
-            for index, offset in zip(batch.rows, batch.offsets, strict=False):
-                places = [offset + i for i, token in enumerate(encoded[index]) if token == self.mask_id]
-                at_mask += places
-                rows_of_input[index] = list(range(row, row + len(places)))
-                row += len(places)
+            at_mask: list[int] = []  # places in the packed tokens
+            for index, offset in zip(batch.rows, batch.offsets, strict=False):  # offsets has one more: the total
+                at_mask += [offset + position for position in positions[index]]
+                rows_of_input[index] = list(range(row, row + len(positions[index])))
+                row += len(positions[index])
             with self.phases.timed("forward"):
                 self.phases.count_kept(len(at_mask))
                 keep = to_device(torch.tensor(at_mask, dtype=torch.long), self.runtime)
@@ -122,16 +124,15 @@ class FillMaskEngine(ModelEngine):
                 selected[r] = (row_values, [targets_key[i] for i in row_indices])
         return selected
 
-    def _outputs(self, jobs: list[JobPayload], encoded: list[list[int]], rows_of_input: list[list[int]],
-                 requests: list[tuple[int, list[int] | None]],
+    def _outputs(self, jobs: list[JobPayload], encoded: list[list[int]], positions: list[list[int]],
+                 rows_of_input: list[list[int]], requests: list[tuple[int, list[int] | None]],
                  selected: list[tuple[list[float], list[int]]]) -> list[list[Any]]:
         """FillMaskPipeline.postprocess for every input, from the selected rows and the token tables."""
         per_input = []
-        for ids, rows, (top_k, _) in zip(encoded, rows_of_input, requests, strict=True):
-            positions = [i for i, token in enumerate(ids) if token == self.mask_id]
-            single_mask = len(positions) == 1
+        for ids, places, rows, (top_k, _) in zip(encoded, positions, rows_of_input, requests, strict=True):
+            single_mask = len(places) == 1
             propositions = []
-            for position, row in zip(positions, rows, strict=True):
+            for position, row in zip(places, rows, strict=True):
                 scores, tokens = selected[row]
                 scores, tokens = scores[:top_k], tokens[:top_k]
                 sequences = self.detokenizer.sequences(ids, position, tokens, skip_special_tokens=single_mask)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
 from worker.engine import Engine
+
+if TYPE_CHECKING:
+    from worker.engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +23,18 @@ class EngineRegistry:
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
 
+    @functools.cached_property
+    def runtime(self) -> Runtime:
+        """This worker's device and dtype, resolved once. Imported here: a webhook sender never loads torch."""
+        from worker.engine.runtime import configure_threads, resolve_runtime
+
+        configure_threads()
+        return resolve_runtime(self.settings.device, self.settings.dtype)
+
     def pass_limits(self) -> tuple[int, int]:
         """(rows, padded tokens) per forward pass on this worker's device: the settings', or the device's
         defaults. The batcher claims up to that many inputs per batch."""
-        from worker.engine.runtime import resolve_runtime
-
-        runtime = resolve_runtime(self.settings.device, self.settings.dtype)
-        return runtime.pass_limits(self.settings.max_batch_size, self.settings.max_batch_tokens)
+        return self.runtime.pass_limits(self.settings.max_batch_size, self.settings.max_batch_tokens)
 
     def get(self, task: str) -> Engine:
         with self._lock:
@@ -33,14 +43,11 @@ class EngineRegistry:
             return self._engines[task]
 
     def _load(self, task: str) -> Engine:
-        # Imported here: a webhook sender never loads torch.
         from worker.engine.fill_mask import FillMaskEngine
         from worker.engine.question_answering import QuestionAnsweringEngine
-        from worker.engine.runtime import configure_threads, resolve_runtime
 
-        configure_threads()
-        runtime = resolve_runtime(self.settings.device, self.settings.dtype)
-        rows, tokens = runtime.pass_limits(self.settings.max_batch_size, self.settings.max_batch_tokens)
+        runtime = self.runtime
+        rows, tokens = self.pass_limits()
         engine: Engine
         if task == TASK_FILL_MASK:
             engine = FillMaskEngine(self.settings.fill_mask_model, runtime, rows, tokens)

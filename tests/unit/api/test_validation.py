@@ -251,3 +251,22 @@ def test_job_lists_leave_outputs_out_unless_asked(client: FlaskClient, settings:
     with_outputs = client.get("/v1/jobs", query_string={"include": "output"}).json["data"]
     assert {job["id"]: job["output"] for job in with_outputs}[job_id] == [["big"] * 1000]
     assert client.get(f"/v1/jobs/{job_id}").json["output"] == [["big"] * 1000]
+
+
+def test_a_passing_dns_failure_of_the_webhook_host_is_503_not_422(client: FlaskClient, settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resolver is the seam: no real resolver here fails with EAI_AGAIN on demand."""
+    import functools
+    import socket
+
+    from webhooks import check_target
+
+    def lookup(*_args: Any, **_kwargs: Any) -> list[Any]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr("api.jobs.check_target", functools.partial(check_target, lookup=lookup))
+    before = job_count(settings)
+    response = client.post(FM, json={**MASKED, "webhook": "https://hooks.example.com/in"})
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.json["error"]["code"] == "webhook_lookup_failed"
+    assert job_count(settings) == before
