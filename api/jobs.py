@@ -20,9 +20,10 @@ from api.validation import parse, read_json_object
 from api.waiting import requested_wait_s, wait_for_job
 from contract.job_json import job_to_public
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest
+from core import wakeups
 from core.clock import utcnow
 from core.metrics import JOBS_FINISHED, JOBS_SUBMITTED
-from core.queue import job_channel, publish_job, publish_webhook
+from core.queue import job_channel, publish_webhook
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS, ModelUnavailable
 from models.tables import CANCELED, STATUSES, TERMINAL_STATUSES, Job
@@ -100,9 +101,9 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
     if created:
         JOBS_SUBMITTED.labels(task).inc()
         try:
-            publish_job(state.celery, job.id, task)
-        except Exception as error:  # the row is committed: `beat` publishes it again later
-            log.warning("publishing job %s failed (%s); beat will re-publish it", job.id, error.__class__.__name__)
+            wakeups.request(state.celery, state.redis, task)
+        except Exception as error:  # the row is committed: `beat` wakes a worker for it later
+            log.warning("waking a worker for job %s failed (%s); beat will", job.id, error.__class__.__name__)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if wait_s is not None:
         with state.wait_slots.slot(current_key().id) as may_wait:

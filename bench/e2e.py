@@ -83,21 +83,18 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str],
 
 
 def batch_steps(log: Path) -> str:
-    """Where a batch's time went, from the worker's log lines (`worker/batcher.py`): mean milliseconds of each step
-    and of the time between one batch's end and the next one's start (Celery delivering the next message and the
-    redundant ones before it), over the batches after the warm-up one."""
+    """Where a batch's time went, from the worker's log lines (`worker/batcher.py`): mean milliseconds of each
+    stage over the batches after the warm-up one. Claim and write overlap the engine's passes; `idle` is the time
+    the engine waited for a batch's claim after its last pass, within a drain."""
     batches = [json.loads(line) for line in log.read_text("utf-8", errors="replace").splitlines()
                if '"batch finished"' in line][1:]
     if len(batches) < 2:
         return "too few batches to break down"
-    names = ("claim_ms", "inference_ms", "write_ms", "announce_ms")
-    logged = [datetime.strptime(b["time"], "%Y-%m-%d %H:%M:%S,%f") for b in batches]
-    gaps = [(t - previous).total_seconds() * 1000 - sum(b[n] for n in names)
-            for previous, t, b in zip(logged, logged[1:], batches[1:], strict=False)]
-    means = {n.removesuffix("_ms"): sum(b[n] for b in batches) / len(batches) for n in names}
-    skipped = sum(b["messages_skipped"] for b in batches[1:]) / len(gaps)
-    return (f"per batch ({len(batches)}), mean ms: " + ", ".join(f"{k} {v:.0f}" for k, v in means.items())
-            + f", between batches {sum(gaps) / len(gaps):.0f} (dropping {skipped:.1f} redundant messages)")
+    names = ("claim", "inference", "write", "announce", "idle")
+    means = {n: sum(b.get(f"{n}_ms", 0.0) for b in batches) / len(batches) for n in names}
+    inputs = sum(b["inputs"] for b in batches) / len(batches)
+    return (f"per batch ({len(batches)}, {inputs:.1f} inputs on average), mean ms: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in means.items()))
 
 
 def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, Any]], concurrency: int,

@@ -1,5 +1,6 @@
-"""Celery wiring both sides agree on: the broker, the queues, the task name, and the Redis channel on which a
-job's completion is announced. The API only publishes (by task name); it never imports the worker."""
+"""Celery wiring both sides agree on: the broker, the queues, the task names, and the Redis channel on which a
+job's completion is announced. The API only publishes (by task name); it never imports the worker. What an
+inference queue carries, wake-ups rather than jobs, is `core/wakeups.py`'s."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ from kombu import Queue
 
 from core.tasks import TASKS
 
-#: The one inference task; its only argument is the job id. The SQL row is the job's only record.
-INFER_TASK = "distilq.infer"
 #: Webhook delivery; its only argument is the event id (a row of webhook_events).
 DELIVER_TASK = "distilq.deliver_webhook"
 #: Each task has its own queue, so a host can serve one model.
 INFERENCE_QUEUES = TASKS
 WEBHOOK_QUEUE = "webhooks"
-#: Redis's default visibility timeout is an hour; a batch never takes near that, and `beat` recovers jobs
-#: through leases, so the broker-level redelivery can stay long.
+#: Redis's default visibility timeout is an hour; a wake-up is never held near that, and `beat` recovers jobs
+#: through leases and forced wake-ups, so the broker-level redelivery can stay long.
 VISIBILITY_TIMEOUT_S = 3600
 
 
@@ -41,10 +40,6 @@ def make_celery(redis_url: str) -> Celery:
         worker_send_task_events=False,
     )
     return app
-
-
-def publish_job(app: Celery, job_id: str, task: str) -> None:
-    app.send_task(INFER_TASK, args=[job_id], queue=task)
 
 
 def publish_webhook(app: Celery, event_id: str) -> None:

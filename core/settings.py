@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     device: str = "auto"
     #: `auto` is float16 on CUDA and float32 on the CPU.
     dtype: str = "auto"
+    #: Threads of a worker's tensor operations on the CPU. None: one per core the process may use.
+    torch_threads: int | None = Field(default=None, ge=1, le=1024)
 
     #: Inputs claimed into one batch, and rows per forward pass. None: the device's default
     #: (`worker/engine/runtime.py`: 32 on the CPU, 512 on CUDA).

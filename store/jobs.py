@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, func, or_, select, tuple_, update
+from sqlalchemy import Table, bindparam, case, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -195,40 +195,50 @@ def _claim_where(session: Session, condition: Any, clock: Clock, lease_s: int,
     return claims, [e for e in events if e]
 
 
-def claim_job(
-    sessions: sessionmaker[Session], job_id: str, clock: Clock, lease_s: int, worker: str | None = None
-) -> tuple[Claim | None, Events]:
-    """Claims one job for `worker` if it is still queued; a duplicate or late message claims nothing."""
-    with transaction(sessions) as session:
-        claims, events = _claim_where(session, Job.id == job_id, clock, lease_s, worker)
-    return (claims[0] if claims else None), events
+@dataclass(frozen=True)
+class Batch:
+    """What one claim took: the claims, their `job.started` events, and whether queued jobs were left behind."""
+
+    claims: list[Claim]
+    events: Events
+    more_queued: bool
+
+    @property
+    def n_inputs(self) -> int:
+        return sum(claim.n_inputs for claim in self.claims)
 
 
 def claim_more(
     sessions: sessionmaker[Session], task: str, max_inputs: int, clock: Clock, lease_s: int,
-    worker: str | None = None,
-) -> tuple[list[Claim], Events]:
-    """Claims the oldest queued jobs of `task` whose inputs fit in `max_inputs`. On PostgreSQL the candidate rows
-    are locked with SKIP LOCKED so that workers claiming at once take disjoint jobs; SQLite serialises writers."""
+    worker: str | None = None, oversized_alone: bool = True,
+) -> Batch:
+    """Claims the oldest queued jobs of `task` whose inputs fit in `max_inputs`; when the oldest alone is larger,
+    it alone (the engine splits it into passes), unless `oversized_alone` is False (a batch being topped up). On
+    PostgreSQL the candidate rows are locked with SKIP LOCKED so that workers claiming at once take disjoint
+    jobs; SQLite serialises writers."""
     if max_inputs <= 0:
-        return [], []
+        return Batch([], [], False)
     with transaction(sessions) as session:
         candidates = session.execute(
             select(Job.id, Job.n_inputs)
             .where(Job.status == QUEUED, Job.task == task)
             .order_by(Job.created_at)
-            .limit(max_inputs)
+            .limit(max_inputs + 1)  # one past the budget: whether any job is left behind
             .with_for_update(skip_locked=True)
         ).all()
         chosen, budget = [], max_inputs
         for job_id, n_inputs in candidates:
             if n_inputs > budget:
+                if not chosen and oversized_alone:
+                    chosen.append(job_id)
                 break
             chosen.append(job_id)
             budget -= n_inputs
+        more_queued = len(candidates) > len(chosen)
         if not chosen:
-            return [], []
-        return _claim_where(session, Job.id.in_(chosen), clock, lease_s, worker)
+            return Batch([], [], more_queued)
+        claims, events = _claim_where(session, Job.id.in_(chosen), clock, lease_s, worker)
+    return Batch(claims, events, more_queued)
 
 
 def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: datetime, lease_s: int) -> int:
@@ -248,37 +258,36 @@ def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: date
 def finish(
     sessions: sessionmaker[Session], outcomes: list[Outcome], now: datetime, batch_size: int, inference_ms: float
 ) -> tuple[list[tuple[str, str]], Events]:
-    """Writes every outcome in one transaction; returns (job id, status) of those whose claim still held (a job
-    canceled or handed to another worker meanwhile keeps what it has), and their `job.completed` events."""
-    written: list[tuple[str, str]] = []
-    events: Events = []
+    """Writes every outcome in one transaction of two statements (which claims still hold, then one UPDATE run
+    over all of them); returns (job id, status) of those whose claim still held (a job canceled or handed to
+    another worker meanwhile keeps what it has), and their `job.completed` events."""
+    if not outcomes:
+        return [], []
+    by_id = {outcome.claim.job_id: outcome for outcome in outcomes}
     with transaction(sessions) as session:
-        for outcome in outcomes:
-            claim = outcome.claim
-            status = FAILED if outcome.error is not None else SUCCEEDED
-            changed = rowcount(
-                session.execute(
-                    update(Job)
-                    .where(Job.id == claim.job_id, Job.status == RUNNING, Job.attempts == claim.attempt)
-                    .values(
-                        status=status,
-                        output=outcome.output,
-                        error=outcome.error,
-                        completed_at=now,
-                        lease_until=None,
-                        queue_ms=claim.queue_ms,
-                        inference_ms=inference_ms,
-                        batch_size=batch_size,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
+        # Locked (PostgreSQL; SQLite's writer holds the database) so that no cancel slips between the two statements.
+        held = set(session.scalars(
+            select(Job.id)
+            .where(tuple_(Job.id, Job.attempts).in_([(o.claim.job_id, o.claim.attempt) for o in outcomes]),
+                   Job.status == RUNNING)
+            .with_for_update()
+        ))
+        written = [(job_id, FAILED if outcome.error is not None else SUCCEEDED)
+                   for job_id, outcome in by_id.items() if job_id in held]
+        if written:
+            table = cast(Table, Job.__table__)
+            session.connection().execute(
+                update(table).where(table.c.id == bindparam("b_id")).values(
+                    status=bindparam("b_status"), output=bindparam("b_output"), error=bindparam("b_error"),
+                    queue_ms=bindparam("b_queue_ms"), completed_at=now, lease_until=None,
+                    inference_ms=inference_ms, batch_size=batch_size),
+                [{"b_id": job_id, "b_status": status, "b_output": by_id[job_id].output,
+                  "b_error": by_id[job_id].error, "b_queue_ms": by_id[job_id].claim.queue_ms}
+                 for job_id, status in written],
             )
-            if changed:
-                written.append((claim.job_id, status))
-                event = record_event(session, claim.job_id, EVENT_COMPLETED, now) if claim.webhook else None
-                if event:
-                    events.append(event)
-    return written, events
+        events = [record_event(session, job_id, EVENT_COMPLETED, now) for job_id, _ in written
+                  if by_id[job_id].claim.webhook]
+    return written, [event for event in events if event]
 
 
 # --- cancel (the API) --------------------------------------------------------------------------------------------

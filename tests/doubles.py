@@ -26,9 +26,17 @@ class RecordingEvents:
         self.queued_jobs: list[tuple[str, str]] = []
         self.finished_jobs: list[tuple[str, str]] = []
         self.webhook_events: list[str] = []
+        #: ("taken" | "backlog", task) in the order the batcher reported them.
+        self.wakeups: list[tuple[str, str]] = []
 
     def queued(self, jobs: list[tuple[str, str]]) -> None:
         self.queued_jobs += jobs
+
+    def wake_taken(self, task: str) -> None:
+        self.wakeups.append(("taken", task))
+
+    def backlog(self, task: str) -> None:
+        self.wakeups.append(("backlog", task))
 
     def finished(self, jobs: list[tuple[str, str]]) -> None:
         self.finished_jobs += jobs

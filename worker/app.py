@@ -1,6 +1,6 @@
 """The worker's Celery app, built by `create_worker_app` from the settings and what this worker serves: the
-inference task (a wake-up for the batcher) and webhook delivery. Engines load in the process that runs tasks
-(the solo pool: the worker's own process), never before a fork."""
+wake-up of a task's queue (the batcher drains its queued jobs) and webhook delivery. Engines load in the process
+that runs tasks (the solo pool: the worker's own process), never before a fork."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import utcnow
 from core.metrics import WORKER_READY
 from core.presence import announce, worker_name
-from core.queue import DELIVER_TASK, INFER_TASK, make_celery
+from core.queue import DELIVER_TASK, make_celery
 from core.settings import Settings
 from core.tasks import ModelUnavailable
+from core.wakeups import WAKE_TASK
 from models.db import make_engine, make_session_factory
 from webhooks import WebhookSender
 from worker.batcher import Batcher
@@ -77,11 +78,9 @@ class WorkerContext:
                     f"cannot serve {task}: model {self.settings.model_id(task)!r} did not load "
                     f"({error.__class__.__name__}: {error}){self.settings.offline_hint(task)}") from error
         if self.served_tasks:
-            # Batches as large as a forward pass on this device; prefetch sized to the batch, so that the messages
-            # of a batch's jobs are at hand, unacknowledged until handled.
+            # Batches as large as a forward pass on this device, unless configured.
             rows, tokens = self.engines.pass_limits()
             self.settings = self.settings.model_copy(update={"max_batch_size": rows, "max_batch_tokens": tokens})
-            self.celery.conf.worker_prefetch_multiplier = rows
 
     def ready(self) -> None:
         """Once consuming: open the metrics port and announce this worker (its models are loaded and warm)."""
@@ -102,12 +101,15 @@ def create_worker_app(settings: Settings, served_tasks: list[str],
                       metrics_port: int | None = None) -> tuple[Celery, WorkerContext]:
     """The Celery app of a worker serving `served_tasks` (none: a webhook sender), and what it holds."""
     app = make_celery(settings.redis_url)
-    app.conf.worker_prefetch_multiplier = WEBHOOK_PREFETCH  # an inference worker's is set by load_models
+    # A wake-up keeps an inference worker busy while it drains; one it holds in reserve would be one an idle
+    # worker cannot take.
+    app.conf.worker_prefetch_multiplier = 1 if served_tasks else WEBHOOK_PREFETCH
     context = WorkerContext(settings, app, served_tasks, metrics_port)
 
-    @app.task(name=INFER_TASK)
-    def infer(job_id: str) -> None:
-        context.batcher.handle(job_id)
+    @app.task(name=WAKE_TASK)
+    def wake(task: str) -> None:
+        if task in served_tasks:
+            context.batcher.drain(task)
 
     @app.task(name=DELIVER_TASK)
     def deliver_webhook(event_id: str) -> None:

@@ -1,16 +1,26 @@
-"""Dynamic batching across jobs. A queue message only wakes the worker: it claims that job, then as many other
-queued jobs of the same task as fit in `max_batch_size` inputs (waiting up to `max_batch_wait_ms` for more),
-runs all their inputs through one engine call, and writes every job back in one transaction."""
+"""Dynamic batching across jobs, pipelined. A wake-up (`core/wakeups.py`) starts a drain of one task's queued
+jobs: claim a batch of as many as fit in `max_batch_size` inputs, run all their inputs through one engine call,
+write every job back in one transaction — until none is left. Three stages overlap, so that the device never
+waits on the database while jobs are queued:
+
+    claimer thread:  claim N+1 ─────────────────┐
+    this thread:     engine N ──────────────────┴─ engine N+1 ─ …
+    writer thread:   write N−1, announce ───────── write N, announce ─ …
+
+The next batch is claimed while the current one runs, so its size follows the load: under a backlog every pass
+is full; when the device was idle, the first claim waits up to `max_batch_wait_ms` for company and a lone job
+goes at once after that. A drain gives its turn back after `DRAIN_SLICE_S` (a worker serving both tasks must not
+starve one), asking for another wake-up if jobs are left."""
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,30 +34,61 @@ from core.metrics import (
     QUEUE_WAIT_SECONDS,
 )
 from core.settings import Settings
-from store.jobs import Claim, Outcome, claim_job, claim_more, finish, renew_leases
+from store.jobs import Batch, Claim, Outcome, claim_more, finish, renew_leases
 from worker.engine import Engine, InputError, JobPayload
 from worker.events import JobEvents
 
 log = logging.getLogger(__name__)
 
-#: Job ids this process finished lately: their redundant messages are dropped without a database round trip.
-RECENT_JOBS = 4096
-#: Pause between looks for more jobs while a batch waits to fill, in seconds.
+#: Pause between looks for more jobs while an idle device's first batch waits to fill, in seconds.
 FILL_POLL_S = 0.002
+#: A drain hands the worker back to Celery after this long, in seconds (it asks for another wake-up if jobs remain).
+DRAIN_SLICE_S = 2.0
 
 
-class _Stopwatch:
-    """Milliseconds of each step of a batch, in order."""
+@dataclass
+class _Pass:
+    """A claimed batch on its way through the stages, with the milliseconds each stage took."""
 
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-        self._last = time.perf_counter()
+    task: str
+    batch: Batch
+    ms: dict[str, float] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
-    def lap(self, step: str) -> float:
-        now = time.perf_counter()
-        self.ms[step] = (now - self._last) * 1000
-        self._last = now
-        return self.ms[step]
+
+class _Leases:
+    """The claims this worker holds, renewed every third of a lease by one thread for the worker's life."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime], lease_s: int) -> None:
+        self.sessions, self.clock, self.lease_s = sessions, clock, lease_s
+        self._held: dict[str, Claim] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, claims: list[Claim]) -> None:
+        with self._lock:
+            self._held.update((claim.job_id, claim) for claim in claims)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._renew, name="lease-renewal", daemon=True)
+                self._thread.start()
+
+    def release(self, claims: list[Claim]) -> None:
+        with self._lock:
+            for claim in claims:
+                self._held.pop(claim.job_id, None)
+
+    def _renew(self) -> None:
+        while True:
+            time.sleep(self.lease_s / 3)
+            with self._lock:
+                claims = list(self._held.values())
+            if claims:
+                try:
+                    renew_leases(self.sessions, claims, self.clock(), self.lease_s)
+                except Exception as error:
+                    log.warning("lease renewal failed: %s", error)
 
 
 class Batcher:
@@ -67,57 +108,107 @@ class Batcher:
         self.clock = clock
         #: This worker's presence name, written on the jobs it claims so that `beat` can tell when it is gone.
         self.worker = worker
-        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
-        #: Redundant messages (of jobs an earlier batch took) dropped since the last batch's log line.
-        self._skipped = 0
+        self.leases = _Leases(sessions, clock, settings.lease_s)
+        self._claimer = ThreadPoolExecutor(1, thread_name_prefix="claimer")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
 
-    def handle(self, job_id: str) -> None:
-        if job_id in self._recent:
-            self._skipped += 1
-            return
-        steps = _Stopwatch()
-        first, started_events = claim_job(self.sessions, job_id, self.clock, self.settings.lease_s, self.worker)
-        if first is None:
-            return  # canceled, finished, or claimed by another worker's batch: nothing to do
+    def drain(self, task: str) -> int:
+        """Runs queued jobs of `task` until none is left or the slice is over; returns how many batches ran."""
+        self.events.wake_taken(task)  # before the first claim: a job committed after this gets its own wake-up
+        slice_ends = time.monotonic() + DRAIN_SLICE_S
+        batches = 0
+        writing: Future[None] | None = None
+        claiming: Future[_Pass] | None = None
+        current = self._claim(task, fill=True)
+        try:
+            while current.batch.claims:
+                if time.monotonic() < slice_ends:
+                    claiming = self._claimer.submit(self._claim, task, False)
+                self._infer(current)
+                if writing is not None:
+                    writing.result()  # at most one batch waits to be written: back-pressure on the engine
+                writing = self._writer.submit(self._write, current)
+                batches += 1
+                if claiming is None:
+                    break
+                started = time.perf_counter()
+                current, claiming = claiming.result(), None
+                if not current.batch.claims and time.monotonic() < slice_ends:
+                    # Claimed while the last pass ran: look again for the jobs that came meanwhile.
+                    current = self._claim(task, fill=False)
+                current.ms["idle"] = (time.perf_counter() - started) * 1000
+        finally:
+            if claiming is not None and not claiming.cancel() and claiming.exception() is None:
+                # Claimed but not run (an error above): their leases run out and `beat` hands them on.
+                self.leases.release(claiming.result().batch.claims)
+            if writing is not None:
+                writing.result()
+        if time.monotonic() >= slice_ends:
+            self.events.backlog(task)  # the slice is over: another turn (this or another worker) if jobs remain
+        return batches
+
+    def _claim(self, task: str, fill: bool) -> _Pass:
+        """The next batch of `task`; when `fill` (the device is idle), waits up to `max_batch_wait_ms` to fill."""
+        started = time.perf_counter()
         assert self.settings.max_batch_size is not None  # resolved for the device (WorkerContext.load_models)
-        more, more_started_events = self._fill(first.task, self.settings.max_batch_size - first.n_inputs)
-        claims = [first, *more]
-        self.events.webhooks(started_events + more_started_events)
-        steps.lap("claim")
-        engine = self.engines(first.task)
+        budget = self.settings.max_batch_size
+        deadline = time.monotonic() + self.settings.max_batch_wait_ms / 1000
+        claims, events = [], []
+        while True:
+            batch = claim_more(self.sessions, task, budget, self.clock, self.settings.lease_s, self.worker,
+                               oversized_alone=not claims)
+            claims += batch.claims
+            events += batch.events
+            budget -= batch.n_inputs
+            if batch.more_queued or not fill or not claims or budget <= 0 or time.monotonic() >= deadline:
+                break
+            time.sleep(FILL_POLL_S)
+        self.leases.hold(claims)
+        if batch.more_queued:
+            self.events.backlog(task)  # another worker may join
+        self.events.webhooks(events)
+        return _Pass(task, Batch(claims, events, batch.more_queued), {"claim": (time.perf_counter() - started) * 1000})
+
+    def _infer(self, current: _Pass) -> None:
+        engine = self.engines(current.task)
         engine.phases.reset()
-        with self._leases_held(claims):
-            outcomes = self._run(engine, claims)
-        inference_ms = steps.lap("inference")
-        batch_size = sum(claim.n_inputs for claim in claims)
+        started = time.perf_counter()
+        current.outcomes = self._run(engine, current.batch.claims)
+        current.ms["inference"] = (time.perf_counter() - started) * 1000
+        current.phase_seconds, current.counts = engine.phases.reset()
+
+    def _write(self, current: _Pass) -> None:
+        started = time.perf_counter()
         finished_at = self.clock()
-        written, completed = finish(self.sessions, outcomes, finished_at, batch_size, inference_ms)
-        for claim in claims:
-            self._remember(claim.job_id)
-        steps.lap("write")
+        try:
+            written, completed = finish(self.sessions, current.outcomes, finished_at, current.batch.n_inputs,
+                                        current.ms["inference"])
+        finally:
+            self.leases.release(current.batch.claims)
+        current.ms["write"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
         self.events.finished(written)
         self.events.webhooks(completed)
-        steps.lap("announce")
-        self._observe(first.task, claims, written, engine, batch_size, steps.ms, finished_at)
+        current.ms["announce"] = (time.perf_counter() - started) * 1000
+        self._observe(current, written, finished_at)
 
-    def _observe(self, task: str, claims: list[Claim], written: list[tuple[str, str]], engine: Engine,
-                 batch_size: int, steps_ms: dict[str, float], finished_at: datetime) -> None:
+    def _observe(self, current: _Pass, written: list[tuple[str, str]], finished_at: datetime) -> None:
         """Metrics and one log line per batch and per job: ids, statuses and durations, never inputs. The batch's
-        line splits its time into claim (database), inference (engine phases), write (database) and announce
-        (Redis), so that where a batch's time goes can be read off the log."""
-        inference_ms = steps_ms["inference"]
-        seconds, counts = engine.phases.reset()
+        line gives each stage's time: claim and write (database), inference (engine phases), announce (Redis),
+        and idle (the engine waiting for this batch's claim after the last pass), so that where a batch's time
+        goes can be read off the log."""
+        task, claims, counts = current.task, current.batch.claims, current.counts
+        batch_size = current.batch.n_inputs
         batch_id = uuid.uuid4().hex[:12]
         BATCH_INPUTS.labels(task).observe(batch_size)
         BATCH_TOKENS.labels(task).observe(counts.get("real_tokens", 0))
-        INFERENCE_SECONDS.labels(task).observe(inference_ms / 1000)
+        INFERENCE_SECONDS.labels(task).observe(current.ms["inference"] / 1000)
         log.info("batch finished", extra={
             "batch_id": batch_id, "task": task, "jobs": len(claims), "inputs": batch_size,
             "tokens": counts.get("real_tokens", 0), "attention_slots": counts.get("attention_slots", 0),
-            "messages_skipped": self._skipped, **{f"{k}_ms": round(v, 1) for k, v in steps_ms.items()},
-            **{f"{k}_ms": round(v * 1000, 1) for k, v in seconds.items()},
+            **{f"{k}_ms": round(v, 1) for k, v in current.ms.items()},
+            **{f"{k}_ms": round(v * 1000, 1) for k, v in current.phase_seconds.items()},
         })
-        self._skipped = 0
         by_id = {claim.job_id: claim for claim in claims}
         for job_id, status in written:
             claim = by_id[job_id]
@@ -127,20 +218,6 @@ class Batcher:
             JOB_LATENCY_SECONDS.labels(task).observe((finished_at - claim.created_at).total_seconds())
             log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "batch_id": batch_id,
                                             "attempt": claim.attempt, "queue_ms": round(queue_ms, 1)})
-
-    def _fill(self, task: str, budget: int) -> tuple[list[Claim], list[str]]:
-        claims: list[Claim] = []
-        events: list[str] = []
-        deadline = time.monotonic() + self.settings.max_batch_wait_ms / 1000
-        while budget > 0:
-            more, started = claim_more(self.sessions, task, budget, self.clock, self.settings.lease_s, self.worker)
-            claims += more
-            events += started
-            budget -= sum(claim.n_inputs for claim in more)
-            if budget <= 0 or time.monotonic() >= deadline:
-                break
-            time.sleep(FILL_POLL_S)
-        return claims, events
 
     def _run(self, engine: Engine, claims: list[Claim]) -> list[Outcome]:
         try:
@@ -155,28 +232,3 @@ class Batcher:
             code = "invalid_input" if isinstance(error, InputError) else "inference_error"
             log.warning("job %s failed: %s", claims[0].job_id, error)
             return [Outcome(claims[0], error={"code": code, "message": str(error)})]
-
-    @contextmanager
-    def _leases_held(self, claims: list[Claim]) -> Iterator[None]:
-        """Renews the batch's leases every third of a lease while it runs."""
-        stop = threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(self.settings.lease_s / 3):
-                try:
-                    renew_leases(self.sessions, claims, self.clock(), self.settings.lease_s)
-                except Exception as error:
-                    log.warning("lease renewal failed: %s", error)
-
-        thread = threading.Thread(target=renew, name="lease-renewal", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-    def _remember(self, job_id: str) -> None:
-        self._recent[job_id] = None
-        if len(self._recent) > RECENT_JOBS:
-            self._recent.popitem(last=False)

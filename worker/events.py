@@ -1,7 +1,7 @@
-"""Announces what the database recorded: queued jobs on their task's queue (a wake-up for a worker), finished
-jobs on a Redis channel (for requests held by `Prefer: wait`), webhook events on the webhooks queue. All are
-hints after the commit; `beat` and re-reads cover a lost one. The batcher and the sweeper take any object of this
-shape (tests pass one that records)."""
+"""Announces what the database recorded: queued jobs as a wake-up on their task's queue (`core/wakeups.py`),
+finished jobs on a Redis channel (for requests held by `Prefer: wait`), webhook events on the webhooks queue. All
+are hints after the commit; `beat` and re-reads cover a lost one. The batcher and the sweeper take any object of
+this shape (tests pass one that records)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import logging
 import redis
 from celery import Celery
 
-from core.queue import job_channel, publish_job, publish_webhook
+from core import wakeups
+from core.queue import job_channel, publish_webhook
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +22,24 @@ class JobEvents:
         self.celery = celery
 
     def queued(self, jobs: list[tuple[str, str]]) -> None:
-        """(job id, task) of jobs (back) in the queue."""
-        for job_id, task in jobs:
+        """(job id, task) of jobs (back) in the queue, found by `beat`: one wake-up per task, published even if
+        the flag says one is pending (it may be what was lost)."""
+        for task in sorted({task for _, task in jobs}):
             try:
-                publish_job(self.celery, job_id, task)
+                wakeups.publish(self.celery, self.client, task)
             except Exception as error:  # still queued: the next sweep tries again
-                log.warning("publishing job %s failed: %s", job_id, error)
+                log.warning("waking a %s worker failed: %s", task, error)
+
+    def wake_taken(self, task: str) -> None:
+        """This worker took a wake-up of `task` and is about to claim."""
+        wakeups.taken(self.client, task)
+
+    def backlog(self, task: str) -> None:
+        """Jobs of `task` are left queued behind this worker's batch: wake another worker, unless one is pending."""
+        try:
+            wakeups.request(self.celery, self.client, task)
+        except Exception as error:  # this worker drains them anyway; `beat` covers the rest
+            log.warning("waking another %s worker failed: %s", task, error)
 
     def webhooks(self, event_ids: list[str]) -> None:
         for event_id in event_ids:

@@ -1,5 +1,5 @@
 """Queueing behaviour with real processes started and stopped on purpose: cancel before a worker runs, batching
-of jobs that wait together, and `beat` re-publishing messages Redis lost."""
+of jobs that wait together, `beat` waking a worker for jobs whose wake-up Redis lost, duplicate wake-ups."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_jobs_queued_together_share_a_forward_pass_and_a_canceled_one_never_runs
         assert (row.status, row.output, row.attempts, row.started_at) == ("canceled", None, 0, None)
 
 
-def test_beat_republishes_jobs_whose_message_was_lost(fresh_stack: Stack) -> None:
+def test_beat_wakes_a_worker_for_jobs_whose_wake_up_was_lost(fresh_stack: Stack) -> None:
     http = fresh_stack.client(fresh_stack.new_key())
     ids = [http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE).json()["id"] for _ in range(3)]
     redis.Redis.from_url(fresh_stack.redis_url).flushdb()  # Redis restarted empty: the messages are gone
@@ -49,16 +49,17 @@ def test_beat_republishes_jobs_whose_message_was_lost(fresh_stack: Stack) -> Non
         assert all(row.published_at is not None and row.attempts == 1 for row in rows)
 
 
-def test_a_duplicated_message_claims_nothing(fresh_stack: Stack) -> None:
-    from core.queue import make_celery, publish_job
+def test_duplicate_wake_ups_run_nothing_twice(fresh_stack: Stack) -> None:
+    from core import wakeups
+    from core.queue import make_celery
 
     http = fresh_stack.client(fresh_stack.new_key())
     fresh_stack.start_worker()
     job = http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE, headers={"Prefer": "wait=30"}).json()
     assert job["status"] == "succeeded"
-    celery = make_celery(fresh_stack.redis_url)
+    celery, client = make_celery(fresh_stack.redis_url), redis.Redis.from_url(fresh_stack.redis_url)
     for _ in range(3):
-        publish_job(celery, job["id"], "fill-mask")
+        wakeups.publish(celery, client, "fill-mask")
     # A later job behind the duplicates proves they were consumed before it.
     later = http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE, headers={"Prefer": "wait=30"}).json()
     assert later["status"] == "succeeded"

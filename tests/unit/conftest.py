@@ -22,6 +22,13 @@ from tests.doubles import ManualClock
 Submit = Callable[..., Job]
 
 
+def claim_next(sessions: sessionmaker[Session], clock: ManualClock, lease_s: int,
+               worker: str | None = None) -> tuple[jobs.Claim | None, list[str]]:
+    """Claims the oldest queued one-input fill-mask job, as a worker's batch of one would: (claim, events)."""
+    batch = jobs.claim_more(sessions, TASK_FILL_MASK, 1, clock, lease_s, worker)
+    return (batch.claims[0] if batch.claims else None), batch.events
+
+
 @pytest.fixture()
 def sessions(tmp_path: Path) -> sessionmaker[Session]:
     url = f"sqlite:///{tmp_path / 'distilq.db'}"

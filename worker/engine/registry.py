@@ -28,7 +28,7 @@ class EngineRegistry:
         """This worker's device and dtype, resolved once. Imported here: a webhook sender never loads torch."""
         from worker.engine.runtime import configure_threads, resolve_runtime
 
-        configure_threads()
+        configure_threads(self.settings.torch_threads)
         return resolve_runtime(self.settings.device, self.settings.dtype)
 
     def pass_limits(self) -> tuple[int, int]:

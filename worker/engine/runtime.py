@@ -51,10 +51,11 @@ def resolve_runtime(device: str = "auto", dtype: str = "auto") -> Runtime:
     return Runtime(resolved, torch_dtype)
 
 
-def configure_threads() -> None:
-    """One inference thread per core this process may use (its CPU affinity, not the machine's count)."""
+def configure_threads(threads: int | None = None) -> None:
+    """`threads` inference threads, or one per core this process may use (its CPU affinity, not the machine's
+    count)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores))
+    torch.set_num_threads(threads or max(1, cores))
 
 
 def load_model(model_class: Any, model_id: str, runtime: Runtime) -> Any:

@@ -242,8 +242,8 @@ def test_job_lists_leave_outputs_out_unless_asked(client: FlaskClient, settings:
 
     job_id = client.post(FM, json=MASKED).json["id"]
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
-    claim, _ = jobs.claim_job(sessions, job_id, utcnow, 30)
-    assert claim is not None
+    claims = jobs.claim_more(sessions, "fill-mask", 1000, utcnow, 30).claims  # this module's queued jobs
+    (claim,) = [claim for claim in claims if claim.job_id == job_id]
     jobs.finish(sessions, [jobs.Outcome(claim, output=[["big"] * 1000])], utcnow(), 1, 1.0)
 
     listed = client.get("/v1/jobs").json["data"]

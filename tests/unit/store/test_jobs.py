@@ -13,7 +13,7 @@ from models.tables import ApiKey, Job, WebhookEvent
 from store import jobs
 from store.jobs import Outcome
 from tests.doubles import ManualClock
-from tests.unit.conftest import Submit
+from tests.unit.conftest import Submit, claim_next
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
 HOOKED = {**ONE, "webhook": "https://example.com/hook"}
@@ -59,9 +59,9 @@ def test_in_flight_cap(submit: Submit) -> None:
 def test_claim_takes_a_queued_job_once_and_records_its_start(submit: Submit, sessions: sessionmaker[Session],
                                                              clock: ManualClock) -> None:
     job = submit(HOOKED)
-    claim, started = jobs.claim_job(sessions, job.id, clock, LEASE_S)
+    claim, started = claim_next(sessions, clock, LEASE_S)
     assert claim is not None and claim.attempt == 1 and len(started) == 1
-    assert jobs.claim_job(sessions, job.id, clock, LEASE_S) == (None, [])  # a duplicate message claims nothing
+    assert claim_next(sessions, clock, LEASE_S) == (None, [])  # a claimed job is not claimed twice
     stored = row(sessions, job.id)
     assert stored.status == "running" and stored.lease_until == clock() + timedelta(seconds=LEASE_S)
     assert events(sessions, job.id) == ["job.started"]
@@ -70,15 +70,28 @@ def test_claim_takes_a_queued_job_once_and_records_its_start(submit: Submit, ses
 def test_claim_more_takes_the_oldest_jobs_that_fit(submit: Submit, sessions: sessionmaker[Session],
                                                    clock: ManualClock) -> None:
     ids = [submit({"inputs": {"input_string": ["x [MASK]"] * n}}).id for n in (2, 3, 1, 1)]
-    claims, _ = jobs.claim_more(sessions, "fill-mask", 5, clock, LEASE_S)
-    assert [c.job_id for c in claims] == ids[:2]  # 2 + 3 inputs fill 5; the rest wait, in order
-    assert jobs.claim_more(sessions, "question-answering", 5, clock, LEASE_S) == ([], [])
+    batch = jobs.claim_more(sessions, "fill-mask", 5, clock, LEASE_S)
+    assert [c.job_id for c in batch.claims] == ids[:2]  # 2 + 3 inputs fill 5; the rest wait, in order
+    assert batch.n_inputs == 5 and batch.more_queued
+    rest = jobs.claim_more(sessions, "fill-mask", 5, clock, LEASE_S)
+    assert [c.job_id for c in rest.claims] == ids[2:] and not rest.more_queued
+    assert jobs.claim_more(sessions, "question-answering", 5, clock, LEASE_S) == jobs.Batch([], [], False)
+
+
+def test_a_job_larger_than_a_batch_is_claimed_alone_but_never_tops_a_batch_up(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    big, small = submit({"inputs": {"input_string": ["x [MASK]"] * 9}}), submit(ONE)
+    topping_up = jobs.claim_more(sessions, "fill-mask", 4, clock, LEASE_S, oversized_alone=False)
+    assert topping_up.claims == [] and topping_up.more_queued
+    alone = jobs.claim_more(sessions, "fill-mask", 4, clock, LEASE_S)
+    assert [c.job_id for c in alone.claims] == [big.id] and alone.n_inputs == 9 and alone.more_queued
+    assert [c.job_id for c in jobs.claim_more(sessions, "fill-mask", 4, clock, LEASE_S).claims] == [small.id]
 
 
 def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sessionmaker[Session],
                                                   clock: ManualClock) -> None:
     kept, canceled = submit(HOOKED), submit(HOOKED)
-    claims, _ = jobs.claim_more(sessions, "fill-mask", 10, clock, LEASE_S)
+    claims = jobs.claim_more(sessions, "fill-mask", 10, clock, LEASE_S).claims
     with sessions() as session:
         assert jobs.cancel(session, canceled.id, clock())[0]
     written, completed = jobs.finish(sessions, [Outcome(c, output=[["out"]]) for c in claims], clock(), 2, 1.5)
@@ -92,7 +105,7 @@ def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sess
 def test_cancel_leaves_a_finished_job_as_it_is(submit: Submit, sessions: sessionmaker[Session],
                                                clock: ManualClock) -> None:
     job = submit(ONE)
-    claim, _ = jobs.claim_job(sessions, job.id, clock, LEASE_S)
+    claim, _ = claim_next(sessions, clock, LEASE_S)
     assert claim is not None
     jobs.finish(sessions, [Outcome(claim, error={"code": "invalid_input", "message": "no"})], clock(), 1, 1.0)
     with sessions() as session:
@@ -104,7 +117,7 @@ def test_reclaim_requeues_then_fails_a_job_whose_worker_keeps_dying(submit: Subm
                                                                      clock: ManualClock) -> None:
     job = submit(HOOKED)
     for attempt in (1, 2):
-        claim, _ = jobs.claim_job(sessions, job.id, clock, LEASE_S)
+        claim, _ = claim_next(sessions, clock, LEASE_S)
         assert claim is not None and claim.attempt == attempt
         assert jobs.reclaim_expired(sessions, clock(), 2, 100) == ([], [], [])  # the lease still holds
         clock.advance(LEASE_S + 1)
@@ -157,7 +170,7 @@ def test_a_job_never_starts_before_it_was_created(submit: Submit, sessions: sess
     job committed): queue_ms once came out negative."""
     job = submit(ONE)
     behind = ManualClock(clock() - timedelta(seconds=2))
-    claim, _ = jobs.claim_job(sessions, job.id, behind, LEASE_S)
+    claim, _ = claim_next(sessions, behind, LEASE_S)
     assert claim is not None and claim.queue_ms == 0
     stored = row(sessions, job.id)
     assert stored.started_at == stored.created_at

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
+from distilq.stack import wait_until
 from models.tables import Job
 from tests.doubles import ManualClock, RecordingEvents
 from tests.unit.conftest import Submit
@@ -38,7 +39,7 @@ def test_one_wake_up_runs_every_queued_job_of_the_task_in_one_call(submit: Submi
     engine = StubEngine("fill-mask")
     batcher, events = make_batcher(sessions, clock, engine)
 
-    batcher.handle(ids[2])
+    batcher.drain("fill-mask")
 
     assert len(engine.calls) == 1 and len(engine.calls[0]) == 5
     assert sorted(events.finished_jobs) == sorted((job_id, "succeeded") for job_id in ids)
@@ -54,9 +55,9 @@ def test_a_batch_holds_at_most_max_batch_size_inputs(submit: Submit, sessions: s
     ids = [submit({"inputs": {"input_string": ["a [MASK]"] * 3}}).id for _ in range(4)]
     engine = StubEngine("fill-mask")
     batcher, _ = make_batcher(sessions, clock, engine, max_batch_size=7)
-    batcher.handle(ids[0])
-    assert [len(call) for call in engine.calls] == [2]  # 3 + 3 inputs; a third job would make 9
-    assert [stored(sessions, i).status for i in ids] == ["succeeded", "succeeded", "queued", "queued"]
+    batcher.drain("fill-mask")
+    assert [len(call) for call in engine.calls] == [2, 2]  # 3 + 3 inputs a pass; a third job would make 9
+    assert [stored(sessions, i).batch_size for i in ids] == [6, 6, 6, 6]
 
 
 def test_a_bad_input_fails_its_own_job_only(submit: Submit, sessions: sessionmaker[Session],
@@ -65,7 +66,7 @@ def test_a_bad_input_fails_its_own_job_only(submit: Submit, sessions: sessionmak
     bad = submit({"inputs": {"input_string": ["no mask token here"]}})
     engine = StubEngine("fill-mask")
     batcher, events = make_batcher(sessions, clock, engine)
-    batcher.handle(good.id)
+    batcher.drain("fill-mask")
     assert [len(call) for call in engine.calls] == [2, 1, 1]  # the batch, then each job alone
     assert stored(sessions, good.id).status == "succeeded"
     failed = stored(sessions, bad.id)
@@ -80,7 +81,7 @@ def test_question_answering_jobs_get_the_engines_answers(submit: Submit, session
             "parameters": {"top_k": 2}}
     job = submit(body, task="question-answering")
     batcher, _ = make_batcher(sessions, clock, StubEngine("question-answering"))
-    batcher.handle(job.id)
+    batcher.drain("question-answering")
     assert stored(sessions, job.id).output == [question_answering_output("Who?", "Ada wrote it.", 2),
                                                question_answering_output("What?", "A short program.", 2)]
 
@@ -89,11 +90,58 @@ def test_a_redundant_wake_up_runs_nothing(submit: Submit, sessions: sessionmaker
                                           clock: ManualClock) -> None:
     first, second = submit(ONE), submit(ONE)
     engine = StubEngine("fill-mask")
-    batcher, _ = make_batcher(sessions, clock, engine)
-    batcher.handle(first.id)
-    batcher.handle(second.id)  # its message arrives after the batch that took it
-    batcher.handle("no-such-job")
+    batcher, events = make_batcher(sessions, clock, engine)
+    assert batcher.drain("fill-mask") == 1
+    assert batcher.drain("fill-mask") == 0  # a wake-up arriving after the drain that took both jobs
+    assert len(engine.calls) == 1 and [stored(sessions, i).attempts for i in (first.id, second.id)] == [1, 1]
+    # Each drain clears the wake-up flag before it claims, so that a job committed later gets its own wake-up.
+    assert events.wakeups == [("taken", "fill-mask"), ("taken", "fill-mask")]
+
+
+def test_a_drain_runs_the_backlog_in_full_batches_and_asks_another_worker_to_join(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    ids = [submit(ONE).id for _ in range(10)]
+    engine = StubEngine("fill-mask")
+    batcher, events = make_batcher(sessions, clock, engine, max_batch_size=4)
+    assert batcher.drain("fill-mask") == 3
+    assert [len(call) for call in engine.calls] == [4, 4, 2]
+    assert all(stored(sessions, i).status == "succeeded" for i in ids)
+    # Jobs were left behind after the first two claims: each asked for a wake-up another worker can take.
+    assert events.wakeups == [("taken", "fill-mask"), ("backlog", "fill-mask"), ("backlog", "fill-mask")]
+
+
+def test_the_next_batch_is_claimed_while_the_engine_runs_the_current_one(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    ids = [submit(ONE).id for _ in range(4)]
+    engine = StubEngine("fill-mask")
+    engine.proceed.clear()  # hold the first pass inside the engine
+    batcher, _ = make_batcher(sessions, clock, engine, max_batch_size=2)
+    worker = threading.Thread(target=batcher.drain, args=("fill-mask",))
+    worker.start()
+    assert engine.running.wait(10)
+    # While the first batch is on the engine, the second is claimed (running, not yet on the engine).
+    wait_until(lambda: [stored(sessions, i).status for i in ids] == ["running"] * 4, 10, "the second claim")
     assert len(engine.calls) == 1
+    engine.proceed.set()
+    worker.join(10)
+    assert [len(call) for call in engine.calls] == [2, 2]
+    assert [stored(sessions, i).status for i in ids] == ["succeeded"] * 4
+
+
+def test_a_drain_gives_its_turn_back_after_its_slice_and_asks_for_another(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.batcher
+
+    monkeypatch.setattr(worker.batcher, "DRAIN_SLICE_S", 0.0)  # the slice is over after the first pass
+    ids = [submit(ONE).id for _ in range(3)]
+    engine = StubEngine("fill-mask")
+    batcher, events = make_batcher(sessions, clock, engine, max_batch_size=1)
+    assert batcher.drain("fill-mask") == 1
+    assert [stored(sessions, i).status for i in ids] == ["succeeded", "queued", "queued"]
+    assert events.wakeups[-1] == ("backlog", "fill-mask")
+    assert batcher.drain("fill-mask") == 1  # the next wake-up goes on where it stopped
+    assert [stored(sessions, i).status for i in ids] == ["succeeded", "succeeded", "queued"]
 
 
 def test_a_job_canceled_while_on_the_engine_keeps_canceled(submit: Submit, sessions: sessionmaker[Session],
@@ -104,7 +152,7 @@ def test_a_job_canceled_while_on_the_engine_keeps_canceled(submit: Submit, sessi
     engine = StubEngine("fill-mask")
     engine.proceed.clear()  # hold the batch inside the engine
     batcher, events = make_batcher(sessions, clock, engine)
-    worker = threading.Thread(target=batcher.handle, args=(victim.id,))
+    worker = threading.Thread(target=batcher.drain, args=("fill-mask",))
     worker.start()
     assert engine.running.wait(10)
     with sessions() as session:

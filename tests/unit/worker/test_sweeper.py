@@ -7,9 +7,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
 from models.tables import Job
-from store import jobs
 from tests.doubles import ManualClock, RecordingEvents
-from tests.unit.conftest import Submit
+from tests.unit.conftest import Submit, claim_next
 from worker.sweeper import DEAD_AFTER, Sweeper
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
@@ -26,13 +25,13 @@ def test_a_dead_workers_job_is_requeued_then_failed(submit: Submit, sessions: se
     job = submit({**ONE, "webhook": "https://example.com/hook", "webhook_events_filter": ["completed"]})
     sweeper, events = make_sweeper(sessions, clock)
 
-    jobs.claim_job(sessions, job.id, clock, SETTINGS.lease_s)
+    claim_next(sessions, clock, SETTINGS.lease_s)
     assert sweeper.sweep()["reclaimed"] == 0
     clock.advance(SETTINGS.lease_s + 1)
     assert sweeper.sweep()["reclaimed"] == 1
     assert events.queued_jobs == [(job.id, "fill-mask")]
 
-    jobs.claim_job(sessions, job.id, clock, SETTINGS.lease_s)
+    claim_next(sessions, clock, SETTINGS.lease_s)
     clock.advance(SETTINGS.lease_s + 1)
     counts = sweeper.sweep()
     assert counts["reclaimed"] == 1
@@ -65,8 +64,8 @@ def test_expired_idempotency_keys_are_freed(submit: Submit, sessions: sessionmak
 
 def test_a_webhook_event_whose_message_was_lost_is_published_again(submit: Submit, sessions: sessionmaker[Session],
                                                                     clock: ManualClock) -> None:
-    job = submit({**ONE, "webhook": "https://example.com/hook"})
-    _, started = jobs.claim_job(sessions, job.id, clock, SETTINGS.lease_s)
+    submit({**ONE, "webhook": "https://example.com/hook"})
+    _, started = claim_next(sessions, clock, SETTINGS.lease_s)
     sweeper, events = make_sweeper(sessions, clock)
     assert sweeper.sweep()["webhooks_published"] == 0  # the claim's caller publishes it
     clock.advance(31)  # still undelivered after the republish window: that message was lost
@@ -83,8 +82,8 @@ def test_the_jobs_of_a_worker_known_dead_are_handed_on_before_their_lease_ends(
     events = RecordingEvents()
     sweeper = Sweeper(sessions, events, settings, clock, lambda: set(live))  # type: ignore[arg-type]
     mine, other = submit(ONE), submit(ONE)
-    jobs.claim_job(sessions, mine.id, clock, settings.lease_s, "host:1")
-    jobs.claim_job(sessions, other.id, clock, settings.lease_s, "host:2")
+    claim_next(sessions, clock, settings.lease_s, "host:1")
+    claim_next(sessions, clock, settings.lease_s, "host:2")
 
     live.discard("host:1")
     assert sweeper.sweep()["reclaimed"] == 0  # missing once: maybe Redis restarted and it has not written it yet
@@ -102,8 +101,8 @@ def test_a_worker_that_comes_back_in_time_keeps_its_jobs(submit: Submit, session
     live: set[str] = set()
     sweeper = Sweeper(sessions, RecordingEvents(), Settings(lease_s=120), clock,  # type: ignore[arg-type]
                       lambda: set(live))
-    job = submit(ONE)
-    jobs.claim_job(sessions, job.id, clock, 120, "host:1")
+    submit(ONE)
+    claim_next(sessions, clock, 120, "host:1")
     sweeper.sweep()
     clock.advance(DEAD_AFTER.total_seconds() - 1)
     live.add("host:1")  # Redis came back empty and the worker wrote its key again
@@ -119,7 +118,7 @@ def test_presence_unknown_leaves_the_decision_to_leases(submit: Submit, sessions
         raise ConnectionError("Redis is away")
 
     sweeper = Sweeper(sessions, RecordingEvents(), Settings(lease_s=120), clock, redis_away)  # type: ignore[arg-type]
-    job = submit(ONE)
-    jobs.claim_job(sessions, job.id, clock, 120, "host:1")
+    submit(ONE)
+    claim_next(sessions, clock, 120, "host:1")
     clock.advance(3 * DEAD_AFTER.total_seconds())
     assert sweeper.sweep()["reclaimed"] == 0
