@@ -10,9 +10,10 @@ from flask import g, request
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.key_cache import Caller
 from api.state import app_state
 from core.clock import utcnow
-from models.tables import ApiKey, Job
+from models.tables import Job
 from store import jobs, keys
 
 
@@ -38,29 +39,40 @@ def close_db(_error: BaseException | None = None) -> None:
 
 
 def authenticate() -> None:
-    """Resolves `Authorization: Bearer <key>` to `g.api_key`, or answers 401."""
+    """Resolves `Authorization: Bearer <key>` to the calling key (`current_key()`), or answers 401. A key seen
+    lately comes from the process's key cache, which a revocation empties at once (`api/key_cache.py`)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "unauthorized", "send your API key as 'Authorization: Bearer <key>'",
                        headers={"WWW-Authenticate": "Bearer"})
-    reader = read_db()
-    key = keys.active_key(reader, token.strip())
-    reader.close()  # ends the read (a request may take long; its snapshot need not) and keeps `key` loaded
-    if key is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    state = app_state()
+    state.announcements.start()  # the cache is used only while revocations can be heard
+    key_hash = keys.hash_key(token)
+    caller = state.key_cache.get(key_hash)
+    if caller is None:
+        generation = state.key_cache.generation()
+        reader = read_db()
+        key = keys.active_key(reader, token)
+        reader.close()  # ends the read (a request may take long; its snapshot need not)
+        if key is None:
+            raise ApiError(401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        caller = Caller(key.id, key.last_used_at)
+        state.key_cache.put(key_hash, caller, generation)
     now = utcnow()
-    if keys.needs_touch(key, now):
+    if keys.needs_touch(caller.last_used_at, now):
         session = db()
-        keys.touch(session, key.id, now)
+        keys.touch(session, caller.id, now)
         session.commit()
-    g.api_key = key
-    app_state().rate_limiter.check(key.id)
+        caller.last_used_at = now
+    g.caller = caller
+    state.rate_limiter.check(caller.id)
 
 
-def current_key() -> ApiKey:
-    key: ApiKey = g.api_key
-    return key
+def current_key() -> Caller:
+    caller: Caller = g.caller
+    return caller
 
 
 def own_job(job_id: str, session: Session | None = None) -> Job:

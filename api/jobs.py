@@ -6,7 +6,9 @@ import base64
 import binascii
 import json
 import logging
+import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +64,32 @@ def _idempotency_key(key: str | None) -> str | None:
     return key
 
 
+def _submit(task: str, body: FillMaskRequest | QuestionAnsweringRequest, raw: dict[str, Any],
+            idempotency_key: str | None, job_id: str) -> tuple[Job, bool]:
+    """Stores the job (or finds the one this Idempotency-Key made) and wakes a worker for a new one."""
+    state = app_state()
+    try:
+        job, created = jobs.submit(
+            db(), task=task, model=state.settings.model_id(task), api_key_id=current_key().id, body=body, raw_body=raw,
+            idempotency_key=idempotency_key, idempotency_ttl_s=state.settings.idempotency_ttl_s,
+            max_in_flight=state.settings.max_jobs_in_flight, now=utcnow(), job_id=job_id,
+        )
+    except jobs.IdempotencyKeyReused:
+        raise ApiError(409, "idempotency_key_reused",
+                       "this Idempotency-Key was used with a different request body") from None
+    except jobs.TooManyJobsInFlight as error:
+        raise ApiError(429, "too_many_jobs_in_flight",
+                       f"this API key has {error.in_flight} jobs queued or running, the most it may; retry when "
+                       "some finish", headers={"Retry-After": "5"}) from None
+    if created:
+        JOBS_SUBMITTED.labels(task).inc()
+        try:
+            wakeups.request(state.celery, state.redis, task)
+        except Exception as error:  # the row is committed: `beat` wakes a worker for it later
+            log.warning("waking a worker for job %s failed (%s); beat will", job.id, error.__class__.__name__)
+    return job, created
+
+
 def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringRequest], check: Check) -> Response:
     raw = read_json_object()
     body = parse(schema, raw)
@@ -85,32 +113,22 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
     idempotency_key = _idempotency_key(request.headers.get("Idempotency-Key"))
     wait_s = requested_wait_s(request.headers.get("Prefer"))
 
-    try:
-        job, created = jobs.submit(
-            db(), task=task, model=state.settings.model_id(task), api_key_id=current_key().id, body=body, raw_body=raw,
-            idempotency_key=idempotency_key, idempotency_ttl_s=state.settings.idempotency_ttl_s,
-            max_in_flight=state.settings.max_jobs_in_flight, now=utcnow(),
-        )
-    except jobs.IdempotencyKeyReused:
-        raise ApiError(409, "idempotency_key_reused",
-                       "this Idempotency-Key was used with a different request body") from None
-    except jobs.TooManyJobsInFlight as error:
-        raise ApiError(429, "too_many_jobs_in_flight",
-                       f"this API key has {error.in_flight} jobs queued or running, the most it may; retry when "
-                       "some finish", headers={"Retry-After": "5"}) from None
-    if created:
-        JOBS_SUBMITTED.labels(task).inc()
-        try:
-            wakeups.request(state.celery, state.redis, task)
-        except Exception as error:  # the row is committed: `beat` wakes a worker for it later
-            log.warning("waking a worker for job %s failed (%s); beat will", job.id, error.__class__.__name__)
-    headers = {"Location": f"/v1/jobs/{job.id}"}
-    if wait_s is not None:
-        with state.wait_slots.slot(current_key().id) as may_wait:
-            if may_wait:  # else the key holds its most waits already: the job as it is, at once
-                headers["Preference-Applied"] = f"wait={wait_s}"
-                if job.status not in TERMINAL_STATUSES:
-                    job = wait_for_job(state.read_sessions, state.completions, job.id, wait_s) or job
+    with ExitStack() as held:
+        # A held request takes its wait slot and starts watching for the job's announcement before the job is
+        # committed: a fast worker cannot then finish it unseen, and the wait needs no first read of the row.
+        may_wait = wait_s is not None and held.enter_context(state.wait_slots.slot(current_key().id))
+        job_id = str(uuid.uuid4())
+        watch = held.enter_context(state.announcements.watching(job_id)) if may_wait else None
+        if not state.announcements.subscribed.is_set():
+            watch = None  # announcements made now may be missed: the wait reads the row first
+        job, created = _submit(task, body, raw, idempotency_key, job_id)
+        headers = {"Location": f"/v1/jobs/{job.id}"}
+        if wait_s is not None and may_wait:  # else the key holds its most waits already: the job as it is, at once
+            headers["Preference-Applied"] = f"wait={wait_s}"
+            if job.status not in TERMINAL_STATUSES:
+                found = (wait_for_job(state.read_sessions, state.announcements, job.id, wait_s, watch) if created
+                         else wait_for_job(state.read_sessions, state.announcements, job.id, wait_s))
+                job = found or job
     return _job_response(job, 200 if job.status in TERMINAL_STATUSES else 202, headers)
 
 

@@ -12,9 +12,11 @@ from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.announcements import Announcements
+from api.key_cache import KeyCache
 from api.limits import KeyRateLimiter
 from api.model_inputs import ServedModel, load_served_model
-from api.waiting import CompletionListener, WaitSlots
+from api.waiting import WaitSlots
 from core.queue import make_celery
 from core.settings import Settings
 from core.tasks import ModelUnavailable
@@ -34,7 +36,8 @@ class AppState:
     redis: redis.Redis
     celery: Celery
     rate_limiter: KeyRateLimiter
-    completions: CompletionListener
+    announcements: Announcements
+    key_cache: KeyCache
     wait_slots: WaitSlots
     _models: dict[str, ServedModel] = field(default_factory=dict)
     #: task → (monotonic time until which the failure stands, its message)
@@ -64,6 +67,8 @@ class AppState:
 def init_app(app: Flask, settings: Settings) -> None:
     engine = make_engine(settings.resolved_database_url)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    key_cache = KeyCache(trusted=lambda: announcements.subscribed.is_set())
+    announcements = Announcements(settings.redis_url, on_keys_revoked=key_cache.clear)
     app.extensions["distilq"] = AppState(
         settings=settings,
         engine=engine,
@@ -72,7 +77,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         redis=client,
         celery=make_celery(settings.redis_url),
         rate_limiter=KeyRateLimiter(settings.redis_url, settings.rate_limit),
-        completions=CompletionListener(settings.redis_url),
+        announcements=announcements,
+        key_cache=key_cache,
         wait_slots=WaitSlots(client, settings.max_waiting_per_key),
     )
 

@@ -10,6 +10,7 @@ from api.errors import ApiError
 from api.state import app_state
 from core.clock import isoformat, utcnow
 from core.queue import publish_webhook
+from store import keys
 from webhooks import job_deliveries, retry_now, rotate_secret
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1")
@@ -19,7 +20,7 @@ bp.teardown_request(close_db)
 
 @bp.get("/webhooks/secret")
 def get_secret() -> Response:
-    return jsonify({"secret": current_key().webhook_secret})
+    return jsonify({"secret": keys.webhook_secret(read_db(), current_key().id)})
 
 
 @bp.post("/webhooks/secret/rotate")

@@ -46,6 +46,10 @@ def publish_webhook(app: Celery, event_id: str) -> None:
     app.send_task(DELIVER_TASK, args=[event_id], queue=WEBHOOK_QUEUE)
 
 
+#: Redis pub/sub channel on which `distilq keys revoke` announces a revocation to every API process.
+KEYS_REVOKED_CHANNEL = "distilq:keys-revoked"
+
+
 def job_channel(job_id: str) -> str:
     """Redis pub/sub channel on which the worker announces that a job reached a terminal status."""
     return f"distilq:job-finished:{job_id}"

@@ -87,6 +87,17 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print(f"revoked {args.key}", file=sys.stderr)
+    import redis
+
+    from api.key_cache import ENTRY_TTL_S
+    from core.queue import KEYS_REVOKED_CHANNEL
+
+    try:  # API processes drop the keys they hold in memory
+        redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, socket_connect_timeout=2).publish(
+            KEYS_REVOKED_CHANNEL, "1")
+    except redis.RedisError as error:
+        print(f"distilq: warning: could not tell the API processes ({error.__class__.__name__}); those that hold "
+              f"the key in memory accept it for at most {ENTRY_TTL_S:.0f} s more", file=sys.stderr)
     return 0
 
 

@@ -11,6 +11,7 @@ Reads of one key's jobs live here too, so that every query of the jobs table is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, func, or_, select, tuple_, update
+from sqlalchemy import Table, bindparam, case, func, insert, or_, select, tuple_, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -79,16 +81,25 @@ def _by_idempotency_key(session: Session, api_key_id: str, idempotency_key: str,
     return job
 
 
-def _check_in_flight(session: Session, api_key_id: str, cap: int) -> None:
-    """Raises TooManyJobsInFlight when the key already has `cap` jobs queued or running. The key's row is locked
-    first (PostgreSQL; SQLite serialises writers anyway), so concurrent submissions of one key count in turn."""
-    session.execute(select(ApiKey.id).where(ApiKey.id == api_key_id).with_for_update())
-    in_flight = session.scalar(
-        select(func.count()).select_from(Job).where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING)))
-    ) or 0
-    if in_flight >= cap:
-        session.rollback()
-        raise TooManyJobsInFlight(in_flight)
+#: Column name of each attribute of Job (they differ where a name is reserved: `meta` is the `metadata` column).
+_COLUMNS = {attr.key: attr.columns[0].name for attr in sa_inspect(Job).column_attrs}
+
+
+def _in_flight(api_key_id: Any) -> Any:
+    """The key's jobs queued or running, as a scalar subquery."""
+    return (select(func.count()).select_from(Job)
+            .where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING))).scalar_subquery())
+
+
+@functools.cache
+def _insert_if_room(attributes: tuple[str, ...]) -> Any:
+    """INSERT INTO jobs (…) SELECT :v_… WHERE (jobs of :v_key in flight) < :v_cap, built once per set of
+    attributes given (they differ only in the optional ones)."""
+    table = cast(Table, Job.__table__)
+    columns = [table.c[_COLUMNS[name]] for name in attributes]
+    row = select(*[bindparam(f"v_{name}", type_=column.type).label(column.name)
+                   for name, column in zip(attributes, columns, strict=True)])
+    return insert(table).from_select(columns, row.where(_in_flight(bindparam("v_key")) < bindparam("v_cap")))
 
 
 def submit(
@@ -103,27 +114,42 @@ def submit(
     idempotency_ttl_s: int,
     max_in_flight: int,
     now: datetime,
+    job_id: str | None = None,
 ) -> tuple[Job, bool]:
-    """Stores a new `queued` job and commits; returns it and whether it is new (False: an idempotent replay, also
-    when a concurrent copy of the request committed first). Publishing it is the caller's, after this returns."""
+    """Stores a new `queued` job (id `job_id`, or a new one) and commits; returns it and whether it is new (False:
+    an idempotent replay, also when a concurrent copy of the request committed first). Raises TooManyJobsInFlight
+    when the key already has `max_in_flight` jobs queued or running. Publishing it is the caller's, after this
+    returns.
+
+    One INSERT … SELECT … WHERE (the key's jobs in flight) < cap: the cap is checked by the statement that
+    inserts, so a writer holds SQLite's one write lock for a single statement; on PostgreSQL the key's row is
+    locked first, so that concurrent submissions of one key count in turn. The returned job is built here, not
+    loaded: no ORM unit of work, no read back."""
     digest = request_hash(task, raw_body)
     if idempotency_key is not None:
         found = _by_idempotency_key(session, api_key_id, idempotency_key, digest, now)
         if found is not None:
             return found, False
-    _check_in_flight(session, api_key_id, max_in_flight)
-    job = Job(
-        id=str(uuid.uuid4()), api_key_id=api_key_id, task=task, model=model, status=QUEUED,
-        input=body.inputs.model_dump(), parameters=body.parameters.model_dump(exclude_none=True),
-        n_inputs=body.n_inputs(), created_at=now, attempts=0, webhook=body.webhook,
-        webhook_events_filter=list(body.webhook_events_filter), meta=body.metadata,
-    )
+    fields: dict[str, Any] = {
+        "id": job_id or str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
+        "input": body.inputs.model_dump(), "parameters": body.parameters.model_dump(exclude_none=True),
+        "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "webhook": body.webhook,
+        "webhook_events_filter": list(body.webhook_events_filter), "meta": body.metadata,
+    }
     if idempotency_key is not None:
-        job.idempotency_key = idempotency_key
-        job.request_hash = digest
-        job.idempotency_expires_at = now + timedelta(seconds=idempotency_ttl_s)
-    session.add(job)
+        fields.update(idempotency_key=idempotency_key, request_hash=digest,
+                      idempotency_expires_at=now + timedelta(seconds=idempotency_ttl_s))
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(ApiKey.id).where(ApiKey.id == api_key_id).with_for_update())
+    present = {name: value for name, value in fields.items() if value is not None}
     try:
+        inserted = rowcount(session.connection().execute(
+            _insert_if_room(tuple(present)),
+            {**{f"v_{name}": value for name, value in present.items()}, "v_key": api_key_id, "v_cap": max_in_flight}))
+        if not inserted:
+            in_flight = session.scalar(select(_in_flight(api_key_id))) or 0
+            session.rollback()
+            raise TooManyJobsInFlight(in_flight)
         session.commit()
     except IntegrityError:
         # Another copy of this request committed first: answer with its job.
@@ -134,7 +160,7 @@ def submit(
         if found is None:
             raise
         return found, False
-    return job, True
+    return Job(**fields), True
 
 
 # --- claim, renew, finish (the worker) ---------------------------------------------------------------------------
@@ -226,7 +252,8 @@ def claim_more(
             .limit(max_inputs + 1)  # one past the budget: whether any job is left behind
             .with_for_update(skip_locked=True)
         ).all()
-        chosen, budget = [], max_inputs
+        chosen: list[str] = []
+        budget = max_inputs
         for job_id, n_inputs in candidates:
             if n_inputs > budget:
                 if not chosen and oversized_alone:

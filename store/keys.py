@@ -70,8 +70,13 @@ def active_key(session: Session, key: str) -> ApiKey | None:
     ).one_or_none()
 
 
-def needs_touch(key: ApiKey, now: datetime) -> bool:
-    return key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
+def needs_touch(last_used_at: datetime | None, now: datetime) -> bool:
+    return last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION
+
+
+def webhook_secret(session: Session, key_id: str) -> str:
+    """The key's current webhook signing secret."""
+    return session.scalars(select(ApiKey.webhook_secret).where(ApiKey.id == key_id)).one()
 
 
 def touch(session: Session, key_id: str, now: datetime) -> None:

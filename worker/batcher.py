@@ -7,10 +7,11 @@ waits on the database while jobs are queued:
     this thread:     engine N ──────────────────┴─ engine N+1 ─ …
     writer thread:   write N−1, announce ───────── write N, announce ─ …
 
-The next batch is claimed while the current one runs, so its size follows the load: under a backlog every pass
-is full; when the device was idle, the first claim waits up to `max_batch_wait_ms` for company and a lone job
-goes at once after that. A drain gives its turn back after `DRAIN_SLICE_S` (a worker serving both tasks must not
-starve one), asking for another wake-up if jobs are left."""
+Batch sizes follow the load: a wake-up finds the device idle and claims at once, so a lone job goes at once;
+while jobs keep coming, the next claim is made `max_batch_wait_ms` after the last (sooner never pays: the pass
+and its write would be as costly for fewer jobs), and under a backlog at once and full. A drain gives its turn
+back after `DRAIN_SLICE_S` (a worker serving both tasks must not starve one), asking for another wake-up if jobs
+are left."""
 
 from __future__ import annotations
 
@@ -40,8 +41,6 @@ from worker.events import JobEvents
 
 log = logging.getLogger(__name__)
 
-#: Pause between looks for more jobs while an idle device's first batch waits to fill, in seconds.
-FILL_POLL_S = 0.002
 #: A drain hands the worker back to Celery after this long, in seconds (it asks for another wake-up if jobs remain).
 DRAIN_SLICE_S = 2.0
 
@@ -53,6 +52,8 @@ class _Pass:
     task: str
     batch: Batch
     ms: dict[str, float] = field(default_factory=dict)
+    #: When the claim ended (`time.monotonic()`).
+    claimed_at: float = 0.0
     outcomes: list[Outcome] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -110,6 +111,7 @@ class Batcher:
         self.worker = worker
         self.leases = _Leases(sessions, clock, settings.lease_s)
         self._claimer = ThreadPoolExecutor(1, thread_name_prefix="claimer")
+        self.wait_s = settings.max_batch_wait_ms / 1000
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
 
     def drain(self, task: str) -> int:
@@ -119,11 +121,15 @@ class Batcher:
         batches = 0
         writing: Future[None] | None = None
         claiming: Future[_Pass] | None = None
-        current = self._claim(task, fill=True)
+        current = self._claim(task)  # the device is idle: a lone job goes at once
         try:
             while current.batch.claims:
                 if time.monotonic() < slice_ends:
-                    claiming = self._claimer.submit(self._claim, task, False)
+                    # Under a backlog the next batch is claimed at once, full; otherwise jobs are given until
+                    # `max_batch_wait_ms` after this claim to gather, so that a trickle of jobs makes fewer, larger
+                    # passes rather than one pass per job, each with its own claim and write.
+                    gather_until = 0.0 if current.batch.more_queued else current.claimed_at + self.wait_s
+                    claiming = self._claimer.submit(self._claim, task, gather_until)
                 self._infer(current)
                 if writing is not None:
                     writing.result()  # at most one batch waits to be written: back-pressure on the engine
@@ -133,9 +139,6 @@ class Batcher:
                     break
                 started = time.perf_counter()
                 current, claiming = claiming.result(), None
-                if not current.batch.claims and time.monotonic() < slice_ends:
-                    # Claimed while the last pass ran: look again for the jobs that came meanwhile.
-                    current = self._claim(task, fill=False)
                 current.ms["idle"] = (time.perf_counter() - started) * 1000
         finally:
             if claiming is not None and not claiming.cancel() and claiming.exception() is None:
@@ -147,27 +150,20 @@ class Batcher:
             self.events.backlog(task)  # the slice is over: another turn (this or another worker) if jobs remain
         return batches
 
-    def _claim(self, task: str, fill: bool) -> _Pass:
-        """The next batch of `task`; when `fill` (the device is idle), waits up to `max_batch_wait_ms` to fill."""
+    def _claim(self, task: str, not_before: float = 0.0) -> _Pass:
+        """The next batch of `task`, claimed no sooner than `not_before` (a `time.monotonic()`)."""
+        delay = not_before - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
         started = time.perf_counter()
         assert self.settings.max_batch_size is not None  # resolved for the device (WorkerContext.load_models)
-        budget = self.settings.max_batch_size
-        deadline = time.monotonic() + self.settings.max_batch_wait_ms / 1000
-        claims, events = [], []
-        while True:
-            batch = claim_more(self.sessions, task, budget, self.clock, self.settings.lease_s, self.worker,
-                               oversized_alone=not claims)
-            claims += batch.claims
-            events += batch.events
-            budget -= batch.n_inputs
-            if batch.more_queued or not fill or not claims or budget <= 0 or time.monotonic() >= deadline:
-                break
-            time.sleep(FILL_POLL_S)
-        self.leases.hold(claims)
+        batch = claim_more(self.sessions, task, self.settings.max_batch_size, self.clock, self.settings.lease_s,
+                           self.worker)
+        self.leases.hold(batch.claims)
         if batch.more_queued:
             self.events.backlog(task)  # another worker may join
-        self.events.webhooks(events)
-        return _Pass(task, Batch(claims, events, batch.more_queued), {"claim": (time.perf_counter() - started) * 1000})
+        self.events.webhooks(batch.events)
+        return _Pass(task, batch, {"claim": (time.perf_counter() - started) * 1000}, claimed_at=time.monotonic())
 
     def _infer(self, current: _Pass) -> None:
         engine = self.engines(current.task)

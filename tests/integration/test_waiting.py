@@ -1,5 +1,5 @@
-"""The API's one completion listener per process, on a real Redis: it wakes exactly the requests waiting on the
-announced job, and comes back after Redis restarts."""
+"""The API's one announcement listener per process, on a real Redis: it wakes exactly the requests waiting on
+the announced job, empties the key cache on a revocation, and comes back after Redis restarts."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from api.waiting import CompletionListener
-from core.queue import job_channel
+from api.announcements import Announcements
+from core.queue import KEYS_REVOKED_CHANNEL, job_channel
 from distilq.stack import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def announce_until(client: redis.Redis, job_id: str, woken: Callable[[], bool]) 
 
 
 def test_wakes_the_waiters_of_the_announced_job_only(own_redis: EmbeddedRedis) -> None:
-    listener = CompletionListener(own_redis.url)
+    listener = Announcements(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
     with listener.watching("job-a") as a1, listener.watching("job-a") as a2, listener.watching("job-b") as b:
         announce_until(client, "job-a", lambda: a1.is_set() and a2.is_set())
@@ -42,8 +42,21 @@ def test_wakes_the_waiters_of_the_announced_job_only(own_redis: EmbeddedRedis) -
     assert listener._waiters == {}
 
 
+def test_a_revocation_empties_the_key_cache_at_once(own_redis: EmbeddedRedis) -> None:
+    from api.key_cache import Caller, KeyCache
+
+    cache = KeyCache(trusted=lambda: listener.subscribed.is_set())
+    listener = Announcements(own_redis.url, on_keys_revoked=cache.clear)
+    listener.start()
+    eventually(listener.subscribed.is_set)
+    cache.put("hash", Caller("key-id", None), cache.generation())
+    assert cache.get("hash") == Caller("key-id", None)
+    redis.Redis.from_url(own_redis.url).publish(KEYS_REVOKED_CHANNEL, "1")
+    eventually(lambda: cache.get("hash") is None)
+
+
 def test_listens_again_after_redis_restarts(own_redis: EmbeddedRedis) -> None:
-    listener = CompletionListener(own_redis.url)
+    listener = Announcements(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
     with listener.watching("before") as before:
         announce_until(client, "before", before.is_set)

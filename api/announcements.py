@@ -1,0 +1,98 @@
+"""The API process's one Redis subscription: what other processes announce to it.
+
+- a job finished (`core.queue.job_channel`, published by the worker after its commit): wakes the request threads
+  held on that job by `Prefer: wait` (`api/waiting.py`), so a held request costs no connection of its own;
+- a key was revoked (`core.queue.KEYS_REVOKED_CHANNEL`, published by `distilq keys revoke`): empties the key
+  cache (`api/key_cache.py`).
+
+Announcements are hints: the database stays the judge. `subscribed` tells whether announcements made now arrive;
+while it is clear, waiters re-read the row every second and the key cache is not used. The listener is started
+on first use, in the process that uses it (gunicorn forks its workers after importing the app).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
+
+from core.queue import KEYS_REVOKED_CHANNEL, job_channel
+
+log = logging.getLogger(__name__)
+
+#: Pause before the listener reconnects after losing Redis, and the longest it blocks reading, in seconds.
+RECONNECT_S = 1.0
+LISTEN_POLL_S = 1.0
+
+_JOB_PREFIX = job_channel("")
+
+
+class Announcements:
+    def __init__(self, redis_url: str, on_keys_revoked: Callable[[], None] = lambda: None) -> None:
+        # No socket timeout: the connection idles between announcements; health checks find a dead one.
+        self._client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, health_check_interval=30)
+        #: Called when a key is revoked, and whenever revocations may have been missed (on each subscription).
+        self.on_keys_revoked = on_keys_revoked
+        self._waiters: dict[str, set[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        #: Set while subscribed: announcements made now arrive.
+        self.subscribed = threading.Event()
+
+    def start(self) -> None:
+        """Starts listening, if not yet (or again, should the thread have died)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._listen, name="distilq-announcements", daemon=True)
+                self._thread.start()
+
+    @contextmanager
+    def watching(self, job_id: str) -> Iterator[threading.Event]:
+        """An event set when `job_id` is announced finished, for as long as the block runs."""
+        self.start()
+        finished = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(job_id, set()).add(finished)
+        try:
+            yield finished
+        finally:
+            with self._lock:
+                waiting = self._waiters.get(job_id)
+                if waiting is not None:
+                    waiting.discard(finished)
+                    if not waiting:
+                        del self._waiters[job_id]
+
+    def _listen(self) -> None:
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.psubscribe(f"{_JOB_PREFIX}*")
+                pubsub.subscribe(KEYS_REVOKED_CHANNEL)
+                self.on_keys_revoked()  # any revocation while not subscribed went unheard
+                self.subscribed.set()
+                while True:
+                    message = pubsub.get_message(timeout=LISTEN_POLL_S)
+                    if message is None:
+                        continue
+                    if message["type"] == "pmessage":
+                        self._wake(message["channel"].decode()[len(_JOB_PREFIX):])
+                    elif message["type"] == "message":
+                        self.on_keys_revoked()
+            except redis.RedisError as error:
+                log.warning("announcement listener lost Redis (%s); reconnecting", error.__class__.__name__)
+            finally:
+                self.subscribed.clear()
+                pubsub.close()
+            time.sleep(RECONNECT_S)
+
+    def _wake(self, job_id: str) -> None:
+        with self._lock:
+            for finished in self._waiters.get(job_id, ()):
+                finished.set()
