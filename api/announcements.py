@@ -1,7 +1,8 @@
 """The API process's one Redis subscription: what other processes announce to it.
 
-- a job finished (`core.queue.job_channel`, published by the worker after its commit): wakes the request threads
-  held on that job by `Prefer: wait` (`api/waiting.py`), so a held request costs no connection of its own;
+- a job finished (`core.queue.job_channel`, published after the commit; the worker's message carries the job's
+  JSON when small): wakes the request threads held on that job by `Prefer: wait` (`api/waiting.py`), handing
+  them that JSON, so a held request costs no connection of its own and, mostly, no read;
 - a key was revoked (`core.queue.KEYS_REVOKED_CHANNEL`, published by `distilq keys revoke`): empties the key
   cache (`api/key_cache.py`).
 
@@ -31,13 +32,21 @@ LISTEN_POLL_S = 1.0
 _JOB_PREFIX = job_channel("")
 
 
+class Watch:
+    """Set when the watched job is announced finished; `public` is the JSON text it was announced with, if any."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.public: str | None = None
+
+
 class Announcements:
     def __init__(self, redis_url: str, on_keys_revoked: Callable[[], None] = lambda: None) -> None:
         # No socket timeout: the connection idles between announcements; health checks find a dead one.
         self._client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, health_check_interval=30)
         #: Called when a key is revoked, and whenever revocations may have been missed (on each subscription).
         self.on_keys_revoked = on_keys_revoked
-        self._waiters: dict[str, set[threading.Event]] = {}
+        self._waiters: dict[str, set[Watch]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         #: Set while subscribed: announcements made now arrive.
@@ -53,19 +62,19 @@ class Announcements:
                 self._thread.start()
 
     @contextmanager
-    def watching(self, job_id: str) -> Iterator[threading.Event]:
-        """An event set when `job_id` is announced finished, for as long as the block runs."""
+    def watching(self, job_id: str) -> Iterator[Watch]:
+        """A watch of `job_id`'s announcement, for as long as the block runs."""
         self.start()
-        finished = threading.Event()
+        watch = Watch()
         with self._lock:
-            self._waiters.setdefault(job_id, set()).add(finished)
+            self._waiters.setdefault(job_id, set()).add(watch)
         try:
-            yield finished
+            yield watch
         finally:
             with self._lock:
                 waiting = self._waiters.get(job_id)
                 if waiting is not None:
-                    waiting.discard(finished)
+                    waiting.discard(watch)
                     if not waiting:
                         del self._waiters[job_id]
 
@@ -82,7 +91,7 @@ class Announcements:
                     if message is None:
                         continue
                     if message["type"] == "pmessage":
-                        self._wake(message["channel"].decode()[len(_JOB_PREFIX):])
+                        self._wake(message["channel"].decode()[len(_JOB_PREFIX):], message["data"])
                     elif message["type"] == "message":
                         self.on_keys_revoked()
             except redis.RedisError as error:
@@ -92,7 +101,9 @@ class Announcements:
                 pubsub.close()
             time.sleep(RECONNECT_S)
 
-    def _wake(self, job_id: str) -> None:
+    def _wake(self, job_id: str, data: bytes) -> None:
+        public = data.decode() if data.startswith(b"{") else None
         with self._lock:
-            for finished in self._waiters.get(job_id, ()):
-                finished.set()
+            for watch in self._waiters.get(job_id, ()):
+                watch.public = public
+                watch.event.set()

@@ -49,9 +49,13 @@ MAX_IDEMPOTENCY_KEY_LEN = 255
 Check = Callable[[Any, ServedModel, Settings], list[dict[str, Any]]]
 
 
-def _job_response(job: Job, status: int, extra_headers: dict[str, str] | None = None) -> Response:
-    response = jsonify(job_to_public(job))
-    response.status_code = status
+def _job_response(job: Job | str, status: int, extra_headers: dict[str, str] | None = None) -> Response:
+    """The job (a row, or its JSON text as announced) as the response body."""
+    if isinstance(job, str):
+        response = Response(job, status=status, mimetype="application/json")
+    else:
+        response = jsonify(job_to_public(job))
+        response.status_code = status
     for name, value in (extra_headers or {}).items():
         response.headers[name] = value
     return response
@@ -126,9 +130,10 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
         if wait_s is not None and may_wait:  # else the key holds its most waits already: the job as it is, at once
             headers["Preference-Applied"] = f"wait={wait_s}"
             if job.status not in TERMINAL_STATUSES:
-                found = (wait_for_job(state.read_sessions, state.announcements, job.id, wait_s, watch) if created
-                         else wait_for_job(state.read_sessions, state.announcements, job.id, wait_s))
-                job = found or job
+                finished = (wait_for_job(state.read_sessions, state.announcements, job.id, wait_s, watch)
+                            if created else wait_for_job(state.read_sessions, state.announcements, job.id, wait_s))
+                if finished is not None:
+                    return _job_response(finished, 200, headers)
     return _job_response(job, 200 if job.status in TERMINAL_STATUSES else 202, headers)
 
 

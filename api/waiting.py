@@ -9,9 +9,9 @@ Redis restarting). A request starts watching before its job is committed, so the
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,7 +19,8 @@ from contextlib import ExitStack, contextmanager
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.announcements import Announcements
+from api.announcements import Announcements, Watch
+from contract.job_json import job_to_public
 from models.tables import TERMINAL_STATUSES, Job
 
 log = logging.getLogger(__name__)
@@ -85,26 +86,29 @@ class WaitSlots:
 
 def wait_for_job(
     sessions: sessionmaker[Session], listener: Announcements, job_id: str, timeout_s: float,
-    watch: threading.Event | None = None,
-) -> Job | None:
-    """The job once terminal, or None when the time ran out. `watch`: the caller's `listener.watching(job_id)`,
-    entered while the listener was subscribed and before the job was committed: the job cannot have finished
-    unannounced, so the first read waits for the announcement (or the recheck)."""
+    watch: Watch | None = None,
+) -> str | None:
+    """The job's JSON text once it is terminal, or None when the time ran out. `watch`: the caller's
+    `listener.watching(job_id)`, entered while the listener was subscribed and before the job was committed: the
+    job cannot have finished unannounced, so the first read waits for the announcement (or the recheck). An
+    announcement that carries the job's JSON is the answer; one that does not is followed by a read."""
     deadline = time.monotonic() + timeout_s
     with ExitStack() as held:
         read_now = watch is None
-        finished = watch if watch is not None else held.enter_context(listener.watching(job_id))
+        watching = watch if watch is not None else held.enter_context(listener.watching(job_id))
         while True:
+            if watching.public is not None:
+                return watching.public
             if read_now:
                 # Watched before reading, so a completion between the read and the wait is not missed.
                 with sessions() as session:
                     job = session.get(Job, job_id)
                     if job is not None and job.status in TERMINAL_STATUSES:
-                        return job
+                        return json.dumps(job_to_public(job), separators=(",", ":"), ensure_ascii=False)
             read_now = True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             recheck = RECHECK_SUBSCRIBED_S if listener.subscribed.is_set() else RECHECK_S
-            finished.wait(min(remaining, recheck))
-            finished.clear()
+            watching.event.wait(min(remaining, recheck))
+            watching.event.clear()

@@ -4,6 +4,9 @@ inference queue carries, wake-ups rather than jobs, is `core/wakeups.py`'s."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from celery import Celery
 from kombu import Queue
 
@@ -50,6 +53,20 @@ def publish_webhook(app: Celery, event_id: str) -> None:
 KEYS_REVOKED_CHANNEL = "distilq:keys-revoked"
 
 
+#: A finished job's JSON is announced in full up to this size; a larger one by its status only.
+ANNOUNCED_JOB_MAX_BYTES = 64 * 1024
+
+
 def job_channel(job_id: str) -> str:
-    """Redis pub/sub channel on which the worker announces that a job reached a terminal status."""
+    """Redis pub/sub channel on which a job's reaching a terminal status is announced (`announcement`)."""
     return f"distilq:job-finished:{job_id}"
+
+
+def announcement(status: str, public: dict[str, Any] | None = None) -> str:
+    """The message of a job's channel: its JSON as GET /v1/jobs/{id} shows it (an object: it starts with `{`)
+    when given and at most ANNOUNCED_JOB_MAX_BYTES, else its status."""
+    if public is not None:
+        body = json.dumps(public, separators=(",", ":"), ensure_ascii=False)
+        if len(body) <= ANNOUNCED_JOB_MAX_BYTES:
+            return body
+    return status

@@ -16,7 +16,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -25,6 +25,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from contract.job_json import job_to_public
 from contract.requests import JobRequest
 from models.db import rowcount, transaction
 from models.tables import (
@@ -178,6 +179,8 @@ class Claim:
     claimed_at: datetime
     n_inputs: int
     webhook: str | None = None
+    #: The job's attributes as the claim left them, from which the finished job's JSON is built without a read.
+    row: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def queue_ms(self) -> float:
@@ -192,30 +195,43 @@ class Outcome:
     error: dict[str, str] | None = None
 
 
-_RETURNING = (Job.id, Job.attempts, Job.task, Job.input, Job.parameters, Job.created_at, Job.n_inputs, Job.webhook)
+@functools.cache
+def _claim_statement() -> Any:
+    """UPDATE jobs SET running… WHERE id IN :ids AND status = 'queued' RETURNING every column, built once."""
+    table = cast(Table, Job.__table__)
+    now = bindparam("now", type_=table.c.started_at.type)
+    return (
+        update(table)
+        .where(table.c.id.in_(bindparam("ids", expanding=True)), table.c.status == QUEUED)
+        .values(
+            status=RUNNING,
+            attempts=table.c.attempts + 1,
+            started_at=func.coalesce(table.c.started_at, case((table.c.created_at > now, table.c.created_at),
+                                                               else_=now)),
+            lease_until=bindparam("lease_until", type_=table.c.lease_until.type),
+            claimed_by=bindparam("worker", type_=table.c.claimed_by.type),
+        )
+        .returning(*table.c)
+    )
 
 
-def _claim_where(session: Session, condition: Any, clock: Clock, lease_s: int,
-                 worker: str | None) -> tuple[list[Claim], Events]:
+_ATTRIBUTES = {column: attribute for attribute, column in _COLUMNS.items()}
+
+
+def _claim(session: Session, job_ids: list[str], clock: Clock, lease_s: int,
+           worker: str | None) -> tuple[list[Claim], Events]:
     # The time is read once the transaction holds its lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: after the rows'
     # SKIP LOCKED select), so every job it can claim was committed — and stamped `created_at` — before it. A job
     # stamped later still (another host's clock running ahead) starts when it was created, never before.
-    session.connection()
+    connection = session.connection()
     now = clock()
-    rows = session.execute(
-        update(Job)
-        .where(condition, Job.status == QUEUED)
-        .values(
-            status=RUNNING,
-            attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, case((Job.created_at > now, Job.created_at), else_=now)),
-            lease_until=now + timedelta(seconds=lease_s),
-            claimed_by=worker,
-        )
-        .returning(*_RETURNING)
-        .execution_options(synchronize_session=False)
-    ).all()
-    claims = [Claim(r[0], r[1], r[2], r[3], r[4], r[5], max(now, r[5]), r[6], r[7]) for r in rows]
+    result = connection.execute(_claim_statement(), {"ids": job_ids, "now": now, "worker": worker,
+                                                     "lease_until": now + timedelta(seconds=lease_s)})
+    claims = []
+    for mapping in result.mappings():
+        row = {_ATTRIBUTES[name]: value for name, value in mapping.items()}
+        claims.append(Claim(row["id"], row["attempts"], row["task"], row["input"], row["parameters"],
+                            row["created_at"], max(now, row["created_at"]), row["n_inputs"], row["webhook"], row))
     # `job.started` once per job: a retry after a lost worker is not a new start.
     events = [record_event(session, c.job_id, EVENT_STARTED, now) for c in claims if c.webhook and c.attempt == 1]
     return claims, [e for e in events if e]
@@ -234,6 +250,16 @@ class Batch:
         return sum(claim.n_inputs for claim in self.claims)
 
 
+@functools.cache
+def _candidates_statement() -> Any:
+    """The oldest queued jobs of :task, at most :limit, built once."""
+    return (select(Job.id, Job.n_inputs)
+            .where(Job.status == QUEUED, Job.task == bindparam("task"))
+            .order_by(Job.created_at)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True))
+
+
 def claim_more(
     sessions: sessionmaker[Session], task: str, max_inputs: int, clock: Clock, lease_s: int,
     worker: str | None = None, oversized_alone: bool = True,
@@ -245,13 +271,9 @@ def claim_more(
     if max_inputs <= 0:
         return Batch([], [], False)
     with transaction(sessions) as session:
-        candidates = session.execute(
-            select(Job.id, Job.n_inputs)
-            .where(Job.status == QUEUED, Job.task == task)
-            .order_by(Job.created_at)
-            .limit(max_inputs + 1)  # one past the budget: whether any job is left behind
-            .with_for_update(skip_locked=True)
-        ).all()
+        # One past the budget: whether any job is left behind.
+        candidates = session.connection().execute(_candidates_statement(),
+                                                  {"task": task, "limit": max_inputs + 1}).all()
         chosen: list[str] = []
         budget = max_inputs
         for job_id, n_inputs in candidates:
@@ -264,7 +286,7 @@ def claim_more(
         more_queued = len(candidates) > len(chosen)
         if not chosen:
             return Batch([], [], more_queued)
-        claims, events = _claim_where(session, Job.id.in_(chosen), clock, lease_s, worker)
+        claims, events = _claim(session, chosen, clock, lease_s, worker)
     return Batch(claims, events, more_queued)
 
 
@@ -282,39 +304,61 @@ def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: date
         )
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A job written back: its id, status, and its JSON as GET /v1/jobs/{id} now shows it."""
+
+    job_id: str
+    status: str
+    public: dict[str, Any]
+
+
+@functools.cache
+def _finish_statements() -> tuple[Any, Any]:
+    """(which of :pairs (id, attempt) are still running — locked, so that no cancel slips in before the write;
+    the UPDATE run once per job, executemany), built once."""
+    table = cast(Table, Job.__table__)
+    held = (select(table.c.id)
+            .where(tuple_(table.c.id, table.c.attempts).in_(bindparam("pairs", expanding=True)),
+                   table.c.status == RUNNING)
+            .with_for_update())
+    write = update(table).where(table.c.id == bindparam("b_id")).values(
+        status=bindparam("b_status"), output=bindparam("b_output"), error=bindparam("b_error"),
+        queue_ms=bindparam("b_queue_ms"), completed_at=bindparam("b_now"), lease_until=None,
+        inference_ms=bindparam("b_inference_ms"), batch_size=bindparam("b_batch_size"))
+    return held, write
+
+
 def finish(
     sessions: sessionmaker[Session], outcomes: list[Outcome], now: datetime, batch_size: int, inference_ms: float
-) -> tuple[list[tuple[str, str]], Events]:
+) -> tuple[list[Finished], Events]:
     """Writes every outcome in one transaction of two statements (which claims still hold, then one UPDATE run
-    over all of them); returns (job id, status) of those whose claim still held (a job canceled or handed to
-    another worker meanwhile keeps what it has), and their `job.completed` events."""
+    over all of them); returns those whose claim still held (a job canceled or handed to another worker meanwhile
+    keeps what it has), with their JSON built from the claim and the outcome, and their `job.completed` events."""
     if not outcomes:
         return [], []
     by_id = {outcome.claim.job_id: outcome for outcome in outcomes}
+    held_statement, write_statement = _finish_statements()
     with transaction(sessions) as session:
-        # Locked (PostgreSQL; SQLite's writer holds the database) so that no cancel slips between the two statements.
-        held = set(session.scalars(
-            select(Job.id)
-            .where(tuple_(Job.id, Job.attempts).in_([(o.claim.job_id, o.claim.attempt) for o in outcomes]),
-                   Job.status == RUNNING)
-            .with_for_update()
-        ))
+        connection = session.connection()
+        held = set(connection.execute(held_statement, {"pairs": [(o.claim.job_id, o.claim.attempt)
+                                                                 for o in outcomes]}).scalars())
         written = [(job_id, FAILED if outcome.error is not None else SUCCEEDED)
                    for job_id, outcome in by_id.items() if job_id in held]
-        if written:
-            table = cast(Table, Job.__table__)
-            session.connection().execute(
-                update(table).where(table.c.id == bindparam("b_id")).values(
-                    status=bindparam("b_status"), output=bindparam("b_output"), error=bindparam("b_error"),
-                    queue_ms=bindparam("b_queue_ms"), completed_at=now, lease_until=None,
-                    inference_ms=inference_ms, batch_size=batch_size),
-                [{"b_id": job_id, "b_status": status, "b_output": by_id[job_id].output,
-                  "b_error": by_id[job_id].error, "b_queue_ms": by_id[job_id].claim.queue_ms}
-                 for job_id, status in written],
-            )
+        rows = [{"b_id": job_id, "b_status": status, "b_output": by_id[job_id].output,
+                 "b_error": by_id[job_id].error, "b_queue_ms": by_id[job_id].claim.queue_ms, "b_now": now,
+                 "b_inference_ms": inference_ms, "b_batch_size": batch_size} for job_id, status in written]
+        if rows:
+            connection.execute(write_statement, rows)
         events = [record_event(session, job_id, EVENT_COMPLETED, now) for job_id, _ in written
                   if by_id[job_id].claim.webhook]
-    return written, [event for event in events if event]
+    finished = [
+        Finished(job_id, status, job_to_public(Job(**{
+            **by_id[job_id].claim.row, "status": status, "output": by_id[job_id].output,
+            "error": by_id[job_id].error, "queue_ms": by_id[job_id].claim.queue_ms, "completed_at": now,
+            "lease_until": None, "inference_ms": inference_ms, "batch_size": batch_size})))
+        for job_id, status in written]
+    return finished, [event for event in events if event]
 
 
 # --- cancel (the API) --------------------------------------------------------------------------------------------

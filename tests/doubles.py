@@ -3,7 +3,9 @@ the worker: `worker/engine/stub.py`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 
 class ManualClock:
@@ -26,6 +28,8 @@ class RecordingEvents:
         self.queued_jobs: list[tuple[str, str]] = []
         self.finished_jobs: list[tuple[str, str]] = []
         self.webhook_events: list[str] = []
+        #: The JSON announced with each finished job, by id.
+        self.finished_public: dict[str, dict[str, Any]] = {}
         #: ("taken" | "backlog", task) in the order the batcher reported them.
         self.wakeups: list[tuple[str, str]] = []
 
@@ -38,8 +42,9 @@ class RecordingEvents:
     def backlog(self, task: str) -> None:
         self.wakeups.append(("backlog", task))
 
-    def finished(self, jobs: list[tuple[str, str]]) -> None:
+    def finished(self, jobs: list[tuple[str, str]], public: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.finished_jobs += jobs
+        self.finished_public.update(public or {})
 
     def webhooks(self, event_ids: list[str]) -> None:
         self.webhook_events += event_ids

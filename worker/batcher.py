@@ -35,7 +35,7 @@ from core.metrics import (
     QUEUE_WAIT_SECONDS,
 )
 from core.settings import Settings
-from store.jobs import Batch, Claim, Outcome, claim_more, finish, renew_leases
+from store.jobs import Batch, Claim, Finished, Outcome, claim_more, finish, renew_leases
 from worker.engine import Engine, InputError, JobPayload
 from worker.events import JobEvents
 
@@ -183,12 +183,13 @@ class Batcher:
             self.leases.release(current.batch.claims)
         current.ms["write"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        self.events.finished(written)
+        self.events.finished([(done.job_id, done.status) for done in written],
+                             {done.job_id: done.public for done in written})
         self.events.webhooks(completed)
         current.ms["announce"] = (time.perf_counter() - started) * 1000
         self._observe(current, written, finished_at)
 
-    def _observe(self, current: _Pass, written: list[tuple[str, str]], finished_at: datetime) -> None:
+    def _observe(self, current: _Pass, written: list[Finished], finished_at: datetime) -> None:
         """Metrics and one log line per batch and per job: ids, statuses and durations, never inputs. The batch's
         line gives each stage's time: claim and write (database), inference (engine phases), announce (Redis),
         and idle (the engine waiting for this batch's claim after the last pass), so that where a batch's time
@@ -206,8 +207,8 @@ class Batcher:
             **{f"{k}_ms": round(v * 1000, 1) for k, v in current.phase_seconds.items()},
         })
         by_id = {claim.job_id: claim for claim in claims}
-        for job_id, status in written:
-            claim = by_id[job_id]
+        for done in written:
+            job_id, status, claim = done.job_id, done.status, by_id[done.job_id]
             queue_ms = claim.queue_ms
             JOBS_FINISHED.labels(task, status).inc()
             QUEUE_WAIT_SECONDS.labels(task).observe(queue_ms / 1000)

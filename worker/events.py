@@ -6,12 +6,14 @@ this shape (tests pass one that records)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 from celery import Celery
 
 from core import wakeups
-from core.queue import job_channel, publish_webhook
+from core.queue import announcement, job_channel, publish_webhook
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,15 @@ class JobEvents:
             except Exception as error:  # recorded in the database: `beat` publishes it
                 log.warning("could not publish webhook event %s: %s", event_id, error)
 
-    def finished(self, jobs: list[tuple[str, str]]) -> None:
+    def finished(self, jobs: list[tuple[str, str]], public: Mapping[str, dict[str, Any]] | None = None) -> None:
+        """(job id, status) of jobs that reached a terminal status; with `public`, their JSON, announced in place
+        of the status where small enough (`core.queue.announcement`), so that a held request needs no read."""
         if not jobs:
             return
         try:
             pipe = self.client.pipeline(transaction=False)
             for job_id, status in jobs:
-                pipe.publish(job_channel(job_id), status)
+                pipe.publish(job_channel(job_id), announcement(status, (public or {}).get(job_id)))
             pipe.execute()
         except redis.RedisError as error:  # waiters also re-read the row; nothing is lost
             log.warning("could not announce %d finished jobs: %s", len(jobs), error)

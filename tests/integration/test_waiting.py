@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from api.announcements import Announcements
-from core.queue import KEYS_REVOKED_CHANNEL, job_channel
+from core.queue import KEYS_REVOKED_CHANNEL, announcement, job_channel
 from distilq.stack import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
@@ -23,12 +23,12 @@ def eventually(check: Callable[[], bool], timeout_s: float = 15) -> None:
         time.sleep(0.02)
 
 
-def announce_until(client: redis.Redis, job_id: str, woken: Callable[[], bool]) -> None:
+def announce_until(client: redis.Redis, job_id: str, woken: Callable[[], bool], message: str = "succeeded") -> None:
     """Publishes the job's completion until it is seen: the listener may still be subscribing."""
     deadline = time.monotonic() + 15
     while not woken():
         assert time.monotonic() < deadline, "the waiter was never woken"
-        client.publish(job_channel(job_id), "succeeded")
+        client.publish(job_channel(job_id), message)
         time.sleep(0.05)
 
 
@@ -36,8 +36,12 @@ def test_wakes_the_waiters_of_the_announced_job_only(own_redis: EmbeddedRedis) -
     listener = Announcements(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
     with listener.watching("job-a") as a1, listener.watching("job-a") as a2, listener.watching("job-b") as b:
-        announce_until(client, "job-a", lambda: a1.is_set() and a2.is_set())
-        assert not b.is_set()
+        announce_until(client, "job-a", lambda: a1.event.is_set() and a2.event.is_set())
+        assert not b.event.is_set()
+        assert a1.public is None  # announced by its status only
+        body = announcement("succeeded", {"id": "job-b", "status": "succeeded"})
+        announce_until(client, "job-b", b.event.is_set, body)
+        assert b.public == body == '{"id":"job-b","status":"succeeded"}'
     # Nobody watches any more: the listener forgot them.
     assert listener._waiters == {}
 
@@ -59,12 +63,12 @@ def test_listens_again_after_redis_restarts(own_redis: EmbeddedRedis) -> None:
     listener = Announcements(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
     with listener.watching("before") as before:
-        announce_until(client, "before", before.is_set)
+        announce_until(client, "before", before.event.is_set)
     own_redis.kill()
     eventually(lambda: not listener.subscribed.is_set())
     own_redis.start()
     with listener.watching("after") as after:
-        announce_until(client, "after", after.is_set)
+        announce_until(client, "after", after.event.is_set)
 
 
 def test_one_key_holds_a_bounded_number_of_waits_across_processes(own_redis: EmbeddedRedis) -> None:

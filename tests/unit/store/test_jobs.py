@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from contract.job_json import job_to_public
 from models.tables import ApiKey, Job, WebhookEvent
 from store import jobs
 from store.jobs import Outcome
@@ -94,9 +95,12 @@ def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sess
     claims = jobs.claim_more(sessions, "fill-mask", 10, clock, LEASE_S).claims
     with sessions() as session:
         assert jobs.cancel(session, canceled.id, clock())[0]
+    clock.advance(0.25)
     written, completed = jobs.finish(sessions, [Outcome(c, output=[["out"]]) for c in claims], clock(), 2, 1.5)
-    assert written == [(kept.id, "succeeded")] and len(completed) == 1
+    assert [(done.job_id, done.status) for done in written] == [(kept.id, "succeeded")] and len(completed) == 1
     assert row(sessions, kept.id).output == [["out"]]
+    # The JSON announced for the job, built without reading it back, is what GET /v1/jobs/{id} shows.
+    assert written[0].public == job_to_public(row(sessions, kept.id))
     late = row(sessions, canceled.id)
     assert late.status == "canceled" and late.output is None
     assert events(sessions, canceled.id) == ["job.started", "job.completed"]  # the cancel's, not the worker's
