@@ -79,6 +79,7 @@ class Announcements:
                         del self._waiters[job_id]
 
     def _listen(self) -> None:
+        outage = False  # one warning per outage, not one per second of it
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
@@ -86,6 +87,7 @@ class Announcements:
                 pubsub.subscribe(KEYS_REVOKED_CHANNEL)
                 self.on_keys_revoked()  # any revocation while not subscribed went unheard
                 self.subscribed.set()
+                outage = False
                 while True:
                     message = pubsub.get_message(timeout=LISTEN_POLL_S)
                     if message is None:
@@ -95,7 +97,9 @@ class Announcements:
                     elif message["type"] == "message":
                         self.on_keys_revoked()
             except redis.RedisError as error:
-                log.warning("announcement listener lost Redis (%s); reconnecting", error.__class__.__name__)
+                if not outage:
+                    log.warning("announcement listener lost Redis (%s); reconnecting", error.__class__.__name__)
+                outage = True
             finally:
                 self.subscribed.clear()
                 pubsub.close()

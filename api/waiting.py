@@ -66,7 +66,7 @@ class WaitSlots:
         """True inside the block when the key may wait; False when it already holds `per_key` waits."""
         name = f"{_SLOTS_PREFIX}{key_id}"
         try:
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline(transaction=False)  # one round trip; the count needs no MULTI
             pipe.incr(name)
             pipe.expire(name, MAX_WAIT_S + SLOT_SLACK_S)
             held, _ = pipe.execute()

@@ -57,8 +57,8 @@ def _rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def running_stack(models: dict[str, Path], task: str, env: dict[str, str],
-                  api_threads: int) -> Iterator[tuple[str, str, dict[str, int], Path]]:
+def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_threads: int,
+                  api_workers: int = 1) -> Iterator[tuple[str, str, dict[str, int], Path]]:
     """(base URL, API key, pids of api, worker and redis, the stack's log) of a fresh stack serving `task`.
     `Prefer: wait` holds an API thread per request, so the API needs a thread per concurrent client, or clients
     queue for threads and the worker sees fewer jobs than there are clients."""
@@ -70,7 +70,7 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str],
             stack.start_redis()
             stack.run("migrate")
             key = stack.run("keys", "create", "--name", "bench").stdout.strip()
-            url = stack.start_api("127.0.0.1", None, "--threads", str(api_threads))
+            url = stack.start_api("127.0.0.1", None, "--threads", str(api_threads), "--workers", str(api_workers))
             stack.start("worker", "worker", "--queues", task, "--metrics-port", "0")
             stack.wait_for_workers([task])
             assert stack.redis is not None and stack.redis.process is not None
@@ -96,11 +96,27 @@ def batch_steps(log: Path) -> str:
             + ", ".join(f"{k} {v:.1f}" for k, v in means.items()))
 
 
+def _postgres_cpu_seconds() -> float:
+    """CPU time of this machine's PostgreSQL server processes so far (the database of a PostgreSQL run)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    total += cpu_seconds(int(entry.name), with_children=False)
+            except OSError:
+                continue
+    return total
+
+
 def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, Any]], concurrency: int,
-                   env: dict[str, str]) -> tuple[Result, float]:
-    """The (d) result and the worker's resident memory (MB) after the run."""
+                   env: dict[str, str], api_workers: int = 1) -> tuple[Result, float]:
+    """The (d) result and the worker's resident memory (MB) after the run. On PostgreSQL (`DISTILQ_DATABASE_URL`
+    in `env`) the server's CPU is counted as the database's; SQLite's is inside the API and the worker."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"
-    with running_stack(models, task, env, api_threads=concurrency + 8) as (url, key, pids, log):
+    postgres = env.get("DISTILQ_DATABASE_URL", "").startswith("postgresql")
+    threads = -(-concurrency // api_workers) + 8
+    with running_stack(models, task, env, threads, api_workers) as (url, key, pids, log):
         # urllib3 rather than requests: the clients share the machine with the stack, so they should cost little.
         http = urllib3.PoolManager(maxsize=concurrency, timeout=urllib3.Timeout(total=120), retries=False,
                                    headers={"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
@@ -124,6 +140,7 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
         # The clients are this process's threads; the stack's processes are its children, counted on their own.
         def usage() -> dict[str, float]:
             return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
+                    **({"database": _postgres_cpu_seconds()} if postgres else {}),
                     "clients": cpu_seconds(os.getpid(), with_children=False)}
 
         cpu_before = usage()
@@ -141,8 +158,10 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
     mean = lambda key: sum(j["metrics"][key] for j in jobs) / len(jobs)  # noqa: E731
     inputs = sum(len(next(iter(body["inputs"].values()))) for body in bodies)
     service_s = sum(seconds for name, seconds in cpu.items() if name != "clients")
-    result = Result("d", f"distilq end to end, {concurrency} concurrent clients, {inputs // len(bodies)} input(s) "
-                         "per job", inputs, 0, 0, wall, [latency for latency, _ in outcomes])
+    where = (f"PostgreSQL, {api_workers} API process{'es' if api_workers > 1 else ''}" if postgres
+             else "SQLite, 1 API process")
+    result = Result("d", f"distilq end to end ({where}), {concurrency} concurrent clients, {inputs // len(bodies)} "
+                         "input(s) per job", inputs, 0, 0, wall, [latency for latency, _ in outcomes])
     result.notes = [f"mean queue_ms {mean('queue_ms'):.0f}, mean batch inference_ms {mean('inference_ms'):.0f}, "
                     f"mean batch size {mean('batch_size'):.1f} inputs",
                     f"CPU seconds during the run ({len(os.sched_getaffinity(0))} cores × wall = "

@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="base: distilbert-base's shape; tiny: the test suite's tiny model, whose forward pass is "
                              "nearly free (as on a GPU), so that what is left is the service's own cost")
     parser.add_argument("--inputs-per-job", type=int, default=1, help="inputs in each job of mode (d)")
+    parser.add_argument("--database-url", help="mode (d) on this (empty, migrated by the bench) database rather than "
+                                               "SQLite, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/bench")
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes of mode (d) (several need "
+                                                                    "--database-url)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -129,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {"DISTILQ_MAX_BATCH_SIZE": str(args.batch), "DISTILQ_MAX_BATCH_TOKENS": str(args.max_batch_tokens),
            "DISTILQ_DEVICE": str(runtime.device), "DISTILQ_DTYPE": str(runtime.dtype).removeprefix("torch."),
            "HF_HUB_OFFLINE": "1", "DISTILQ_RATE_LIMIT": "1000000/minute", "DISTILQ_MAX_JOBS_IN_FLIGHT": "1000000",
-           "DISTILQ_MAX_WAITING_PER_KEY": str(args.concurrency)}
+           "DISTILQ_MAX_WAITING_PER_KEY": str(args.concurrency),
+           **({"DISTILQ_DATABASE_URL": args.database_url} if args.database_url else {})}
     per_job = args.inputs_per_job
     peak, measured = peak_for(runtime.device, runtime.dtype, args.peak_tflops)
     print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         d, rss = run_end_to_end(models, "fill-mask",
                                 [{"inputs": {"input_string": texts[i: i + per_job]}, "parameters": {"top_k": 5}}
-                                 for i in range(0, len(texts), per_job)], args.concurrency, env)
+                                 for i in range(0, len(texts), per_job)], args.concurrency, env, args.api_workers)
         d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
         results.append(d)
         print(_table("fill-mask", results, peak), flush=True)
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         bodies = [{"inputs": {"question": [q for q, _ in pairs[i: i + per_job]],
                               "context": [c for _, c in pairs[i: i + per_job]]}, "parameters": QA_PARAMS}
                   for i in range(0, len(pairs), per_job)]
-        d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env)
+        d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env, args.api_workers)
         d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
         results.append(d)
         print(_table("question-answering", results, peak), flush=True)

@@ -100,7 +100,9 @@ def _insert_if_room(attributes: tuple[str, ...]) -> Any:
     columns = [table.c[_COLUMNS[name]] for name in attributes]
     row = select(*[bindparam(f"v_{name}", type_=column.type).label(column.name)
                    for name, column in zip(attributes, columns, strict=True)])
-    return insert(table).from_select(columns, row.where(_in_flight(bindparam("v_key")) < bindparam("v_cap")))
+    # RETURNING rather than the rowcount, which psycopg reports as -1 for an INSERT … SELECT.
+    return (insert(table).from_select(columns, row.where(_in_flight(bindparam("v_key")) < bindparam("v_cap")))
+            .returning(table.c.id))
 
 
 def submit(
@@ -144,10 +146,11 @@ def submit(
         session.execute(select(ApiKey.id).where(ApiKey.id == api_key_id).with_for_update())
     present = {name: value for name, value in fields.items() if value is not None}
     try:
-        inserted = rowcount(session.connection().execute(
+        inserted = session.connection().execute(
             _insert_if_room(tuple(present)),
-            {**{f"v_{name}": value for name, value in present.items()}, "v_key": api_key_id, "v_cap": max_in_flight}))
-        if not inserted:
+            {**{f"v_{name}": value for name, value in present.items()}, "v_key": api_key_id, "v_cap": max_in_flight},
+        ).first()
+        if inserted is None:
             in_flight = session.scalar(select(_in_flight(api_key_id))) or 0
             session.rollback()
             raise TooManyJobsInFlight(in_flight)

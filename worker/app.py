@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -118,10 +118,15 @@ def create_worker_app(settings: Settings, served_tasks: list[str],
     def on_ready(**_kwargs: Any) -> None:
         context.ready()
 
+    def on_shutting_down(**_kwargs: Any) -> None:
+        if "batcher" in context.__dict__:  # made on first use (cached_property)
+            context.batcher.stopping.set()
+
     def on_shutdown(**_kwargs: Any) -> None:
         context.presence_stop.set()
 
     # Celery's signals are process-wide; strong references, since the handlers are closures.
     worker_ready.connect(on_ready, weak=False)
+    worker_shutting_down.connect(on_shutting_down, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)
     return app, context

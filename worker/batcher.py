@@ -10,8 +10,8 @@ waits on the database while jobs are queued:
 Batch sizes follow the load: a wake-up finds the device idle and claims at once, so a lone job goes at once;
 while jobs keep coming, the next claim is made `max_batch_wait_ms` after the last (sooner never pays: the pass
 and its write would be as costly for fewer jobs), and under a backlog at once and full. A drain gives its turn
-back after `DRAIN_SLICE_S` (a worker serving both tasks must not starve one), asking for another wake-up if jobs
-are left."""
+back after `DRAIN_SLICE_S` (a worker serving both tasks must not starve one), or once the batch at hand is done
+when the worker is shutting down, asking for another wake-up if jobs are left."""
 
 from __future__ import annotations
 
@@ -110,6 +110,8 @@ class Batcher:
         #: This worker's presence name, written on the jobs it claims so that `beat` can tell when it is gone.
         self.worker = worker
         self.leases = _Leases(sessions, clock, settings.lease_s)
+        #: Set when the worker begins a warm shutdown: the batch at hand finishes, no other is claimed.
+        self.stopping = threading.Event()
         self._claimer = ThreadPoolExecutor(1, thread_name_prefix="claimer")
         self.wait_s = settings.max_batch_wait_ms / 1000
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
@@ -124,7 +126,7 @@ class Batcher:
         current = self._claim(task)  # the device is idle: a lone job goes at once
         try:
             while current.batch.claims:
-                if time.monotonic() < slice_ends:
+                if time.monotonic() < slice_ends and not self.stopping.is_set():
                     # Under a backlog the next batch is claimed at once, full; otherwise jobs are given until
                     # `max_batch_wait_ms` after this claim to gather, so that a trickle of jobs makes fewer, larger
                     # passes rather than one pass per job, each with its own claim and write.
@@ -146,7 +148,7 @@ class Batcher:
                 self.leases.release(claiming.result().batch.claims)
             if writing is not None:
                 writing.result()
-        if time.monotonic() >= slice_ends:
+        if time.monotonic() >= slice_ends or self.stopping.is_set():
             self.events.backlog(task)  # the slice is over: another turn (this or another worker) if jobs remain
         return batches
 

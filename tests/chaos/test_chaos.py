@@ -3,6 +3,7 @@ stopped under the API, workers stopped with SIGTERM. Assertions are on the datab
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -243,3 +244,47 @@ def test_distilq_up_starts_a_killed_child_again(tmp_path: Path, tiny_models: dic
         assert requests.get(f"{up.url}/readyz", timeout=5).status_code == 200
         assert worker not in processes_with(up.marker, "worker")
         up.stop()
+
+
+def test_a_lost_wake_up_is_replaced_by_beat(fresh_stack: Stack, own_redis: EmbeddedRedis) -> None:
+    """The flag says a wake-up is pending, but none is (its message was lost): submissions publish nothing, and
+    `beat` wakes a worker for the jobs left queued."""
+    import redis
+
+    from core import wakeups
+
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker()
+    redis.Redis.from_url(own_redis.url).set(wakeups.flag_name("fill-mask"), 1)  # no expiry: only beat can help
+    ids = submit_all(fresh_stack, http, texts(6, words=20))
+    with fresh_stack.sessions() as session:
+        assert all(job.status == "queued" for job in session.scalars(select(Job).where(Job.id.in_(ids))))
+    assert redis.Redis.from_url(own_redis.url).llen("fill-mask") == 0  # nothing was published
+    fresh_stack.start("beat", "beat")
+    wait_for(lambda: all_finished(fresh_stack, ids), 120, "beat to wake a worker")
+    assert all(job.status == "succeeded" and job.attempts == 1 for job in rows(fresh_stack, ids).values())
+
+
+def test_duplicate_wake_ups_across_workers_run_every_job_once(fresh_stack: Stack, own_redis: EmbeddedRedis) -> None:
+    """Wake-ups published over and over, beside the protocol's own, with two workers draining at once: every job
+    runs once (one attempt) and is written once."""
+    import redis
+
+    from core import wakeups
+    from core.queue import make_celery
+
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker-1")
+    fresh_stack.start_worker("worker-2")
+    celery, client = make_celery(own_redis.url), redis.Redis.from_url(own_redis.url)
+    ids: list[str] = []
+    for _ in range(10):
+        ids += submit_all(fresh_stack, http, texts(5, words=20))
+        for _ in range(3):
+            wakeups.publish(celery, client, "fill-mask")
+    wait_for(lambda: all_finished(fresh_stack, ids), 180, "every job to finish")
+    final = rows(fresh_stack, ids)
+    assert all(job.status == "succeeded" and job.attempts == 1 for job in final.values())
+    log = fresh_stack.log("worker-1") + fresh_stack.log("worker-2")
+    written = [json.loads(line)["job_id"] for line in log.splitlines() if '"job finished"' in line]
+    assert sorted(written) == sorted(ids)  # each job written back once, by one worker

@@ -22,12 +22,12 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_api_and_worker_metrics(fresh_stack: Stack) -> None:
     port = free_port()
-    fresh_stack.start_worker("worker", "--metrics-port", str(port))
     http = fresh_stack.client(fresh_stack.new_key())
+    job = http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE).json()
+    assert http.post(f"{fresh_stack.url}/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"  # no worker yet
+    fresh_stack.start_worker("worker", "--metrics-port", str(port))
     for _ in range(3):
         assert http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE, headers={"Prefer": "wait=30"}).status_code == 200
-    job = http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE).json()
-    http.post(f"{fresh_stack.url}/v1/jobs/{job['id']}/cancel")
 
     api = samples(requests.get(f"{fresh_stack.url}/metrics").text)
     assert api[("distilq_jobs_submitted_total", (("task", "fill-mask"),))] == 4

@@ -144,6 +144,17 @@ def test_a_drain_gives_its_turn_back_after_its_slice_and_asks_for_another(
     assert [stored(sessions, i).status for i in ids] == ["succeeded", "succeeded", "queued"]
 
 
+def test_a_worker_shutting_down_finishes_the_batch_at_hand_and_claims_no_other(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    ids = [submit(ONE).id for _ in range(3)]
+    engine = StubEngine("fill-mask")
+    batcher, events = make_batcher(sessions, clock, engine, max_batch_size=1)
+    batcher.stopping.set()  # Celery's warm shutdown began
+    assert batcher.drain("fill-mask") == 1
+    assert [stored(sessions, i).status for i in ids] == ["succeeded", "queued", "queued"]
+    assert events.wakeups[-1] == ("backlog", "fill-mask")  # another worker takes the rest
+
+
 def test_a_job_canceled_while_on_the_engine_keeps_canceled(submit: Submit, sessions: sessionmaker[Session],
                                                            clock: ManualClock) -> None:
     from store import jobs
