@@ -7,9 +7,10 @@ waits on the database while jobs are queued:
     this thread:     engine N ──────────────────┴─ engine N+1 ─ …
     writer thread:   write N−1, announce ───────── write N, announce ─ …
 
-Batch sizes follow the load: a wake-up finds the device idle and claims at once, so a lone job goes at once;
-while jobs keep coming, the next claim is made `max_batch_wait_ms` after the last (sooner never pays: the pass
-and its write would be as costly for fewer jobs), and under a backlog at once and full. A drain gives its turn
+Batch sizes follow the load: a wake-up finds the device idle and claims at once, topping the batch up once
+`max_batch_wait_ms` later, so a lone job goes within that and a burst's first pass is not a pass of one; while
+jobs keep coming, the next claim is made `max_batch_wait_ms` after the last, or just before the running
+pass should end when passes are long (`_next_claim_at`); under a backlog, at once and full. A drain gives its turn
 back after `DRAIN_SLICE_S` (a worker serving both tasks must not starve one), or once the batch at hand is done
 when the worker is shutting down, asking for another wake-up if jobs are left."""
 
@@ -112,8 +113,11 @@ class Batcher:
         self.leases = _Leases(sessions, clock, settings.lease_s)
         #: Set when the worker begins a warm shutdown: the batch at hand finishes, no other is claimed.
         self.stopping = threading.Event()
-        self._claimer = ThreadPoolExecutor(1, thread_name_prefix="claimer")
+        #: While jobs keep coming, the time from one claim to the next, in seconds.
         self.wait_s = settings.max_batch_wait_ms / 1000
+        #: Seconds per input of the last batch of each task in the engine: when to claim the next one.
+        self._pass_s_per_input: dict[str, float] = {}
+        self._claimer = ThreadPoolExecutor(1, thread_name_prefix="claimer")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
 
     def drain(self, task: str) -> int:
@@ -123,15 +127,11 @@ class Batcher:
         batches = 0
         writing: Future[None] | None = None
         claiming: Future[_Pass] | None = None
-        current = self._claim(task)  # the device is idle: a lone job goes at once
+        current = self._claim(task, top_up=True)  # the device is idle: a lone job goes within max_batch_wait_ms
         try:
             while current.batch.claims:
                 if time.monotonic() < slice_ends and not self.stopping.is_set():
-                    # Under a backlog the next batch is claimed at once, full; otherwise jobs are given until
-                    # `max_batch_wait_ms` after this claim to gather, so that a trickle of jobs makes fewer, larger
-                    # passes rather than one pass per job, each with its own claim and write.
-                    gather_until = 0.0 if current.batch.more_queued else current.claimed_at + self.wait_s
-                    claiming = self._claimer.submit(self._claim, task, gather_until)
+                    claiming = self._claimer.submit(self._claim, task, self._next_claim_at(current))
                 self._infer(current)
                 if writing is not None:
                     writing.result()  # at most one batch waits to be written: back-pressure on the engine
@@ -152,8 +152,23 @@ class Batcher:
             self.events.backlog(task)  # the slice is over: another turn (this or another worker) if jobs remain
         return batches
 
-    def _claim(self, task: str, not_before: float = 0.0) -> _Pass:
-        """The next batch of `task`, claimed no sooner than `not_before` (a `time.monotonic()`)."""
+    def _next_claim_at(self, current: _Pass) -> float:
+        """When to claim the batch after `current` (a `time.monotonic()`), which is about to run. Under a backlog:
+        at once, it will be full. Otherwise jobs are given time to gather, so that a trickle makes fewer, fuller
+        passes rather than one pass per job, each with its own claim and write: until `max_batch_wait_ms` after
+        this claim, and, when passes are long (a model on the CPU), until just before this one should end — the
+        time per input of the last pass times this one's inputs, less the last claim's time and a tenth for
+        slack — so that the jobs that came during it ride the next pass, not the one after."""
+        if current.batch.more_queued:
+            return 0.0
+        pass_s = self._pass_s_per_input.get(current.task, 0.0) * current.batch.n_inputs
+        near_the_end = time.monotonic() + 0.9 * pass_s - current.ms["claim"] / 1000
+        return max(current.claimed_at + self.wait_s, near_the_end)
+
+    def _claim(self, task: str, not_before: float = 0.0, top_up: bool = False) -> _Pass:
+        """The next batch of `task`, claimed no sooner than `not_before` (a `time.monotonic()`). With `top_up`
+        (the device is idle), a batch that is not full is topped up once, `max_batch_wait_ms` later, with the
+        jobs that came meanwhile: a burst's first pass is not a pass of one."""
         delay = not_before - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -161,6 +176,12 @@ class Batcher:
         assert self.settings.max_batch_size is not None  # resolved for the device (WorkerContext.load_models)
         batch = claim_more(self.sessions, task, self.settings.max_batch_size, self.clock, self.settings.lease_s,
                            self.worker)
+        room = self.settings.max_batch_size - batch.n_inputs
+        if top_up and batch.claims and not batch.more_queued and room > 0 and self.wait_s > 0:
+            time.sleep(self.wait_s)
+            more = claim_more(self.sessions, task, room, self.clock, self.settings.lease_s, self.worker,
+                              oversized_alone=False)
+            batch = Batch(batch.claims + more.claims, batch.events + more.events, more.more_queued)
         self.leases.hold(batch.claims)
         if batch.more_queued:
             self.events.backlog(task)  # another worker may join
@@ -173,6 +194,7 @@ class Batcher:
         started = time.perf_counter()
         current.outcomes = self._run(engine, current.batch.claims)
         current.ms["inference"] = (time.perf_counter() - started) * 1000
+        self._pass_s_per_input[current.task] = current.ms["inference"] / 1000 / max(1, current.batch.n_inputs)
         current.phase_seconds, current.counts = engine.phases.reset()
 
     def _write(self, current: _Pass) -> None:

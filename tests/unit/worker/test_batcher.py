@@ -186,3 +186,38 @@ def test_the_stub_engine_refuses_what_the_real_one_refuses(task: str) -> None:
                else JobPayload({"question": [" "], "context": ["text"]}, {"top_k": 1}))
     with pytest.raises(InputError):
         engine.run([payload])
+
+
+def test_the_next_claim_waits_for_a_trickle_to_gather_but_not_for_a_backlog(
+        sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    import time
+
+    from store.jobs import Batch, Claim
+    from worker.batcher import _Pass
+
+    batcher, _ = make_batcher(sessions, clock, StubEngine("fill-mask"))
+    batcher.wait_s = 0.005
+    claim = Claim("job", 1, "fill-mask", {}, {}, clock(), clock(), n_inputs=1)
+    now = time.monotonic()
+    backlog = _Pass("fill-mask", Batch([], [], more_queued=True), {"claim": 2.0}, claimed_at=now)
+    trickle = _Pass("fill-mask", Batch([], [], more_queued=False), {"claim": 2.0}, claimed_at=now)
+    assert batcher._next_claim_at(backlog) == 0.0
+    assert batcher._next_claim_at(trickle) == now + 0.005  # short passes: max_batch_wait_ms after the last claim
+    batcher._pass_s_per_input["fill-mask"] = 0.05  # long passes (a model on the CPU): just before this one ends
+    long = _Pass("fill-mask", Batch([claim] * 10, [], more_queued=False), {"claim": 2.0}, claimed_at=now)
+    assert now + 0.44 < batcher._next_claim_at(long) < now + 0.5  # 10 inputs × 50 ms, less slack and the claim
+
+
+def test_an_idle_workers_first_batch_is_topped_up_with_the_jobs_of_the_same_burst(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    first = submit(ONE)
+    engine = StubEngine("fill-mask")
+    batcher, _ = make_batcher(sessions, clock, engine)
+    batcher.wait_s = 2.0  # the window in which the burst's second job arrives
+    worker = threading.Thread(target=batcher.drain, args=("fill-mask",))
+    worker.start()
+    wait_until(lambda: stored(sessions, first.id).status == "running", 10, "the first claim")
+    second = submit(ONE)  # within max_batch_wait_ms of the first claim
+    worker.join(30)
+    assert [len(call) for call in engine.calls] == [2]
+    assert stored(sessions, second.id).batch_size == 2
