@@ -69,7 +69,7 @@ class Job(Base):
     #: The worker (presence name, `host:pid`) that holds the running job; `beat` hands it on once that worker is
     #: known dead, before the lease runs out.
     claimed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    #: When the job's id was last published to the queue.
+    #: When `beat` last published a wake-up for the job (its own was lost); None: never needed.
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     webhook: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -4,7 +4,7 @@ row inside the caller's transaction or its own, and records the webhook event it
     submit → queued;  claim: queued → running (attempt + 1, lease);  renew the lease;
     finish: running → succeeded | failed (only while the claim holds);  cancel: queued | running → canceled;
     reclaim: running with an expired lease → queued, or failed `worker_lost` after the last attempt;
-    requeue: a queued job's message was lost → marked published again.
+    requeue: a queued job's wake-up was lost → marked as woken again (`beat` publishes one).
 
 Reads of one key's jobs live here too, so that every query of the jobs table is written once.
 """
@@ -422,7 +422,7 @@ def reclaim_expired(
 
 def take_stale_queued(sessions: sessionmaker[Session], now: datetime, older_than: timedelta,
                       limit: int) -> list[tuple[str, str]]:
-    """Queued jobs not published for `older_than` (their message was lost), marked published now; (id, task)."""
+    """Queued jobs not woken for `older_than` (their wake-up was lost), marked woken now; (id, task)."""
     with transaction(sessions) as session:
         stale = session.execute(
             select(Job.id, Job.task)

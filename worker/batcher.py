@@ -3,7 +3,7 @@ jobs: claim a batch of as many as fit in `max_batch_size` inputs, run all their 
 write every job back in one transaction — until none is left. Three stages overlap, so that the device never
 waits on the database while jobs are queued:
 
-    claimer thread:  claim N+1 ─────────────────┐
+    claimer thread:  claim N+1, tokenize it ─────┐
     this thread:     engine N ──────────────────┴─ engine N+1 ─ …
     writer thread:   write N−1, announce ───────── write N, announce ─ …
 
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,6 +56,8 @@ class _Pass:
     ms: dict[str, float] = field(default_factory=dict)
     #: When the claim ended (`time.monotonic()`).
     claimed_at: float = 0.0
+    #: What the engine's `prepare` made of the batch's inputs, in the claimer thread (None: `run` prepares).
+    prepared: Any = None
     outcomes: list[Outcome] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -186,13 +189,27 @@ class Batcher:
         if batch.more_queued:
             self.events.backlog(task)  # another worker may join
         self.events.webhooks(batch.events)
-        return _Pass(task, batch, {"claim": (time.perf_counter() - started) * 1000}, claimed_at=time.monotonic())
+        claimed = _Pass(task, batch, {"claim": (time.perf_counter() - started) * 1000}, claimed_at=time.monotonic())
+        if batch.claims:
+            claimed.prepared = self._prepare(task, batch.claims)
+        return claimed
+
+    def _prepare(self, task: str, claims: list[Claim]) -> Any:
+        """The engine's host-side work for the batch (tokenizing), done here — in the claimer thread while the
+        engine runs the batch before — so that on a GPU the device does not wait for it. A failure prepares
+        nothing: `run` then meets the same error and the batch is run job by job."""
+        try:
+            return self.engines(task).prepare([JobPayload(c.input, c.parameters) for c in claims])
+        except BaseException as error:  # the tokenizers library panics with a BaseException
+            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
+                raise
+            return None
 
     def _infer(self, current: _Pass) -> None:
         engine = self.engines(current.task)
         engine.phases.reset()
         started = time.perf_counter()
-        current.outcomes = self._run(engine, current.batch.claims)
+        current.outcomes = self._run(engine, current.batch.claims, current.prepared)
         current.ms["inference"] = (time.perf_counter() - started) * 1000
         self._pass_s_per_input[current.task] = current.ms["inference"] / 1000 / max(1, current.batch.n_inputs)
         current.phase_seconds, current.counts = engine.phases.reset()
@@ -240,9 +257,9 @@ class Batcher:
             log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "batch_id": batch_id,
                                             "attempt": claim.attempt, "queue_ms": round(queue_ms, 1)})
 
-    def _run(self, engine: Engine, claims: list[Claim]) -> list[Outcome]:
+    def _run(self, engine: Engine, claims: list[Claim], prepared: Any = None) -> list[Outcome]:
         try:
-            outputs = engine.run([JobPayload(c.input, c.parameters) for c in claims])
+            outputs = engine.run([JobPayload(c.input, c.parameters) for c in claims], prepared)
             return [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):

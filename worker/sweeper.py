@@ -2,7 +2,7 @@
 
 - hands back to the queue the jobs of a worker known to be dead (its presence key gone for DEAD_AFTER) or whose
   lease expired, or fails them with `worker_lost` after `max_attempts`, so that a poison input cannot loop;
-- re-publishes jobs `queued` for longer than `requeue_after_s` (their message was lost);
+- publishes a wake-up, flag or not, for jobs `queued` for longer than `requeue_after_s` (theirs was lost);
 - frees idempotency keys older than their time to live;
 - publishes webhook events that are due: retries at their scheduled time, and events whose message was lost.
 

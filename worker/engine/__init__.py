@@ -25,8 +25,14 @@ class Engine(Protocol):
     #: Time per phase and tokens computed since the last reset.
     phases: Phases
 
-    def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
-        """One output list per job, in job order; each holds one entry per input of that job."""
+    def prepare(self, jobs: list[JobPayload]) -> Any:
+        """The host's work of `run` before the device's: tokenizing and checking the inputs. Thread-safe, so that
+        the batcher prepares the next batch while the device runs this one. Raises what `run` would."""
+        ...
+
+    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
+        """One output list per job, in job order; each holds one entry per input of that job. `prepared`: what
+        `prepare(jobs)` returned, or None to prepare here."""
         ...
 
     def warm_up(self) -> None:

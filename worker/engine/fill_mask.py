@@ -7,6 +7,8 @@ too, where the pipeline runs it at every token.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +23,17 @@ from worker.engine.packed import encode
 from worker.engine.runtime import Runtime, to_device
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A batch tokenized and checked: its token ids, where each input's masks are, each input's (top_k,
+    targets), and the seconds that took."""
+
+    encoded: list[list[int]]
+    positions: list[list[int]]
+    requests: list[tuple[int, list[int] | None]]
+    seconds: float
+
+
 class FillMaskEngine(ModelEngine):
     task = TASK_FILL_MASK
 
@@ -31,11 +44,11 @@ class FillMaskEngine(ModelEngine):
         self.backend = self.tokenizer.backend_tokenizer
         self.detokenizer = Detokenizer(self.tokenizer)
 
-    def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
+    def prepare(self, jobs: list[JobPayload]) -> _Prepared:
+        started = time.perf_counter()
         texts = [text for job in jobs for text in job.input["input_string"]]
-        with self.phases.timed("tokenize"):
-            # One call of the Rust tokenizer for the whole batch (parallel inside), not the Python wrapper.
-            encoded: list[list[int]] = [e.ids for e in self.backend.encode_batch_fast(texts)]
+        # One call of the Rust tokenizer for the whole batch (parallel inside), not the Python wrapper.
+        encoded: list[list[int]] = [e.ids for e in self.backend.encode_batch_fast(texts)]
         #: Per input, where its masks are: found once, on the host (nothing waits for the device for them).
         positions = [[i for i, token in enumerate(ids) if token == self.mask_id] for ids in encoded]
         for index, ids in enumerate(encoded):
@@ -43,7 +56,12 @@ class FillMaskEngine(ModelEngine):
                 raise InputError(f"input {index} has no mask token {self.tokenizer.mask_token}")
             if len(ids) > self.max_tokens:
                 raise InputError(f"input {index} has {len(ids)} tokens; the model takes {self.max_tokens}")
-        requests = self._requests(jobs)
+        return _Prepared(encoded, positions, self._requests(jobs), time.perf_counter() - started)
+
+    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
+        ready: _Prepared = prepared if prepared is not None else self.prepare(jobs)
+        self.phases.add("tokenize", ready.seconds)
+        encoded, positions, requests = ready.encoded, ready.positions, ready.requests
         states, rows_of_input = self._mask_states(encoded, positions)
         with self.phases.timed("head"):
             logits = self._head(states)

@@ -34,6 +34,10 @@ class Phases:
         finally:
             self.seconds[phase] += time.perf_counter() - started
 
+    def add(self, phase: str, seconds: float) -> None:
+        """Time spent elsewhere on this batch's behalf (its tokenizing, prepared ahead in another thread)."""
+        self.seconds[phase] += seconds
+
     def reset(self) -> tuple[dict[str, float], dict[str, int]]:
         taken: tuple[dict[str, float], dict[str, int]] = (dict(self.seconds), dict(self.counts))
         self.seconds.clear()

@@ -8,6 +8,8 @@ chunks of one pair are merged as the pipeline merges them.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +132,15 @@ def _char_span(encoding: Encoding, s: int, e: int, align_to_words: bool) -> tupl
     return encoding.offsets[s][0], encoding.offsets[e][1]
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A batch tokenized: its (question, context, parameters) pairs, their chunks, and the seconds that took."""
+
+    pairs: list[tuple[str, str, dict[str, Any]]]
+    chunks: list[Chunk]
+    seconds: float
+
+
 class QuestionAnsweringEngine(ModelEngine):
     task = TASK_QUESTION_ANSWERING
 
@@ -139,19 +150,26 @@ class QuestionAnsweringEngine(ModelEngine):
         # A copy of its own: this engine sets truncation on it per call.
         self.backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
         self.backend.no_padding()
+        self._tokenizing = threading.Lock()
 
-    def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
+    def prepare(self, jobs: list[JobPayload]) -> _Prepared:
+        started = time.perf_counter()
         pairs: list[tuple[str, str, dict[str, Any]]] = [
             (question, context, job.parameters)
             for job in jobs
             for question, context in zip(job.input["question"], job.input["context"], strict=True)
         ]
-        with self.phases.timed("tokenize"):
+        with self._tokenizing:  # the tokenizer's truncation is set per call: one batch at a time
             chunks = self._chunks(pairs)
+        return _Prepared(pairs, chunks, time.perf_counter() - started)
+
+    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
+        ready: _Prepared = prepared if prepared is not None else self.prepare(jobs)
+        self.phases.add("tokenize", ready.seconds)
         with self.phases.timed("forward"):
-            logits = self._logits(chunks)
+            logits = self._logits(ready.chunks)
         with self.phases.timed("postprocess"):
-            return self._outputs(jobs, pairs, chunks, logits)
+            return self._outputs(jobs, ready.pairs, ready.chunks, logits)
 
     def _outputs(
         self,

@@ -73,13 +73,20 @@ class StubEngine:
         self.delay_s = delay_s
         self.phases = Phases()
         self.calls: list[list[JobPayload]] = []
+        #: (thread name, jobs) of each `prepare` call.
+        self.prepared: list[tuple[str, list[JobPayload]]] = []
         #: Set while a call is inside the engine; a test waits on it rather than sleeping.
         self.running = threading.Event()
         #: Cleared to hold calls inside the engine until it is set again.
         self.proceed = threading.Event()
         self.proceed.set()
 
-    def run(self, jobs: list[JobPayload]) -> list[list[Any]]:
+    def prepare(self, jobs: list[JobPayload]) -> list[JobPayload]:
+        """Nothing to tokenize; records which thread prepared which batch."""
+        self.prepared.append((threading.current_thread().name, jobs))
+        return jobs
+
+    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
         self.calls.append(jobs)
         self.running.set()
         try:

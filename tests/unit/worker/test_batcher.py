@@ -121,7 +121,9 @@ def test_the_next_batch_is_claimed_while_the_engine_runs_the_current_one(
     assert engine.running.wait(10)
     # While the first batch is on the engine, the second is claimed (running, not yet on the engine).
     wait_until(lambda: [stored(sessions, i).status for i in ids] == ["running"] * 4, 10, "the second claim")
-    assert len(engine.calls) == 1
+    # …and prepared (tokenized) there, in the claimer thread, while the first is still on the engine.
+    wait_until(lambda: len(engine.prepared) == 2, 10, "the second batch to be prepared")
+    assert len(engine.calls) == 1 and engine.prepared[1][0].startswith("claimer")
     engine.proceed.set()
     worker.join(10)
     assert [len(call) for call in engine.calls] == [2, 2]

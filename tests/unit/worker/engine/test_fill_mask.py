@@ -74,6 +74,22 @@ def test_jobs_batched_together_each_get_their_own_output(engine: FillMaskEngine,
         assert_same(output, reference(text, top_k=1))
 
 
+def test_a_batch_prepared_in_another_thread_runs_to_the_same_outputs(engine: FillMaskEngine,
+                                                                      reference: Any) -> None:
+    """The batcher tokenizes the next batch in its claimer thread while the engine runs the current one."""
+    import threading
+
+    jobs = [JobPayload({"input_string": TEXTS[:3]}, {"top_k": 2}),
+            JobPayload({"input_string": TEXTS[3:]}, {"top_k": 3, "targets": ["Paris", "day"]})]
+    prepared: list[Any] = []
+    thread = threading.Thread(target=lambda: prepared.append(engine.prepare(jobs)))
+    thread.start()
+    thread.join()
+    engine.phases.reset()
+    assert engine.run(jobs, prepared[0]) == engine.run(jobs)
+    assert engine.phases.reset()[0]["tokenize"] > 0  # the prepared batch's tokenizing is still counted
+
+
 def test_one_input_is_never_unwrapped(engine: FillMaskEngine) -> None:
     [outputs] = engine.run([JobPayload({"input_string": [TEXTS[0]]}, {"top_k": 2})])
     assert isinstance(outputs, list) and len(outputs) == 1 and len(outputs[0]) == 2

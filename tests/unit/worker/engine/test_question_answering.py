@@ -65,6 +65,25 @@ def test_all_cases_in_one_batch_match_the_pipeline(engine: QuestionAnsweringEngi
         assert_same_answers(_as_list(output), _as_list(case["output"]))
 
 
+def test_a_batch_prepared_in_another_thread_runs_to_the_same_answers(engine: QuestionAnsweringEngine) -> None:
+    """The batcher tokenizes the next batch in its claimer thread while the engine runs the current one; the
+    tokenizer's per-call truncation is held by one batch at a time."""
+    import threading
+
+    jobs = [JobPayload({"question": [c["question"]], "context": [c["context"]]}, _params(c["parameters"]))
+            for c in REFERENCE["cases"]]
+    prepared: list[Any] = []
+    threads = [threading.Thread(target=lambda: prepared.append(engine.prepare(jobs))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    outputs = engine.run(jobs, prepared[0])
+    assert all(engine.run(jobs, other) == outputs for other in prepared[1:])
+    for [output], case in zip(outputs, REFERENCE["cases"], strict=True):
+        assert_same_answers(_as_list(output), _as_list(case["output"]))
+
+
 def test_several_pairs_in_one_job_keep_their_order(engine: QuestionAnsweringEngine) -> None:
     cases = [c for c in REFERENCE["cases"] if not c["parameters"]]
     assert len(cases) >= 2
