@@ -38,7 +38,7 @@ def test_jobs_queued_together_share_a_forward_pass_and_a_canceled_one_never_runs
 def test_beat_wakes_a_worker_for_jobs_whose_wake_up_was_lost(fresh_stack: Stack) -> None:
     http = fresh_stack.client(fresh_stack.new_key())
     ids = [http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE).json()["id"] for _ in range(3)]
-    redis.Redis.from_url(fresh_stack.redis_url).flushdb()  # Redis restarted empty: the messages are gone
+    redis.Redis.from_url(fresh_stack.redis_url).flushdb()  # Redis restarted empty: the wake-up is gone
 
     fresh_stack.start_worker()
     fresh_stack.start("beat", "beat")
@@ -46,7 +46,9 @@ def test_beat_wakes_a_worker_for_jobs_whose_wake_up_was_lost(fresh_stack: Stack)
         assert fresh_stack.wait_job(http, job_id, timeout_s=60)["status"] == "succeeded"
     with fresh_stack.sessions() as session:
         rows = session.scalars(select(Job).where(Job.id.in_(ids))).all()
-        assert all(row.published_at is not None and row.attempts == 1 for row in rows)
+        assert all(row.attempts == 1 for row in rows)
+        # Beat's wake-up (it marks the jobs it found stale; one wake-up drains them all, stale yet or not).
+        assert any(row.published_at is not None for row in rows)
 
 
 def test_duplicate_wake_ups_run_nothing_twice(fresh_stack: Stack) -> None:
