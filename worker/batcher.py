@@ -3,9 +3,9 @@ jobs: claim a batch of as many as fit in `max_batch_size` inputs, run all their 
 write every job back in one transaction — until none is left. Three stages overlap, so that the device never
 waits on the database while jobs are queued:
 
-    claimer thread:  claim N+1, tokenize it ─────┐
-    this thread:     engine N ──────────────────┴─ engine N+1 ─ …
-    writer thread:   write N−1, announce ───────── write N, announce ─ …
+    claimer thread:  claim N+1, tokenize it ──────────┐
+    this thread:     engine N on the device ──────────┴─ engine N+1 ─ …
+    writer thread:   finish N−1 (outputs), write, announce ─ finish N, write, announce ─ …
 
 Batch sizes follow the load: a wake-up finds the device idle and claims at once, topping the batch up once
 `max_batch_wait_ms` later, so a lone job goes within that and a burst's first pass is not a pass of one; while
@@ -56,8 +56,10 @@ class _Pass:
     ms: dict[str, float] = field(default_factory=dict)
     #: When the claim ended (`time.monotonic()`).
     claimed_at: float = 0.0
-    #: What the engine's `prepare` made of the batch's inputs, in the claimer thread (None: `run` prepares).
+    #: What the engine's `prepare` made of the batch's inputs, in the claimer thread (None: prepared when run).
     prepared: Any = None
+    #: What the engine's `infer` returned, for the writer thread to `finish` (None: `outcomes` are set already).
+    inferred: Any = None
     outcomes: list[Outcome] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -206,15 +208,47 @@ class Batcher:
             return None
 
     def _infer(self, current: _Pass) -> None:
+        """The device's part of the batch, in this thread; the host's part after it is `_finish`'s."""
         engine = self.engines(current.task)
         engine.phases.reset()
         started = time.perf_counter()
-        current.outcomes = self._run(engine, current.batch.claims, current.prepared)
+        claims = current.batch.claims
+        payloads = [JobPayload(c.input, c.parameters) for c in claims]
+        try:
+            prepared = current.prepared if current.prepared is not None else engine.prepare(payloads)
+            current.inferred = engine.infer(payloads, prepared)
+        except BaseException as error:  # the tokenizers library panics with a BaseException
+            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
+                raise
+            current.outcomes = self._failed(engine, claims, error)
         current.ms["inference"] = (time.perf_counter() - started) * 1000
         self._pass_s_per_input[current.task] = current.ms["inference"] / 1000 / max(1, current.batch.n_inputs)
         current.phase_seconds, current.counts = engine.phases.reset()
 
+    def _finish(self, current: _Pass) -> None:
+        """The engine's host work after the device's (fill-mask's strings, QA's spans), in the writer thread, so
+        that the device runs the next batch meanwhile."""
+        if current.inferred is None:
+            return
+        started = time.perf_counter()
+        engine = self.engines(current.task)
+        claims = current.batch.claims
+        try:
+            outputs = engine.finish([JobPayload(c.input, c.parameters) for c in claims], current.inferred)
+            current.outcomes = [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
+                raise
+            current.outcomes = self._failed(engine, claims, error)
+        current.inferred = None
+        current.ms["postprocess"] = (time.perf_counter() - started) * 1000
+
     def _write(self, current: _Pass) -> None:
+        try:
+            self._finish(current)
+        except BaseException:
+            self.leases.release(current.batch.claims)
+            raise
         started = time.perf_counter()
         finished_at = self.clock()
         try:
@@ -257,16 +291,21 @@ class Batcher:
             log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "batch_id": batch_id,
                                             "attempt": claim.attempt, "queue_ms": round(queue_ms, 1)})
 
-    def _run(self, engine: Engine, claims: list[Claim], prepared: Any = None) -> list[Outcome]:
+    def _run(self, engine: Engine, claims: list[Claim]) -> list[Outcome]:
+        """The whole engine on `claims`, in this thread."""
         try:
-            outputs = engine.run([JobPayload(c.input, c.parameters) for c in claims], prepared)
+            outputs = engine.run([JobPayload(c.input, c.parameters) for c in claims])
             return [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
                 raise
-            if len(claims) > 1:
-                # One job's input spoiled the batch: run each alone so that only that job fails.
-                return [outcome for claim in claims for outcome in self._run(engine, [claim])]
-            code = "invalid_input" if isinstance(error, InputError) else "inference_error"
-            log.warning("job %s failed: %s", claims[0].job_id, error)
-            return [Outcome(claims[0], error={"code": code, "message": str(error)})]
+            return self._failed(engine, claims, error)
+
+    def _failed(self, engine: Engine, claims: list[Claim], error: BaseException) -> list[Outcome]:
+        """The outcomes of a batch the engine failed on: one job's input spoiled it, so each job runs alone and
+        only that job fails; a lone job fails with the error."""
+        if len(claims) > 1:
+            return [outcome for claim in claims for outcome in self._run(engine, [claim])]
+        code = "invalid_input" if isinstance(error, InputError) else "inference_error"
+        log.warning("job %s failed: %s", claims[0].job_id, error)
+        return [Outcome(claims[0], error={"code": code, "message": str(error)})]

@@ -30,9 +30,18 @@ class Engine(Protocol):
         the batcher prepares the next batch while the device runs this one. Raises what `run` would."""
         ...
 
+    def infer(self, jobs: list[JobPayload], prepared: Any) -> Any:
+        """The device's work on a prepared batch, up to its results back on the host."""
+        ...
+
+    def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
+        """The host's work after the device's: one output list per job, in job order, each with one entry per
+        input of that job. Thread-safe and device-free, so that the batcher finishes a batch in its writer
+        thread while the device runs the next."""
+        ...
+
     def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
-        """One output list per job, in job order; each holds one entry per input of that job. `prepared`: what
-        `prepare(jobs)` returned, or None to prepare here."""
+        """prepare (unless `prepared` is given), infer and finish, in this thread."""
         ...
 
     def warm_up(self) -> None:

@@ -34,6 +34,16 @@ class _Prepared:
     seconds: float
 
 
+@dataclass(frozen=True)
+class _Inferred:
+    """A batch back from the device: for each input the rows of its masks, and per mask row its best (scores,
+    token ids), on the host."""
+
+    prepared: _Prepared
+    rows_of_input: list[list[int]]
+    selected: list[tuple[list[float], list[int]]]
+
+
 class FillMaskEngine(ModelEngine):
     task = TASK_FILL_MASK
 
@@ -58,19 +68,22 @@ class FillMaskEngine(ModelEngine):
                 raise InputError(f"input {index} has {len(ids)} tokens; the model takes {self.max_tokens}")
         return _Prepared(encoded, positions, self._requests(jobs), time.perf_counter() - started)
 
-    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
-        ready: _Prepared = prepared if prepared is not None else self.prepare(jobs)
+    def infer(self, jobs: list[JobPayload], prepared: Any) -> _Inferred:
+        ready: _Prepared = prepared
         self.phases.add("tokenize", ready.seconds)
-        encoded, positions, requests = ready.encoded, ready.positions, ready.requests
-        states, rows_of_input = self._mask_states(encoded, positions)
+        states, rows_of_input = self._mask_states(ready.encoded, ready.positions)
         with self.phases.timed("head"):
             logits = self._head(states)
         with self.phases.timed("select"):
             with torch.inference_mode():
                 probs = logits.float().softmax(dim=-1)
-            selected = self._select(probs, rows_of_input, requests)
-        with self.phases.timed("postprocess"):
-            return self._outputs(jobs, encoded, positions, rows_of_input, requests, selected)
+            selected = self._select(probs, rows_of_input, ready.requests)
+        return _Inferred(ready, rows_of_input, selected)
+
+    def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
+        done: _Inferred = inferred
+        ready = done.prepared
+        return self._outputs(jobs, ready.encoded, ready.positions, done.rows_of_input, ready.requests, done.selected)
 
     def _requests(self, jobs: list[JobPayload]) -> list[tuple[int, list[int] | None]]:
         """Per input: its job's top_k and target ids (None: the whole vocabulary)."""

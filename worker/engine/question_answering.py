@@ -163,13 +163,16 @@ class QuestionAnsweringEngine(ModelEngine):
             chunks = self._chunks(pairs)
         return _Prepared(pairs, chunks, time.perf_counter() - started)
 
-    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
-        ready: _Prepared = prepared if prepared is not None else self.prepare(jobs)
+    def infer(self, jobs: list[JobPayload], prepared: Any) -> tuple[_Prepared, list[tuple[np.ndarray, np.ndarray]]]:
+        """The prepared batch and each chunk's (start, end) logits, on the host."""
+        ready: _Prepared = prepared
         self.phases.add("tokenize", ready.seconds)
         with self.phases.timed("forward"):
-            logits = self._logits(ready.chunks)
-        with self.phases.timed("postprocess"):
-            return self._outputs(jobs, ready.pairs, ready.chunks, logits)
+            return ready, self._logits(ready.chunks)
+
+    def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
+        ready, logits = inferred
+        return self._outputs(jobs, ready.pairs, ready.chunks, logits)
 
     def _outputs(
         self,

@@ -73,8 +73,9 @@ class StubEngine:
         self.delay_s = delay_s
         self.phases = Phases()
         self.calls: list[list[JobPayload]] = []
-        #: (thread name, jobs) of each `prepare` call.
+        #: (thread name, jobs) of each `prepare` and `finish` call.
         self.prepared: list[tuple[str, list[JobPayload]]] = []
+        self.finished: list[tuple[str, list[JobPayload]]] = []
         #: Set while a call is inside the engine; a test waits on it rather than sleeping.
         self.running = threading.Event()
         #: Cleared to hold calls inside the engine until it is set again.
@@ -86,7 +87,7 @@ class StubEngine:
         self.prepared.append((threading.current_thread().name, jobs))
         return jobs
 
-    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
+    def infer(self, jobs: list[JobPayload], prepared: Any) -> list[JobPayload]:
         self.calls.append(jobs)
         self.running.set()
         try:
@@ -94,16 +95,28 @@ class StubEngine:
                 self.proceed.wait()
                 if self.delay_s:
                     threading.Event().wait(self.delay_s)
-            with self.phases.timed("postprocess"):
-                return [self._outputs(job) for job in jobs]
+                for job in jobs:
+                    if self.task == TASK_FILL_MASK:
+                        texts = job.input["input_string"]
+                        self.phases.count_pass(len(texts), sum(len(text.split()) for text in texts), 0)
+            return jobs
         finally:
             self.running.clear()
+
+    def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
+        """The outputs; records which thread finished which batch."""
+        self.finished.append((threading.current_thread().name, jobs))
+        return [self._outputs(job) for job in jobs]
+
+    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
+        inferred = self.infer(jobs, prepared if prepared is not None else self.prepare(jobs))
+        with self.phases.timed("postprocess"):
+            return self.finish(jobs, inferred)
 
     def _outputs(self, job: JobPayload) -> list[Any]:
         top_k: int = job.parameters["top_k"]
         if self.task == TASK_FILL_MASK:
             texts: list[str] = job.input["input_string"]
-            self.phases.count_pass(len(texts), sum(len(text.split()) for text in texts), 0)
             return [fill_mask_output(text, top_k) for text in texts]
         assert self.task == TASK_QUESTION_ANSWERING
         pairs = list(zip(job.input["question"], job.input["context"], strict=True))

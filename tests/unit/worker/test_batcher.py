@@ -128,6 +128,8 @@ def test_the_next_batch_is_claimed_while_the_engine_runs_the_current_one(
     worker.join(10)
     assert [len(call) for call in engine.calls] == [2, 2]
     assert [stored(sessions, i).status for i in ids] == ["succeeded"] * 4
+    # The outputs are made after the device's part, in the writer thread.
+    assert [name.startswith("writer") for name, _ in engine.finished] == [True, True]
 
 
 def test_a_drain_gives_its_turn_back_after_its_slice_and_asks_for_another(

@@ -74,20 +74,24 @@ def test_jobs_batched_together_each_get_their_own_output(engine: FillMaskEngine,
         assert_same(output, reference(text, top_k=1))
 
 
-def test_a_batch_prepared_in_another_thread_runs_to_the_same_outputs(engine: FillMaskEngine,
-                                                                      reference: Any) -> None:
-    """The batcher tokenizes the next batch in its claimer thread while the engine runs the current one."""
+def test_prepared_and_finished_in_other_threads_the_outputs_are_the_same(engine: FillMaskEngine) -> None:
+    """The batcher tokenizes the next batch in its claimer thread and makes the last one's outputs in its writer
+    thread, while the engine runs the current one on the device."""
     import threading
 
     jobs = [JobPayload({"input_string": TEXTS[:3]}, {"top_k": 2}),
             JobPayload({"input_string": TEXTS[3:]}, {"top_k": 3, "targets": ["Paris", "day"]})]
-    prepared: list[Any] = []
-    thread = threading.Thread(target=lambda: prepared.append(engine.prepare(jobs)))
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(engine.prepare(jobs)))
     thread.start()
     thread.join()
     engine.phases.reset()
-    assert engine.run(jobs, prepared[0]) == engine.run(jobs)
+    inferred = engine.infer(jobs, done[0])
     assert engine.phases.reset()[0]["tokenize"] > 0  # the prepared batch's tokenizing is still counted
+    thread = threading.Thread(target=lambda: done.append(engine.finish(jobs, inferred)))
+    thread.start()
+    thread.join()
+    assert done[1] == engine.run(jobs)
 
 
 def test_one_input_is_never_unwrapped(engine: FillMaskEngine) -> None:

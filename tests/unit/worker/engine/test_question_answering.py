@@ -65,7 +65,7 @@ def test_all_cases_in_one_batch_match_the_pipeline(engine: QuestionAnsweringEngi
         assert_same_answers(_as_list(output), _as_list(case["output"]))
 
 
-def test_a_batch_prepared_in_another_thread_runs_to_the_same_answers(engine: QuestionAnsweringEngine) -> None:
+def test_prepared_and_finished_in_other_threads_the_answers_are_the_same(engine: QuestionAnsweringEngine) -> None:
     """The batcher tokenizes the next batch in its claimer thread while the engine runs the current one; the
     tokenizer's per-call truncation is held by one batch at a time."""
     import threading
@@ -80,6 +80,12 @@ def test_a_batch_prepared_in_another_thread_runs_to_the_same_answers(engine: Que
         thread.join()
     outputs = engine.run(jobs, prepared[0])
     assert all(engine.run(jobs, other) == outputs for other in prepared[1:])
+    finished: list[Any] = []  # the outputs made in another thread (the batcher's writer) equal them too
+    inferred = engine.infer(jobs, prepared[0])
+    thread = threading.Thread(target=lambda: finished.append(engine.finish(jobs, inferred)))
+    thread.start()
+    thread.join()
+    assert finished == [outputs]
     for [output], case in zip(outputs, REFERENCE["cases"], strict=True):
         assert_same_answers(_as_list(output), _as_list(case["output"]))
 
