@@ -162,12 +162,13 @@ class Batcher:
         at once, it will be full. Otherwise jobs are given time to gather, so that a trickle makes fewer, fuller
         passes rather than one pass per job, each with its own claim and write: until `max_batch_wait_ms` after
         this claim, and, when passes are long (a model on the CPU), until just before this one should end — the
-        time per input of the last pass times this one's inputs, less the last claim's time and a tenth for
-        slack — so that the jobs that came during it ride the next pass, not the one after."""
+        time per input of the last pass times this one's inputs, less the last claim's time and a quarter for
+        slack (passes vary; a claim that ends after the pass leaves the device idle) — so that the jobs that came
+        during it ride the next pass, not the one after."""
         if current.batch.more_queued:
             return 0.0
         pass_s = self._pass_s_per_input.get(current.task, 0.0) * current.batch.n_inputs
-        near_the_end = time.monotonic() + 0.9 * pass_s - current.ms["claim"] / 1000
+        near_the_end = time.monotonic() + 0.75 * pass_s - current.ms["claim"] / 1000
         return max(current.claimed_at + self.wait_s, near_the_end)
 
     def _claim(self, task: str, not_before: float = 0.0, top_up: bool = False) -> _Pass:
