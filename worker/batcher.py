@@ -200,7 +200,7 @@ class Batcher:
     def _prepare(self, task: str, claims: list[Claim]) -> Any:
         """The engine's host-side work for the batch (tokenizing), done here — in the claimer thread while the
         engine runs the batch before — so that on a GPU the device does not wait for it. A failure prepares
-        nothing: `run` then meets the same error and the batch is run job by job."""
+        nothing: `_infer` meets the same error preparing it again, and the batch is run job by job."""
         try:
             return self.engines(task).prepare([JobPayload(c.input, c.parameters) for c in claims])
         except BaseException as error:  # the tokenizers library panics with a BaseException
