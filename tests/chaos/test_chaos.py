@@ -288,3 +288,18 @@ def test_duplicate_wake_ups_across_workers_run_every_job_once(fresh_stack: Stack
     log = fresh_stack.log("worker-1") + fresh_stack.log("worker-2")
     written = [json.loads(line)["job_id"] for line in log.splitlines() if '"job finished"' in line]
     assert sorted(written) == sorted(ids)  # each job written back once, by one worker
+
+
+def test_a_second_worker_joins_a_backlog(fresh_stack: Stack) -> None:
+    """A worker that leaves jobs queued behind its batch asks for another wake-up, which the idle worker takes:
+    both drain the backlog, each job once."""
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker-1")
+    fresh_stack.start_worker("worker-2")
+    ids = submit_all(fresh_stack, http, texts(40))  # 5 batches of the slow model's 8
+    wait_for(lambda: all_finished(fresh_stack, ids), 180, "every job to finish")
+    assert all(job.status == "succeeded" and job.attempts == 1 for job in rows(fresh_stack, ids).values())
+    by_worker = [[json.loads(line)["job_id"] for line in fresh_stack.log(name).splitlines()
+                  if '"job finished"' in line] for name in ("worker-1", "worker-2")]
+    assert all(by_worker), "both workers ran batches of the backlog"
+    assert sorted(by_worker[0] + by_worker[1]) == sorted(ids)
