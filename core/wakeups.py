@@ -1,10 +1,10 @@
 """The wake-up protocol: the database row is a job's only record, so the queue carries no jobs, only wake-ups.
 
-A wake-up is a Celery message on a task's queue that says "there may be queued jobs of this task". At most one
-is pending per task: a Redis flag `distilq:wake:{task}` is set while one is. The API, after committing a job,
-sets the flag if it is unset (SET NX) and publishes a wake-up only then: one Redis round trip per job, one
-message per burst. A worker that takes a wake-up clears the flag *before* its first claim and then claims and
-runs batches until none is left (`worker/batcher.py`).
+A wake-up is a Celery message on a task's queue that says "there may be queued jobs of this task". Mostly one
+is pending per task (beat's forced ones aside): a Redis flag `distilq:wake:{task}` is set while one is. The API,
+after committing a job, sets the flag if it is unset (SET NX) and publishes a wake-up only then: one Redis round
+trip per job, one message per burst. A worker that takes a wake-up clears the flag *before* its first claim and
+then claims and runs batches until none is left (`worker/batcher.py`).
 
 Why nothing is missed: if a job's SET NX found the flag set, a wake-up was pending at that moment, and the worker
 that takes it clears the flag after the job committed, so its claims see the job. If the SET NX won, its own
