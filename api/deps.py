@@ -14,7 +14,7 @@ from api.key_cache import Caller
 from api.state import app_state
 from core.clock import utcnow
 from models.tables import Job
-from store import jobs, keys
+from store import job_reads, keys
 
 
 def db() -> Session:
@@ -78,7 +78,7 @@ def current_key() -> Caller:
 def own_job(job_id: str, session: Session | None = None) -> Job:
     """The calling key's job, read with `session` (default: the request's writing session); another key's job is
     as absent as a missing one."""
-    job = jobs.own_job(db() if session is None else session, current_key().id, job_id)
+    job = job_reads.own_job(db() if session is None else session, current_key().id, job_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
     return job

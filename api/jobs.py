@@ -29,7 +29,7 @@ from core.queue import job_channel, publish_webhook
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS, ModelUnavailable
 from models.tables import CANCELED, STATUSES, TERMINAL_STATUSES, Job
-from store import jobs
+from store import job_reads, jobs
 from webhooks import LookupFailed, UnsafeTarget, check_target
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def list_jobs() -> Response:
     include_output = _query_choice("include", ("output",)) == "output"
     limit = _query_int("limit", DEFAULT_PAGE, 1, MAX_PAGE)
     cursor = request.args.get("cursor")
-    page = jobs.list_jobs(read_db(), current_key().id, status=status, task=task, limit=limit + 1,
+    page = job_reads.list_jobs(read_db(), current_key().id, status=status, task=task, limit=limit + 1,
                           before=_decode_cursor(cursor) if cursor else None)
     data: list[dict[str, Any]] = []
     output_bytes = 0

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from api.state import AppState, app_state
 from core.queue import INFERENCE_QUEUES, WEBHOOK_QUEUE
 from models.tables import QUEUED, RUNNING
-from store.jobs import in_flight_counts
+from store.job_reads import in_flight_counts
 
 bp = Blueprint("metrics", __name__)
 

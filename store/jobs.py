@@ -6,7 +6,7 @@ row inside the caller's transaction or its own, and records the webhook event it
     reclaim: running with an expired lease → queued, or failed `worker_lost` after the last attempt;
     requeue: a queued job's wake-up was lost → marked as woken again (`beat` publishes one).
 
-Reads of one key's jobs live here too, so that every query of the jobs table is written once.
+The reads of the API's routes are `store/job_reads.py`'s.
 """
 
 from __future__ import annotations
@@ -445,32 +445,3 @@ def free_idempotency_keys(sessions: sessionmaker[Session], now: datetime) -> int
             update(Job).where(Job.idempotency_key.is_not(None), Job.idempotency_expires_at < now)
             .values(idempotency_key=None)
         ))
-
-
-# --- reads of one key's jobs -------------------------------------------------------------------------------------
-
-def own_job(session: Session, api_key_id: str, job_id: str) -> Job | None:
-    """The key's job; another key's is as absent as a missing one."""
-    return session.scalars(select(Job).where(Job.id == job_id, Job.api_key_id == api_key_id)).one_or_none()
-
-
-def list_jobs(session: Session, api_key_id: str, *, status: str | None, task: str | None, limit: int,
-              before: tuple[datetime, str] | None) -> list[Job]:
-    """Up to `limit` of the key's jobs, newest first, older than `before` (created_at, id) when given."""
-    query = select(Job).where(Job.api_key_id == api_key_id)
-    if status is not None:
-        query = query.where(Job.status == status)
-    if task is not None:
-        query = query.where(Job.task == task)
-    if before is not None:
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*before))
-    return list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
-
-
-def in_flight_counts(session: Session) -> dict[tuple[str, str], int]:
-    """Jobs queued or running, by (task, status), across all keys."""
-    rows = session.execute(
-        select(Job.task, Job.status, func.count()).where(Job.status.in_((QUEUED, RUNNING)))
-        .group_by(Job.task, Job.status)
-    ).all()
-    return {(task, status): count for task, status, count in rows}

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
-from models.tables import ApiKey, Job, WebhookEvent
+from models.tables import Job, WebhookEvent
 from store import jobs
 from store.jobs import Outcome
 from tests.doubles import ManualClock
@@ -152,20 +152,6 @@ def test_expired_idempotency_keys_are_freed(submit: Submit, sessions: sessionmak
     clock.advance(61)
     assert jobs.free_idempotency_keys(sessions, clock()) == 1
     assert row(sessions, job.id).idempotency_key is None
-
-
-def test_reads_are_scoped_to_the_key_and_page_newest_first(submit: Submit, sessions: sessionmaker[Session],
-                                                           api_key: ApiKey) -> None:
-    ids = [submit(ONE).id for _ in range(5)]
-    with sessions() as session:
-        assert jobs.own_job(session, api_key.id, ids[0]) is not None
-        assert jobs.own_job(session, "another key", ids[0]) is None
-        first = jobs.list_jobs(session, api_key.id, status=None, task=None, limit=2, before=None)
-        assert [j.id for j in first] == ids[::-1][:2]
-        after = jobs.list_jobs(session, api_key.id, status="queued", task="fill-mask", limit=10,
-                               before=(first[-1].created_at, first[-1].id))
-        assert [j.id for j in after] == ids[::-1][2:]
-        assert jobs.in_flight_counts(session) == {("fill-mask", "queued"): 5}
 
 
 def test_a_job_never_starts_before_it_was_created(submit: Submit, sessions: sessionmaker[Session],

@@ -1,0 +1,38 @@
+"""Reads of the jobs table for the API's routes: one key's job, one key's jobs a page at a time, and the jobs in
+flight across keys (the metrics). The writes, and the reads the worker and `beat` make, are `store/jobs.py`'s."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import Session
+
+from models.tables import QUEUED, RUNNING, Job
+
+
+def own_job(session: Session, api_key_id: str, job_id: str) -> Job | None:
+    """The key's job; another key's is as absent as a missing one."""
+    return session.scalars(select(Job).where(Job.id == job_id, Job.api_key_id == api_key_id)).one_or_none()
+
+
+def list_jobs(session: Session, api_key_id: str, *, status: str | None, task: str | None, limit: int,
+              before: tuple[datetime, str] | None) -> list[Job]:
+    """Up to `limit` of the key's jobs, newest first, older than `before` (created_at, id) when given."""
+    query = select(Job).where(Job.api_key_id == api_key_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if task is not None:
+        query = query.where(Job.task == task)
+    if before is not None:
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*before))
+    return list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+
+
+def in_flight_counts(session: Session) -> dict[tuple[str, str], int]:
+    """Jobs queued or running, by (task, status), across all keys."""
+    rows = session.execute(
+        select(Job.task, Job.status, func.count()).where(Job.status.in_((QUEUED, RUNNING)))
+        .group_by(Job.task, Job.status)
+    ).all()
+    return {(task, status): count for task, status, count in rows}
