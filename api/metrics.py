@@ -24,7 +24,8 @@ class LiveState(Collector):
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily("distilq_queue_depth", "Messages waiting in each Redis queue", labels=["queue"])
+        depth = GaugeMetricFamily("distilq_queue_depth", "Messages waiting in each Redis queue (inference queues "
+                                  "hold wake-ups; the jobs waiting are distilq_jobs_in_flight)", labels=["queue"])
         try:
             for queue in (*INFERENCE_QUEUES, WEBHOOK_QUEUE):
                 depth.add_metric([queue], float(self.state.redis.llen(queue)))
