@@ -54,7 +54,7 @@ def authenticate() -> None:
     if caller is None:
         generation = state.key_cache.generation()
         reader = read_db()
-        key = keys.active_key(reader, token)
+        key = keys.active_key(reader, token, key_hash)
         reader.close()  # ends the read (a request may take long; its snapshot need not)
         if key is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})

@@ -123,15 +123,15 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
         may_wait = wait_s is not None and held.enter_context(state.wait_slots.slot(current_key().id))
         job_id = str(uuid.uuid4())
         watch = held.enter_context(state.announcements.watching(job_id)) if may_wait else None
-        if not state.announcements.subscribed.is_set():
-            watch = None  # announcements made now may be missed: the wait reads the row first
+        heard = state.announcements.subscribed.is_set()  # else announcements made now may be missed
         job, created = _submit(task, body, raw, idempotency_key, job_id)
         headers = {"Location": f"/v1/jobs/{job.id}"}
         if wait_s is not None and may_wait:  # else the key holds its most waits already: the job as it is, at once
             headers["Preference-Applied"] = f"wait={wait_s}"
             if job.status not in TERMINAL_STATUSES:
-                finished = (wait_for_job(state.read_sessions, state.announcements, job.id, wait_s, watch)
-                            if created else wait_for_job(state.read_sessions, state.announcements, job.id, wait_s))
+                # An idempotent replay answers with an older job, which this watch is not of.
+                finished = wait_for_job(state.read_sessions, state.announcements, job.id, wait_s,
+                                        watch if created else None, read_first=not (created and heard))
                 if finished is not None:
                     return _job_response(finished, 200, headers)
     return _job_response(job, 200 if job.status in TERMINAL_STATUSES else 202, headers)

@@ -2,7 +2,7 @@
 
 A revocation is announced on Redis (`core.queue.KEYS_REVOKED_CHANNEL`, published by `distilq keys revoke` after
 its commit) and empties every process's cache at once; the process's announcement listener
-(`api/waiting.py`) delivers it. While that listener is not subscribed (starting, Redis away) an announcement
+(`api/announcements.py`) delivers it. While that listener is not subscribed (starting, Redis away) an announcement
 could be missed, so the cache is neither read nor filled, and it is emptied when the listener subscribes again.
 An entry also expires after ENTRY_TTL_S, the bound on staleness should every announcement fail."""
 

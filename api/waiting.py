@@ -86,15 +86,16 @@ class WaitSlots:
 
 def wait_for_job(
     sessions: sessionmaker[Session], listener: Announcements, job_id: str, timeout_s: float,
-    watch: Watch | None = None,
+    watch: Watch | None = None, read_first: bool = True,
 ) -> str | None:
     """The job's JSON text once it is terminal, or None when the time ran out. `watch`: the caller's
-    `listener.watching(job_id)`, entered while the listener was subscribed and before the job was committed: the
-    job cannot have finished unannounced, so the first read waits for the announcement (or the recheck). An
-    announcement that carries the job's JSON is the answer; one that does not is followed by a read."""
+    `listener.watching(job_id)` (else one is made here). `read_first` False: the watch was entered while the
+    listener was subscribed and before the job was committed, so the job cannot have finished unannounced and
+    the first read waits for the announcement (or the recheck). An announcement that carries the job's JSON is
+    the answer; one that does not is followed by a read."""
     deadline = time.monotonic() + timeout_s
     with ExitStack() as held:
-        read_now = watch is None
+        read_now = read_first
         watching = watch if watch is not None else held.enter_context(listener.watching(job_id))
         while True:
             if watching.public is not None:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -173,17 +173,46 @@ def submit(
 class Claim:
     """A worker's hold on one job: valid while the row is `running` with this attempt number."""
 
-    job_id: str
-    attempt: int
-    task: str
-    input: dict[str, Any]
-    parameters: dict[str, Any]
-    created_at: datetime
+    #: The job's attributes (by attribute name) as the claim left them; the finished job's JSON is built from them
+    #: without a read.
+    row: dict[str, Any]
+    #: When the claim was made; never before `created_at` (a job stamped by a clock running ahead starts then).
     claimed_at: datetime
-    n_inputs: int
-    webhook: str | None = None
-    #: The job's attributes as the claim left them, from which the finished job's JSON is built without a read.
-    row: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def job_id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def attempt(self) -> int:
+        return int(self.row["attempts"])
+
+    @property
+    def task(self) -> str:
+        return str(self.row["task"])
+
+    @property
+    def input(self) -> dict[str, Any]:
+        value: dict[str, Any] = self.row["input"]
+        return value
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        value: dict[str, Any] = self.row["parameters"]
+        return value
+
+    @property
+    def created_at(self) -> datetime:
+        created: datetime = self.row["created_at"]
+        return created
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.row["n_inputs"])
+
+    @property
+    def webhook(self) -> str | None:
+        return self.row["webhook"]
 
     @property
     def queue_ms(self) -> float:
@@ -233,8 +262,7 @@ def _claim(session: Session, job_ids: list[str], clock: Clock, lease_s: int,
     claims = []
     for mapping in result.mappings():
         row = {_ATTRIBUTES[name]: value for name, value in mapping.items()}
-        claims.append(Claim(row["id"], row["attempts"], row["task"], row["input"], row["parameters"],
-                            row["created_at"], max(now, row["created_at"]), row["n_inputs"], row["webhook"], row))
+        claims.append(Claim(row, max(now, row["created_at"])))
     # `job.started` once per job: a retry after a lost worker is not a new start.
     events = [record_event(session, c.job_id, EVENT_STARTED, now) for c in claims if c.webhook and c.attempt == 1]
     return claims, [e for e in events if e]
@@ -316,6 +344,10 @@ class Finished:
     public: dict[str, Any]
 
 
+#: What a write-back sets on a job (its attribute names, which are also its column names).
+_WRITTEN = ("status", "output", "error", "queue_ms", "completed_at", "lease_until", "inference_ms", "batch_size")
+
+
 @functools.cache
 def _finish_statements() -> tuple[Any, Any]:
     """(which of :pairs (id, attempt) are still running — locked, so that no cancel slips in before the write;
@@ -325,10 +357,8 @@ def _finish_statements() -> tuple[Any, Any]:
             .where(tuple_(table.c.id, table.c.attempts).in_(bindparam("pairs", expanding=True)),
                    table.c.status == RUNNING)
             .with_for_update())
-    write = update(table).where(table.c.id == bindparam("b_id")).values(
-        status=bindparam("b_status"), output=bindparam("b_output"), error=bindparam("b_error"),
-        queue_ms=bindparam("b_queue_ms"), completed_at=bindparam("b_now"), lease_until=None,
-        inference_ms=bindparam("b_inference_ms"), batch_size=bindparam("b_batch_size"))
+    write = (update(table).where(table.c.id == bindparam("b_id"))
+             .values(**{name: bindparam(f"b_{name}") for name in _WRITTEN}))
     return held, write
 
 
@@ -346,21 +376,19 @@ def finish(
         connection = session.connection()
         held = set(connection.execute(held_statement, {"pairs": [(o.claim.job_id, o.claim.attempt)
                                                                  for o in outcomes]}).scalars())
-        written = [(job_id, FAILED if outcome.error is not None else SUCCEEDED)
-                   for job_id, outcome in by_id.items() if job_id in held]
-        rows = [{"b_id": job_id, "b_status": status, "b_output": by_id[job_id].output,
-                 "b_error": by_id[job_id].error, "b_queue_ms": by_id[job_id].claim.queue_ms, "b_now": now,
-                 "b_inference_ms": inference_ms, "b_batch_size": batch_size} for job_id, status in written]
-        if rows:
-            connection.execute(write_statement, rows)
-        events = [record_event(session, job_id, EVENT_COMPLETED, now) for job_id, _ in written
+        changes: dict[str, dict[str, Any]] = {
+            job_id: {"status": FAILED if outcome.error is not None else SUCCEEDED, "output": outcome.output,
+                     "error": outcome.error, "queue_ms": outcome.claim.queue_ms, "completed_at": now,
+                     "lease_until": None, "inference_ms": inference_ms, "batch_size": batch_size}
+            for job_id, outcome in by_id.items() if job_id in held
+        }
+        if changes:
+            connection.execute(write_statement, [{"b_id": job_id, **{f"b_{k}": v for k, v in change.items()}}
+                                                 for job_id, change in changes.items()])
+        events = [record_event(session, job_id, EVENT_COMPLETED, now) for job_id in changes
                   if by_id[job_id].claim.webhook]
-    finished = [
-        Finished(job_id, status, job_to_public(Job(**{
-            **by_id[job_id].claim.row, "status": status, "output": by_id[job_id].output,
-            "error": by_id[job_id].error, "queue_ms": by_id[job_id].claim.queue_ms, "completed_at": now,
-            "lease_until": None, "inference_ms": inference_ms, "batch_size": batch_size})))
-        for job_id, status in written]
+    finished = [Finished(job_id, str(change["status"]), job_to_public(Job(**{**by_id[job_id].claim.row, **change})))
+                for job_id, change in changes.items()]
     return finished, [event for event in events if event]
 
 

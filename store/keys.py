@@ -63,10 +63,11 @@ def revoke_key(session: Session, id_or_key: str) -> int:
     return len(matches)
 
 
-def active_key(session: Session, key: str) -> ApiKey | None:
-    """The unrevoked key whose SHA-256 this is: the database compares hashes, never the secret itself."""
+def active_key(session: Session, key: str, key_hash: str | None = None) -> ApiKey | None:
+    """The unrevoked key whose SHA-256 this is (`key_hash`, when the caller has it already): the database
+    compares hashes, never the secret itself."""
     return session.scalars(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+        select(ApiKey).where(ApiKey.key_hash == (key_hash or hash_key(key)), ApiKey.revoked_at.is_(None))
     ).one_or_none()
 
 

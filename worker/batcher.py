@@ -56,6 +56,8 @@ class _Pass:
     ms: dict[str, float] = field(default_factory=dict)
     #: When the claim ended (`time.monotonic()`).
     claimed_at: float = 0.0
+    #: What the engine needs of each claimed job, made once.
+    payloads: list[JobPayload] = field(default_factory=list)
     #: What the engine's `prepare` made of the batch's inputs, in the claimer thread (None: prepared when run).
     prepared: Any = None
     #: What the engine's `infer` returned, for the writer thread to `finish` (None: `outcomes` are set already).
@@ -192,17 +194,18 @@ class Batcher:
         if batch.more_queued:
             self.events.backlog(task)  # another worker may join
         self.events.webhooks(batch.events)
-        claimed = _Pass(task, batch, {"claim": (time.perf_counter() - started) * 1000}, claimed_at=time.monotonic())
+        claimed = _Pass(task, batch, {"claim": (time.perf_counter() - started) * 1000}, claimed_at=time.monotonic(),
+                        payloads=[JobPayload(c.input, c.parameters) for c in batch.claims])
         if batch.claims:
-            claimed.prepared = self._prepare(task, batch.claims)
+            claimed.prepared = self._prepare(task, claimed.payloads)
         return claimed
 
-    def _prepare(self, task: str, claims: list[Claim]) -> Any:
+    def _prepare(self, task: str, payloads: list[JobPayload]) -> Any:
         """The engine's host-side work for the batch (tokenizing), done here — in the claimer thread while the
         engine runs the batch before — so that on a GPU the device does not wait for it. A failure prepares
         nothing: `_infer` meets the same error preparing it again, and the batch is run job by job."""
         try:
-            return self.engines(task).prepare([JobPayload(c.input, c.parameters) for c in claims])
+            return self.engines(task).prepare(payloads)
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
                 raise
@@ -213,8 +216,7 @@ class Batcher:
         engine = self.engines(current.task)
         engine.phases.reset()
         started = time.perf_counter()
-        claims = current.batch.claims
-        payloads = [JobPayload(c.input, c.parameters) for c in claims]
+        claims, payloads = current.batch.claims, current.payloads
         try:
             prepared = current.prepared if current.prepared is not None else engine.prepare(payloads)
             current.inferred = engine.infer(payloads, prepared)
@@ -235,7 +237,7 @@ class Batcher:
         engine = self.engines(current.task)
         claims = current.batch.claims
         try:
-            outputs = engine.finish([JobPayload(c.input, c.parameters) for c in claims], current.inferred)
+            outputs = engine.finish(current.payloads, current.inferred)
             current.outcomes = [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):

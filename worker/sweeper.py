@@ -56,7 +56,7 @@ class Sweeper:
     def sweep(self) -> dict[str, int]:
         return {
             "reclaimed": self._reclaim_expired_leases(),
-            "republished": self._republish_stale(),
+            "stale_woken": self._wake_for_stale(),
             "keys_freed": jobs.free_idempotency_keys(self.sessions, self.clock()),
             "webhooks_published": self._publish_due_webhooks(),
         }
@@ -87,7 +87,8 @@ class Sweeper:
         self.events.webhooks(events)
         return len(failed) + len(requeued)
 
-    def _republish_stale(self) -> int:
+    def _wake_for_stale(self) -> int:
+        """Jobs queued past `requeue_after_s` (their wake-up was lost): a forced wake-up per task; how many jobs."""
         stale = jobs.take_stale_queued(self.sessions, self.clock(), timedelta(seconds=self.settings.requeue_after_s),
                                        SWEEP_LIMIT)
         self.events.queued(stale)

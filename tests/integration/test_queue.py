@@ -23,6 +23,8 @@ def test_jobs_queued_together_share_a_forward_pass_and_a_canceled_one_never_runs
     ids = [http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE).json()["id"] for _ in range(10)]
     canceled = http.post(f"{fresh_stack.url}/v1/jobs/{ids[3]}/cancel").json()
     assert canceled["status"] == "canceled" and canceled["completed_at"] is not None
+    # Ten submissions, one wake-up: the first set the flag and published; the others found it pending.
+    assert redis.Redis.from_url(fresh_stack.redis_url).llen("fill-mask") == 1
 
     fresh_stack.start_worker()
     jobs = {job_id: fresh_stack.wait_job(http, job_id) for job_id in ids}

@@ -51,3 +51,23 @@ class Engine(Protocol):
 
 class InputError(ValueError):
     """An input the model cannot take; fails its own job only."""
+
+
+class StagedEngine:
+    """`run` made of the three stages, which an engine defines (the real ones and the stub alike)."""
+
+    phases: Phases
+
+    def prepare(self, jobs: list[JobPayload]) -> Any:
+        raise NotImplementedError
+
+    def infer(self, jobs: list[JobPayload], prepared: Any) -> Any:
+        raise NotImplementedError
+
+    def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
+        raise NotImplementedError
+
+    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
+        inferred = self.infer(jobs, prepared if prepared is not None else self.prepare(jobs))
+        with self.phases.timed("postprocess"):
+            return self.finish(jobs, inferred)

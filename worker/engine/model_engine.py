@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from worker.engine import JobPayload
+from worker.engine import StagedEngine
 from worker.engine.batching import attention_width, plan_batches
 from worker.engine.packed import PackedPass, moved, pack
 from worker.engine.phases import Phases
@@ -25,7 +25,7 @@ def per_job(outputs: list[Any], counts: list[int]) -> list[list[Any]]:
     return per
 
 
-class ModelEngine:
+class ModelEngine(StagedEngine):
     def __init__(self, model_class: Any, model_id: str, runtime: Runtime, max_batch_size: int,
                  max_batch_tokens: int) -> None:
         self.runtime = runtime
@@ -37,20 +37,6 @@ class ModelEngine:
         config = self.model.config
         self.attention_width = attention_width(config.dim, config.hidden_dim)
         self.phases = Phases()
-
-    def prepare(self, jobs: list[JobPayload]) -> Any:
-        raise NotImplementedError
-
-    def infer(self, jobs: list[JobPayload], prepared: Any) -> Any:
-        raise NotImplementedError
-
-    def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
-        raise NotImplementedError
-
-    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
-        inferred = self.infer(jobs, prepared if prepared is not None else self.prepare(jobs))
-        with self.phases.timed("postprocess"):
-            return self.finish(jobs, inferred)
 
     def passes(self, sequences: list[list[int]]) -> Iterator[PackedPass]:
         """Each planned forward pass of `sequences`, packed, on the device."""

@@ -14,7 +14,7 @@ import zlib
 from typing import Any
 
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
-from worker.engine import InputError, JobPayload
+from worker.engine import InputError, JobPayload, StagedEngine
 from worker.engine.phases import Phases
 
 #: The mask token of the stub's vocabulary, as in DistilBERT's.
@@ -63,7 +63,7 @@ def question_answering_output(question: str, context: str, top_k: int) -> Any:
     return answers[0] if top_k == 1 else answers
 
 
-class StubEngine:
+class StubEngine(StagedEngine):
     """An engine of `task` with no model."""
 
     def __init__(self, task: str, delay_s: float = 0.0) -> None:
@@ -107,11 +107,6 @@ class StubEngine:
         """The outputs; records which thread finished which batch."""
         self.finished.append((threading.current_thread().name, jobs))
         return [self._outputs(job) for job in jobs]
-
-    def run(self, jobs: list[JobPayload], prepared: Any = None) -> list[list[Any]]:
-        inferred = self.infer(jobs, prepared if prepared is not None else self.prepare(jobs))
-        with self.phases.timed("postprocess"):
-            return self.finish(jobs, inferred)
 
     def _outputs(self, job: JobPayload) -> list[Any]:
         top_k: int = job.parameters["top_k"]

@@ -201,7 +201,7 @@ def test_the_next_claim_waits_for_a_trickle_to_gather_but_not_for_a_backlog(
 
     batcher, _ = make_batcher(sessions, clock, StubEngine("fill-mask"))
     batcher.wait_s = 0.005
-    claim = Claim("job", 1, "fill-mask", {}, {}, clock(), clock(), n_inputs=1)
+    claim = Claim({"id": "job", "n_inputs": 1}, clock())
     now = time.monotonic()
     backlog = _Pass("fill-mask", Batch([], [], more_queued=True), {"claim": 2.0}, claimed_at=now)
     trickle = _Pass("fill-mask", Batch([], [], more_queued=False), {"claim": 2.0}, claimed_at=now)

@@ -46,10 +46,10 @@ def test_a_job_whose_message_was_lost_is_published_again(submit: Submit, session
                                                          clock: ManualClock) -> None:
     job = submit(ONE)
     sweeper, events = make_sweeper(sessions, clock)
-    assert sweeper.sweep()["republished"] == 0
+    assert sweeper.sweep()["stale_woken"] == 0
     clock.advance(SETTINGS.requeue_after_s + 1)
-    assert sweeper.sweep()["republished"] == 1
-    assert sweeper.sweep()["republished"] == 0  # once per period, not once per sweep
+    assert sweeper.sweep()["stale_woken"] == 1
+    assert sweeper.sweep()["stale_woken"] == 0  # once per period, not once per sweep
     assert events.queued_jobs == [(job.id, "fill-mask")]
 
 
