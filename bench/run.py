@@ -71,10 +71,11 @@ def _table(task: str, results: list[Result], peak: Peak) -> str:
                      f"{share} | {r.latency_ms(50):.0f} | {r.latency_ms(95):.0f} | {r.latency_ms(99):.0f} |")
     by = {r.mode: r for r in results}
     ratios = {f"{x}/{y}": by[x].sequences_per_s / by[y].sequences_per_s
-              for x, y in (("c", "a"), ("c", "b"), ("d", "c"), ("d", "a"), ("d", "b"))}
-    lines += ["", "ratios (sequences/s): " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items())]
-    c = by["c"]
-    if c.flops:
+              for x, y in (("c", "a"), ("c", "b"), ("d", "c"), ("d", "a"), ("d", "b")) if x in by and y in by}
+    if ratios:
+        lines += ["", "ratios (sequences/s): " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items())]
+    c = by.get("c")
+    if c is not None and c.flops and "a" in by and "b" in by:
         # The roofline: the engine's own work per job, done at the peak rate.
         ceiling = peak.flops_per_s / (c.flops / c.sequences)
         lines.append(f"(c) does {c.flops / c.sequences / 1e9:.2f} GFLOP per job; at the peak ({peak.label}) that is at "
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
     parser.add_argument("--output", type=Path, default=Path(".distilq/bench-results.json"))
     parser.add_argument("--tasks", default="fill-mask,question-answering")
+    parser.add_argument("--modes", default="abcd", help="which of the modes (a)-(d) to run, e.g. c for the engine's "
+                                                         "CPU work alone")
     parser.add_argument("--device", default=os.environ.get("DISTILQ_DEVICE", "auto"), help="as DISTILQ_DEVICE")
     parser.add_argument("--dtype", default=os.environ.get("DISTILQ_DTYPE", "auto"), help="as DISTILQ_DTYPE")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
@@ -146,29 +149,37 @@ def main(argv: list[str] | None = None) -> int:
     tasks = args.tasks.split(",")
     if "fill-mask" in tasks:
         texts = workload.fill_mask
-        results = [
-            fill_mask_pipeline(models["fill-mask"], texts, None, runtime),
-            fill_mask_pipeline(models["fill-mask"], texts, args.batch, runtime),
-            fill_mask_engine(models["fill-mask"], texts, args.batch, args.max_batch_tokens, runtime),
-        ]
-        d, rss = run_end_to_end(models, "fill-mask",
-                                [{"inputs": {"input_string": texts[i: i + per_job]}, "parameters": {"top_k": 5}}
-                                 for i in range(0, len(texts), per_job)], args.concurrency, env, args.api_workers)
-        d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
-        results.append(d)
+        results = []
+        if "a" in args.modes:
+            results.append(fill_mask_pipeline(models["fill-mask"], texts, None, runtime))
+        if "b" in args.modes:
+            results.append(fill_mask_pipeline(models["fill-mask"], texts, args.batch, runtime))
+        if "c" in args.modes:
+            results.append(fill_mask_engine(models["fill-mask"], texts, args.batch, args.max_batch_tokens, runtime))
+        if "d" in args.modes:
+            d, rss = run_end_to_end(models, "fill-mask",
+                                    [{"inputs": {"input_string": texts[i: i + per_job]}, "parameters": {"top_k": 5}}
+                                     for i in range(0, len(texts), per_job)], args.concurrency, env,
+                                    args.api_workers)
+            d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
+            results.append(d)
         print(_table("fill-mask", results, peak), flush=True)
         report["fill-mask"] = [r.as_dict() for r in results]
     if "question-answering" in tasks:
         pairs = workload.qa
-        results = _qa_reference(args.tf4_python, models["question-answering"], pairs, args.batch,
-                                (384, args.max_batch_tokens), runtime)
-        results.append(qa_engine(models["question-answering"], pairs, args.batch, args.max_batch_tokens, runtime))
-        bodies = [{"inputs": {"question": [q for q, _ in pairs[i: i + per_job]],
-                              "context": [c for _, c in pairs[i: i + per_job]]}, "parameters": QA_PARAMS}
-                  for i in range(0, len(pairs), per_job)]
-        d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env, args.api_workers)
-        d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
-        results.append(d)
+        results = []
+        if "a" in args.modes or "b" in args.modes:
+            results += [r for r in _qa_reference(args.tf4_python, models["question-answering"], pairs, args.batch,
+                                                 (384, args.max_batch_tokens), runtime) if r.mode in args.modes]
+        if "c" in args.modes:
+            results.append(qa_engine(models["question-answering"], pairs, args.batch, args.max_batch_tokens, runtime))
+        if "d" in args.modes:
+            bodies = [{"inputs": {"question": [q for q, _ in pairs[i: i + per_job]],
+                                  "context": [c for _, c in pairs[i: i + per_job]]}, "parameters": QA_PARAMS}
+                      for i in range(0, len(pairs), per_job)]
+            d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env, args.api_workers)
+            d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
+            results.append(d)
         print(_table("question-answering", results, peak), flush=True)
         report["question-answering"] = [r.as_dict() for r in results]
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -60,3 +60,21 @@ def test_bench_measures_the_service_on_the_tiny_checkpoint(tmp_path: Path) -> No
     d = {row["mode"]: row for row in json.loads(output.read_text())["fill-mask"]}["d"]
     assert d["sequences"] == 12 and "4 input(s) per job" in d["label"]
     assert any("jobs/s; CPU ms per job: api" in note for note in d["notes"])
+
+
+def test_bench_runs_only_the_modes_asked_for(tmp_path: Path) -> None:
+    """`--modes c`: the engine alone, both tasks, with its CPU work outside the model; no pipeline, no stack."""
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--modes", "c", "--fill-mask-jobs", "8",
+         "--qa-jobs", "4", "--batch", "4", "--models", str(tmp_path / "models"), "--output", str(output)],
+        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert [row["mode"] for row in report["fill-mask"]] == ["c"]
+    assert [row["mode"] for row in report["question-answering"]] == ["c"]
+    assert report["question-answering"][0]["outside_model_us_per_input"] > 0
+    assert run.stdout.count("CPU work outside the forward passes and the head's product") == 2

@@ -14,10 +14,12 @@ computed, so the kept states are exactly those of the full pass.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional
 from transformers import DistilBertModel
@@ -52,15 +54,17 @@ class PackedPass:
 
 
 def pack(sequences: Sequence[Sequence[int]], rows: list[int]) -> PackedPass:
-    """The pass of `rows` (indices into `sequences`), on the CPU."""
+    """The pass of `rows` (indices into `sequences`), on the CPU. NumPy builds it: `torch.tensor` of a Python list
+    costs ~60 ns a token, `np.fromiter` ~15, and a Python loop of `arange` per row more than both."""
     lengths = [len(sequences[i]) for i in rows]
-    longest = max(lengths)
-    ids = torch.tensor([token for i in rows for token in sequences[i]], dtype=torch.long)
-    positions = torch.cat([torch.arange(length) for length in lengths])
-    row_of_token = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(lengths))
-    slots = row_of_token * longest + positions
-    key_mask = (torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
-    return PackedPass(rows, lengths, ids, positions, slots, key_mask)
+    sizes = np.array(lengths)
+    longest, total = int(sizes.max()), int(sizes.sum())
+    ids = np.fromiter(itertools.chain.from_iterable(sequences[i] for i in rows), dtype=np.int64, count=total)
+    row_of_token = np.repeat(np.arange(len(rows)), sizes)
+    positions = np.arange(total) - (np.cumsum(sizes) - sizes)[row_of_token]
+    key_mask = (np.arange(longest)[None, :] < sizes[:, None])[:, None, None, :]
+    return PackedPass(rows, lengths, torch.from_numpy(ids), torch.from_numpy(positions),
+                      torch.from_numpy(row_of_token * longest + positions), torch.from_numpy(key_mask))
 
 
 def moved(batch: PackedPass, move: Callable[[torch.Tensor], torch.Tensor]) -> PackedPass:

@@ -24,99 +24,26 @@ from contract.tokens import qa_chunk_count
 from core.tasks import TASK_QUESTION_ANSWERING
 from worker.engine import InputError, JobPayload
 from worker.engine.model_engine import ModelEngine, per_job
-from worker.engine.packed import encode
-from worker.engine.runtime import Runtime
-
-#: What the pipeline writes over logits that cannot start or end an answer.
-MASKED_LOGIT = -10000.0
-#: The pipeline's starting "no answer" score: larger than any probability.
-NO_NULL_SCORE = 1000000.0
+from worker.engine.packed import PackedPass, encode
+from worker.engine.runtime import Runtime, to_device
+from worker.engine.spans import NO_NULL_SCORE, Spans, best_spans, padded_chunks, read_spans, select_starts_ends
 
 
 @dataclass
 class Chunk:
     pair: int  # index of the question/context pair in the batch
     input_ids: list[int]
-    p_mask: np.ndarray  # 1 where a token cannot be part of an answer
+    #: Where the context's tokens start; they end before the last token (the closing [SEP]).
+    context_start: int
     encoding: Encoding
+    cls_id: int  # the model's CLS token
 
-
-def decode_spans(
-    start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int, undesired_tokens: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The k best (start, end) spans of one chunk: start ≤ end < start + max_answer_len."""
-    outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
-    candidates = np.tril(np.triu(outer), max_answer_len - 1)
-    scores_flat = candidates.flatten()
-    if topk == 1:
-        idx_sort = np.array([np.argmax(scores_flat)])
-    elif len(scores_flat) < topk:
-        idx_sort = np.argsort(-scores_flat)
-    else:
-        idx = np.argpartition(-scores_flat, topk)[0:topk]
-        idx_sort = idx[np.argsort(-scores_flat[idx])]
-    starts, ends = np.unravel_index(idx_sort, candidates.shape)[1:]
-    # Kept as the pipeline has it: `nonzero()` of the 2-D mask is (rows, columns), so the row indices (all 0)
-    # also count as allowed positions and a span at position 0 passes the filter.
-    allowed = undesired_tokens.nonzero()
-    desired = np.isin(starts, allowed) & np.isin(ends, allowed)
-    starts, ends = starts[desired], ends[desired]
-    return starts, ends, candidates[0, starts, ends]
-
-
-def decode_spans_banded(
-    start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int, undesired_tokens: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`decode_spans` without the T × T outer product: only the spans it can keep (start ≤ end < start +
-    max_answer_len) are scored, a T × max_answer_len band (384 × 15 rather than 384 × 384). Each band entry is the
-    same single product, in the same row-major order, so the best spans are the same; where fewer spans score
-    above zero than are asked for, the full product decides which zero-score spans fill up, as it always did."""
-    length = start.shape[-1]
-    width = min(max_answer_len, length)
-    padded_end = np.concatenate([end[0], np.zeros(width - 1, dtype=end.dtype)])
-    band = start[0][:, None] * np.lib.stride_tricks.sliding_window_view(padded_end, width)[:length]
-    scores_flat = band.ravel()
-    if np.count_nonzero(scores_flat) < topk:
-        return decode_spans(start, end, topk, max_answer_len, undesired_tokens)
-    if topk == 1:
-        idx_sort = np.array([np.argmax(scores_flat)])
-    else:
-        idx = np.argpartition(-scores_flat, topk)[0:topk]
-        idx_sort = idx[np.argsort(-scores_flat[idx])]
-    starts, offsets = np.divmod(idx_sort, width)
-    ends = starts + offsets
-    # decode_spans' filter as a lookup: the positions `nonzero()` names, and position 0 whenever there is any (the
-    # row indices of the 2-D mask, all 0, count as positions there).
-    allowed = undesired_tokens[0] != 0
-    if allowed.any():
-        allowed[0] = True
-    desired = allowed[starts] & allowed[ends]
-    return starts[desired], ends[desired], scores_flat[idx_sort[desired]]
-
-
-def select_starts_ends(
-    start: np.ndarray,
-    end: np.ndarray,
-    p_mask: np.ndarray,
-    min_null_score: float,
-    top_k: int,
-    handle_impossible_answer: bool,
-    max_answer_len: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Softmax over the allowed positions of one (unpadded) chunk, then its best spans."""
-    undesired_tokens = np.abs(p_mask - 1)[None, :] & np.ones_like(p_mask)[None, :]
-    blocked = undesired_tokens == 0
-    start = np.where(blocked, MASKED_LOGIT, start[None, :])
-    end = np.where(blocked, MASKED_LOGIT, end[None, :])
-    start = np.exp(start - start.max(axis=-1, keepdims=True))
-    start = start / start.sum()
-    end = np.exp(end - end.max(axis=-1, keepdims=True))
-    end = end / end.sum()
-    if handle_impossible_answer:
-        min_null_score = min(min_null_score, (start[0, 0] * end[0, 0]).item())
-    start[0, 0] = end[0, 0] = 0.0
-    starts, ends, scores = decode_spans_banded(start, end, top_k, max_answer_len, undesired_tokens)
-    return starts, ends, scores, min_null_score
+    def allowed(self) -> np.ndarray:
+        """Which tokens may start or end an answer: the context's, and CLS wherever it is (the pipeline keeps it:
+        models use it for "no answer")."""
+        allowed = np.array(self.input_ids) == self.cls_id
+        allowed[self.context_start: len(self.input_ids) - 1] = True
+        return allowed
 
 
 def _char_span(encoding: Encoding, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
@@ -151,6 +78,18 @@ class QuestionAnsweringEngine(ModelEngine):
         self.backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
         self.backend.no_padding()
         self._tokenizing = threading.Lock()
+        self._check_pair_template()
+
+    def _check_pair_template(self) -> None:
+        """A chunk's context is found from its type ids (the context's tokens and the closing [SEP] are type 1),
+        which the pipeline reads from sequence ids: a list of 384 Python objects per chunk. The two agree for
+        BERT's pair template, which DistilBERT's tokenizers use; a tokenizer with another one is refused here."""
+        encoding = self.backend.encode("Who?", "Here and there.")
+        context = [i for i, sequence in enumerate(encoding.sequence_ids) if sequence == 1]
+        start = encoding.type_ids.index(1)
+        if context != list(range(start, len(encoding.ids) - 1)):
+            raise ValueError("question answering needs BERT's pair template: [CLS] question [SEP] context [SEP], "
+                             "the context and the last [SEP] of type 1")
 
     def prepare(self, jobs: list[JobPayload]) -> _Prepared:
         started = time.perf_counter()
@@ -163,31 +102,20 @@ class QuestionAnsweringEngine(ModelEngine):
             chunks = self._chunks(pairs)
         return _Prepared(pairs, chunks, time.perf_counter() - started)
 
-    def infer(self, jobs: list[JobPayload], prepared: Any) -> tuple[_Prepared, list[tuple[np.ndarray, np.ndarray]]]:
-        """The prepared batch and each chunk's (start, end) logits, on the host."""
+    def infer(self, jobs: list[JobPayload], prepared: Any) -> tuple[_Prepared, list[Spans]]:
+        """The prepared batch and each chunk's candidate spans, on the host."""
         ready: _Prepared = prepared
         self.phases.add("tokenize", ready.seconds)
-        with self.phases.timed("forward"):
-            return ready, self._logits(ready.chunks)
+        return ready, self._spans(ready)
 
     def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
-        ready, logits = inferred
-        return self._outputs(jobs, ready.pairs, ready.chunks, logits)
-
-    def _outputs(
-        self,
-        jobs: list[JobPayload],
-        pairs: list[tuple[str, str, dict[str, Any]]],
-        chunks: list[Chunk],
-        logits: list[tuple[np.ndarray, np.ndarray]],
-    ) -> list[list[Any]]:
+        ready, spans = inferred
         by_pair: dict[int, list[int]] = defaultdict(list)
-        for index, chunk in enumerate(chunks):
+        for index, chunk in enumerate(ready.chunks):
             by_pair[chunk.pair].append(index)
-
         answers = [
-            self._answer(context, params, [(chunks[i], *logits[i]) for i in by_pair[pair]])
-            for pair, (_, context, params) in enumerate(pairs)
+            self._answer(context, params, [(ready.chunks[i], spans[i]) for i in by_pair[pair]])
+            for pair, (_, context, params) in enumerate(ready.pairs)
         ]
         return per_job(answers, [len(job.input["question"]) for job in jobs])
 
@@ -210,11 +138,10 @@ class QuestionAnsweringEngine(ModelEngine):
                 raise
             self.backend.no_truncation()
             for member, encoding in zip(members, encodings, strict=True):
-                for chunk in (encoding, *encoding.overflowing):
-                    input_ids = chunk.ids
-                    p_mask = np.array([sequence != 1 for sequence in chunk.sequence_ids], dtype=np.int64)
-                    p_mask[np.array(input_ids) == self.cls_id] = 0  # CLS stays: models use it for "no answer"
-                    chunks.append(Chunk(member, input_ids, p_mask, chunk))
+                # The question is whole in every chunk ("only_second" truncation): its context starts at one place.
+                context_start = encoding.type_ids.index(1)
+                chunks += [Chunk(member, chunk.ids, context_start, chunk, self.cls_id)
+                           for chunk in (encoding, *encoding.overflowing)]
         return chunks
 
     def _refuse_unsplittable(self, pairs: list[tuple[str, str, dict[str, Any]]], members: list[int],
@@ -230,36 +157,54 @@ class QuestionAnsweringEngine(ModelEngine):
                 raise InputError(f"input {member}: {error}") from error
 
     @torch.inference_mode()
-    def _logits(self, chunks: list[Chunk]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Start and end logits of every chunk, float32 on the CPU."""
-        result: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(chunks)
+    def _spans(self, ready: _Prepared) -> list[Spans]:
+        """Every chunk's candidate spans: scored on the device for all passes at once (`worker/engine/spans.py`),
+        back to the host in one copy; a chunk with too few spans above zero from its logits, on the host."""
+        chunks = ready.chunks
+        passes: list[tuple[PackedPass, torch.Tensor]] = []
         for batch in self.passes([chunk.input_ids for chunk in chunks]):
-            hidden = encode(self.model.distilbert, batch)
-            logits = self.model.qa_outputs(hidden).float().cpu().numpy()  # (tokens, 2), packed
-            offsets = batch.offsets
-            for j, row in enumerate(batch.rows):
-                result[row] = (logits[offsets[j] : offsets[j + 1], 0], logits[offsets[j] : offsets[j + 1], 1])
-        return result
+            with self.phases.timed("forward"):
+                passes.append((batch, self.model.qa_outputs(encode(self.model.distilbert, batch)).float()))
+        with self.phases.timed("select"):
+            order = [index for batch, _ in passes for index in batch.rows]  # the chunks' rows in the padded layout
+            bounds = torch.tensor([(chunks[i].context_start, len(chunks[i].input_ids) - 1) for i in order])
+            start, end, real, allowed = padded_chunks(passes, to_device(bounds, self.runtime), self.cls_id)
+            params = [ready.pairs[chunk.pair][2] for chunk in chunks]
+            wanted = [_candidates(p) for p in params]
+            k = max(wanted)
+            by_length: dict[int, list[int]] = defaultdict(list)  # rows, by max_answer_len
+            for row, index in enumerate(order):
+                by_length[params[index]["max_answer_len"]].append(row)
+            scored: list[tuple[list[int], torch.Tensor]] = []  # rows, their spans
+            for max_answer_len, rows in by_length.items():
+                picked: slice | torch.Tensor = (slice(None) if len(rows) == len(order)
+                                                else to_device(torch.tensor(rows), self.runtime))
+                scored.append((rows, best_spans(start[picked], end[picked], real[picked], allowed[picked],
+                                                max_answer_len, k)))
+            table = torch.cat([spans for _, spans in scored]).cpu().numpy()  # the one copy back
+            rows = [row for rows, _ in scored for row in rows]
+            found: list[Spans] = [Spans([], [], [], 0.0)] * len(chunks)
+            for row, spans in zip(rows, read_spans(table, [wanted[order[row]] for row in rows]), strict=True):
+                index, chunk = order[row], chunks[order[row]]
+                if spans is None:  # too few spans above zero: the pipeline's own arithmetic decides
+                    length = len(chunk.input_ids)
+                    spans = select_starts_ends(start[row, :length].cpu().numpy(), end[row, :length].cpu().numpy(),
+                                               chunk.allowed(), wanted[index], params[index]["max_answer_len"])
+                found[index] = spans
+        return found
 
-    def _answer(
-        self, context: str, params: dict[str, Any], chunks: list[tuple[Chunk, np.ndarray, np.ndarray]]
-    ) -> Any:
+    def _answer(self, context: str, params: dict[str, Any], chunks: list[tuple[Chunk, Spans]]) -> Any:
         """QuestionAnsweringPipeline.postprocess for one pair; a dict when top_k is 1, else a list."""
         top_k: int = params["top_k"]
         align_to_words: bool = params["align_to_words"]
-        handle_impossible: bool = params["handle_impossible_answer"]
-        pre_topk = top_k * 2 + 10 if align_to_words else top_k  # aligning to words may merge candidates
         min_null_score = NO_NULL_SCORE
         answers: list[dict[str, Any]] = []
         #: The answer each lower-cased text merged into: the pipeline adds up the scores of answers whose texts
         #: differ only in case, keeping the first one's span.
         by_text: dict[str, dict[str, Any]] = {}
-        for chunk, start_logits, end_logits in chunks:
-            starts, ends, scores, min_null_score = select_starts_ends(
-                start_logits, end_logits, chunk.p_mask, min_null_score, pre_topk, handle_impossible,
-                params["max_answer_len"],
-            )
-            for s, e, score in zip(starts.tolist(), ends.tolist(), scores.tolist(), strict=True):
+        for chunk, spans in chunks:
+            min_null_score = min(min_null_score, spans.null)
+            for s, e, score in zip(spans.starts, spans.ends, spans.scores, strict=True):
                 start_index, end_index = _char_span(chunk.encoding, s, e, align_to_words)
                 text = context[start_index:end_index]
                 same = by_text.get(text.lower())
@@ -269,7 +214,7 @@ class QuestionAnsweringEngine(ModelEngine):
                     answer = {"score": score, "start": start_index, "end": end_index, "answer": text}
                     answers.append(answer)
                     by_text[text.lower()] = answer
-        if handle_impossible:
+        if params["handle_impossible_answer"]:
             answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
         answers = sorted(answers, key=lambda answer: answer["score"], reverse=True)[:top_k]
         return answers[0] if top_k == 1 else answers
@@ -277,3 +222,9 @@ class QuestionAnsweringEngine(ModelEngine):
     def warm_up(self) -> None:
         params = QuestionAnsweringParameters().model_dump()
         self.run([JobPayload({"question": ["Warm up?"], "context": ["Warm up now."]}, params)])
+
+
+def _candidates(params: dict[str, Any]) -> int:
+    """Spans kept per chunk: more than top_k when aligning to words, which may merge candidates."""
+    top_k: int = params["top_k"]
+    return top_k * 2 + 10 if params["align_to_words"] else top_k

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from transformers import AutoModelForQuestionAnswering
 
@@ -104,24 +103,3 @@ def test_a_stride_the_tokenizer_cannot_honour_is_an_input_error(engine: Question
     params = _params({"max_seq_len": 16, "doc_stride": 10})
     with pytest.raises(InputError, match="doc_stride"):
         engine.run([JobPayload({"question": ["Where do I live?"], "context": ["Berlin " * 50]}, params)])
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_banded_span_scoring_equals_the_pipelines_outer_product(seed: int) -> None:
-    """The same spans and scores as the T × T product, over chunk lengths, answer lengths, top-k and masks that
-    leave fewer allowed spans than asked for (where the full product's zero-score spans decide)."""
-    from worker.engine.question_answering import decode_spans, decode_spans_banded
-
-    rng = np.random.default_rng(seed)
-    for _ in range(200):
-        length = int(rng.integers(2, 64))
-        start = rng.random((1, length)).astype(np.float32)
-        end = rng.random((1, length)).astype(np.float32)
-        undesired = (rng.random((1, length)) < rng.uniform(0.05, 1.0)).astype(np.int64)
-        start[undesired == 0] = 0.0
-        end[undesired == 0] = 0.0
-        topk, max_answer_len = int(rng.choice([1, 3, 12, 40])), int(rng.integers(1, 20))
-        expected = decode_spans(start, end, topk, max_answer_len, undesired)
-        actual = decode_spans_banded(start, end, topk, max_answer_len, undesired)
-        for a, e in zip(actual, expected, strict=True):
-            np.testing.assert_array_equal(a, e)
