@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
 
-    from api import errors, health, jobs, metrics, openapi, state, webhooks
+    from api import batches, errors, files, health, jobs, metrics, openapi, state, webhooks
 
     state.init_app(app, settings)
     errors.init_app(app)
@@ -27,4 +27,6 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.register_blueprint(openapi.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(files.bp)
+    app.register_blueprint(batches.bp)
     return app

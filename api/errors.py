@@ -82,7 +82,8 @@ def error_body(status: int, message: str) -> bytes:
     return json.dumps({"error": error}).encode("ascii")
 
 
-def _drain_body() -> None:
+def drain_body() -> None:
+    """Reads and drops what is left of the request body, up to DRAIN_MAX_BYTES (see there)."""
     stream = request.environ.get("wsgi.input")
     left = DRAIN_MAX_BYTES
     while stream is not None and left > 0:
@@ -104,7 +105,7 @@ def init_app(app: Flask) -> None:
         message = error.description or error.name
         if status == 413:
             message = f"request body larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
-            _drain_body()
+            drain_body()
         response = error_response(ApiError(status, code, message))
         if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]

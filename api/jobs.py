@@ -18,7 +18,7 @@ from api.deps import authenticate, close_db, current_key, db, own_job, read_db
 from api.errors import ApiError, detail, invalid
 from api.model_inputs import ServedModel, check_fill_mask, check_question_answering
 from api.state import MODEL_RETRY_AFTER_S, app_state
-from api.validation import parse, read_json_object
+from api.validation import parse, query_choice, query_int, read_json_object
 from api.waiting import requested_wait_s, wait_for_job
 from contract.job_json import job_to_public
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest
@@ -165,27 +165,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise invalid([detail(["query", "cursor"], "is not a cursor this API returned")]) from None
 
 
-def _query_int(name: str, default: int, low: int, high: int) -> int:
-    value = request.args.get(name)
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit() and len(value) <= len(str(high))) or not low <= int(value) <= high:
-        raise invalid([detail(["query", name], f"must be a whole number from {low} to {high}")])
-    return int(value)
-
-
-def _query_choice(name: str, choices: tuple[str, ...]) -> str | None:
-    value = request.args.get(name)
-    if value is not None and value not in choices:
-        raise invalid([detail(["query", name], f"must be one of {', '.join(choices)}")])
-    return value
-
-
 @bp.get("/jobs")
 def list_jobs() -> Response:
-    status, task = _query_choice("status", STATUSES), _query_choice("task", TASKS)
-    include_output = _query_choice("include", ("output",)) == "output"
-    limit = _query_int("limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    status, task = query_choice("status", STATUSES), query_choice("task", TASKS)
+    include_output = query_choice("include", ("output",)) == "output"
+    limit = query_int("limit", DEFAULT_PAGE, 1, MAX_PAGE)
     cursor = request.args.get("cursor")
     page = job_reads.list_jobs(read_db(), current_key().id, status=status, task=task, limit=limit + 1,
                           before=_decode_cursor(cursor) if cursor else None)

@@ -1,4 +1,5 @@
-"""Turns a request body into a validated schema, or a 400/422 naming the field and the input's index."""
+"""Turns a request body (and query parameters) into validated values, or a 400/422 naming the field and the input's
+index."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def read_json_object() -> dict[str, Any]:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise invalid([detail([], "the body must be a JSON object")])
-    problems = _unstorable(data)
+    problems = unstorable(data)
     if problems:
         raise invalid(problems)
     return data
@@ -46,7 +47,7 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
-def _unstorable(data: Any) -> list[dict[str, Any]]:
+def unstorable(data: Any) -> list[dict[str, Any]]:
     """Depth beyond MAX_JSON_DEPTH; strings that cannot be stored (`_text_problem`); numbers that are not finite
     (`NaN`, `Infinity`, `1e400`: Python's parser takes them, but no JSON it writes back would parse)."""
     problems: list[dict[str, Any]] = []
@@ -78,3 +79,19 @@ def parse(schema: type[Body], data: dict[str, Any]) -> Body:
         return schema.model_validate(data)
     except ValidationError as error:
         raise from_validation_error(error, []) from None
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    value = request.args.get(name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit() and len(value) <= len(str(high))) or not low <= int(value) <= high:
+        raise invalid([detail(["query", name], f"must be a whole number from {low} to {high}")])
+    return int(value)
+
+
+def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    value = request.args.get(name)
+    if value is not None and value not in choices:
+        raise invalid([detail(["query", name], f"must be one of {', '.join(choices)}")])
+    return value

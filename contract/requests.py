@@ -100,3 +100,17 @@ class QuestionAnsweringRequest(_JobEnvelope):
 
 
 JobRequest = FillMaskRequest | QuestionAnsweringRequest
+
+
+#: The routes a batch's line may name (`url`), and the `endpoint` a batch may fix for all its lines.
+BATCH_ROUTES = ("/v1/fill-mask", "/v1/question-answering")
+
+
+class BatchRequest(_Body):
+    """POST /v1/batches (the OpenAI Batch API's body, with distilq's `webhook`)."""
+
+    input_file_id: StrictStr = Field(min_length=1, max_length=64)
+    endpoint: Literal["/v1/fill-mask", "/v1/question-answering"] | None = None
+    completion_window: Literal["24h"] = "24h"
+    webhook: StrictStr | None = Field(default=None, max_length=2048)
+    metadata: dict[str, StrictStr] | None = None

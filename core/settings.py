@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     max_inputs_per_job: int = Field(default=256, ge=1)
     max_chars_per_input: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    #: An uploaded file (POST /v1/files), and the lines of a batch's file.
+    max_file_bytes: int = Field(default=200_000_000, ge=1024)
+    max_batch_lines: int = Field(default=50_000, ge=1)
     #: `[MASK]` tokens in one fill-mask input: each is a top_k list of its own.
     max_masks_per_input: int = Field(default=32, ge=1)
     #: About how many bytes of output one job may ask for (fill-mask: masks × top_k × the sequence's length).

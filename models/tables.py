@@ -1,11 +1,12 @@
-"""The SQL tables: API keys and jobs. The job row is the only record of a job."""
+"""The SQL tables: API keys, jobs, and the files and batches of batch jobs. The job row is the only record of a job;
+a batch's lines are jobs of that batch."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -41,8 +42,10 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_api_key_idempotency_key"),
         Index("ix_jobs_api_key_created", "api_key_id", "created_at", "id"),
-        Index("ix_jobs_status_task_created", "status", "task", "created_at"),
-        Index("ix_jobs_api_key_status", "api_key_id", "status"),
+        Index("ix_jobs_status_task_priority_created", "status", "task", "priority", "created_at"),
+        Index("ix_jobs_api_key_status_priority", "api_key_id", "status", "priority"),
+        Index("ix_jobs_batch_status", "batch_id", "status"),
+        Index("ix_jobs_batch_line", "batch_id", "batch_line"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -81,8 +84,75 @@ class Job(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     idempotency_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
+    #: Workers claim lower first: INTERACTIVE (0) jobs before a batch's lines (BATCH_PRIORITY).
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    #: A batch's line: its batch, its line number in the input file (from 1) and its `custom_id`.
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    batch_line: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    custom_id: Mapped[str | None] = mapped_column(Text, nullable=True)
 
-EVENT_STARTED, EVENT_COMPLETED = "job.started", "job.completed"
+
+INTERACTIVE_PRIORITY, BATCH_PRIORITY = 0, 1
+
+
+class File(Base):
+    """An uploaded or written file (a batch's input, output or errors), its bytes in `file_parts`."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_api_key_created", "api_key_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FilePart(Base):
+    """A file's bytes in order, a part (up to 1 MiB) per row, so that no process holds a whole file."""
+
+    __tablename__ = "file_parts"
+
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+VALIDATING, IN_PROGRESS, FINALIZING, COMPLETED = "validating", "in_progress", "finalizing", "completed"
+BATCH_FAILED, CANCELLING, CANCELLED = "failed", "cancelling", "cancelled"
+
+
+class Batch(Base):
+    """A batch (the OpenAI Batch API's shape): its lines run as jobs of the batch."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_api_key_created", "api_key_id", "created_at"),
+                      Index("ix_batches_status", "status"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    input_file_id: Mapped[str] = mapped_column(ForeignKey("files.id"))
+    endpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    output_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    #: Lines of the input file; what failed validation (`{"object": "list", "data": [...]}`), if it did.
+    total: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finalizing_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+EVENT_STARTED, EVENT_COMPLETED, EVENT_BATCH_COMPLETED = "job.started", "job.completed", "batch.completed"
 #: `webhook_events_filter` names → event types.
 EVENT_FOR_FILTER = {"start": EVENT_STARTED, "completed": EVENT_COMPLETED}
 PENDING, DELIVERED, GONE = "pending", "delivered", "gone"
@@ -96,7 +166,9 @@ class WebhookEvent(Base):
     __table_args__ = (Index("ix_webhook_events_due", "status", "next_attempt_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    #: The job the event is about, or (`batch.completed`) the batch.
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True, nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
     api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
     type: Mapped[str] = mapped_column(String(32))
     url: Mapped[str] = mapped_column(Text)

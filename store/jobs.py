@@ -1,8 +1,10 @@
 """The job store: the one module that changes a job's status. Every transition is a compare-and-set on the job
 row inside the caller's transaction or its own, and records the webhook event it causes in that same transaction:
 
-    submit → queued;  claim: queued → running (attempt + 1, lease);  renew the lease;
+    submit → queued;  a batch's lines → queued (at the batch's lower priority);
+    claim: queued → running (attempt + 1, lease);  renew the lease;
     finish: running → succeeded | failed (only while the claim holds);  cancel: queued | running → canceled;
+    cancel a batch: its queued lines → canceled (running ones finish);
     reclaim: running with an expired lease → queued, or failed `worker_lost` after the last attempt;
     requeue: a queued job's wake-up was lost → marked as woken again (`beat` publishes one).
 
@@ -29,10 +31,12 @@ from contract.job_json import job_to_public
 from contract.requests import JobRequest
 from models.db import rowcount, transaction
 from models.tables import (
+    BATCH_PRIORITY,
     CANCELED,
     EVENT_COMPLETED,
     EVENT_STARTED,
     FAILED,
+    INTERACTIVE_PRIORITY,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -87,9 +91,11 @@ _COLUMNS = {attr.key: attr.columns[0].name for attr in sa_inspect(Job).column_at
 
 
 def _in_flight(api_key_id: Any) -> Any:
-    """The key's jobs queued or running, as a scalar subquery."""
+    """The key's interactive jobs queued or running, as a scalar subquery (a batch's lines are bounded by the batch
+    size, not by this cap)."""
     return (select(func.count()).select_from(Job)
-            .where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING))).scalar_subquery())
+            .where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING)),
+                   Job.priority == INTERACTIVE_PRIORITY).scalar_subquery())
 
 
 @functools.cache
@@ -136,7 +142,8 @@ def submit(
     fields: dict[str, Any] = {
         "id": job_id or str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
         "input": body.inputs.model_dump(), "parameters": body.parameters.model_dump(exclude_none=True),
-        "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "webhook": body.webhook,
+        "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "priority": INTERACTIVE_PRIORITY,
+        "webhook": body.webhook,
         "webhook_events_filter": list(body.webhook_events_filter), "meta": body.metadata,
     }
     if idempotency_key is not None:
@@ -165,6 +172,35 @@ def submit(
             raise
         return found, False
     return Job(**fields), True
+
+
+def batch_line(*, batch_id: str, line: int, custom_id: str, task: str, model: str, api_key_id: str,
+               body: JobRequest, now: datetime) -> dict[str, Any]:
+    """The job row of a batch's line (column: value), for `add_batch_lines`."""
+    fields = {
+        "id": str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
+        "input": body.inputs.model_dump(), "parameters": body.parameters.model_dump(exclude_none=True),
+        "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "priority": BATCH_PRIORITY,
+        "webhook_events_filter": [], "meta": body.metadata, "batch_id": batch_id, "batch_line": line,
+        "custom_id": custom_id,
+    }
+    return {_COLUMNS[name]: value for name, value in fields.items()}
+
+
+def add_batch_lines(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Inserts a batch's lines as queued jobs, in the caller's transaction (one statement for many rows)."""
+    if rows:
+        session.execute(insert(cast(Table, Job.__table__)), rows)
+
+
+def cancel_batch_lines(session: Session, batch_id: str, now: datetime) -> int:
+    """Cancels the batch's queued lines in the caller's transaction (running ones finish); how many. Batch lines
+    have no webhooks of their own: no events."""
+    return rowcount(session.execute(
+        update(Job).where(Job.batch_id == batch_id, Job.status == QUEUED)
+        .values(status=CANCELED, completed_at=now, error={"code": "batch_cancelled",
+                                                         "message": "the batch was cancelled before this line ran"})
+        .execution_options(synchronize_session=False)))
 
 
 # --- claim, renew, finish (the worker) ---------------------------------------------------------------------------
@@ -269,7 +305,7 @@ def _claim(session: Session, job_ids: list[str], clock: Clock, lease_s: int,
 
 
 @dataclass(frozen=True)
-class Batch:
+class ClaimedBatch:
     """What one claim took: the claims, their `job.started` events, and whether queued jobs were left behind."""
 
     claims: list[Claim]
@@ -283,10 +319,10 @@ class Batch:
 
 @functools.cache
 def _candidates_statement() -> Any:
-    """The oldest queued jobs of :task, at most :limit, built once."""
+    """The queued jobs of :task, interactive ones first, then the oldest first, at most :limit, built once."""
     return (select(Job.id, Job.n_inputs)
             .where(Job.status == QUEUED, Job.task == bindparam("task"))
-            .order_by(Job.created_at)
+            .order_by(Job.priority, Job.created_at)
             .limit(bindparam("limit"))
             .with_for_update(skip_locked=True))
 
@@ -294,13 +330,13 @@ def _candidates_statement() -> Any:
 def claim_more(
     sessions: sessionmaker[Session], task: str, max_inputs: int, clock: Clock, lease_s: int,
     worker: str | None = None, oversized_alone: bool = True,
-) -> Batch:
+) -> ClaimedBatch:
     """Claims the oldest queued jobs of `task` whose inputs fit in `max_inputs`; when the oldest alone is larger,
     it alone (the engine splits it into passes), unless `oversized_alone` is False (a batch being topped up). On
     PostgreSQL the candidate rows are locked with SKIP LOCKED so that workers claiming at once take disjoint
     jobs; SQLite serialises writers."""
     if max_inputs <= 0:
-        return Batch([], [], False)
+        return ClaimedBatch([], [], False)
     with transaction(sessions) as session:
         # One past the budget: whether any job is left behind.
         candidates = session.connection().execute(_candidates_statement(),
@@ -316,9 +352,9 @@ def claim_more(
             budget -= n_inputs
         more_queued = len(candidates) > len(chosen)
         if not chosen:
-            return Batch([], [], more_queued)
+            return ClaimedBatch([], [], more_queued)
         claims, events = _claim(session, chosen, clock, lease_s, worker)
-    return Batch(claims, events, more_queued)
+    return ClaimedBatch(claims, events, more_queued)
 
 
 def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: datetime, lease_s: int) -> int:

@@ -37,7 +37,7 @@ from core.metrics import (
     QUEUE_WAIT_SECONDS,
 )
 from core.settings import Settings
-from store.jobs import Batch, Claim, Finished, Outcome, claim_more, finish, renew_leases
+from store.jobs import Claim, ClaimedBatch, Finished, Outcome, claim_more, finish, renew_leases
 from worker.engine import Engine, InputError, JobPayload
 from worker.events import JobEvents
 
@@ -52,7 +52,7 @@ class _Pass:
     """A claimed batch on its way through the stages, with the milliseconds each stage took."""
 
     task: str
-    batch: Batch
+    batch: ClaimedBatch
     ms: dict[str, float] = field(default_factory=dict)
     #: When the claim ended (`time.monotonic()`).
     claimed_at: float = 0.0
@@ -189,7 +189,7 @@ class Batcher:
             time.sleep(self.wait_s)
             more = claim_more(self.sessions, task, room, self.clock, self.settings.lease_s, self.worker,
                               oversized_alone=False)
-            batch = Batch(batch.claims + more.claims, batch.events + more.events, more.more_queued)
+            batch = ClaimedBatch(batch.claims + more.claims, batch.events + more.events, more.more_queued)
         self.leases.hold(batch.claims)
         if batch.more_queued:
             self.events.backlog(task)  # another worker may join

@@ -4,7 +4,8 @@
   lease expired, or fails them with `worker_lost` after `max_attempts`, so that a poison input cannot loop;
 - publishes a wake-up, flag or not, for jobs `queued` for longer than `requeue_after_s` (theirs was lost);
 - frees idempotency keys older than their time to live;
-- publishes webhook events that are due: retries at their scheduled time, and events whose message was lost.
+- publishes webhook events that are due: retries at their scheduled time, and events whose message was lost;
+- finalizes batches with no line left in flight: writes their output and error files (`store/batches.py`).
 
 The transitions themselves are the job store's (`store/jobs.py`); this module decides when and publishes.
 """
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.presence import REFRESH_S
 from core.settings import Settings
-from store import jobs
+from store import batches, jobs
 from webhooks import take_due_events
 from worker.events import JobEvents
 
@@ -59,6 +60,7 @@ class Sweeper:
             "stale_woken": self._wake_for_stale(),
             "keys_freed": jobs.free_idempotency_keys(self.sessions, self.clock()),
             "webhooks_published": self._publish_due_webhooks(),
+            "batches_finalized": self._finalize_batches(),
         }
 
     def _dead_workers(self, now: datetime) -> set[str]:
@@ -93,6 +95,15 @@ class Sweeper:
                                        SWEEP_LIMIT)
         self.events.queued(stale)
         return len(stale)
+
+    def _finalize_batches(self) -> int:
+        """Batches with no line left in flight: their output and error files written, completed (or cancelled)."""
+        done = 0
+        for batch_id in batches.due_for_finalizing(self.sessions, SWEEP_LIMIT):
+            events = batches.finalize(self.sessions, batch_id, self.clock)
+            self.events.webhooks(events)
+            done += 1
+        return done
 
     def _publish_due_webhooks(self) -> int:
         due = take_due_events(self.sessions, self.clock(), SWEEP_LIMIT)

@@ -76,7 +76,7 @@ def test_claim_more_takes_the_oldest_jobs_that_fit(submit: Submit, sessions: ses
     assert batch.n_inputs == 5 and batch.more_queued
     rest = jobs.claim_more(sessions, "fill-mask", 5, clock, LEASE_S)
     assert [c.job_id for c in rest.claims] == ids[2:] and not rest.more_queued
-    assert jobs.claim_more(sessions, "question-answering", 5, clock, LEASE_S) == jobs.Batch([], [], False)
+    assert jobs.claim_more(sessions, "question-answering", 5, clock, LEASE_S) == jobs.ClaimedBatch([], [], False)
 
 
 def test_a_job_larger_than_a_batch_is_claimed_alone_but_never_tops_a_batch_up(

@@ -196,19 +196,19 @@ def test_the_next_claim_waits_for_a_trickle_to_gather_but_not_for_a_backlog(
         sessions: sessionmaker[Session], clock: ManualClock) -> None:
     import time
 
-    from store.jobs import Batch, Claim
+    from store.jobs import Claim, ClaimedBatch
     from worker.batcher import _Pass
 
     batcher, _ = make_batcher(sessions, clock, StubEngine("fill-mask"))
     batcher.wait_s = 0.005
     claim = Claim({"id": "job", "n_inputs": 1}, clock())
     now = time.monotonic()
-    backlog = _Pass("fill-mask", Batch([], [], more_queued=True), {"claim": 2.0}, claimed_at=now)
-    trickle = _Pass("fill-mask", Batch([], [], more_queued=False), {"claim": 2.0}, claimed_at=now)
+    backlog = _Pass("fill-mask", ClaimedBatch([], [], more_queued=True), {"claim": 2.0}, claimed_at=now)
+    trickle = _Pass("fill-mask", ClaimedBatch([], [], more_queued=False), {"claim": 2.0}, claimed_at=now)
     assert batcher._next_claim_at(backlog) == 0.0
     assert batcher._next_claim_at(trickle) == now + 0.005  # short passes: max_batch_wait_ms after the last claim
     batcher._pass_s_per_input["fill-mask"] = 0.05  # long passes (a model on the CPU): just before this one ends
-    long = _Pass("fill-mask", Batch([claim] * 10, [], more_queued=False), {"claim": 2.0}, claimed_at=now)
+    long = _Pass("fill-mask", ClaimedBatch([claim] * 10, [], more_queued=False), {"claim": 2.0}, claimed_at=now)
     assert now + 0.34 < batcher._next_claim_at(long) < now + 0.375  # 10 inputs × 50 ms, less slack and the claim
 
 

@@ -1,0 +1,239 @@
+"""Routes of the batch resource (the OpenAI Batch API's shape): create a batch from an uploaded file, read it, list
+them, cancel one.
+
+A file is checked whole before any of it runs: every line as its POST route would judge its body (schema,
+storable text, the model's token bounds), `custom_id` unique, `url` one of the two routes (the batch's
+`endpoint`, when given). Then, in a second read of the file, every line becomes a queued job of the batch in one
+transaction; a file with a bad line makes a failed batch whose `errors` name the lines (the first MAX_ERRORS).
+Neither read holds more than a part of the file and one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from api.deps import authenticate, close_db, current_key, db, read_db
+from api.errors import ApiError, detail, invalid
+from api.model_inputs import check_fill_mask, check_question_answering
+from api.state import MODEL_RETRY_AFTER_S, app_state
+from api.validation import parse, query_int, read_json_object, unstorable
+from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest
+from core import wakeups
+from core.clock import utcnow
+from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, ModelUnavailable
+from models.tables import Batch
+from store import batches, files, jobs
+from webhooks import LookupFailed, UnsafeTarget, check_target
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("batches", __name__, url_prefix="/v1")
+bp.before_request(authenticate)
+bp.teardown_request(close_db)
+
+#: A failed batch names at most this many bad lines.
+MAX_ERRORS = 100
+#: route → (task, body schema, the model's checks)
+ROUTES: dict[str, tuple[str, Any, Any]] = {
+    "/v1/fill-mask": (TASK_FILL_MASK, FillMaskRequest, check_fill_mask),
+    "/v1/question-answering": (TASK_QUESTION_ANSWERING, QuestionAnsweringRequest, check_question_answering),
+}
+LINE_KEYS = {"custom_id", "method", "url", "body"}
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    custom_id: str
+    task: str
+    body: FillMaskRequest | QuestionAnsweringRequest
+
+
+class BadLine(Exception):
+    def __init__(self, number: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.error = {"code": "invalid_line", "message": f"line {number}: {message}", "line": number,
+                      "param": param}
+
+
+def _line(raw: bytes, number: int, endpoint: str | None, full_check: bool) -> Line:
+    """One line of the file, judged as its route judges a body; raises BadLine. `full_check`: also the model's
+    token bounds (the first read; the second only rebuilds what the first passed)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise BadLine(number, f"not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise BadLine(number, "a line must be a JSON object")
+    unknown = sorted(set(data) - LINE_KEYS)
+    if unknown:
+        raise BadLine(number, f"unknown field {unknown[0]!r}", unknown[0])
+    custom_id = data.get("custom_id")
+    if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 512:
+        raise BadLine(number, "custom_id must be a string of 1 to 512 characters", "custom_id")
+    if data.get("method") != "POST":
+        raise BadLine(number, "method must be 'POST'", "method")
+    url = data.get("url")
+    if url not in ROUTES:
+        raise BadLine(number, f"url must be one of {', '.join(ROUTES)}", "url")
+    if endpoint is not None and url != endpoint:
+        raise BadLine(number, f"url must be the batch's endpoint, {endpoint}", "url")
+    body = data.get("body")
+    if not isinstance(body, dict):
+        raise BadLine(number, "body must be a JSON object: the request body of its url", "body")
+    task, schema, check = ROUTES[url]
+    problems = unstorable(body) if full_check else []
+    if not problems:
+        try:
+            parsed = parse(schema, body)
+        except ApiError as error:
+            problems = error.details
+        else:
+            if parsed.webhook is not None:
+                problems = [detail(["webhook"], "a batch's lines have no webhooks of their own: give the batch one")]
+            elif full_check:
+                problems = check(parsed, _served(task), app_state().settings)
+    if problems:
+        where = ".".join(str(part) for part in ["body", *problems[0]["loc"]])
+        raise BadLine(number, f"{where}: {problems[0]['msg']}", where)
+    return Line(number, custom_id, task, parsed)
+
+
+def _served(task: str) -> Any:
+    try:
+        return app_state().served_model(task)
+    except ModelUnavailable as error:
+        raise ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
+                       headers={"Retry-After": str(MODEL_RETRY_AFTER_S)}) from None
+
+
+def _read(file_id: str, endpoint: str | None, full_check: bool) -> Iterator[Line | BadLine]:
+    """Every line of the file (blank lines skipped), judged, or what is wrong with it."""
+    settings = app_state().settings
+    count = 0
+    try:
+        for number, raw in enumerate(files.read_lines(app_state().read_sessions, file_id, settings.max_body_bytes),
+                                     start=1):
+            if not raw.strip():
+                continue
+            count += 1
+            if count > settings.max_batch_lines:
+                yield BadLine(number, f"a batch holds at most {settings.max_batch_lines} lines")
+                return
+            try:
+                yield _line(raw, number, endpoint, full_check)
+            except BadLine as bad:
+                yield bad
+    except files.LineTooLong as error:
+        yield BadLine(error.line, f"longer than {error.limit} bytes (DISTILQ_MAX_BODY_BYTES)")
+
+
+def _validate(file_id: str, endpoint: str | None) -> tuple[int, list[dict[str, Any]]]:
+    """The first read: how many lines, and the first MAX_ERRORS problems."""
+    seen: set[str] = set()
+    total, errors = 0, []
+    for item in _read(file_id, endpoint, full_check=True):
+        if isinstance(item, BadLine):
+            errors.append(item.error)
+        elif item.custom_id in seen:
+            errors.append(BadLine(item.number, f"custom_id {item.custom_id!r} is used by an earlier line",
+                                  "custom_id").error)
+        else:
+            seen.add(item.custom_id)
+            total += 1
+            continue
+        if len(errors) >= MAX_ERRORS:
+            break
+    if not errors and total == 0:
+        errors.append({"code": "empty_file", "message": "the file has no lines", "line": None, "param": None})
+    return total, errors
+
+
+def _job_rows(file_id: str, endpoint: str | None, batch_id: str, api_key_id: str,
+              tasks: set[str]) -> Iterator[dict[str, Any]]:
+    """The second read: each line's job row; `tasks` gathers the lines' tasks."""
+    settings, now = app_state().settings, utcnow()
+    for item in _read(file_id, endpoint, full_check=False):
+        if isinstance(item, BadLine):  # the file changed between the reads: files are never written twice
+            raise RuntimeError(f"batch file {file_id} changed while it was read: {item}")
+        tasks.add(item.task)
+        yield jobs.batch_line(batch_id=batch_id, line=item.number, custom_id=item.custom_id, task=item.task,
+                              model=settings.model_id(item.task), api_key_id=api_key_id, body=item.body, now=now)
+
+
+def _public(batch: Batch) -> dict[str, Any]:
+    return batches.batch_to_public(batch, batches.request_counts(read_db(), batch))
+
+
+def own_batch(batch_id: str) -> Batch:
+    batch = batches.own_batch(read_db(), current_key().id, batch_id)
+    if batch is None:
+        raise ApiError(404, "not_found", f"no batch {batch_id}")
+    return batch
+
+
+@bp.post("/batches")
+def create() -> Response:
+    body = parse(BatchRequest, read_json_object())
+    state, key = app_state(), current_key().id
+    if body.webhook is not None:
+        try:
+            check_target(body.webhook, state.settings.webhook_allow_private)
+        except UnsafeTarget as error:
+            raise invalid([detail(["webhook"], str(error))]) from None
+        except LookupFailed as error:
+            raise ApiError(503, "webhook_lookup_failed", f"webhook: {error}; retry shortly",
+                           headers={"Retry-After": "5"}) from None
+    file = files.own_file(read_db(), key, body.input_file_id)
+    if file is None or file.purpose != "batch":
+        raise invalid([detail(["input_file_id"], "names no file of yours uploaded with purpose 'batch'")])
+    total, errors = _validate(file.id, body.endpoint)
+    batch_id = batches.new_batch_id()
+    fields: dict[str, Any] = {
+        "batch_id": batch_id, "api_key_id": key, "input_file_id": file.id, "endpoint": body.endpoint,
+        "completion_window": body.completion_window, "webhook": body.webhook, "metadata": body.metadata,
+        "now": utcnow()}
+    session = db()
+    if errors:
+        batch = batches.failed_batch(session, total=total, errors=errors, **fields)
+        log.info("batch failed validation", extra={"batch_id": batch_id, "errors": len(errors)})
+        return jsonify(_public(batch))
+    tasks: set[str] = set()
+    batch = batches.create_batch(session, lines=_job_rows(file.id, body.endpoint, batch_id, key, tasks), **fields)
+    for task in sorted(tasks):
+        try:
+            wakeups.request(state.celery, state.redis, task)
+        except Exception as error:  # the lines are committed: `beat` wakes a worker for them later
+            log.warning("waking a worker for batch %s failed (%s); beat will", batch_id, error.__class__.__name__)
+    log.info("batch created", extra={"batch_id": batch_id, "lines": batch.total})
+    return jsonify(_public(batch))
+
+
+@bp.get("/batches/<batch_id>")
+def get(batch_id: str) -> Response:
+    return jsonify(_public(own_batch(batch_id)))
+
+
+@bp.get("/batches")
+def list_batches() -> Response:
+    limit = query_int("limit", 20, 1, 100)
+    page = batches.list_batches(read_db(), current_key().id, limit + 1, request.args.get("after"))
+    data = [_public(batch) for batch in page[:limit]]
+    return jsonify({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None, "has_more": len(page) > limit})
+
+
+@bp.post("/batches/<batch_id>/cancel")
+def cancel(batch_id: str) -> Response:
+    session = db()
+    batch = batches.own_batch(session, current_key().id, batch_id)
+    if batch is None:
+        raise ApiError(404, "not_found", f"no batch {batch_id}")
+    batches.cancel_batch(session, batch, utcnow())
+    return jsonify(_public(batch))

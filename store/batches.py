@@ -1,0 +1,203 @@
+"""The batch store: a batch's row, its lines as jobs (written by the job store), its progress counted from those
+jobs, and its end — the output and error files written once no line is queued or running.
+
+    create: in_progress (every line a queued job, one transaction) | failed (a bad line: no job at all);
+    cancel: in_progress → cancelling (queued lines canceled; running ones finish);
+    finalize (beat): in_progress → finalizing → completed, cancelling → cancelled, once no line is in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from contract.job_json import job_to_public
+from models.db import rowcount, transaction
+from models.tables import (
+    BATCH_FAILED,
+    CANCELED,
+    CANCELLED,
+    CANCELLING,
+    COMPLETED,
+    FAILED,
+    FINALIZING,
+    IN_PROGRESS,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Batch,
+    Job,
+)
+from store.files import write_file
+from store.jobs import add_batch_lines, cancel_batch_lines
+from webhooks import record_batch_event
+
+#: Lines inserted per statement, and job rows read per query while the output is written.
+CHUNK = 500
+
+
+def new_batch_id() -> str:
+    return f"batch_{uuid.uuid4().hex}"
+
+
+def create_batch(session: Session, *, batch_id: str, api_key_id: str, input_file_id: str, endpoint: str | None,
+                 completion_window: str, webhook: str | None, metadata: dict[str, Any] | None,
+                 lines: Iterator[dict[str, Any]], now: datetime) -> Batch:
+    """A batch in progress whose lines (job rows of `store.jobs.batch_line`) are queued, in one transaction: a
+    batch runs whole or not at all. Commits."""
+    batch = Batch(id=batch_id, api_key_id=api_key_id, input_file_id=input_file_id, endpoint=endpoint,
+                  completion_window=completion_window, status=IN_PROGRESS, total=0, webhook=webhook, meta=metadata,
+                  created_at=now, in_progress_at=now)
+    session.add(batch)
+    session.flush()
+    rows: list[dict[str, Any]] = []
+    for row in lines:
+        rows.append(row)
+        batch.total += 1
+        if len(rows) == CHUNK:
+            add_batch_lines(session, rows)
+            rows = []
+    add_batch_lines(session, rows)
+    session.commit()
+    return batch
+
+
+def failed_batch(session: Session, *, batch_id: str, api_key_id: str, input_file_id: str, endpoint: str | None,
+                 completion_window: str, webhook: str | None, metadata: dict[str, Any] | None, total: int,
+                 errors: list[dict[str, Any]], now: datetime) -> Batch:
+    """A batch whose file failed validation: no line runs. Commits."""
+    batch = Batch(id=batch_id, api_key_id=api_key_id, input_file_id=input_file_id, endpoint=endpoint,
+                  completion_window=completion_window, status=BATCH_FAILED, total=total, webhook=webhook,
+                  meta=metadata, errors={"object": "list", "data": errors}, created_at=now, failed_at=now)
+    session.add(batch)
+    session.commit()
+    return batch
+
+
+def own_batch(session: Session, api_key_id: str, batch_id: str) -> Batch | None:
+    return session.scalars(select(Batch).where(Batch.id == batch_id, Batch.api_key_id == api_key_id)).one_or_none()
+
+
+def list_batches(session: Session, api_key_id: str, limit: int, after: str | None) -> list[Batch]:
+    """The key's batches, newest first; `after`: the id the previous page ended with."""
+    query = select(Batch).where(Batch.api_key_id == api_key_id)
+    if after is not None:
+        last = session.get(Batch, after)
+        if last is not None:
+            query = query.where((Batch.created_at < last.created_at)
+                                | ((Batch.created_at == last.created_at) & (Batch.id < last.id)))
+    return list(session.scalars(query.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
+
+
+def request_counts(session: Session, batch: Batch) -> dict[str, int]:
+    """total, completed (succeeded) and failed (failed or canceled) lines, counted from the batch's jobs."""
+    counts = dict(session.execute(select(Job.status, func.count()).where(Job.batch_id == batch.id)
+                                  .group_by(Job.status)).tuples().all())
+    return {"total": batch.total, "completed": counts.get(SUCCEEDED, 0),
+            "failed": counts.get(FAILED, 0) + counts.get(CANCELED, 0)}
+
+
+def _seconds(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment is not None else None
+
+
+def batch_to_public(batch: Batch, counts: dict[str, int]) -> dict[str, Any]:
+    """The batch as the OpenAI Batch API shows one (times in Unix seconds)."""
+    return {
+        "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": batch.errors,
+        "input_file_id": batch.input_file_id, "completion_window": batch.completion_window, "status": batch.status,
+        "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
+        "created_at": _seconds(batch.created_at), "in_progress_at": _seconds(batch.in_progress_at),
+        "expires_at": None, "finalizing_at": _seconds(batch.finalizing_at),
+        "completed_at": _seconds(batch.completed_at), "failed_at": _seconds(batch.failed_at), "expired_at": None,
+        "cancelling_at": _seconds(batch.cancelling_at), "cancelled_at": _seconds(batch.cancelled_at),
+        "request_counts": counts, "metadata": batch.meta,
+    }
+
+
+def cancel_batch(session: Session, batch: Batch, now: datetime) -> None:
+    """in_progress → cancelling, its queued lines canceled (running ones finish; beat then finalizes it as
+    cancelled). Any other status stays as it is. Commits."""
+    moved = rowcount(session.execute(update(Batch).where(Batch.id == batch.id, Batch.status == IN_PROGRESS)
+                                     .values(status=CANCELLING, cancelling_at=now)
+                                     .execution_options(synchronize_session=False)))
+    if moved:
+        cancel_batch_lines(session, batch.id, now)
+    session.commit()
+    session.refresh(batch)
+
+
+def due_for_finalizing(sessions: sessionmaker[Session], limit: int) -> list[str]:
+    """Batches in progress or cancelling with no line queued or running."""
+    in_flight = exists().where(Job.batch_id == Batch.id, Job.status.in_((QUEUED, RUNNING)))
+    with sessions() as session:
+        return list(session.scalars(select(Batch.id).where(Batch.status.in_((IN_PROGRESS, CANCELLING)), ~in_flight)
+                                    .order_by(Batch.created_at).limit(limit)))
+
+
+def finalize(sessions: sessionmaker[Session], batch_id: str, clock: Any) -> list[str]:
+    """Writes the batch's output file (a line per succeeded line, the job as `response.body`) and error file (a
+    line per failed or canceled line), then marks it completed (or cancelled). The files are written in their
+    own transactions first; the batch names them in the last one, so a beat stopped halfway leaves only files
+    nothing names, and the next sweep writes them again. Returns the webhook events recorded."""
+    with transaction(sessions) as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None or batch.status not in (IN_PROGRESS, CANCELLING, FINALIZING):
+            return []
+        if batch.status == IN_PROGRESS:
+            batch.status, batch.finalizing_at = FINALIZING, clock()
+        key, cancelling = batch.api_key_id, batch.status == CANCELLING
+    files: dict[str, str] = {}
+    for purpose, kinds in (("output", (SUCCEEDED,)), ("error", (FAILED, CANCELED))):
+        with transaction(sessions) as session:  # reads the jobs in the transaction that writes (SQLite: one writer)
+            file = write_file(session, api_key_id=key, purpose="batch_output",
+                              filename=f"{batch_id}_{purpose}.jsonl",
+                              parts=_result_lines(session, batch_id, kinds), max_bytes=None, now=clock())
+            files[purpose] = file.id
+    with transaction(sessions) as session:
+        now = clock()
+        finished = {"status": CANCELLED, "cancelled_at": now} if cancelling else {"status": COMPLETED,
+                                                                                  "completed_at": now}
+        moved = rowcount(session.execute(
+            update(Batch).where(Batch.id == batch_id, Batch.status.in_((FINALIZING, CANCELLING)))
+            .values(output_file_id=files["output"], error_file_id=files["error"], **finished)
+            .execution_options(synchronize_session=False)))
+        if not moved:
+            return []
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        event = record_batch_event(session, batch, batch_to_public(batch, request_counts(session, batch)), now)
+        return [event] if event else []
+
+
+def _result_lines(session: Session, batch_id: str, statuses: tuple[str, ...]) -> Iterator[bytes]:
+    """The output (or error) file's lines, CHUNK jobs per read, in the input file's order."""
+    line = 0
+    while True:
+        jobs = list(session.scalars(select(Job).where(Job.batch_id == batch_id, Job.batch_line > line,
+                                                      Job.status.in_(statuses))
+                                    .order_by(Job.batch_line).limit(CHUNK)))
+        if not jobs:
+            return
+        yield b"".join(_result_line(job) for job in jobs)
+        line = jobs[-1].batch_line or 0
+        for job in jobs:  # written out: the session need not hold a whole batch
+            session.expunge(job)
+
+
+def _result_line(job: Job) -> bytes:
+    request_id = f"batch_req_{job.id}"
+    if job.status == SUCCEEDED:
+        body: dict[str, Any] = {"id": request_id, "custom_id": job.custom_id,
+                                "response": {"status_code": 200, "body": job_to_public(job)}, "error": None}
+    else:
+        error = job.error or {"code": job.status, "message": f"the line's job {job.status}"}
+        body = {"id": request_id, "custom_id": job.custom_id, "response": None,
+                "error": {"code": error.get("code"), "message": error.get("message")}}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"

@@ -1,0 +1,113 @@
+"""Files: their bytes stored in parts of at most PART_BYTES (`file_parts`), written and read a part at a time, so that
+no process holds a whole file (up to `DISTILQ_MAX_FILE_BYTES`); in the database, so that every API process and
+every worker host sees the same files."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import IO, Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.tables import File, FilePart
+
+PART_BYTES = 1 << 20
+PURPOSES = ("batch", "batch_output")
+
+
+class FileTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the file is larger than {limit} bytes")
+        self.limit = limit
+
+
+def new_file_id() -> str:
+    return f"file-{uuid.uuid4().hex}"
+
+
+def store_file(session: Session, *, api_key_id: str, purpose: str, filename: str, stream: IO[bytes],
+               max_bytes: int, now: datetime) -> File:
+    """Copies `stream` into a new file in the caller's transaction, a part at a time; raises FileTooLarge (the
+    caller rolls back) past `max_bytes`."""
+    return write_file(session, api_key_id=api_key_id, purpose=purpose, filename=filename,
+                      parts=iter(lambda: stream.read(PART_BYTES), b""), max_bytes=max_bytes, now=now)
+
+
+def write_file(session: Session, *, api_key_id: str, purpose: str, filename: str, parts: Iterable[bytes],
+               max_bytes: int | None, now: datetime, file_id: str | None = None) -> File:
+    """A new file of the bytes `parts` yields, regrouped into parts of PART_BYTES, in the caller's transaction."""
+    file = File(id=file_id or new_file_id(), api_key_id=api_key_id, purpose=purpose, filename=filename, bytes=0,
+                created_at=now)
+    session.add(file)
+    session.flush()
+    size, number, pending = 0, 0, bytearray()
+    for data in parts:
+        size += len(data)
+        if max_bytes is not None and size > max_bytes:
+            raise FileTooLarge(max_bytes)
+        pending += data
+        while len(pending) >= PART_BYTES:
+            session.execute(insert(FilePart), [{"file_id": file.id, "number": number,
+                                                "data": bytes(pending[:PART_BYTES])}])
+            del pending[:PART_BYTES]
+            number += 1
+    if pending:
+        session.execute(insert(FilePart), [{"file_id": file.id, "number": number, "data": bytes(pending)}])
+    file.bytes = size
+    return file
+
+
+def own_file(session: Session, api_key_id: str, file_id: str) -> File | None:
+    return session.scalars(select(File).where(File.id == file_id, File.api_key_id == api_key_id)).one_or_none()
+
+
+def list_files(session: Session, api_key_id: str, limit: int) -> list[File]:
+    return list(session.scalars(select(File).where(File.api_key_id == api_key_id)
+                                .order_by(File.created_at.desc(), File.id.desc()).limit(limit)))
+
+
+def read_parts(sessions: sessionmaker[Session], file_id: str) -> Iterator[bytes]:
+    """The file's bytes, a part at a time, each part read in a short session of its own (a long download holds
+    no connection between parts)."""
+    number = 0
+    while True:
+        with sessions() as session:
+            data = session.scalar(select(FilePart.data).where(FilePart.file_id == file_id,
+                                                              FilePart.number == number))
+        if data is None:
+            return
+        yield bytes(data)
+        number += 1
+
+
+class LineTooLong(Exception):
+    def __init__(self, line: int, limit: int) -> None:
+        super().__init__(f"line {line} is longer than {limit} bytes")
+        self.line = line
+        self.limit = limit
+
+
+def read_lines(sessions: sessionmaker[Session], file_id: str, max_line_bytes: int) -> Iterator[bytes]:
+    """The file's lines (without their line ends), read a part at a time; raises LineTooLong rather than hold a
+    line longer than `max_line_bytes`."""
+    rest, number = b"", 0
+    for part in read_parts(sessions, file_id):
+        lines = (rest + part).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            number += 1
+            if len(line) > max_line_bytes:
+                raise LineTooLong(number, max_line_bytes)
+            yield line.removesuffix(b"\r")
+        if len(rest) > max_line_bytes:
+            raise LineTooLong(number + 1, max_line_bytes)
+    if rest:
+        yield rest.removesuffix(b"\r")
+
+
+def file_to_public(file: File) -> dict[str, Any]:
+    return {"id": file.id, "object": "file", "bytes": file.bytes, "created_at": int(file.created_at.timestamp()),
+            "filename": file.filename, "purpose": file.purpose}

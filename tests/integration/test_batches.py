@@ -1,0 +1,212 @@
+"""Batches over real processes: a file uploaded, checked whole, its lines run as jobs of a lower priority, the output
+and error files written by beat; a bad line fails the batch naming it; a cancelled batch keeps its partial output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import func, select
+from standardwebhooks import Webhook
+from transformers import pipeline
+
+from models.tables import Job
+from tests.integration.receiver import Receiver, running_receiver
+from tests.integration.stack import Stack, wait_for
+from tests.unit.worker.engine.test_fill_mask import assert_same
+from tests.unit.worker.engine.test_question_answering import REFERENCE, assert_same_answers
+
+pytestmark = pytest.mark.stack(start=("api", "worker", "webhooks", "beat"), env={
+    "DISTILQ_SWEEP_INTERVAL_S": "0.2", "DISTILQ_WEBHOOK_ALLOW_PRIVATE": "true", "DISTILQ_MAX_FILE_BYTES": "3000000",
+    "DISTILQ_MAX_BATCH_LINES": "2500", "DISTILQ_RATE_LIMIT": "100000/minute"})
+
+TEXTS = ["Paris is the [MASK] of France.", "Today is a [MASK] day!", "My name is [MASK] and I live in Berlin.",
+         "The quick brown [MASK] jumps over the lazy dog.", "Where do I [MASK]?"]
+QA_CASES = [case for case in REFERENCE["cases"] if not case["parameters"]]
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack) -> requests.Session:
+    return stack.client(stack.new_key())
+
+
+@pytest.fixture(scope="module")
+def receiver(backend: tuple[str, str]) -> Iterator[Receiver]:
+    with running_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def fill_mask(tiny_models: dict[str, Path]) -> Any:
+    return pipeline("fill-mask", model=str(tiny_models["fill-mask"]), device="cpu")
+
+
+def line(custom_id: str, url: str, body: Any) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+def mixed_lines(count: int) -> list[str]:
+    """Fill-mask lines (one or two inputs, top_k 1 to 3) and QA lines of the reference cases, in turn."""
+    lines = []
+    for i in range(count):
+        if i % 3 == 2:
+            case = QA_CASES[i % len(QA_CASES)]
+            body: dict[str, Any] = {"inputs": {"question": [case["question"]], "context": [case["context"]]}}
+            lines.append(line(f"qa-{i}", "/v1/question-answering", body))
+        else:
+            texts = [TEXTS[i % len(TEXTS)]] + ([TEXTS[(i + 1) % len(TEXTS)]] if i % 2 else [])
+            body = {"inputs": {"input_string": texts}, "parameters": {"top_k": 1 + i % 3}}
+            lines.append(line(f"fm-{i}", "/v1/fill-mask", body))
+    return lines
+
+
+def upload(stack: Stack, http: requests.Session, content: bytes, name: str = "requests.jsonl") -> dict[str, Any]:
+    response = http.post(f"{stack.url}/v1/files", files={"file": (name, content)}, data={"purpose": "batch"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def run_batch(stack: Stack, http: requests.Session, lines: list[str], **fields: Any) -> dict[str, Any]:
+    file = upload(stack, http, ("\n".join(lines) + "\n").encode())
+    response = http.post(f"{stack.url}/v1/batches", json={"input_file_id": file["id"], **fields})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_batch(stack: Stack, http: requests.Session, batch_id: str, timeout_s: float = 180) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        batch = http.get(f"{stack.url}/v1/batches/{batch_id}", timeout=5).json()
+        return batch if batch["status"] in ("completed", "failed", "cancelled") else None
+
+    return wait_for(ended, timeout_s, f"batch {batch_id} to end")
+
+
+def file_lines(stack: Stack, http: requests.Session, file_id: str | None) -> list[dict[str, Any]]:
+    assert file_id is not None
+    response = http.get(f"{stack.url}/v1/files/{file_id}/content")
+    assert response.status_code == 200
+    return [json.loads(text) for text in response.text.splitlines()]
+
+
+def test_a_mixed_file_completes_with_every_custom_id_once_and_outputs_equal_to_the_references(
+        stack: Stack, http: requests.Session, fill_mask: Any, receiver: Receiver) -> None:
+    lines = mixed_lines(1000)
+    batch = run_batch(stack, http, lines, webhook=receiver.on("/batch", "200"), metadata={"run": "nightly"})
+    assert batch["status"] == "in_progress" and batch["object"] == "batch"
+    assert batch["request_counts"]["total"] == 1000 and batch["metadata"] == {"run": "nightly"}
+
+    done = wait_batch(stack, http, batch["id"])
+    assert done["status"] == "completed", done
+    assert done["request_counts"] == {"total": 1000, "completed": 1000, "failed": 0}
+    assert done["completed_at"] >= done["in_progress_at"] >= done["created_at"]
+    output = file_lines(stack, http, done["output_file_id"])
+    assert file_lines(stack, http, done["error_file_id"]) == []
+    assert sorted(item["custom_id"] for item in output) == sorted(json.loads(text)["custom_id"] for text in lines)
+    expected_fill_mask: dict[tuple[str, int], Any] = {}
+    for item, text in zip(output, lines, strict=True):  # the output keeps the file's order
+        request = json.loads(text)
+        assert item["custom_id"] == request["custom_id"] and item["error"] is None
+        assert item["response"]["status_code"] == 200
+        job = item["response"]["body"]
+        assert job["status"] == "succeeded" and item["id"] == f"batch_req_{job['id']}"
+        if request["url"] == "/v1/fill-mask":
+            top_k = request["body"]["parameters"]["top_k"]
+            for sentence, outputs in zip(request["body"]["inputs"]["input_string"], job["output"], strict=True):
+                if (sentence, top_k) not in expected_fill_mask:
+                    expected_fill_mask[(sentence, top_k)] = fill_mask(sentence, top_k=top_k)
+                assert_same(outputs, expected_fill_mask[(sentence, top_k)])
+        else:
+            case = next(c for c in QA_CASES if c["context"] == request["body"]["inputs"]["context"][0])
+            assert_same_answers([job["output"][0]], [case["output"]])
+
+    [delivery] = wait_for(lambda: receiver.requests_to("/batch") or None, 30, "the batch.completed webhook")
+    secret = http.get(f"{stack.url}/v1/webhooks/secret").json()["secret"]
+    event = Webhook(secret).verify(delivery.body, delivery.headers)
+    assert event["type"] == "batch.completed" and event["data"]["id"] == batch["id"]
+    assert event["data"]["status"] == "completed" and event["data"]["output_file_id"] == done["output_file_id"]
+    listed = http.get(f"{stack.url}/v1/jobs", params={"limit": 100}).json()["data"]
+    assert all(job["id"] not in {item["response"]["body"]["id"] for item in output} for job in listed)
+
+
+def test_a_broken_line_fails_the_whole_batch_naming_it(stack: Stack, http: requests.Session) -> None:
+    good = line("a", "/v1/fill-mask", {"inputs": {"input_string": ["Paris is the [MASK] of France."]}})
+    lines = [good,
+             line("b", "/v1/fill-mask", {"inputs": {"input_string": ["No mask here."]}}),
+             "{not json",
+             line("a", "/v1/fill-mask", {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}),
+             line("c", "/v1/translate", {}),
+             line("d", "/v1/question-answering", {"inputs": {"question": ["Who?"], "context": []}}),
+             ""]
+    before = _jobs_in_db(stack)
+    batch = run_batch(stack, http, lines)
+    assert batch["status"] == "failed" and batch["failed_at"] is not None
+    errors = batch["errors"]["data"]
+    assert [error["line"] for error in errors] == [2, 3, 4, 5, 6]
+    assert "mask" in errors[0]["message"] and errors[0]["param"].startswith("body.inputs.input_string")
+    assert "JSON" in errors[1]["message"] and "custom_id" in errors[2]["message"]
+    assert errors[3]["param"] == "url" and errors[4]["param"].startswith("body.inputs")
+    assert _jobs_in_db(stack) == before  # no line of a failed batch runs
+
+    only_qa = run_batch(stack, http, [good], endpoint="/v1/question-answering")
+    assert only_qa["status"] == "failed" and only_qa["errors"]["data"][0]["param"] == "url"
+    empty = run_batch(stack, http, [""])
+    assert empty["status"] == "failed" and empty["errors"]["data"][0]["code"] == "empty_file"
+
+
+def _jobs_in_db(stack: Stack) -> int:
+    with stack.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Job)) or 0)
+
+
+def test_a_cancelled_batch_ends_with_each_line_in_the_output_or_the_error_file(
+        stack: Stack, http: requests.Session) -> None:
+    lines = [line(f"r{i}", "/v1/fill-mask", {"inputs": {"input_string": [TEXTS[i % len(TEXTS)]]}})
+             for i in range(2000)]
+    batch = run_batch(stack, http, lines)
+    cancelling = http.post(f"{stack.url}/v1/batches/{batch['id']}/cancel").json()
+    assert cancelling["status"] in ("cancelling", "cancelled"), cancelling
+    done = wait_batch(stack, http, batch["id"])
+    assert done["status"] == "cancelled" and done["cancelled_at"] is not None
+    output = file_lines(stack, http, done["output_file_id"])
+    errors = file_lines(stack, http, done["error_file_id"])
+    assert sorted(item["custom_id"] for item in output + errors) == sorted(f"r{i}" for i in range(2000))
+    assert errors and all(item["error"]["code"] == "batch_cancelled" and item["response"] is None for item in errors)
+    assert done["request_counts"] == {"total": 2000, "completed": len(output), "failed": len(errors)}
+    again = http.post(f"{stack.url}/v1/batches/{batch['id']}/cancel").json()
+    assert again["status"] == "cancelled"
+
+
+def test_interactive_jobs_run_before_a_batch_s_lines(stack: Stack, http: requests.Session) -> None:
+    """A job submitted while 2,000 lines are queued finishes while most of them still wait."""
+    lines = [line(f"r{i}", "/v1/fill-mask", {"inputs": {"input_string": [TEXTS[i % len(TEXTS)]]}})
+             for i in range(2000)]
+    batch = run_batch(stack, http, lines)
+    response = http.post(f"{stack.url}/v1/fill-mask", headers={"Prefer": "wait=60"},
+                         json={"inputs": {"input_string": ["Paris is the [MASK] of France."]}})
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    progress = http.get(f"{stack.url}/v1/batches/{batch['id']}").json()["request_counts"]
+    assert progress["completed"] < 2000
+    assert wait_batch(stack, http, batch["id"])["status"] == "completed"
+
+
+def test_files_are_bounded_and_private(stack: Stack, http: requests.Session) -> None:
+    content = b'{"a": 1}\n' * 10
+    file = upload(stack, http, content, "mine.jsonl")
+    assert file["object"] == "file" and file["bytes"] == len(content) and file["filename"] == "mine.jsonl"
+    assert http.get(f"{stack.url}/v1/files/{file['id']}/content").content == content
+    assert http.get(f"{stack.url}/v1/files/{file['id']}").json() == file
+    other = stack.client(stack.new_key("other"))
+    assert other.get(f"{stack.url}/v1/files/{file['id']}/content").status_code == 404
+    assert other.post(f"{stack.url}/v1/batches", json={"input_file_id": file["id"]}).status_code == 422
+
+    too_big = http.post(f"{stack.url}/v1/files", files={"file": ("big.jsonl", b"x" * 3_100_000)},
+                        data={"purpose": "batch"})
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "file_too_large"
+    no_purpose = http.post(f"{stack.url}/v1/files", files={"file": ("a.jsonl", b"{}")})
+    assert no_purpose.status_code == 422 and no_purpose.json()["error"]["details"][0]["loc"] == ["purpose"]
+    not_multipart = http.post(f"{stack.url}/v1/files", json={"file": "x"})
+    assert not_multipart.status_code == 415
