@@ -1,5 +1,5 @@
-"""The `distilq` command: up, api, worker, beat, migrate, keys. Settings are read (and validated) once, here,
-and passed down."""
+"""The `distilq` command: up, api, worker, beat, migrate, keys; and `batch`, a client of the REST API
+(`distilq/batch_commands.py`). The server's settings are read (and validated) once, here, and passed down."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from core.logs import configure_logging
 from core.settings import get_settings
+from distilq import batch_commands
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -249,12 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key named by its id, the key, or its beginning")
     revoke.add_argument("key")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    batch_commands.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "batch":  # a client of the REST API: the server's settings are not its own
+        return batch_commands.run(args)
     try:
         get_settings()  # validated once, production rules included, before anything starts
     except ValidationError as error:

@@ -4,6 +4,9 @@ and error files written by beat; a bad line fails the batch naming it; a cancell
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -210,3 +213,58 @@ def test_files_are_bounded_and_private(stack: Stack, http: requests.Session) -> 
     assert no_purpose.status_code == 422 and no_purpose.json()["error"]["details"][0]["loc"] == ["purpose"]
     not_multipart = http.post(f"{stack.url}/v1/files", json={"file": "x"})
     assert not_multipart.status_code == 415
+
+
+def test_the_openai_sdk_uploads_creates_polls_and_downloads(stack: Stack) -> None:
+    """The official `openai` SDK, given distilq's URL and a distilq key, runs a batch as it would on OpenAI."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{stack.url}/v1", api_key=stack.new_key("sdk"), max_retries=0)
+    lines = [line(f"sdk-{i}", "/v1/fill-mask", {"inputs": {"input_string": [TEXTS[i]]}, "parameters": {"top_k": 2}})
+             for i in range(len(TEXTS))]
+    uploaded = client.files.create(file=("sdk.jsonl", "\n".join(lines).encode()), purpose="batch")
+    assert uploaded.id.startswith("file-") and uploaded.bytes == len("\n".join(lines).encode())
+    created = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/fill-mask",  # type: ignore[arg-type]
+                                    completion_window="24h", metadata={"via": "sdk"})
+    assert created.status == "in_progress" and created.request_counts is not None
+
+    def completed() -> Any:
+        batch = client.batches.retrieve(created.id)
+        return batch if batch.status == "completed" else None
+
+    batch = wait_for(completed, 120, "the SDK's batch to complete")
+    assert batch.output_file_id is not None and batch.metadata == {"via": "sdk"}
+    output = [json.loads(text) for text in client.files.content(batch.output_file_id).text.splitlines()]
+    assert [item["custom_id"] for item in output] == [f"sdk-{i}" for i in range(len(TEXTS))]
+    assert all(len(item["response"]["body"]["output"][0]) == 2 for item in output)
+    assert [b.id for b in client.batches.list(limit=100)][0] == created.id
+
+
+def test_the_cli_uploads_shows_progress_and_writes_the_output(stack: Stack, tmp_path: Path) -> None:
+    lines = mixed_lines(60)
+    source = tmp_path / "requests.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "DISTILQ_URL": stack.url, "DISTILQ_API_KEY": stack.new_key("cli")}
+    run = subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "submit", str(source), "--output", str(out)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    batch = json.loads(run.stdout)
+    assert batch["status"] == "completed" and "60/60" in run.stderr
+    written = [json.loads(text) for text in out.read_text().splitlines()]
+    assert [item["custom_id"] for item in written] == [json.loads(text)["custom_id"] for text in lines]
+
+    listed = subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "list"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["id"] == batch["id"]
+    got = subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "get", batch["id"]], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert json.loads(got.stdout)["output_file_id"] == batch["output_file_id"]
+
+    source.write_text(lines[0] + "\n{broken\n")
+    broken = subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "submit", str(source), "--wait"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 1 and json.loads(broken.stdout)["errors"]["data"][0]["line"] == 2
+    no_key = subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "list"], capture_output=True, text=True,
+                            env={k: v for k, v in env.items() if k != "DISTILQ_API_KEY"}, timeout=60)
+    assert no_key.returncode == 1 and "DISTILQ_API_KEY" in no_key.stderr
