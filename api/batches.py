@@ -20,7 +20,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
-from api.model_inputs import check_fill_mask, check_question_answering
+from api.model_inputs import check_fill_masks, check_question_answerings
 from api.state import MODEL_RETRY_AFTER_S, app_state
 from api.validation import parse, query_int, read_json_object, unstorable
 from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest
@@ -39,11 +39,15 @@ bp.teardown_request(close_db)
 
 #: A failed batch names at most this many bad lines.
 MAX_ERRORS = 100
-#: route → (task, body schema, the model's checks)
-ROUTES: dict[str, tuple[str, Any, Any]] = {
-    "/v1/fill-mask": (TASK_FILL_MASK, FillMaskRequest, check_fill_mask),
-    "/v1/question-answering": (TASK_QUESTION_ANSWERING, QuestionAnsweringRequest, check_question_answering),
+#: Lines whose model checks (token counts) run together, with one tokenizer call.
+CHECK_CHUNK = 512
+#: route → (task, body schema)
+ROUTES: dict[str, tuple[str, Any]] = {
+    "/v1/fill-mask": (TASK_FILL_MASK, FillMaskRequest),
+    "/v1/question-answering": (TASK_QUESTION_ANSWERING, QuestionAnsweringRequest),
 }
+#: task → the model's checks of many bodies
+CHECKS: dict[str, Any] = {TASK_FILL_MASK: check_fill_masks, TASK_QUESTION_ANSWERING: check_question_answerings}
 LINE_KEYS = {"custom_id", "method", "url", "body"}
 
 
@@ -63,8 +67,9 @@ class BadLine(Exception):
 
 
 def _line(raw: bytes, number: int, endpoint: str | None, full_check: bool) -> Line:
-    """One line of the file, judged as its route judges a body; raises BadLine. `full_check`: also the model's
-    token bounds (the first read; the second only rebuilds what the first passed)."""
+    """One line of the file, judged as its route judges a body, but for the model's checks (`_validate` runs them
+    on many lines at once); raises BadLine. `full_check`: also what the first read has already ruled out (the
+    second only rebuilds what the first passed)."""
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as error:
@@ -87,7 +92,7 @@ def _line(raw: bytes, number: int, endpoint: str | None, full_check: bool) -> Li
     body = data.get("body")
     if not isinstance(body, dict):
         raise BadLine(number, "body must be a JSON object: the request body of its url", "body")
-    task, schema, check = ROUTES[url]
+    task, schema = ROUTES[url]
     problems = unstorable(body) if full_check else []
     if not problems:
         try:
@@ -97,12 +102,14 @@ def _line(raw: bytes, number: int, endpoint: str | None, full_check: bool) -> Li
         else:
             if parsed.webhook is not None:
                 problems = [detail(["webhook"], "a batch's lines have no webhooks of their own: give the batch one")]
-            elif full_check:
-                problems = check(parsed, _served(task), app_state().settings)
     if problems:
-        where = ".".join(str(part) for part in ["body", *problems[0]["loc"]])
-        raise BadLine(number, f"{where}: {problems[0]['msg']}", where)
+        raise _bad_body(number, problems)
     return Line(number, custom_id, task, parsed)
+
+
+def _bad_body(number: int, problems: list[dict[str, Any]]) -> BadLine:
+    where = ".".join(str(part) for part in ["body", *problems[0]["loc"]])
+    return BadLine(number, f"{where}: {problems[0]['msg']}", where)
 
 
 def _served(task: str) -> Any:
@@ -135,9 +142,20 @@ def _read(file_id: str, endpoint: str | None, full_check: bool) -> Iterator[Line
 
 
 def _validate(file_id: str, endpoint: str | None) -> tuple[int, list[dict[str, Any]]]:
-    """The first read: how many lines, and the first MAX_ERRORS problems."""
+    """The first read: how many lines, and the first MAX_ERRORS problems (by line)."""
     seen: set[str] = set()
-    total, errors = 0, []
+    total, errors = 0, list[dict[str, Any]]()
+    pending: list[Line] = []
+
+    def check_pending() -> None:
+        for task, check in CHECKS.items():
+            lines = [item for item in pending if item.task == task]
+            if lines:
+                found = check([item.body for item in lines], _served(task), app_state().settings)
+                errors.extend(_bad_body(item.number, problems).error
+                              for item, problems in zip(lines, found, strict=True) if problems)
+        pending.clear()
+
     for item in _read(file_id, endpoint, full_check=True):
         if isinstance(item, BadLine):
             errors.append(item.error)
@@ -147,12 +165,15 @@ def _validate(file_id: str, endpoint: str | None) -> tuple[int, list[dict[str, A
         else:
             seen.add(item.custom_id)
             total += 1
-            continue
+            pending.append(item)
+            if len(pending) == CHECK_CHUNK:
+                check_pending()
         if len(errors) >= MAX_ERRORS:
             break
+    check_pending()
     if not errors and total == 0:
         errors.append({"code": "empty_file", "message": "the file has no lines", "line": None, "param": None})
-    return total, errors
+    return total, sorted(errors, key=lambda error: error["line"] or 0)[:MAX_ERRORS]
 
 
 def _job_rows(file_id: str, endpoint: str | None, batch_id: str, api_key_id: str,
@@ -202,7 +223,7 @@ def create() -> Response:
     session = db()
     if errors:
         batch = batches.failed_batch(session, total=total, errors=errors, **fields)
-        log.info("batch failed validation", extra={"batch_id": batch_id, "errors": len(errors)})
+        log.info("batch failed validation", extra={"batch": batch_id, "errors": len(errors)})
         return jsonify(_public(batch))
     tasks: set[str] = set()
     batch = batches.create_batch(session, lines=_job_rows(file.id, body.endpoint, batch_id, key, tasks), **fields)
@@ -211,7 +232,7 @@ def create() -> Response:
             wakeups.request(state.celery, state.redis, task)
         except Exception as error:  # the lines are committed: `beat` wakes a worker for them later
             log.warning("waking a worker for batch %s failed (%s); beat will", batch_id, error.__class__.__name__)
-    log.info("batch created", extra={"batch_id": batch_id, "lines": batch.total})
+    log.info("batch created", extra={"batch": batch_id, "lines": batch.total})
     return jsonify(_public(batch))
 
 

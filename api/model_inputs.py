@@ -100,70 +100,92 @@ def _chars(texts: list[str], limit: int, loc: list[str | int]) -> list[dict[str,
 
 
 def check_fill_mask(body: FillMaskRequest, model: ServedModel, settings: Settings) -> list[dict[str, Any]]:
-    texts = body.inputs.input_string
+    return check_fill_masks([body], model, settings)[0]
+
+
+def check_fill_masks(bodies: list[FillMaskRequest], model: ServedModel,
+                     settings: Settings) -> list[list[dict[str, Any]]]:
+    """The problems of each body; the texts of all of them tokenized in one call (a batch's lines come many at a
+    time: a call per line would cost its thread pool's start-up each time)."""
     loc: list[str | int] = ["inputs", "input_string"]
-    problems = _too_many(len(texts), settings.max_inputs_per_job, loc) + _chars(
-        texts, settings.max_chars_per_input, loc
-    )
-    if problems:
-        return problems
-    targets = body.parameters.targets
-    target_count = len(target_ids(model.tokenizer, targets)) if targets is not None else None
-    if target_count == 0:
-        problems.append(detail(["parameters", "targets"], "no target is a token of the model's vocabulary"))
-    # As the engine does: with targets, an input gets at most as many predictions per mask as there are targets.
-    top_k = min(body.parameters.top_k, target_count or body.parameters.top_k)
-    output_bytes = 0
-    for index, encoding in enumerate(model.tokenizer.encode_batch(texts)):
-        masks = encoding.ids.count(model.mask_id) if model.mask_id is not None else 0
-        if masks == 0:
-            problems.append(detail([*loc, index], f"has no mask token; put {model.mask_token} where a word goes"))
-        elif masks > settings.max_masks_per_input:
-            problems.append(detail([*loc, index], f"has {masks} mask tokens; at most {settings.max_masks_per_input}"))
-        elif len(encoding.ids) > model.max_tokens:
-            problems.append(
-                detail([*loc, index], f"has {len(encoding.ids)} tokens; the model takes at most {model.max_tokens}")
-            )
-        output_bytes += fill_mask_output_bytes(len(texts[index]), masks, top_k)
-    if not problems and output_bytes > settings.max_output_bytes:
-        problems.append(detail(["parameters", "top_k"], (
-            f"asks for about {output_bytes:,} bytes of output (masks × top_k × the input's length, over every "
-            f"input); at most {settings.max_output_bytes:,} per job: lower top_k, or send fewer inputs per job")))
+    problems = [_too_many(len(body.inputs.input_string), settings.max_inputs_per_job, loc)
+                + _chars(body.inputs.input_string, settings.max_chars_per_input, loc) for body in bodies]
+    checked = [i for i, found in enumerate(problems) if not found]
+    encodings = iter(model.tokenizer.encode_batch_fast([text for i in checked
+                                                        for text in bodies[i].inputs.input_string]))
+    for i in checked:
+        body, found = bodies[i], problems[i]
+        texts, targets = body.inputs.input_string, body.parameters.targets
+        target_count = len(target_ids(model.tokenizer, targets)) if targets is not None else None
+        if target_count == 0:
+            found.append(detail(["parameters", "targets"], "no target is a token of the model's vocabulary"))
+        # As the engine does: with targets, an input gets at most as many predictions per mask as there are targets.
+        top_k = min(body.parameters.top_k, target_count or body.parameters.top_k)
+        output_bytes = 0
+        for index, text in enumerate(texts):
+            ids = next(encodings).ids
+            masks = ids.count(model.mask_id) if model.mask_id is not None else 0
+            if masks == 0:
+                found.append(detail([*loc, index], f"has no mask token; put {model.mask_token} where a word goes"))
+            elif masks > settings.max_masks_per_input:
+                found.append(detail([*loc, index], f"has {masks} mask tokens; at most {settings.max_masks_per_input}"))
+            elif len(ids) > model.max_tokens:
+                found.append(
+                    detail([*loc, index], f"has {len(ids)} tokens; the model takes at most {model.max_tokens}"))
+            output_bytes += fill_mask_output_bytes(len(text), masks, top_k)
+        if not found and output_bytes > settings.max_output_bytes:
+            found.append(detail(["parameters", "top_k"], (
+                f"asks for about {output_bytes:,} bytes of output (masks × top_k × the input's length, over every "
+                f"input); at most {settings.max_output_bytes:,} per job: lower top_k, or send fewer inputs per job")))
     return problems
 
 
 def check_question_answering(
     body: QuestionAnsweringRequest, model: ServedModel, settings: Settings
 ) -> list[dict[str, Any]]:
-    questions, contexts = body.inputs.question, body.inputs.context
-    params = body.parameters
+    return check_question_answerings([body], model, settings)[0]
+
+
+def _qa_bounds(body: QuestionAnsweringRequest, model: ServedModel, settings: Settings) -> list[dict[str, Any]]:
+    questions, contexts, params = body.inputs.question, body.inputs.context, body.parameters
     problems = _too_many(len(questions), settings.max_inputs_per_job, ["inputs", "question"])
     problems += _chars(questions, settings.max_chars_per_input, ["inputs", "question"])
     problems += _chars(contexts, settings.max_chars_per_input, ["inputs", "context"])
     if params.max_seq_len > model.max_tokens:
         message = f"is {params.max_seq_len}; the model takes at most {model.max_tokens}"
         problems.append(detail(["parameters", "max_seq_len"], message))
-    if problems:
-        return problems
-    encoded = model.tokenizer.encode_batch([*questions, *contexts], add_special_tokens=False)
-    assert params.doc_stride is not None  # filled in by the schema
-    for index in range(len(questions)):
-        q_len, c_len = len(encoded[index].ids), len(encoded[len(questions) + index].ids)
-        if q_len == 0:
-            problems.append(detail(["inputs", "question", index], "has no tokens"))
-            continue
-        if c_len == 0:
-            problems.append(detail(["inputs", "context", index], "has no tokens"))
-            continue
-        try:
-            chunks = qa_chunk_count(q_len, c_len, params.max_seq_len, params.doc_stride)
-        except ValueError as error:
-            problems.append(detail(["inputs", "question", index], str(error)))
-            continue
-        if chunks * params.max_seq_len > MAX_QA_TOKENS_PER_INPUT:
-            problems.append(
-                detail(["inputs", "context", index],
-                       f"splits into {chunks} chunks of {params.max_seq_len} tokens (doc_stride={params.doc_stride}), "
-                       f"{chunks * params.max_seq_len:,} tokens; at most {MAX_QA_TOKENS_PER_INPUT:,} per pair")
-            )
+    return problems
+
+
+def check_question_answerings(bodies: list[QuestionAnsweringRequest], model: ServedModel,
+                              settings: Settings) -> list[list[dict[str, Any]]]:
+    """The problems of each body; every question and context of all of them tokenized in one call."""
+    problems = [_qa_bounds(body, model, settings) for body in bodies]
+    checked = [i for i, found in enumerate(problems) if not found]
+    encoded = iter(model.tokenizer.encode_batch_fast(
+        [text for i in checked for text in (*bodies[i].inputs.question, *bodies[i].inputs.context)],
+        add_special_tokens=False))
+    for i in checked:
+        body, found = bodies[i], problems[i]
+        params, pairs = body.parameters, len(body.inputs.question)
+        lengths = [len(next(encoded).ids) for _ in range(2 * pairs)]
+        assert params.doc_stride is not None  # filled in by the schema
+        for index in range(pairs):
+            q_len, c_len = lengths[index], lengths[pairs + index]
+            if q_len == 0:
+                found.append(detail(["inputs", "question", index], "has no tokens"))
+                continue
+            if c_len == 0:
+                found.append(detail(["inputs", "context", index], "has no tokens"))
+                continue
+            try:
+                chunks = qa_chunk_count(q_len, c_len, params.max_seq_len, params.doc_stride)
+            except ValueError as error:
+                found.append(detail(["inputs", "question", index], str(error)))
+                continue
+            if chunks * params.max_seq_len > MAX_QA_TOKENS_PER_INPUT:
+                found.append(detail(
+                    ["inputs", "context", index],
+                    f"splits into {chunks} chunks of {params.max_seq_len} tokens (doc_stride={params.doc_stride}), "
+                    f"{chunks * params.max_seq_len:,} tokens; at most {MAX_QA_TOKENS_PER_INPUT:,} per pair"))
     return problems

@@ -58,8 +58,9 @@ def _rss_mb(pid: int) -> float:
 
 @contextmanager
 def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_threads: int,
-                  api_workers: int = 1) -> Iterator[tuple[str, str, dict[str, int], Path]]:
-    """(base URL, API key, pids of api, worker and redis, the stack's log) of a fresh stack serving `task`.
+                  api_workers: int = 1, beat: bool = False) -> Iterator[tuple[str, str, dict[str, int], Path]]:
+    """(base URL, API key, pids of api, worker and redis, the worker's log) of a fresh stack serving `task` (and
+    `beat`, which finalizes batches, when asked).
     `Prefer: wait` holds an API thread per request, so the API needs a thread per concurrent client, or clients
     queue for threads and the worker sees fewer jobs than there are clients."""
     with tempfile.TemporaryDirectory(prefix="distilq-bench-") as tmp:
@@ -73,6 +74,8 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_t
             url = stack.start_api("127.0.0.1", None, "--threads", str(api_threads), "--workers", str(api_workers))
             stack.start("worker", "worker", "--queues", task, "--metrics-port", "0")
             stack.wait_for_workers([task])
+            if beat:
+                stack.start("beat", "beat")
             assert stack.redis is not None and stack.redis.process is not None
             pids = {"api": stack.processes["api"].pid, "worker": stack.processes["worker"].pid,
                     "redis": stack.redis.process.pid}

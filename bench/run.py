@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
+from bench.batch_file import run_batch_file
 from bench.checkpoint import build
 from bench.e2e import run_end_to_end
 from bench.flops import Peak, Shape, padded_passes_flops, peak_for
@@ -71,7 +72,8 @@ def _table(task: str, results: list[Result], peak: Peak) -> str:
                      f"{share} | {r.latency_ms(50):.0f} | {r.latency_ms(95):.0f} | {r.latency_ms(99):.0f} |")
     by = {r.mode: r for r in results}
     ratios = {f"{x}/{y}": by[x].sequences_per_s / by[y].sequences_per_s
-              for x, y in (("c", "a"), ("c", "b"), ("d", "c"), ("d", "a"), ("d", "b")) if x in by and y in by}
+              for x, y in (("c", "a"), ("c", "b"), ("d", "c"), ("d", "a"), ("d", "b"), ("e", "c"), ("e", "d"))
+              if x in by and y in by}
     if ratios:
         lines += ["", "ratios (sequences/s): " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items())]
     c = by.get("c")
@@ -108,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
     parser.add_argument("--output", type=Path, default=Path(".distilq/bench-results.json"))
     parser.add_argument("--tasks", default="fill-mask,question-answering")
-    parser.add_argument("--modes", default="abcd", help="which of the modes (a)-(d) to run, e.g. c for the engine's "
-                                                         "CPU work alone")
+    parser.add_argument("--modes", default="abcd", help="which of the modes (a)-(e) to run, e.g. c for the engine's "
+                                                         "CPU work alone; e: the fill-mask inputs as one batch file")
     parser.add_argument("--device", default=os.environ.get("DISTILQ_DEVICE", "auto"), help="as DISTILQ_DEVICE")
     parser.add_argument("--dtype", default=os.environ.get("DISTILQ_DTYPE", "auto"), help="as DISTILQ_DTYPE")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
@@ -123,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                     "--database-url)")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    # The worker's thread count (DISTILQ_TORCH_THREADS) for the modes in this process too, so that (c) is the engine
+    # (d) and (e) run, and (a)/(b) the pipeline beside it on the same footing.
+    torch.set_num_threads(int(os.environ.get("DISTILQ_TORCH_THREADS") or len(os.sched_getaffinity(0))))
     runtime = resolve_runtime(args.device, args.dtype)
     if args.checkpoint == "tiny":
         from tests.tiny_model import build as build_tiny
@@ -156,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(fill_mask_pipeline(models["fill-mask"], texts, args.batch, runtime))
         if "c" in args.modes:
             results.append(fill_mask_engine(models["fill-mask"], texts, args.batch, args.max_batch_tokens, runtime))
+        if "e" in args.modes:
+            results.append(run_batch_file(models, texts, env))
         if "d" in args.modes:
             d, rss = run_end_to_end(models, "fill-mask",
                                     [{"inputs": {"input_string": texts[i: i + per_job]}, "parameters": {"top_k": 5}}

@@ -251,6 +251,11 @@ class Claim:
         return self.row["webhook"]
 
     @property
+    def batch_id(self) -> str | None:
+        """The batch whose line the job is; None for an interactive job."""
+        return self.row["batch_id"]
+
+    @property
     def queue_ms(self) -> float:
         """From submission to this claim; never negative (`claimed_at` is at least `created_at`)."""
         return (self.claimed_at - self.created_at).total_seconds() * 1000
@@ -373,11 +378,12 @@ def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: date
 
 @dataclass(frozen=True)
 class Finished:
-    """A job written back: its id, status, and its JSON as GET /v1/jobs/{id} now shows it."""
+    """A job written back: its id, status, and its JSON as GET /v1/jobs/{id} now shows it — None for a batch's line,
+    which no request holds (the batch's output file is its answer)."""
 
     job_id: str
     status: str
-    public: dict[str, Any]
+    public: dict[str, Any] | None
 
 
 #: What a write-back sets on a job (its attribute names, which are also its column names).
@@ -423,7 +429,9 @@ def finish(
                                                  for job_id, change in changes.items()])
         events = [record_event(session, job_id, EVENT_COMPLETED, now) for job_id in changes
                   if by_id[job_id].claim.webhook]
-    finished = [Finished(job_id, str(change["status"]), job_to_public(Job(**{**by_id[job_id].claim.row, **change})))
+    finished = [Finished(job_id, str(change["status"]),
+                         None if by_id[job_id].claim.batch_id else job_to_public(Job(**{**by_id[job_id].claim.row,
+                                                                                         **change})))
                 for job_id, change in changes.items()]
     return finished, [event for event in events if event]
 

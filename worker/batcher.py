@@ -166,8 +166,10 @@ class Batcher:
         this claim, and, when passes are long (a model on the CPU), until just before this one should end — the
         time per input of the last pass times this one's inputs, less the last claim's time and a quarter for
         slack (passes vary; a claim that ends after the pass leaves the device idle) — so that the jobs that came
-        during it ride the next pass, not the one after."""
-        if current.batch.more_queued:
+        during it ride the next pass, not the one after. A backlog of a batch's lines is claimed that late too (a
+        pass holding a line leaves only lines behind: interactive jobs are claimed first), so that an interactive
+        job that comes meanwhile waits for the rest of this pass, not also for a next one already full of lines."""
+        if current.batch.more_queued and not any(claim.batch_id for claim in current.batch.claims):
             return 0.0
         pass_s = self._pass_s_per_input.get(current.task, 0.0) * current.batch.n_inputs
         near_the_end = time.monotonic() + 0.75 * pass_s - current.ms["claim"] / 1000
@@ -261,25 +263,28 @@ class Batcher:
             self.leases.release(current.batch.claims)
         current.ms["write"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        self.events.finished([(done.job_id, done.status) for done in written],
-                             {done.job_id: done.public for done in written})
+        # A batch's lines are not announced: no request holds one.
+        self.events.finished([(done.job_id, done.status) for done in written if done.public is not None],
+                             {done.job_id: done.public for done in written if done.public is not None})
         self.events.webhooks(completed)
         current.ms["announce"] = (time.perf_counter() - started) * 1000
         self._observe(current, written, finished_at)
 
     def _observe(self, current: _Pass, written: list[Finished], finished_at: datetime) -> None:
-        """Metrics and one log line per batch and per job: ids, statuses and durations, never inputs. The batch's
+        """Metrics, and one log line per batch and per interactive job (a batch's lines are counted in the batch's
+        line: a 50,000-line batch would log 50,000): ids, statuses and durations, never inputs. The batch's
         line gives each stage's time: claim and write (database), inference (engine phases), announce (Redis),
         and idle (the engine waiting for this batch's claim after the last pass), so that where a batch's time
         goes can be read off the log."""
         task, claims, counts = current.task, current.batch.claims, current.counts
         batch_size = current.batch.n_inputs
-        batch_id = uuid.uuid4().hex[:12]
+        pass_id = uuid.uuid4().hex[:12]
         BATCH_INPUTS.labels(task).observe(batch_size)
         BATCH_TOKENS.labels(task).observe(counts.get("real_tokens", 0))
         INFERENCE_SECONDS.labels(task).observe(current.ms["inference"] / 1000)
         log.info("batch finished", extra={
-            "batch_id": batch_id, "task": task, "jobs": len(claims), "inputs": batch_size,
+            "pass_id": pass_id, "task": task, "jobs": len(claims), "inputs": batch_size,
+            "batch_lines": sum(1 for claim in claims if claim.batch_id),
             "tokens": counts.get("real_tokens", 0), "attention_slots": counts.get("attention_slots", 0),
             **{f"{k}_ms": round(v, 1) for k, v in current.ms.items()},
             **{f"{k}_ms": round(v * 1000, 1) for k, v in current.phase_seconds.items()},
@@ -291,7 +296,9 @@ class Batcher:
             JOBS_FINISHED.labels(task, status).inc()
             QUEUE_WAIT_SECONDS.labels(task).observe(queue_ms / 1000)
             JOB_LATENCY_SECONDS.labels(task).observe((finished_at - claim.created_at).total_seconds())
-            log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "batch_id": batch_id,
+            if claim.batch_id:
+                continue
+            log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "pass_id": pass_id,
                                             "attempt": claim.attempt, "queue_ms": round(queue_ms, 1)})
 
     def _run(self, engine: Engine, claims: list[Claim]) -> list[Outcome]:

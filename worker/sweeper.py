@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -100,7 +101,9 @@ class Sweeper:
         """Batches with no line left in flight: their output and error files written, completed (or cancelled)."""
         done = 0
         for batch_id in batches.due_for_finalizing(self.sessions, SWEEP_LIMIT):
+            started = time.perf_counter()
             events = batches.finalize(self.sessions, batch_id, self.clock)
+            log.info("batch finalized", extra={"batch": batch_id, "seconds": round(time.perf_counter() - started, 3)})
             self.events.webhooks(events)
             done += 1
         return done

@@ -1,0 +1,129 @@
+"""Mode (e): the same one-input requests as one batch file — uploaded, checked, run as a batch's lines and written
+to the output file — on a stack doing nothing else; then the same batch again with interactive jobs beside it,
+whose latency is compared with theirs on the idle stack."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import urllib3
+
+from bench.e2e import cpu_seconds, running_stack
+from bench.measure import Result
+
+#: Interactive clients measured beside the batch, each holding one one-input job at a time (`Prefer: wait`).
+INTERACTIVE_CLIENTS = 4
+IDLE_SAMPLES = 100
+
+
+def _p95(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=20)[-1] if len(latencies) >= 2 else float("nan")
+
+
+def _ms(latencies: list[float]) -> str:
+    return f"p50/p95 {statistics.median(latencies) * 1000:.0f}/{_p95(latencies) * 1000:.0f} ms ({len(latencies)} jobs)"
+
+
+class _Client:
+    """The bench's HTTP client of one stack."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.http = urllib3.PoolManager(maxsize=INTERACTIVE_CLIENTS + 2, timeout=urllib3.Timeout(total=300),
+                                        retries=False)
+        self.auth = {"Authorization": f"Bearer {key}"}
+
+    def call(self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        response = self.http.request(method, f"{self.url}{path}", headers={**self.auth, **(headers or {})}, **kwargs)
+        if response.status >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status} {response.data[:500]!r}")
+        return response.json() if response.headers.get("Content-Type") == "application/json" else response.data
+
+    def interactive(self, texts: list[str], until: threading.Event | None, count: int) -> list[float]:
+        """Latencies of INTERACTIVE_CLIENTS clients, each holding one one-input job at a time: `count` jobs each, or
+        until `until` is set (the clients run in threads; this returns once they end)."""
+        latencies: list[float] = []
+        errors: list[BaseException] = []
+
+        def client() -> None:
+            done = 0
+            try:
+                while (until is None and done < count) or (until is not None and not until.is_set()):
+                    t0 = time.perf_counter()
+                    job = self.call("POST", "/v1/fill-mask", headers={"Prefer": "wait=60"},
+                                    json={"inputs": {"input_string": [texts[done % len(texts)]]}})
+                    if job["status"] != "succeeded":
+                        raise RuntimeError(f"an interactive job ended {job['status']}")
+                    latencies.append(time.perf_counter() - t0)
+                    done += 1
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(INTERACTIVE_CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return latencies
+
+    def batch(self, lines: bytes, total: int, texts: list[str] | None) -> tuple[dict[str, Any], dict[str, float],
+                                                                                list[float]]:
+        """Uploads `lines`, creates the batch and waits for it to end (with interactive clients beside it when
+        `texts` are given): the batch, its steps' seconds, and the interactive jobs' latencies."""
+        started = time.perf_counter()
+        file = self.call("POST", "/v1/files", fields={"purpose": "batch", "file": ("bench.jsonl", lines)})
+        uploaded = time.perf_counter()
+        batch = self.call("POST", "/v1/batches", json={"input_file_id": file["id"]})
+        created = time.perf_counter()
+        ended = threading.Event()
+        beside: list[float] = []
+        clients = (threading.Thread(target=lambda: beside.extend(self.interactive(texts, ended, 0)), daemon=True)
+                   if texts is not None else None)
+        if clients is not None:
+            clients.start()
+        while batch["status"] not in ("completed", "failed", "cancelled"):
+            time.sleep(0.05)
+            batch = self.call("GET", f"/v1/batches/{batch['id']}")
+        finished = time.perf_counter()
+        ended.set()
+        if clients is not None:
+            clients.join()
+        if batch["status"] != "completed" or batch["request_counts"]["completed"] != total:
+            raise RuntimeError(f"the batch ended {batch['status']}: {batch['request_counts']}")
+        steps = {"upload": uploaded - started, "check": created - uploaded, "run": finished - created,
+                 "wall": finished - started}
+        return batch, steps, beside
+
+
+def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str]) -> Result:
+    """(e): one fill-mask line per text, top_k 5."""
+    lines = "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/fill-mask",
+                                "body": {"inputs": {"input_string": [text]}, "parameters": {"top_k": 5}}}) + "\n"
+                    for i, text in enumerate(texts)).encode()
+    with running_stack(models, "fill-mask", {**env, "DISTILQ_SWEEP_INTERVAL_S": "0.2"}, INTERACTIVE_CLIENTS + 8,
+                       beat=True) as (url, key, pids, _log):
+        client = _Client(url, key)
+        idle = client.interactive(texts, None, IDLE_SAMPLES // INTERACTIVE_CLIENTS)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        batch, steps, _ = client.batch(lines, len(texts), None)
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        output = client.call("GET", f"/v1/files/{batch['output_file_id']}/content")
+        _, beside_steps, busy = client.batch(lines, len(texts), texts)
+    result = Result("e", f"distilq batch file of {len(texts)} one-input lines (upload, check, run, output file)",
+                    len(texts), 0, 0, steps["wall"], [steps["wall"]] * len(texts))
+    result.notes = [
+        f"upload {steps['upload']:.2f} s, check and queue {steps['check']:.2f} s, run and write the output file "
+        f"{steps['run']:.2f} s ({len(output) / 1e6:.1f} MB of output)",
+        "CPU seconds during the batch: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()),
+        f"interactive one-input jobs, {INTERACTIVE_CLIENTS} clients holding `Prefer: wait`: idle {_ms(idle)}; "
+        f"beside the same batch again {_ms(busy)}: p95 {_p95(busy) / _p95(idle):.2f}x idle (that batch took "
+        f"{beside_steps['wall']:.2f} s)",
+    ]
+    return result
