@@ -16,6 +16,7 @@ COPY core core
 COPY contract contract
 COPY store store
 COPY webhooks webhooks
+COPY evaluations evaluations
 
 FROM source AS api-wheels
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[api]'

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 #: Every package of the repository, top layer first (ARCHITECTURE.md).
-PACKAGES := bench distilq api worker store migrations webhooks contract models core
+PACKAGES := bench distilq api worker store migrations webhooks evaluations contract models core
 
 .PHONY: install run test test-unit test-integration test-chaos lint bench clean
 

@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
 
-    from api import batches, errors, files, health, jobs, metrics, openapi, state, webhooks
+    from api import batches, errors, evaluations, files, health, jobs, metrics, openapi, state, webhooks
 
     state.init_app(app, settings)
     errors.init_app(app)
@@ -29,4 +29,5 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(batches.bp)
+    app.register_blueprint(evaluations.bp)
     return app

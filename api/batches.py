@@ -10,7 +10,6 @@ Neither read holds more than a part of the file and one line.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,16 +19,16 @@ from flask import Blueprint, Response, jsonify, request
 
 from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
+from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, bad_body, json_lines
 from api.model_inputs import check_fill_masks, check_question_answerings
-from api.state import MODEL_RETRY_AFTER_S, app_state
-from api.validation import parse, query_int, read_json_object, unstorable
+from api.state import app_state, served
+from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
 from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest
 from core import wakeups
 from core.clock import utcnow
-from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, ModelUnavailable
+from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
 from models.tables import Batch
 from store import batches, files, jobs
-from webhooks import LookupFailed, UnsafeTarget, check_target
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,6 @@ bp = Blueprint("batches", __name__, url_prefix="/v1")
 bp.before_request(authenticate)
 bp.teardown_request(close_db)
 
-#: A failed batch names at most this many bad lines.
-MAX_ERRORS = 100
-#: Lines whose model checks (token counts) run together, with one tokenizer call.
-CHECK_CHUNK = 512
 #: route → (task, body schema)
 ROUTES: dict[str, tuple[str, Any]] = {
     "/v1/fill-mask": (TASK_FILL_MASK, FillMaskRequest),
@@ -59,23 +54,10 @@ class Line:
     body: FillMaskRequest | QuestionAnsweringRequest
 
 
-class BadLine(Exception):
-    def __init__(self, number: int, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.error = {"code": "invalid_line", "message": f"line {number}: {message}", "line": number,
-                      "param": param}
-
-
-def _line(raw: bytes, number: int, endpoint: str | None, full_check: bool) -> Line:
+def _line(data: dict[str, Any], number: int, endpoint: str | None, full_check: bool) -> Line:
     """One line of the file, judged as its route judges a body, but for the model's checks (`_validate` runs them
     on many lines at once); raises BadLine. `full_check`: also what the first read has already ruled out (the
     second only rebuilds what the first passed)."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as error:
-        raise BadLine(number, f"not valid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise BadLine(number, "a line must be a JSON object")
     unknown = sorted(set(data) - LINE_KEYS)
     if unknown:
         raise BadLine(number, f"unknown field {unknown[0]!r}", unknown[0])
@@ -103,42 +85,20 @@ def _line(raw: bytes, number: int, endpoint: str | None, full_check: bool) -> Li
             if parsed.webhook is not None:
                 problems = [detail(["webhook"], "a batch's lines have no webhooks of their own: give the batch one")]
     if problems:
-        raise _bad_body(number, problems)
+        raise bad_body(number, problems, "body")
     return Line(number, custom_id, task, parsed)
-
-
-def _bad_body(number: int, problems: list[dict[str, Any]]) -> BadLine:
-    where = ".".join(str(part) for part in ["body", *problems[0]["loc"]])
-    return BadLine(number, f"{where}: {problems[0]['msg']}", where)
-
-
-def _served(task: str) -> Any:
-    try:
-        return app_state().served_model(task)
-    except ModelUnavailable as error:
-        raise ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
-                       headers={"Retry-After": str(MODEL_RETRY_AFTER_S)}) from None
 
 
 def _read(file_id: str, endpoint: str | None, full_check: bool) -> Iterator[Line | BadLine]:
     """Every line of the file (blank lines skipped), judged, or what is wrong with it."""
-    settings = app_state().settings
-    count = 0
-    try:
-        for number, raw in enumerate(files.read_lines(app_state().read_sessions, file_id, settings.max_body_bytes),
-                                     start=1):
-            if not raw.strip():
-                continue
-            count += 1
-            if count > settings.max_batch_lines:
-                yield BadLine(number, f"a batch holds at most {settings.max_batch_lines} lines")
-                return
-            try:
-                yield _line(raw, number, endpoint, full_check)
-            except BadLine as bad:
-                yield bad
-    except files.LineTooLong as error:
-        yield BadLine(error.line, f"longer than {error.limit} bytes (DISTILQ_MAX_BODY_BYTES)")
+    for item in json_lines(file_id, app_state().settings.max_batch_lines):
+        if isinstance(item, BadLine):
+            yield item
+            continue
+        try:
+            yield _line(item[1], item[0], endpoint, full_check)
+        except BadLine as bad:
+            yield bad
 
 
 def _validate(file_id: str, endpoint: str | None) -> tuple[int, list[dict[str, Any]]]:
@@ -151,8 +111,8 @@ def _validate(file_id: str, endpoint: str | None) -> tuple[int, list[dict[str, A
         for task, check in CHECKS.items():
             lines = [item for item in pending if item.task == task]
             if lines:
-                found = check([item.body for item in lines], _served(task), app_state().settings)
-                errors.extend(_bad_body(item.number, problems).error
+                found = check([item.body for item in lines], served(task), app_state().settings)
+                errors.extend(bad_body(item.number, problems, "body").error
                               for item, problems in zip(lines, found, strict=True) if problems)
         pending.clear()
 
@@ -203,14 +163,9 @@ def own_batch(batch_id: str) -> Batch:
 def create() -> Response:
     body = parse(BatchRequest, read_json_object())
     state, key = app_state(), current_key().id
-    if body.webhook is not None:
-        try:
-            check_target(body.webhook, state.settings.webhook_allow_private)
-        except UnsafeTarget as error:
-            raise invalid([detail(["webhook"], str(error))]) from None
-        except LookupFailed as error:
-            raise ApiError(503, "webhook_lookup_failed", f"webhook: {error}; retry shortly",
-                           headers={"Retry-After": "5"}) from None
+    problems = webhook_problems(body.webhook)
+    if problems:
+        raise invalid(problems)
     file = files.own_file(read_db(), key, body.input_file_id)
     if file is None or file.purpose != "batch":
         raise invalid([detail(["input_file_id"], "names no file of yours uploaded with purpose 'batch'")])

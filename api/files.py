@@ -30,8 +30,8 @@ def own_file(file_id: str) -> File:
 
 @bp.post("/files")
 def upload() -> Response:
-    """multipart/form-data with `file` and `purpose=batch`. Werkzeug spools the upload to a temporary file past
-    500 KB; it is copied into the database a part at a time."""
+    """multipart/form-data with `file` and `purpose` (`batch` or `evaluation`). Werkzeug spools the upload to a
+    temporary file past 500 KB; it is copied into the database a part at a time."""
     limit = app_state().settings.max_file_bytes
     request.max_content_length = limit + MULTIPART_SLACK
     try:
@@ -43,8 +43,8 @@ def upload() -> Response:
         raise ApiError(415, "unsupported_media_type", "send the file as multipart/form-data, in the field 'file'")
     problems = []
     purpose = form.get("purpose")
-    if purpose != "batch":
-        problems.append(detail(["purpose"], "must be 'batch'"))
+    if purpose not in files.UPLOAD_PURPOSES:
+        problems.append(detail(["purpose"], f"must be one of {', '.join(files.UPLOAD_PURPOSES)}"))
     upload = uploads.get("file")
     if upload is None:
         problems.append(detail(["file"], "is required: the file's bytes, as a multipart file field"))
@@ -53,7 +53,7 @@ def upload() -> Response:
     assert upload is not None
     session = db()
     try:
-        file = files.store_file(session, api_key_id=current_key().id, purpose="batch",
+        file = files.store_file(session, api_key_id=current_key().id, purpose=str(purpose),
                                 filename=(upload.filename or "upload.jsonl")[:255], stream=upload.stream,
                                 max_bytes=limit, now=utcnow())
     except files.FileTooLarge:

@@ -17,8 +17,8 @@ from flask import Blueprint, Response, jsonify, request
 from api.deps import authenticate, close_db, current_key, db, own_job, read_db
 from api.errors import ApiError, detail, invalid
 from api.model_inputs import ServedModel, check_fill_mask, check_question_answering
-from api.state import MODEL_RETRY_AFTER_S, app_state
-from api.validation import parse, query_choice, query_int, read_json_object
+from api.state import app_state, served
+from api.validation import parse, query_choice, query_int, read_json_object, webhook_problems
 from api.waiting import requested_wait_s, wait_for_job
 from contract.job_json import job_to_public
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest
@@ -27,10 +27,9 @@ from core.clock import utcnow
 from core.metrics import JOBS_FINISHED, JOBS_SUBMITTED
 from core.queue import job_channel, publish_webhook
 from core.settings import Settings
-from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS, ModelUnavailable
+from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
 from models.tables import CANCELED, STATUSES, TERMINAL_STATUSES, Job
 from store import job_reads, jobs
-from webhooks import LookupFailed, UnsafeTarget, check_target
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +97,8 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
     raw = read_json_object()
     body = parse(schema, raw)
     state = app_state()
-    try:
-        served = state.served_model(task)
-    except ModelUnavailable as error:
-        raise ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
-                       headers={"Retry-After": str(MODEL_RETRY_AFTER_S)}) from None
-    problems = check(body, served, state.settings)
-    if body.webhook is not None:
-        try:
-            check_target(body.webhook, state.settings.webhook_allow_private)
-        except UnsafeTarget as error:
-            problems.append(detail(["webhook"], str(error)))
-        except LookupFailed as error:
-            raise ApiError(503, "webhook_lookup_failed", f"webhook: {error}; retry shortly",
-                           [detail(["webhook"], str(error))], headers={"Retry-After": "5"}) from None
+    problems = check(body, served(task), state.settings)
+    problems += webhook_problems(body.webhook)
     if problems:
         raise invalid(problems)
     idempotency_key = _idempotency_key(request.headers.get("Idempotency-Key"))

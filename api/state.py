@@ -87,3 +87,14 @@ def app_state() -> AppState:
     state: AppState = current_app.extensions["distilq"]
     return state
 
+
+
+def served(task: str) -> ServedModel:
+    """The served model's tokenizer side, or a 503 (with Retry-After) while it cannot be loaded."""
+    from api.errors import ApiError
+
+    try:
+        return app_state().served_model(task)
+    except ModelUnavailable as error:
+        raise ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
+                       headers={"Retry-After": str(MODEL_RETRY_AFTER_S)}) from None

@@ -11,6 +11,8 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from api.errors import ApiError, Loc, detail, from_validation_error, invalid
+from api.state import app_state
+from webhooks import LookupFailed, UnsafeTarget, check_target
 
 #: Deeper JSON than this is refused: no body of the contract nests beyond a few levels.
 MAX_JSON_DEPTH = 32
@@ -95,3 +97,18 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     if value is not None and value not in choices:
         raise invalid([detail(["query", name], f"must be one of {', '.join(choices)}")])
     return value
+
+
+def webhook_problems(url: str | None) -> list[dict[str, Any]]:
+    """What is wrong with a webhook URL (the SSRF guard: `webhooks.check_target`), naming the field `webhook`; a
+    passing DNS failure is a 503, to be retried."""
+    if url is None:
+        return []
+    try:
+        check_target(url, app_state().settings.webhook_allow_private)
+    except UnsafeTarget as error:
+        return [detail(["webhook"], str(error))]
+    except LookupFailed as error:
+        raise ApiError(503, "webhook_lookup_failed", f"webhook: {error}; retry shortly",
+                       [detail(["webhook"], str(error))], headers={"Retry-After": "5"}) from None
+    return []

@@ -13,7 +13,7 @@ from typing import Any
 
 import urllib3
 
-from bench.e2e import cpu_seconds, running_stack
+from bench.e2e import batch_steps, cpu_seconds, descendants, logged_batches, peak_rss_mb, running_stack
 from bench.measure import Result
 
 #: Interactive clients measured beside the batch, each holding one one-input job at a time (`Prefer: wait`).
@@ -108,14 +108,19 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
                                 "body": {"inputs": {"input_string": [text]}, "parameters": {"top_k": 5}}}) + "\n"
                     for i, text in enumerate(texts)).encode()
     with running_stack(models, "fill-mask", {**env, "DISTILQ_SWEEP_INTERVAL_S": "0.2"}, INTERACTIVE_CLIENTS + 8,
-                       beat=True) as (url, key, pids, _log):
+                       beat=True) as (url, key, pids, log):
         client = _Client(url, key)
         idle = client.interactive(texts, None, IDLE_SAMPLES // INTERACTIVE_CLIENTS)
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        before = len(logged_batches(log))
         batch, steps, _ = client.batch(lines, len(texts), None)
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        alone = len(logged_batches(log))
         output = client.call("GET", f"/v1/files/{batch['output_file_id']}/content")
         _, beside_steps, busy = client.batch(lines, len(texts), texts)
+        passes = f"alone: {batch_steps(log, before, alone)}; beside interactive jobs: {batch_steps(log, alone)}"
+        # gunicorn's worker process is the API's child: the largest of the process tree's peaks.
+        peaks = {name: max(peak_rss_mb(member) for member in descendants(pid)) for name, pid in pids.items()}
     result = Result("e", f"distilq batch file of {len(texts)} one-input lines (upload, check, run, output file)",
                     len(texts), 0, 0, steps["wall"], [steps["wall"]] * len(texts))
     result.notes = [
@@ -125,5 +130,8 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
         f"interactive one-input jobs, {INTERACTIVE_CLIENTS} clients holding `Prefer: wait`: idle {_ms(idle)}; "
         f"beside the same batch again {_ms(busy)}: p95 {_p95(busy) / _p95(idle):.2f}x idle (that batch took "
         f"{beside_steps['wall']:.2f} s)",
+        passes,
+        f"peak resident memory (VmHWM) over both batches ({len(lines) / 1e6:.1f} MB of input): "
+        + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peaks.items()),
     ]
     return result

@@ -19,7 +19,7 @@ from bench.measure import Result
 from distilq.stack import LocalStack
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -40,7 +40,7 @@ def cpu_seconds(pid: int, with_children: bool = True) -> float:
     """User + system CPU time of a process and (unless told not to) everything it started, so far."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for member in _descendants(pid) if with_children else [pid]:
+    for member in descendants(pid) if with_children else [pid]:
         try:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / ticks
@@ -49,11 +49,16 @@ def cpu_seconds(pid: int, with_children: bool = True) -> float:
     return total
 
 
-def _rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory the process has had (VmHWM), in MB."""
+    return _rss_mb(pid, "VmHWM")
 
 
 @contextmanager
@@ -78,18 +83,23 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_t
                 stack.start("beat", "beat")
             assert stack.redis is not None and stack.redis.process is not None
             pids = {"api": stack.processes["api"].pid, "worker": stack.processes["worker"].pid,
-                    "redis": stack.redis.process.pid}
+                    "redis": stack.redis.process.pid, **({"beat": stack.processes["beat"].pid} if beat else {})}
             yield url, key, pids, home / "worker.log"
         finally:
             stack.stop_all()
 
 
-def batch_steps(log: Path) -> str:
-    """Where a batch's time went, from the worker's log lines (`worker/batcher.py`): mean milliseconds of each
-    stage over the batches after the warm-up one. Claim and write overlap the engine's passes; `idle` is the time
-    the engine waited for a batch's claim after its last pass, within a drain."""
-    batches = [json.loads(line) for line in log.read_text("utf-8", errors="replace").splitlines()
-               if '"batch finished"' in line][1:]
+def logged_batches(log: Path) -> list[dict[str, Any]]:
+    """The worker's "batch finished" log lines (`worker/batcher.py`), parsed."""
+    return [json.loads(line) for line in log.read_text("utf-8", errors="replace").splitlines()
+            if '"batch finished"' in line]
+
+
+def batch_steps(log: Path, first: int = 1, last: int | None = None) -> str:
+    """Where a batch's time went, from the worker's log lines: mean milliseconds of each stage over the batches
+    `first` (by default, after the warm-up one) to `last`. Claim and write overlap the engine's passes; `idle` is
+    the time the engine waited for a batch's claim after its last pass, within a drain."""
+    batches = logged_batches(log)[first:last]
     if len(batches) < 2:
         return "too few batches to break down"
     names = ("claim", "inference", "write", "announce", "idle")

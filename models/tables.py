@@ -1,5 +1,5 @@
-"""The SQL tables: API keys, jobs, and the files and batches of batch jobs. The job row is the only record of a job;
-a batch's lines are jobs of that batch."""
+"""The SQL tables: API keys, jobs, the files, batches and evaluations. The job row is the only record of a job; a
+batch's lines and an evaluation's examples are jobs of that batch or evaluation."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ class Job(Base):
         Index("ix_jobs_api_key_status_priority", "api_key_id", "status", "priority"),
         Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_batch_line", "batch_id", "batch_line"),
+        Index("ix_jobs_evaluation_line", "evaluation_id", "batch_line"),
+        Index("ix_jobs_evaluation_status", "evaluation_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -84,12 +86,14 @@ class Job(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     idempotency_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
-    #: Workers claim lower first: INTERACTIVE (0) jobs before a batch's lines (BATCH_PRIORITY).
+    #: Workers claim lower first: INTERACTIVE (0) jobs before the lines of files (BATCH_PRIORITY).
     priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     #: A batch's line: its batch, its line number in the input file (from 1) and its `custom_id`.
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
     batch_line: Mapped[int | None] = mapped_column(Integer, nullable=True)
     custom_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: An evaluation's example: its evaluation (its line number in `batch_line`, its gold in `meta`).
+    evaluation_id: Mapped[str | None] = mapped_column(ForeignKey("evaluations.id"), nullable=True)
 
 
 INTERACTIVE_PRIORITY, BATCH_PRIORITY = 0, 1
@@ -152,7 +156,43 @@ class Batch(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+EVAL_QUEUED, EVAL_SUCCEEDED, EVAL_FAILED, EVAL_CANCELED = "queued", "succeeded", "failed", "canceled"
+
+
+class Evaluation(Base):
+    """An evaluation: its examples run as jobs of the evaluation; its metrics are computed from them once none is
+    left in flight. Stored statuses: queued (in flight; shown `running` once an example has started), succeeded,
+    failed (its file did not validate, or every example failed), canceled."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (Index("ix_evaluations_api_key_created", "api_key_id", "created_at"),
+                      Index("ix_evaluations_status", "status"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    task: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(255))
+    input_file_id: Mapped[str] = mapped_column(ForeignKey("files.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    #: Examples evaluated (lines of the file, or the sample of them).
+    total: Mapped[int] = mapped_column(Integer)
+    #: The metrics asked for, and the config with its defaults.
+    metric_names: Mapped[list[str]] = mapped_column(JSONType)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    output_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    #: Why it failed: `{"code", "message", "lines": [...]}`.
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: When its metrics and output file were written (its end), None before.
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 EVENT_STARTED, EVENT_COMPLETED, EVENT_BATCH_COMPLETED = "job.started", "job.completed", "batch.completed"
+EVENT_EVALUATION_COMPLETED = "evaluation.completed"
 #: `webhook_events_filter` names → event types.
 EVENT_FOR_FILTER = {"start": EVENT_STARTED, "completed": EVENT_COMPLETED}
 PENDING, DELIVERED, GONE = "pending", "delivered", "gone"
@@ -166,9 +206,10 @@ class WebhookEvent(Base):
     __table_args__ = (Index("ix_webhook_events_due", "status", "next_attempt_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    #: The job the event is about, or (`batch.completed`) the batch.
+    #: The job the event is about, or (`batch.completed`) the batch, or (`evaluation.completed`) the evaluation.
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True, nullable=True)
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    evaluation_id: Mapped[str | None] = mapped_column(ForeignKey("evaluations.id"), nullable=True)
     api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
     type: Mapped[str] = mapped_column(String(32))
     url: Mapped[str] = mapped_column(Text)

@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.tables import File, FilePart
 
 PART_BYTES = 1 << 20
-PURPOSES = ("batch", "batch_output")
+#: What a file is for: uploaded ones (a batch's input, an evaluation's examples) and written ones.
+UPLOAD_PURPOSES = ("batch", "evaluation")
+PURPOSES = (*UPLOAD_PURPOSES, "batch_output", "evaluation_output")
 
 
 class FileTooLarge(Exception):

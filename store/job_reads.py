@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
-from models.tables import QUEUED, RUNNING, Job
+from models.tables import INTERACTIVE_PRIORITY, QUEUED, RUNNING, Job
 
 
 def own_job(session: Session, api_key_id: str, job_id: str) -> Job | None:
@@ -19,8 +19,8 @@ def own_job(session: Session, api_key_id: str, job_id: str) -> Job | None:
 def list_jobs(session: Session, api_key_id: str, *, status: str | None, task: str | None, limit: int,
               before: tuple[datetime, str] | None) -> list[Job]:
     """Up to `limit` of the key's jobs, newest first, older than `before` (created_at, id) when given. A batch's
-    lines are not listed (its output file holds them)."""
-    query = select(Job).where(Job.api_key_id == api_key_id, Job.batch_id.is_(None))
+    lines and an evaluation's examples are not listed (their output files hold them)."""
+    query = select(Job).where(Job.api_key_id == api_key_id, Job.priority == INTERACTIVE_PRIORITY)
     if status is not None:
         query = query.where(Job.status == status)
     if task is not None:

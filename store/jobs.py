@@ -1,12 +1,12 @@
 """The job store: the one module that changes a job's status. Every transition is a compare-and-set on the job
 row inside the caller's transaction or its own, and records the webhook event it causes in that same transaction:
 
-    submit → queued;  a batch's lines → queued (at the batch's lower priority);
+    submit → queued;  a batch's lines, an evaluation's examples → queued (at the files' lower priority);
     claim: queued → running (attempt + 1, lease);  renew the lease;
     finish: running → succeeded | failed (only while the claim holds);  cancel: queued | running → canceled;
-    cancel a batch: its queued lines → canceled (running ones finish);
+    cancel a batch or an evaluation: its queued lines → canceled (running ones finish);
     reclaim: running with an expired lease → queued, or failed `worker_lost` after the last attempt;
-    requeue: a queued job's wake-up was lost → marked as woken again (`beat` publishes one).
+    requeue: a task's wake-up was lost → its first stale job marked as woken again (`beat` publishes one).
 
 The reads of the API's routes are `store/job_reads.py`'s.
 """
@@ -187,8 +187,22 @@ def batch_line(*, batch_id: str, line: int, custom_id: str, task: str, model: st
     return {_COLUMNS[name]: value for name, value in fields.items()}
 
 
+def evaluation_example(*, evaluation_id: str, line: int, task: str, model: str, api_key_id: str,
+                       inputs: dict[str, Any], parameters: dict[str, Any], n_inputs: int, gold: dict[str, Any],
+                       now: datetime) -> dict[str, Any]:
+    """The job row of an evaluation's example (column: value), for `add_batch_lines`: its gold in `meta`."""
+    fields = {
+        "id": str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
+        "input": inputs, "parameters": parameters, "n_inputs": n_inputs, "created_at": now, "attempts": 0,
+        "priority": BATCH_PRIORITY, "webhook_events_filter": [], "meta": gold, "evaluation_id": evaluation_id,
+        "batch_line": line,
+    }
+    return {_COLUMNS[name]: value for name, value in fields.items()}
+
+
 def add_batch_lines(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Inserts a batch's lines as queued jobs, in the caller's transaction (one statement for many rows)."""
+    """Inserts the lines of a batch's or an evaluation's file as queued jobs, in the caller's transaction (one
+    statement for many rows)."""
     if rows:
         session.execute(insert(cast(Table, Job.__table__)), rows)
 
@@ -196,10 +210,20 @@ def add_batch_lines(session: Session, rows: list[dict[str, Any]]) -> None:
 def cancel_batch_lines(session: Session, batch_id: str, now: datetime) -> int:
     """Cancels the batch's queued lines in the caller's transaction (running ones finish); how many. Batch lines
     have no webhooks of their own: no events."""
+    return _cancel_lines(session, Job.batch_id == batch_id, now, "batch_cancelled",
+                         "the batch was cancelled before this line ran")
+
+
+def cancel_evaluation_examples(session: Session, evaluation_id: str, now: datetime) -> int:
+    """Cancels the evaluation's queued examples in the caller's transaction (running ones finish); how many."""
+    return _cancel_lines(session, Job.evaluation_id == evaluation_id, now, "evaluation_canceled",
+                         "the evaluation was canceled before this example ran")
+
+
+def _cancel_lines(session: Session, which: Any, now: datetime, code: str, message: str) -> int:
     return rowcount(session.execute(
-        update(Job).where(Job.batch_id == batch_id, Job.status == QUEUED)
-        .values(status=CANCELED, completed_at=now, error={"code": "batch_cancelled",
-                                                         "message": "the batch was cancelled before this line ran"})
+        update(Job).where(which, Job.status == QUEUED)
+        .values(status=CANCELED, completed_at=now, error={"code": code, "message": message})
         .execution_options(synchronize_session=False)))
 
 
@@ -251,9 +275,10 @@ class Claim:
         return self.row["webhook"]
 
     @property
-    def batch_id(self) -> str | None:
-        """The batch whose line the job is; None for an interactive job."""
-        return self.row["batch_id"]
+    def from_file(self) -> bool:
+        """Whether the job is a line of a file (a batch's or an evaluation's), which no request holds: not
+        announced, not logged one by one, and run at the files' lower priority."""
+        return bool(self.row["priority"] != INTERACTIVE_PRIORITY)
 
     @property
     def queue_ms(self) -> float:
@@ -325,7 +350,7 @@ class ClaimedBatch:
 @functools.cache
 def _candidates_statement() -> Any:
     """The queued jobs of :task, interactive ones first, then the oldest first, at most :limit, built once."""
-    return (select(Job.id, Job.n_inputs)
+    return (select(Job.id, Job.n_inputs, Job.priority)
             .where(Job.status == QUEUED, Job.task == bindparam("task"))
             .order_by(Job.priority, Job.created_at)
             .limit(bindparam("limit"))
@@ -334,10 +359,13 @@ def _candidates_statement() -> Any:
 
 def claim_more(
     sessions: sessionmaker[Session], task: str, max_inputs: int, clock: Clock, lease_s: int,
-    worker: str | None = None, oversized_alone: bool = True,
+    worker: str | None = None, oversized_alone: bool = True, max_line_inputs: int | None = None,
+    cap_lines: bool = False,
 ) -> ClaimedBatch:
     """Claims the oldest queued jobs of `task` whose inputs fit in `max_inputs`; when the oldest alone is larger,
-    it alone (the engine splits it into passes), unless `oversized_alone` is False (a batch being topped up). On
+    it alone (the engine splits it into passes), unless `oversized_alone` is False (a batch being topped up).
+    Interactive jobs come first; lines of batch files take at most `max_line_inputs` of the inputs when the claim
+    takes an interactive job too, or when `cap_lines` (interactive jobs are about); else as many as fit. On
     PostgreSQL the candidate rows are locked with SKIP LOCKED so that workers claiming at once take disjoint
     jobs; SQLite serialises writers."""
     if max_inputs <= 0:
@@ -348,7 +376,13 @@ def claim_more(
                                                   {"task": task, "limit": max_inputs + 1}).all()
         chosen: list[str] = []
         budget = max_inputs
-        for job_id, n_inputs in candidates:
+        line_cap = max_line_inputs
+        for job_id, n_inputs, priority in candidates:
+            if priority != INTERACTIVE_PRIORITY and line_cap is not None:
+                # At the first line (interactive jobs come first): whether this claim holds an interactive job.
+                if cap_lines or chosen:
+                    budget = min(budget, line_cap)
+                line_cap = None
             if n_inputs > budget:
                 if not chosen and oversized_alone:
                     chosen.append(job_id)
@@ -430,7 +464,7 @@ def finish(
         events = [record_event(session, job_id, EVENT_COMPLETED, now) for job_id in changes
                   if by_id[job_id].claim.webhook]
     finished = [Finished(job_id, str(change["status"]),
-                         None if by_id[job_id].claim.batch_id else job_to_public(Job(**{**by_id[job_id].claim.row,
+                         None if by_id[job_id].claim.from_file else job_to_public(Job(**{**by_id[job_id].claim.row,
                                                                                          **change})))
                 for job_id, change in changes.items()]
     return finished, [event for event in events if event]
@@ -493,21 +527,24 @@ def reclaim_expired(
 
 
 def take_stale_queued(sessions: sessionmaker[Session], now: datetime, older_than: timedelta,
-                      limit: int) -> list[tuple[str, str]]:
-    """Queued jobs not woken for `older_than` (their wake-up was lost), marked woken now; (id, task)."""
+                      tasks: Collection[str]) -> list[tuple[str, str]]:
+    """Per task, the first queued job (in claim order) not woken for `older_than` — its wake-up was lost, or its
+    task's backlog has waited that long — marked woken now; (id, task). One job per task is enough: a wake-up drains
+    the task's whole backlog. Each look is one step down the claim index (status, task, priority, created_at), not
+    a scan of a 50,000-line batch, and marks one row."""
+    stale = []
     with transaction(sessions) as session:
-        stale = session.execute(
-            select(Job.id, Job.task)
-            .where(Job.status == QUEUED, func.coalesce(Job.published_at, Job.created_at) < now - older_than)
-            .order_by(Job.created_at)
-            .limit(limit)
-        ).all()
+        for task in tasks:
+            found = session.execute(
+                select(Job.id).where(Job.status == QUEUED, Job.task == task,
+                                     func.coalesce(Job.published_at, Job.created_at) < now - older_than)
+                .order_by(Job.priority, Job.created_at).limit(1)).scalar()
+            if found is not None:
+                stale.append((found, task))
         if stale:
-            session.execute(
-                update(Job).where(Job.id.in_([job_id for job_id, _ in stale]), Job.status == QUEUED)
-                .values(published_at=now)
-            )
-    return [(job_id, task) for job_id, task in stale]
+            session.execute(update(Job).where(Job.id.in_([job_id for job_id, _ in stale]), Job.status == QUEUED)
+                            .values(published_at=now))
+    return stale
 
 
 def free_idempotency_keys(sessions: sessionmaker[Session], now: datetime) -> int:

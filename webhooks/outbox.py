@@ -1,5 +1,5 @@
-"""Recording job and batch events for webhooks, inside the transaction that changes the job's status (an outbox: the
-event exists exactly when the status change does)."""
+"""Recording job, batch and evaluation events for webhooks, inside the transaction that changes the status (an
+outbox: the event exists exactly when the status change does)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ from sqlalchemy.orm import Session
 
 from contract.job_json import job_to_public
 from core.clock import isoformat
-from models.tables import EVENT_BATCH_COMPLETED, EVENT_FOR_FILTER, PENDING, Batch, Job, WebhookEvent
+from models.tables import (
+    EVENT_BATCH_COMPLETED,
+    EVENT_EVALUATION_COMPLETED,
+    EVENT_FOR_FILTER,
+    PENDING,
+    Batch,
+    Evaluation,
+    Job,
+    WebhookEvent,
+)
 
 
 def record_event(session: Session, job_id: str, event_type: str, now: datetime) -> str | None:
@@ -37,12 +46,24 @@ def record_event(session: Session, job_id: str, event_type: str, now: datetime) 
 def record_batch_event(session: Session, batch: Batch, public: dict[str, Any], now: datetime) -> str | None:
     """Adds `batch.completed` for a batch with a webhook (`public`: the batch as GET /v1/batches/{id} shows it);
     returns the event id or None."""
-    if batch.webhook is None:
+    return _record_end(session, EVENT_BATCH_COMPLETED, batch, public, now, batch_id=batch.id)
+
+
+def record_evaluation_event(session: Session, evaluation: Evaluation, public: dict[str, Any],
+                            now: datetime) -> str | None:
+    """Adds `evaluation.completed` for an evaluation with a webhook (`public`: as GET /v1/evaluations/{id} shows
+    it); returns the event id or None."""
+    return _record_end(session, EVENT_EVALUATION_COMPLETED, evaluation, public, now, evaluation_id=evaluation.id)
+
+
+def _record_end(session: Session, event_type: str, owner: Batch | Evaluation, public: dict[str, Any], now: datetime,
+                **about: str) -> str | None:
+    if owner.webhook is None:
         return None
     event_id = f"msg_{uuid.uuid4().hex}"
-    payload = json.dumps({"type": EVENT_BATCH_COMPLETED, "timestamp": isoformat(now), "data": public},
+    payload = json.dumps({"type": event_type, "timestamp": isoformat(now), "data": public},
                          separators=(",", ":"), ensure_ascii=False)
-    session.add(WebhookEvent(id=event_id, batch_id=batch.id, api_key_id=batch.api_key_id, type=EVENT_BATCH_COMPLETED,
-                             url=batch.webhook, payload=payload, status=PENDING, attempts=0, next_attempt_at=now,
-                             published_at=now, created_at=now))
+    session.add(WebhookEvent(id=event_id, api_key_id=owner.api_key_id, type=event_type, url=owner.webhook,
+                             payload=payload, status=PENDING, attempts=0, next_attempt_at=now, published_at=now,
+                             created_at=now, **about))
     return event_id

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: A drain hands the worker back to Celery after this long, in seconds (it asks for another wake-up if jobs remain).
 DRAIN_SLICE_S = 2.0
+#: Interactive jobs are "about" for this long, in seconds, after a claim took one: meanwhile a batch file's lines
+#: fill passes only up to `lines_pass_ms` of the engine's time.
+INTERACTIVE_WINDOW_S = 2.0
 
 
 @dataclass
@@ -124,6 +127,8 @@ class Batcher:
         self.wait_s = settings.max_batch_wait_ms / 1000
         #: Seconds per input of the last batch of each task in the engine: when to claim the next one.
         self._pass_s_per_input: dict[str, float] = {}
+        #: When (`time.monotonic()`) a claim of each task last took an interactive job.
+        self._interactive_at: dict[str, float] = {}
         self._claimer = ThreadPoolExecutor(1, thread_name_prefix="claimer")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
 
@@ -168,12 +173,27 @@ class Batcher:
         slack (passes vary; a claim that ends after the pass leaves the device idle) — so that the jobs that came
         during it ride the next pass, not the one after. A backlog of a batch's lines is claimed that late too (a
         pass holding a line leaves only lines behind: interactive jobs are claimed first), so that an interactive
-        job that comes meanwhile waits for the rest of this pass, not also for a next one already full of lines."""
-        if current.batch.more_queued and not any(claim.batch_id for claim in current.batch.claims):
+        job that comes meanwhile waits for the rest of this pass, not also for a next one already full of lines —
+        while interactive jobs are about; a batch file alone is claimed at once, in full passes."""
+        holds_lines = any(claim.from_file for claim in current.batch.claims)
+        if current.batch.more_queued and not (holds_lines and self._interactive_about(current.task)):
             return 0.0
         pass_s = self._pass_s_per_input.get(current.task, 0.0) * current.batch.n_inputs
         near_the_end = time.monotonic() + 0.75 * pass_s - current.ms["claim"] / 1000
         return max(current.claimed_at + self.wait_s, near_the_end)
+
+    def _interactive_about(self, task: str) -> bool:
+        return time.monotonic() - self._interactive_at.get(task, float("-inf")) < INTERACTIVE_WINDOW_S
+
+    def _line_budget(self, task: str) -> int | None:
+        """How many inputs of batch files a pass may take while interactive jobs are about (the claim takes one, or
+        one was taken in the last INTERACTIVE_WINDOW_S): as many as the engine runs in `lines_pass_ms` (at least
+        one), so that a pass of lines ends soon after an interactive job comes (a GPU's passes are full still; a
+        CPU's shrink). None until a pass has been timed."""
+        per_input_s = self._pass_s_per_input.get(task)
+        if per_input_s is None:
+            return None
+        return max(1, int(self.settings.lines_pass_ms / 1000 / max(per_input_s, 1e-9)))
 
     def _claim(self, task: str, not_before: float = 0.0, top_up: bool = False) -> _Pass:
         """The next batch of `task`, claimed no sooner than `not_before` (a `time.monotonic()`). With `top_up`
@@ -184,14 +204,19 @@ class Batcher:
             time.sleep(delay)
         started = time.perf_counter()
         assert self.settings.max_batch_size is not None  # resolved for the device (WorkerContext.load_models)
+        line_budget, about = self._line_budget(task), self._interactive_about(task)
         batch = claim_more(self.sessions, task, self.settings.max_batch_size, self.clock, self.settings.lease_s,
-                           self.worker)
+                           self.worker, max_line_inputs=line_budget, cap_lines=about)
         room = self.settings.max_batch_size - batch.n_inputs
         if top_up and batch.claims and not batch.more_queued and room > 0 and self.wait_s > 0:
             time.sleep(self.wait_s)
+            lines = sum(claim.n_inputs for claim in batch.claims if claim.from_file)
             more = claim_more(self.sessions, task, room, self.clock, self.settings.lease_s, self.worker,
-                              oversized_alone=False)
+                              oversized_alone=False, cap_lines=about or len(batch.claims) > lines,
+                              max_line_inputs=None if line_budget is None else max(0, line_budget - lines))
             batch = ClaimedBatch(batch.claims + more.claims, batch.events + more.events, more.more_queued)
+        if any(not claim.from_file for claim in batch.claims):
+            self._interactive_at[task] = time.monotonic()
         self.leases.hold(batch.claims)
         if batch.more_queued:
             self.events.backlog(task)  # another worker may join
@@ -284,7 +309,7 @@ class Batcher:
         INFERENCE_SECONDS.labels(task).observe(current.ms["inference"] / 1000)
         log.info("batch finished", extra={
             "pass_id": pass_id, "task": task, "jobs": len(claims), "inputs": batch_size,
-            "batch_lines": sum(1 for claim in claims if claim.batch_id),
+            "batch_lines": sum(1 for claim in claims if claim.from_file),
             "tokens": counts.get("real_tokens", 0), "attention_slots": counts.get("attention_slots", 0),
             **{f"{k}_ms": round(v, 1) for k, v in current.ms.items()},
             **{f"{k}_ms": round(v * 1000, 1) for k, v in current.phase_seconds.items()},
@@ -296,7 +321,7 @@ class Batcher:
             JOBS_FINISHED.labels(task, status).inc()
             QUEUE_WAIT_SECONDS.labels(task).observe(queue_ms / 1000)
             JOB_LATENCY_SECONDS.labels(task).observe((finished_at - claim.created_at).total_seconds())
-            if claim.batch_id:
+            if claim.from_file:
                 continue
             log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "pass_id": pass_id,
                                             "attempt": claim.attempt, "queue_ms": round(queue_ms, 1)})

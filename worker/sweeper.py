@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.presence import REFRESH_S
 from core.settings import Settings
-from store import batches, jobs
+from core.tasks import TASKS
+from store import batches, evaluations, jobs
 from webhooks import take_due_events
 from worker.events import JobEvents
 
@@ -61,7 +62,9 @@ class Sweeper:
             "stale_woken": self._wake_for_stale(),
             "keys_freed": jobs.free_idempotency_keys(self.sessions, self.clock()),
             "webhooks_published": self._publish_due_webhooks(),
-            "batches_finalized": self._finalize_batches(),
+            "batches_finalized": self._finalize("batch", batches.due_for_finalizing, batches.finalize),
+            "evaluations_finalized": self._finalize("evaluation", evaluations.due_for_finalizing,
+                                                    evaluations.finalize),
         }
 
     def _dead_workers(self, now: datetime) -> set[str]:
@@ -91,19 +94,26 @@ class Sweeper:
         return len(failed) + len(requeued)
 
     def _wake_for_stale(self) -> int:
-        """Jobs queued past `requeue_after_s` (their wake-up was lost): a forced wake-up per task; how many jobs."""
+        """Tasks with a job queued past `requeue_after_s` (their wake-up was lost, or their backlog is long): a
+        forced wake-up each; how many tasks."""
         stale = jobs.take_stale_queued(self.sessions, self.clock(), timedelta(seconds=self.settings.requeue_after_s),
-                                       SWEEP_LIMIT)
+                                       TASKS)
         self.events.queued(stale)
         return len(stale)
 
-    def _finalize_batches(self) -> int:
-        """Batches with no line left in flight: their output and error files written, completed (or cancelled)."""
+    def _finalize(self, kind: str, due: Callable[[sessionmaker[Session], int], list[str]],
+                  finalize: Callable[[sessionmaker[Session], str, Callable[[], datetime]], list[str]]) -> int:
+        """Batches (or evaluations) with no line left in flight: their files written and their end recorded. One
+        that fails is logged and tried again at the next sweep; the others go on."""
         done = 0
-        for batch_id in batches.due_for_finalizing(self.sessions, SWEEP_LIMIT):
+        for owner_id in due(self.sessions, SWEEP_LIMIT):
             started = time.perf_counter()
-            events = batches.finalize(self.sessions, batch_id, self.clock)
-            log.info("batch finalized", extra={"batch": batch_id, "seconds": round(time.perf_counter() - started, 3)})
+            try:
+                events = finalize(self.sessions, owner_id, self.clock)
+            except Exception:
+                log.exception("finalizing %s %s failed; the next sweep tries again", kind, owner_id)
+                continue
+            log.info(f"{kind} finalized", extra={kind: owner_id, "seconds": round(time.perf_counter() - started, 3)})
             self.events.webhooks(events)
             done += 1
         return done

@@ -303,3 +303,40 @@ def test_a_second_worker_joins_a_backlog(fresh_stack: Stack) -> None:
                   if '"job finished"' in line] for name in ("worker-1", "worker-2")]
     assert all(by_worker), "both workers ran batches of the backlog"
     assert sorted(by_worker[0] + by_worker[1]) == sorted(ids)
+
+
+def test_a_batch_whose_worker_is_killed_ends_with_every_line_run_once(fresh_stack: Stack, reference: Any) -> None:
+    """A batch's lines are jobs like any other: a worker killed in the middle of a batch file loses none of them,
+    and the output file holds each `custom_id` once, with the reference output."""
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker-1")
+    fresh_stack.start("beat", "beat")
+    lines = [json.dumps({"custom_id": f"line-{i}", "method": "POST", "url": "/v1/fill-mask",
+                         "body": {"inputs": {"input_string": [text]}, "parameters": {"top_k": 2}}})
+             for i, text in enumerate(texts(24))]
+    file = http.post(f"{fresh_stack.url}/v1/files", data={"purpose": "batch"},
+                     files={"file": ("lines.jsonl", "\n".join(lines).encode())}).json()
+    batch = http.post(f"{fresh_stack.url}/v1/batches", json={"input_file_id": file["id"]}).json()
+    assert batch["status"] == "in_progress", batch
+    with fresh_stack.sessions() as session:
+        ids = list(session.scalars(select(Job.id).where(Job.batch_id == batch["id"])))
+    assert len(ids) == 24
+    wait_for(lambda: running(fresh_stack, ids), 60, "a pass of the batch's lines to start")
+    fresh_stack.stop("worker-1", signal.SIGKILL)
+    in_flight = running(fresh_stack, ids)
+    assert in_flight
+    fresh_stack.start_worker("worker-2")
+
+    def ended() -> dict[str, Any] | None:
+        now = http.get(f"{fresh_stack.url}/v1/batches/{batch['id']}").json()
+        return now if now["status"] in ("completed", "failed", "cancelled") else None
+
+    done = wait_for(ended, 240, "the batch to end")
+    assert done["status"] == "completed" and done["request_counts"] == {"total": 24, "completed": 24, "failed": 0}
+    final = rows(fresh_stack, ids)
+    assert all(final[job_id].attempts == 2 for job_id in in_flight), "the killed pass's lines ran again, once"
+    output = [json.loads(text) for text in
+              http.get(f"{fresh_stack.url}/v1/files/{done['output_file_id']}/content").text.splitlines()]
+    assert [item["custom_id"] for item in output] == [f"line-{i}" for i in range(24)]
+    for item in output:
+        assert_reference_output(item["response"]["body"], reference)

@@ -64,3 +64,32 @@ def submit(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock)
         return job
 
     return submit_job
+
+
+AddLines = Callable[[int], list[str]]
+
+
+@pytest.fixture()
+def add_lines(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> AddLines:
+    """`add_lines(count)`: a batch file of `count` one-input fill-mask lines, created as the API does; their job
+    ids, in line order."""
+
+    def add(count: int) -> list[str]:
+        from store import batches, files
+
+        with sessions() as session:
+            file = files.write_file(session, api_key_id=api_key.id, purpose="batch", filename="lines.jsonl",
+                                    parts=[], max_bytes=None, now=clock())
+            batch_id = batches.new_batch_id()
+            rows = [jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task=TASK_FILL_MASK,
+                                    model="stub", api_key_id=api_key.id, now=clock(),
+                                    body=FillMaskRequest.model_validate({"inputs": {"input_string": [
+                                        f"Line {i} has a [MASK]."]}}))
+                    for i in range(count)]
+            batches.create_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=file.id,
+                                 endpoint=None, completion_window="24h", webhook=None, metadata=None,
+                                 lines=iter(rows), now=clock())
+        clock.advance(0.001)
+        return [row["id"] for row in rows]
+
+    return add

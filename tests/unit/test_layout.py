@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The product's packages (what the wheel ships), top layer first.
-PRODUCT = ["distilq", "api", "worker", "store", "migrations", "webhooks", "contract", "models", "core"]
+PRODUCT = ["distilq", "api", "worker", "store", "migrations", "webhooks", "evaluations", "contract", "models", "core"]
 
 
 def _modules(*packages: str) -> list[str]:
@@ -29,7 +29,7 @@ def _modules(*packages: str) -> list[str]:
 
 @pytest.mark.parametrize("modules", [
     # Everything the API image runs: the API, and `beat` and the webhook sender, which run from it too.
-    [m for m in _modules("api", "store", "webhooks", "contract", "models", "core") if m != "api.wsgi"],
+    [m for m in _modules("api", "store", "webhooks", "evaluations", "contract", "models", "core") if m != "api.wsgi"],
     ["worker.sweeper", "worker.events", "worker.app", "worker.batcher", "distilq.cli", "distilq.stack"],
 ])
 def test_importing_loads_no_torch_or_transformers(modules: list[str]) -> None:

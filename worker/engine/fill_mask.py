@@ -3,6 +3,11 @@
 The encoder runs once per forward pass, packed (`worker/engine/packed.py`), its last layer finished at the mask
 positions only; the MLM head (vocab transform, layer norm, 28996-wide projector) runs only at the mask positions
 too, where the pipeline runs it at every token.
+
+An evaluation's plain-text example (`parameters.score`, set only by the evaluation store) is scored instead: its
+pseudo-log-likelihood (every token masked in turn, one row each; Salazar et al. 2020) and its MLM negative
+log-likelihood at the seeded masking of `evaluations.mlm_positions` (one row with those tokens masked together).
+Its rows ride the same passes as the other inputs; their log-probabilities are gathered on the device.
 """
 
 from __future__ import annotations
@@ -16,32 +21,49 @@ from transformers import AutoModelForMaskedLM
 
 from contract.tokens import target_ids
 from core.tasks import TASK_FILL_MASK
+from evaluations import mlm_positions
 from worker.engine import InputError, JobPayload
 from worker.engine.detokenize import Detokenizer
 from worker.engine.model_engine import ModelEngine, per_job
 from worker.engine.packed import encode
 from worker.engine.runtime import Runtime, to_device
 
+#: `parameters.score` of an evaluation's plain-text example.
+SCORE_PSEUDO_LOG_LIKELIHOOD = "pseudo_log_likelihood"
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """The rows of the scored examples, after the inputs' rows: per scored job, its number of tokens and how many
+    rows it has (one per token, then one for the MLM loss); per row, the token ids whose log-probabilities to
+    gather at its masks."""
+
+    jobs: list[int]
+    tokens: list[int]
+    targets: list[list[int]]
+
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A batch tokenized and checked: its token ids, where each input's masks are, each input's (top_k,
-    targets), and the seconds that took."""
+    """A batch tokenized and checked: its token ids (the inputs', then the scored examples' rows), where each
+    row's masks are, each input's (top_k, targets), the scored examples, and the seconds that took."""
 
     encoded: list[list[int]]
     positions: list[list[int]]
     requests: list[tuple[int, list[int] | None]]
+    scoring: _Scoring
     seconds: float
 
 
 @dataclass(frozen=True)
 class _Inferred:
-    """A batch back from the device: for each input the rows of its masks, and per mask row its best (scores,
-    token ids), on the host."""
+    """A batch back from the device: for each row the rows of its masks, per mask row of an input its best
+    (scores, token ids), and per scored row the log-probabilities of its targets — on the host."""
 
     prepared: _Prepared
     rows_of_input: list[list[int]]
     selected: list[tuple[list[float], list[int]]]
+    log_probs: list[list[float]]
 
 
 class FillMaskEngine(ModelEngine):
@@ -56,7 +78,9 @@ class FillMaskEngine(ModelEngine):
 
     def prepare(self, jobs: list[JobPayload]) -> _Prepared:
         started = time.perf_counter()
-        texts = [text for job in jobs for text in job.input["input_string"]]
+        asked = [job for job in jobs if "score" not in job.parameters]
+        scored = [i for i, job in enumerate(jobs) if "score" in job.parameters]
+        texts = [text for job in asked for text in job.input["input_string"]]
         # One call of the Rust tokenizer for the whole batch (parallel inside), not the Python wrapper.
         encoded: list[list[int]] = [e.ids for e in self.backend.encode_batch_fast(texts)]
         #: Per input, where its masks are: found once, on the host (nothing waits for the device for them).
@@ -66,7 +90,32 @@ class FillMaskEngine(ModelEngine):
                 raise InputError(f"input {index} has no mask token {self.tokenizer.mask_token}")
             if len(ids) > self.max_tokens:
                 raise InputError(f"input {index} has {len(ids)} tokens; the model takes {self.max_tokens}")
-        return _Prepared(encoded, positions, self._requests(jobs), time.perf_counter() - started)
+        scoring = self._scoring_rows([jobs[i] for i in scored], encoded, positions)
+        return _Prepared(encoded, positions, self._requests(asked), _Scoring(scored, *scoring),
+                         time.perf_counter() - started)
+
+    def _scoring_rows(self, jobs: list[JobPayload], encoded: list[list[int]],
+                      positions: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+        """Appends each scored example's rows to `encoded` and `positions`: its tokens masked one at a time, then
+        its seeded 15 % masked together. Returns per example its number of tokens, and per row its targets."""
+        tokens: list[int] = []
+        targets: list[list[int]] = []
+        texts = [job.input["input_string"][0] for job in jobs]
+        for job, encoding in zip(jobs, self.backend.encode_batch_fast(texts), strict=True):
+            ids = encoding.ids
+            real = [p for p, special in enumerate(encoding.special_tokens_mask) if not special]
+            if not real or len(ids) > self.max_tokens or self.mask_id in ids:
+                raise InputError(f"a scored text must have 1 to {self.max_tokens - 2} tokens and no mask token")
+            for place in real:
+                encoded.append([*ids[:place], self.mask_id, *ids[place + 1:]])
+                positions.append([place])
+                targets.append([ids[place]])
+            masked = [real[k] for k in mlm_positions(len(real), job.parameters["seed"], job.parameters["line"])]
+            encoded.append([self.mask_id if p in masked else token for p, token in enumerate(ids)])
+            positions.append(masked)
+            targets.append([ids[p] for p in masked])
+            tokens.append(len(real))
+        return tokens, targets
 
     def infer(self, jobs: list[JobPayload], prepared: Any) -> _Inferred:
         ready: _Prepared = prepared
@@ -74,16 +123,52 @@ class FillMaskEngine(ModelEngine):
         states, rows_of_input = self._mask_states(ready.encoded, ready.positions)
         with self.phases.timed("head"):
             logits = self._head(states)
+        asked = len(ready.requests)
         with self.phases.timed("select"):
-            with torch.inference_mode():
-                probs = logits.float().softmax(dim=-1)
-            selected = self._select(probs, rows_of_input, ready.requests)
-        return _Inferred(ready, rows_of_input, selected)
+            selected: list[tuple[list[float], list[int]]] = []
+            if asked:  # (the passes order rows by length: the inputs' rows are not the first ones)
+                with torch.inference_mode():
+                    probs = logits.float().softmax(dim=-1)
+                selected = self._select(probs, rows_of_input[:asked], ready.requests)
+            log_probs = self._gather(logits, rows_of_input[asked:], ready.scoring.targets)
+        return _Inferred(ready, rows_of_input, selected, log_probs)
+
+    @torch.inference_mode()
+    def _gather(self, logits: torch.Tensor, rows: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
+        """Per scored row, the log-probabilities of its targets at its masks: one gather on the device, one copy
+        back."""
+        if not rows:
+            return []
+        flat_rows = torch.tensor([r for row in rows for r in row], device=logits.device)
+        flat_targets = torch.tensor([t for row in targets for t in row], device=logits.device)
+        values = logits[flat_rows].float().log_softmax(dim=-1).gather(1, flat_targets[:, None])[:, 0].cpu().tolist()
+        out, start = [], 0
+        for row in rows:
+            out.append(values[start: start + len(row)])
+            start += len(row)
+        return out
 
     def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
         done: _Inferred = inferred
-        ready = done.prepared
-        return self._outputs(jobs, ready.encoded, ready.positions, done.rows_of_input, ready.requests, done.selected)
+        ready, asked = done.prepared, len(done.prepared.requests)
+        scored = set(ready.scoring.jobs)
+        answered = iter(self._outputs([job for i, job in enumerate(jobs) if i not in scored], ready.encoded[:asked],
+                                      ready.positions[:asked], done.rows_of_input[:asked], ready.requests,
+                                      done.selected))
+        scores = iter(self._scores(ready.scoring.tokens, done.log_probs))
+        return [next(scores) if i in scored else next(answered) for i in range(len(jobs))]
+
+    @staticmethod
+    def _scores(tokens: list[int], log_probs: list[list[float]]) -> list[list[Any]]:
+        """Per scored example (one input): its pseudo-log-likelihood over its `tokens` rows, and the MLM loss's
+        sum and count over its last row."""
+        outputs, row = [], 0
+        for count in tokens:
+            mlm = log_probs[row + count]
+            outputs.append([{"pseudo_log_likelihood": sum(p for r in log_probs[row: row + count] for p in r),
+                             "tokens": count, "mlm_nll": -sum(mlm), "mlm_masked": len(mlm)}])
+            row += count + 1
+        return outputs
 
     def _requests(self, jobs: list[JobPayload]) -> list[tuple[int, list[int] | None]]:
         """Per input: its job's top_k and target ids (None: the whole vocabulary)."""

@@ -46,6 +46,15 @@ def fill_mask_output(text: str, top_k: int) -> list[Any]:
     return rows[0] if masks == 1 else rows
 
 
+def scored_output(text: str) -> dict[str, Any]:
+    """What the stub answers for an evaluation's plain-text example (`parameters.score`): a word is a token."""
+    words = text.split()
+    if not words or MASK in words:
+        raise InputError("a scored text must have tokens and no mask token")
+    return {"pseudo_log_likelihood": -sum(1 / _score(text, i) for i in range(len(words))) / 100,
+            "tokens": len(words), "mlm_nll": 1 / _score(text), "mlm_masked": max(1, round(0.15 * len(words)))}
+
+
 def question_answering_output(question: str, context: str, top_k: int) -> Any:
     """What the stub answers for one question/context pair: spans of the context's first words."""
     if not question.strip() or not context.strip():
@@ -110,6 +119,8 @@ class StubEngine(StagedEngine):
 
     def _outputs(self, job: JobPayload) -> list[Any]:
         top_k: int = job.parameters["top_k"]
+        if self.task == TASK_FILL_MASK and "score" in job.parameters:
+            return [scored_output(job.input["input_string"][0])]
         if self.task == TASK_FILL_MASK:
             texts: list[str] = job.input["input_string"]
             return [fill_mask_output(text, top_k) for text in texts]

@@ -264,7 +264,7 @@ def test_a_passing_dns_failure_of_the_webhook_host_is_503_not_422(client: FlaskC
     def lookup(*_args: Any, **_kwargs: Any) -> list[Any]:
         raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
-    monkeypatch.setattr("api.jobs.check_target", functools.partial(check_target, lookup=lookup))
+    monkeypatch.setattr("api.validation.check_target", functools.partial(check_target, lookup=lookup))
     before = job_count(settings)
     response = client.post(FM, json={**MASKED, "webhook": "https://hooks.example.com/in"})
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"

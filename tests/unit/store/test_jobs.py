@@ -10,11 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
+from core.tasks import TASK_FILL_MASK
 from models.tables import Job, WebhookEvent
 from store import jobs
 from store.jobs import Outcome
 from tests.doubles import ManualClock
-from tests.unit.conftest import Submit, claim_next
+from tests.unit.conftest import AddLines, Submit, claim_next
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
 HOOKED = {**ONE, "webhook": "https://example.com/hook"}
@@ -137,12 +138,13 @@ def test_reclaim_requeues_then_fails_a_job_whose_worker_keeps_dying(submit: Subm
 
 def test_stale_queued_jobs_are_taken_once_per_period(submit: Submit, sessions: sessionmaker[Session],
                                                      clock: ManualClock) -> None:
-    job = submit(ONE)
-    period = timedelta(seconds=60)
-    assert jobs.take_stale_queued(sessions, clock(), period, 10) == []
+    job, second = submit(ONE), submit(ONE)
+    period, tasks = timedelta(seconds=60), ["fill-mask", "question-answering"]
+    assert jobs.take_stale_queued(sessions, clock(), period, tasks) == []
     clock.advance(61)
-    assert jobs.take_stale_queued(sessions, clock(), period, 10) == [(job.id, "fill-mask")]
-    assert jobs.take_stale_queued(sessions, clock(), period, 10) == []  # marked published just now
+    assert jobs.take_stale_queued(sessions, clock(), period, tasks) == [(job.id, "fill-mask")]  # one a task
+    assert jobs.take_stale_queued(sessions, clock(), period, tasks) == [(second.id, "fill-mask")]
+    assert jobs.take_stale_queued(sessions, clock(), period, tasks) == []  # both marked published just now
 
 
 def test_expired_idempotency_keys_are_freed(submit: Submit, sessions: sessionmaker[Session],
@@ -164,3 +166,16 @@ def test_a_job_never_starts_before_it_was_created(submit: Submit, sessions: sess
     assert claim is not None and claim.queue_ms == 0
     stored = row(sessions, job.id)
     assert stored.started_at == stored.created_at
+
+
+def test_interactive_jobs_are_claimed_before_lines_which_keep_to_their_budget(
+        submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    lines = add_lines(5)
+    capped = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, 30, max_line_inputs=1, cap_lines=True)
+    assert [claim.job_id for claim in capped.claims] == lines[:1]  # interactive jobs about: capped alone too
+    lines = lines[1:]
+    interactive = [submit({"inputs": {"input_string": ["a [MASK]"]}}).id for _ in range(2)]
+    batch = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, 30, max_line_inputs=2)
+    assert {claim.job_id for claim in batch.claims} == {*interactive, *lines[:2]} and batch.more_queued
+    alone = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, 30, max_line_inputs=2)  # lines alone: as many as fit
+    assert {claim.job_id for claim in alone.claims} == set(lines[2:]) and not alone.more_queued

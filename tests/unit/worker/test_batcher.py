@@ -12,7 +12,7 @@ from core.settings import Settings
 from distilq.stack import wait_until
 from models.tables import Job
 from tests.doubles import ManualClock, RecordingEvents
-from tests.unit.conftest import Submit
+from tests.unit.conftest import AddLines, Submit
 from worker.batcher import Batcher
 from worker.engine.stub import StubEngine, fill_mask_output, question_answering_output
 
@@ -201,7 +201,7 @@ def test_the_next_claim_waits_for_a_trickle_to_gather_but_not_for_a_backlog(
 
     batcher, _ = make_batcher(sessions, clock, StubEngine("fill-mask"))
     batcher.wait_s = 0.005
-    claim = Claim({"id": "job", "n_inputs": 1}, clock())
+    claim = Claim({"id": "job", "n_inputs": 1, "priority": 0}, clock())
     now = time.monotonic()
     backlog = _Pass("fill-mask", ClaimedBatch([], [], more_queued=True), {"claim": 2.0}, claimed_at=now)
     trickle = _Pass("fill-mask", ClaimedBatch([], [], more_queued=False), {"claim": 2.0}, claimed_at=now)
@@ -225,3 +225,24 @@ def test_an_idle_workers_first_batch_is_topped_up_with_the_jobs_of_the_same_burs
     worker.join(30)
     assert [len(call) for call in engine.calls] == [2]
     assert stored(sessions, second.id).batch_size == 2
+
+
+def test_while_interactive_jobs_are_about_a_pass_takes_only_lines_pass_ms_of_lines(
+        submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    lines = add_lines(40)
+    engine = StubEngine("fill-mask")
+    batcher, _ = make_batcher(sessions, clock, engine, max_batch_size=32)
+    batcher.settings.lines_pass_ms = 50
+    batcher.drain("fill-mask")  # a batch file alone: full passes
+    assert [len(call) for call in engine.calls] == [32, 8]
+
+    more = add_lines(40)
+    job = submit(ONE)
+    engine.calls.clear()
+    engine.delay_s = 0.06  # a pass of 6 inputs: 10 ms an input, so 5 lines make a pass of 50 ms
+    batcher._pass_s_per_input["fill-mask"] = 0.01
+    batcher.drain("fill-mask")
+    # The interactive job with 5 lines, then short passes of lines (each pass's time per input sets the next one's).
+    assert len(engine.calls[0]) == 1 + 5 and all(3 <= len(call) <= 5 for call in engine.calls[1:4])
+    assert stored(sessions, job.id).status == "succeeded"
+    assert all(stored(sessions, job_id).status == "succeeded" for job_id in lines + more)

@@ -1,0 +1,57 @@
+"""Reading an uploaded file's lines for a batch or an evaluation: each line a JSON object, judged where it is read,
+and what is wrong with a bad one (its number, the field) — a part of the file and one line in memory at a time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from api.state import app_state
+from store import files
+
+#: A failed batch or evaluation names at most this many bad lines.
+MAX_ERRORS = 100
+#: Lines whose model checks (token counts) run together, with one tokenizer call.
+CHECK_CHUNK = 512
+
+
+class BadLine(Exception):
+    def __init__(self, number: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.error = {"code": "invalid_line", "message": f"line {number}: {message}", "line": number,
+                      "param": param}
+
+
+def bad_body(number: int, problems: list[dict[str, Any]], prefix: str | None = None) -> BadLine:
+    """The first of a line's problems (`api.errors.detail`s), its field named from the line's top (`prefix`: the
+    field the problems are inside of)."""
+    where = ".".join(str(part) for part in [*([prefix] if prefix else []), *problems[0]["loc"]])
+    return BadLine(number, f"{where}: {problems[0]['msg']}" if where else problems[0]["msg"], where or None)
+
+
+def json_lines(file_id: str, max_lines: int) -> Iterator[tuple[int, dict[str, Any]] | BadLine]:
+    """Every line of the file as (number, JSON object), blank lines skipped, or what is wrong with it; past
+    `max_lines` lines, one BadLine and the end."""
+    settings = app_state().settings
+    count = 0
+    try:
+        for number, raw in enumerate(files.read_lines(app_state().read_sessions, file_id, settings.max_body_bytes),
+                                     start=1):
+            if not raw.strip():
+                continue
+            count += 1
+            if count > max_lines:
+                yield BadLine(number, f"a file holds at most {max_lines} lines")
+                return
+            try:
+                data = json.loads(raw)
+            except (ValueError, RecursionError) as error:
+                yield BadLine(number, f"not valid JSON ({error})")
+                continue
+            if not isinstance(data, dict):
+                yield BadLine(number, "a line must be a JSON object")
+                continue
+            yield number, data
+    except files.LineTooLong as error:
+        yield BadLine(error.line, f"longer than {error.limit} bytes (DISTILQ_MAX_BODY_BYTES)")
