@@ -340,3 +340,45 @@ def test_a_batch_whose_worker_is_killed_ends_with_every_line_run_once(fresh_stac
     assert [item["custom_id"] for item in output] == [f"line-{i}" for i in range(24)]
     for item in output:
         assert_reference_output(item["response"]["body"], reference)
+
+
+def test_an_evaluation_whose_worker_is_killed_scores_every_example_once(fresh_stack: Stack, reference: Any) -> None:
+    """An evaluation's examples are jobs: a worker killed mid-evaluation loses none, the next runs the killed pass
+    again, and the scores come from the rows at the end — each example scored once, as the reference ranks it."""
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker-1")
+    fresh_stack.start("beat", "beat")
+    examples = texts(24)
+    lines = "".join(json.dumps({"text": text, "label": "the"}) + "\n" for text in examples)
+    file = http.post(f"{fresh_stack.url}/v1/files", data={"purpose": "evaluation"},
+                     files={"file": ("examples.jsonl", lines.encode())}).json()
+    evaluation = http.post(f"{fresh_stack.url}/v1/evaluations", json={
+        "task": "fill-mask", "input_file_id": file["id"], "config": {"top_k": 2}}).json()
+    assert evaluation["status"] == "queued", evaluation
+    with fresh_stack.sessions() as session:
+        ids = list(session.scalars(select(Job.id).where(Job.evaluation_id == evaluation["id"])))
+    assert len(ids) == 24
+    wait_for(lambda: running(fresh_stack, ids), 60, "a pass of the evaluation's examples to start")
+    fresh_stack.stop("worker-1", signal.SIGKILL)
+    in_flight = running(fresh_stack, ids)
+    assert in_flight
+    fresh_stack.start_worker("worker-2")
+
+    def ended() -> dict[str, Any] | None:
+        now = http.get(f"{fresh_stack.url}/v1/evaluations/{evaluation['id']}").json()
+        return now if now["completed_at"] is not None else None
+
+    done = wait_for(ended, 240, "the evaluation to end")
+    assert done["status"] == "succeeded" and done["result_counts"] == {"total": 24, "done": 24, "failed": 0}
+    final = rows(fresh_stack, ids)
+    assert all(final[job_id].attempts == 2 for job_id in in_flight), "the killed pass's examples ran again, once"
+    scored = [json.loads(text) for text in
+              http.get(f"{fresh_stack.url}/v1/files/{done['output_file_id']}/content").text.splitlines()]
+    assert [line["line"] for line in scored] == list(range(1, 25))
+    ranks = []
+    for line, text in zip(scored, examples, strict=True):
+        predicted = [p["token_str"] for p in reference(text)]
+        assert line["predictions"] == predicted
+        ranks.append(predicted.index("the") + 1 if "the" in predicted else None)
+    assert done["metrics"]["top_k_accuracy"] == pytest.approx(sum(r is not None for r in ranks) / 24)
+    assert done["metrics"]["mrr"] == pytest.approx(sum(1 / r for r in ranks if r) / 24)
