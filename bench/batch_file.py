@@ -1,6 +1,8 @@
-"""Mode (e): the same one-input requests as one batch file — uploaded, checked, run as a batch's lines and written
-to the output file — on a stack doing nothing else; then the same batch again with interactive jobs beside it,
-whose latency is compared with theirs on the idle stack."""
+"""Modes of files. (e): the same one-input requests as one batch file — uploaded, checked, run as a batch's lines and
+written to the output file — on a stack doing nothing else; then the same batch again with interactive jobs beside
+it, whose latency is compared with theirs on the idle stack. (f): the same masked texts as one fill-mask evaluation
+(each labelled), uploaded, checked, run, scored and written, on the same stack after (e)'s first batch, so that
+its cost stands beside the batch's."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ def _p95(latencies: list[float]) -> float:
 
 
 def _ms(latencies: list[float]) -> str:
+    if not latencies:
+        return "no jobs"
     return f"p50/p95 {statistics.median(latencies) * 1000:.0f}/{_p95(latencies) * 1000:.0f} ms ({len(latencies)} jobs)"
 
 
@@ -37,6 +41,19 @@ class _Client:
         self.http = urllib3.PoolManager(maxsize=INTERACTIVE_CLIENTS + 2, timeout=urllib3.Timeout(total=300),
                                         retries=False)
         self.auth = {"Authorization": f"Bearer {key}"}
+
+    def evaluation(self, lines: bytes) -> tuple[dict[str, Any], float]:
+        """Uploads `lines` as an evaluation file, evaluates fill-mask on it and waits for its end: the evaluation
+        and the seconds it took from the upload on."""
+        started = time.perf_counter()
+        file = self.call("POST", "/v1/files", fields={"purpose": "evaluation", "file": ("eval.jsonl", lines)})
+        evaluation = self.call("POST", "/v1/evaluations", json={"task": "fill-mask", "input_file_id": file["id"]})
+        while evaluation["completed_at"] is None:
+            time.sleep(0.05)
+            evaluation = self.call("GET", f"/v1/evaluations/{evaluation['id']}")
+        if evaluation["status"] != "succeeded":
+            raise RuntimeError(f"the evaluation ended {evaluation['status']}: {evaluation['error']}")
+        return evaluation, time.perf_counter() - started
 
     def call(self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
         response = self.http.request(method, f"{self.url}{path}", headers={**self.auth, **(headers or {})}, **kwargs)
@@ -102,8 +119,9 @@ class _Client:
         return batch, steps, beside
 
 
-def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str]) -> Result:
-    """(e): one fill-mask line per text, top_k 5."""
+def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str],
+                   evaluate: bool = False) -> list[Result]:
+    """(e): one fill-mask line per text, top_k 5; and with `evaluate`, (f): the texts as an evaluation."""
     lines = "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/fill-mask",
                                 "body": {"inputs": {"input_string": [text]}, "parameters": {"top_k": 5}}}) + "\n"
                     for i, text in enumerate(texts)).encode()
@@ -117,6 +135,17 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         alone = len(logged_batches(log))
         output = client.call("GET", f"/v1/files/{batch['output_file_id']}/content")
+        evaluated = None
+        if evaluate:
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            examples = "".join(json.dumps({"text": text, "label": "the"}) + "\n" for text in texts).encode()
+            evaluation, seconds = client.evaluation(examples)
+            evaluation_cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+            evaluated = Result("f", f"distilq fill-mask evaluation of the same {len(texts)} texts (labelled; "
+                                    "upload, check, run, score, output file)", len(texts), 0, 0, seconds,
+                               [seconds] * len(texts))
+            evaluated.notes = ["CPU seconds during the evaluation: " + ", ".join(
+                f"{name} {value:.1f}" for name, value in evaluation_cpu.items()) + f"; metrics {evaluation['metrics']}"]
         _, beside_steps, busy = client.batch(lines, len(texts), texts)
         passes = f"alone: {batch_steps(log, before, alone)}; beside interactive jobs: {batch_steps(log, alone)}"
         # gunicorn's worker process is the API's child: the largest of the process tree's peaks.
@@ -134,4 +163,4 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
         f"peak resident memory (VmHWM) over both batches ({len(lines) / 1e6:.1f} MB of input): "
         + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peaks.items()),
     ]
-    return result
+    return [result, *([evaluated] if evaluated else [])]

@@ -72,7 +72,8 @@ def _table(task: str, results: list[Result], peak: Peak) -> str:
                      f"{share} | {r.latency_ms(50):.0f} | {r.latency_ms(95):.0f} | {r.latency_ms(99):.0f} |")
     by = {r.mode: r for r in results}
     ratios = {f"{x}/{y}": by[x].sequences_per_s / by[y].sequences_per_s
-              for x, y in (("c", "a"), ("c", "b"), ("d", "c"), ("d", "a"), ("d", "b"), ("e", "c"), ("e", "d"))
+              for x, y in (("c", "a"), ("c", "b"), ("d", "c"), ("d", "a"), ("d", "b"), ("e", "c"), ("e", "d"),
+                           ("f", "e"))
               if x in by and y in by}
     if ratios:
         lines += ["", "ratios (sequences/s): " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items())]
@@ -110,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
     parser.add_argument("--output", type=Path, default=Path(".distilq/bench-results.json"))
     parser.add_argument("--tasks", default="fill-mask,question-answering")
-    parser.add_argument("--modes", default="abcd", help="which of the modes (a)-(e) to run, e.g. c for the engine's "
-                                                         "CPU work alone; e: the fill-mask inputs as one batch file")
+    parser.add_argument("--modes", default="abcd", help="which of the modes (a)-(f) to run, e.g. c for the engine's "
+                                                         "CPU work alone; e: the fill-mask inputs as one batch file; "
+                                                         "f (with e): the same texts as a fill-mask evaluation")
     parser.add_argument("--device", default=os.environ.get("DISTILQ_DEVICE", "auto"), help="as DISTILQ_DEVICE")
     parser.add_argument("--dtype", default=os.environ.get("DISTILQ_DTYPE", "auto"), help="as DISTILQ_DTYPE")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if "c" in args.modes:
             results.append(fill_mask_engine(models["fill-mask"], texts, args.batch, args.max_batch_tokens, runtime))
         if "e" in args.modes:
-            results.append(run_batch_file(models, texts, env))
+            results += run_batch_file(models, texts, env, evaluate="f" in args.modes)
         if "d" in args.modes:
             d, rss = run_end_to_end(models, "fill-mask",
                                     [{"inputs": {"input_string": texts[i: i + per_job]}, "parameters": {"top_k": 5}}

@@ -78,3 +78,23 @@ def test_bench_runs_only_the_modes_asked_for(tmp_path: Path) -> None:
     assert [row["mode"] for row in report["question-answering"]] == ["c"]
     assert report["question-answering"][0]["outside_model_us_per_input"] > 0
     assert run.stdout.count("CPU work outside the forward passes and the head's product") == 2
+
+
+def test_bench_runs_a_batch_file_and_an_evaluation_beside_it(tmp_path: Path) -> None:
+    """`--modes ef`: the texts as a batch file alone, as an evaluation, and as a batch again beside interactive
+    jobs: each mode's rate, the interactive latencies, the passes and the peak memory of each process."""
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--tasks", "fill-mask", "--modes", "ef",
+         "--fill-mask-jobs", "40", "--batch", "8", "--models", str(tmp_path / "models"), "--output", str(output)],
+        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {row["mode"]: row for row in json.loads(output.read_text())["fill-mask"]}
+    assert set(rows) == {"e", "f"} and rows["e"]["sequences"] == rows["f"]["sequences"] == 40
+    notes = " ".join(rows["e"]["notes"])
+    assert "interactive one-input jobs" in notes and "peak resident memory" in notes and "beat" in notes
+    assert "top_k_accuracy" in rows["f"]["notes"][0]
+    assert "f/e = " in run.stdout
