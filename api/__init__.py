@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
 
-    from api import batches, errors, evaluations, files, health, jobs, metrics, openapi, state, webhooks
+    from api import batches, errors, evaluations, files, health, jobs, metrics, openapi, page, state, webhooks
 
     state.init_app(app, settings)
     errors.init_app(app)
@@ -30,4 +30,6 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.register_blueprint(files.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(evaluations.bp)
+    app.register_blueprint(page.bp)
+    app.register_blueprint(page.stats_bp)
     return app

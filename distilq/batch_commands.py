@@ -1,58 +1,54 @@
-"""`distilq batch submit|get|list|cancel`: batches over the REST API (`distilq/rest.py`). `--wait` shows the batch's
-progress (rich) and `--output` writes its output file as it downloads."""
+"""`distilq batch submit|get|list|cancel`: batches through the Python client (`distilq/rest.py`). `--wait` shows
+the batch's progress (rich) and `--output` writes its output file as it downloads."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from distilq.rest import Api, follow, print_json
+from distilq.rest import client, follow, print_json
 
-ENDED = ("completed", "failed", "cancelled")
+if TYPE_CHECKING:
+    from distilq_client import Batch, Client
 
 
-def _wait(api: Api, batch: dict[str, Any]) -> dict[str, Any]:
+def _wait(api: Client, batch: Batch) -> Batch:
     """Polls the batch until it ends, with a progress bar on stderr."""
-    counts = lambda b: (b["request_counts"]["completed"] + b["request_counts"]["failed"],  # noqa: E731
-                        b["request_counts"]["total"])
-    return follow(api, f"/v1/batches/{batch['id']}", batch, lambda b: b["status"] in ENDED, counts)
+    return follow(lambda: api.get_batch(batch.id), batch, lambda b: b.ended,
+                  lambda b: (b.request_counts["completed"] + b.request_counts["failed"], b.request_counts["total"]))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    api = Api()
+    api = client()
     uploaded = api.upload(Path(args.file), "batch")
-    request: dict[str, Any] = {"input_file_id": uploaded["id"]}
-    if args.endpoint:
-        request["endpoint"] = args.endpoint
-    batch = api.call("POST", "/v1/batches", request)
-    print(f"distilq: batch {batch['id']}: {batch['status']} ({batch['request_counts']['total']} lines)",
-          file=sys.stderr)
-    if batch["status"] == "failed":
-        print_json(batch)
+    batch = api.create_batch(uploaded.id, endpoint=args.endpoint)
+    print(f"distilq: batch {batch.id}: {batch.status} ({batch.request_counts['total']} lines)", file=sys.stderr)
+    if batch.status == "failed":
+        print_json(batch.raw)
         return 1
     if args.wait or args.output:
         batch = _wait(api, batch)
-        if args.output and batch.get("output_file_id"):
-            size = api.download(f"/v1/files/{batch['output_file_id']}/content", Path(args.output))
+        if args.output and batch.output_file_id:
+            size = api.download(batch.output_file_id, Path(args.output))
             print(f"distilq: wrote {args.output} ({size} bytes)", file=sys.stderr)
-    print_json(batch)
-    return 0 if batch["status"] != "failed" else 1
+    print_json(batch.raw)
+    return 0 if batch.status != "failed" else 1
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    print_json(Api().call("GET", f"/v1/batches/{args.batch_id}"))
+    print_json(client().get_batch(args.batch_id).raw)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    print_json(Api().call("GET", f"/v1/batches?limit={args.limit}")["data"])
+    print_json([batch.raw for batch in client().list_batches(args.limit)])
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    print_json(Api().call("POST", f"/v1/batches/{args.batch_id}/cancel"))
+    print_json(client().cancel_batch(args.batch_id).raw)
     return 0
 
 

@@ -1,6 +1,6 @@
-"""The `distilq` command: up, api, worker, beat, migrate, keys; and `batch` and `eval`, clients of the REST API
-(`distilq/batch_commands.py`, `distilq/eval_commands.py`). The server's settings are read (and validated) once,
-here, and passed down."""
+"""The `distilq` command: up, api, worker, beat, migrate, keys; and `submit`, `jobs`, `batch` and `eval`, clients
+of the REST API through the Python client (`distilq/job_commands.py`, `batch_commands.py`, `eval_commands.py`).
+The server's settings are read (and validated) once, here, and passed down."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from core.logs import configure_logging
 from core.settings import get_settings
-from distilq import batch_commands, eval_commands, rest
+from distilq import batch_commands, eval_commands, job_commands, rest
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key")
     revoke.set_defaults(func=cmd_keys_revoke)
 
+    job_commands.add_parsers(sub)
     batch_commands.add_parser(sub)
     eval_commands.add_parser(sub)
     return parser
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.command in ("batch", "eval"):  # clients of the REST API: the server's settings are not their own
+    if args.command in ("submit", "jobs", "batch", "eval"):  # clients of the REST API: not the server's settings
         return rest.run(args.func, args)
     try:
         get_settings()  # validated once, production rules included, before anything starts

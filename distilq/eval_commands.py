@@ -1,4 +1,4 @@
-"""`distilq eval TASK FILE [--wait]` and `distilq eval get|list|cancel`: evaluations over the REST API
+"""`distilq eval TASK FILE [--wait]` and `distilq eval get|list|cancel`: evaluations through the Python client
 (`distilq/rest.py`). `--wait` shows the examples' progress (rich) and then the metrics as a table."""
 
 from __future__ import annotations
@@ -6,72 +6,44 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from distilq.rest import Api, follow, print_json
+from distilq.rest import client, follow, print_json
 
-ENDED = ("succeeded", "failed", "canceled")
-
-
-def _ended(evaluation: dict[str, Any]) -> bool:
-    # A canceled evaluation ends once its running examples have finished and its metrics are written.
-    return evaluation["status"] in ENDED and evaluation["completed_at"] is not None
+if TYPE_CHECKING:
+    from distilq_client import Evaluation
 
 
-def _progress(evaluation: dict[str, Any]) -> tuple[int, int]:
-    return evaluation["result_counts"]["done"], evaluation["result_counts"]["total"]
-
-
-def _metrics_table(evaluation: dict[str, Any]) -> None:
+def _metrics_table(evaluation: Evaluation) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{evaluation['task']} · {evaluation['model']} · {evaluation['result_counts']['total']} "
-                        "examples")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in (evaluation["metrics"] or {}).items():
+    table = Table("metric", "value", title=f"{evaluation.task} · {evaluation.raw['model']} · "
+                                           f"{evaluation.result_counts['total']} examples")
+    for name, value in (evaluation.metrics or {}).items():
         table.add_row(name, "—" if value is None else f"{value:.4f}")
     Console(stderr=True).print(table)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    api = Api()
+    api = client()
     uploaded = api.upload(Path(args.file), "evaluation")
-    request: dict[str, Any] = {"task": args.task, "input_file_id": uploaded["id"], "config": {}}
-    if args.metrics:
-        request["metrics"] = args.metrics.split(",")
-    for name in ("top_k", "max_samples", "seed"):
-        if getattr(args, name) is not None:
-            request["config"][name] = getattr(args, name)
-    evaluation = api.call("POST", "/v1/evaluations", request)
-    print(f"distilq: evaluation {evaluation['id']}: {evaluation['status']} "
-          f"({evaluation['result_counts']['total']} examples)", file=sys.stderr)
-    if evaluation["status"] == "failed":
-        for line in (evaluation["error"] or {}).get("lines", []):
+    config = {name: getattr(args, name) for name in ("top_k", "max_samples", "seed") if getattr(args, name) is not None}
+    evaluation = api.create_evaluation(args.task, uploaded.id, config=config,
+                                       metrics=args.metrics.split(",") if args.metrics else None)
+    print(f"distilq: evaluation {evaluation.id}: {evaluation.status} ({evaluation.result_counts['total']} examples)",
+          file=sys.stderr)
+    if evaluation.status == "failed":
+        for line in (evaluation.error or {}).get("lines", []):
             print(f"distilq: {line['message']}", file=sys.stderr)
-        print_json(evaluation)
+        print_json(evaluation.raw)
         return 1
     if args.wait:
-        evaluation = follow(api, f"/v1/evaluations/{evaluation['id']}", evaluation, _ended, _progress)
+        evaluation = follow(lambda: api.get_evaluation(evaluation.id), evaluation, lambda e: e.ended,
+                            lambda e: (e.result_counts["done"], e.result_counts["total"]))
         _metrics_table(evaluation)
-    print_json(evaluation)
-    return 0 if evaluation["status"] != "failed" else 1
-
-
-def cmd_get(args: argparse.Namespace) -> int:
-    print_json(Api().call("GET", f"/v1/evaluations/{args.evaluation_id}"))
-    return 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    print_json(Api().call("GET", f"/v1/evaluations?limit={args.limit}")["data"])
-    return 0
-
-
-def cmd_cancel(args: argparse.Namespace) -> int:
-    print_json(Api().call("POST", f"/v1/evaluations/{args.evaluation_id}/cancel"))
-    return 0
+    print_json(evaluation.raw)
+    return 0 if evaluation.status != "failed" else 1
 
 
 def add_parser(sub: Any) -> None:
@@ -92,10 +64,14 @@ def add_parser(sub: Any) -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     """`eval TASK FILE` runs one; `eval get ID`, `eval list`, `eval cancel ID` read or cancel."""
     if args.task == "list":
-        return cmd_list(args)
+        print_json([evaluation.raw for evaluation in client().list_evaluations(args.limit)])
+        return 0
     if args.file is None:
         raise SystemExit(f"distilq eval {args.task}: give {'the FILE' if '-' in args.task else 'the evaluation id'}")
-    if args.task in ("get", "cancel"):
-        args.evaluation_id = args.file
-        return cmd_get(args) if args.task == "get" else cmd_cancel(args)
+    if args.task == "get":
+        print_json(client().get_evaluation(args.file).raw)
+        return 0
+    if args.task == "cancel":
+        print_json(client().cancel_evaluation(args.file).raw)
+        return 0
     return cmd_run(args)

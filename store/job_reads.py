@@ -3,7 +3,7 @@ flight across keys (the metrics). The writes, and the reads the worker and `beat
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
@@ -37,3 +37,16 @@ def in_flight_counts(session: Session) -> dict[tuple[str, str], int]:
         .group_by(Job.task, Job.status)
     ).all()
     return {(task, status): count for task, status, count in rows}
+
+
+def key_activity(session: Session, api_key_id: str, since: datetime) -> tuple[int, int, int]:
+    """The key's jobs queued and running now (batch and evaluation lines included), and those finished since
+    `since` — counted among the jobs created in the hour before it, so that the count walks the key's recent jobs
+    (the (api_key_id, created_at) index), not all of them."""
+    by_status = dict(session.execute(
+        select(Job.status, func.count()).where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING)))
+        .group_by(Job.status)).tuples().all())
+    finished = session.scalar(select(func.count()).select_from(Job).where(
+        Job.api_key_id == api_key_id, Job.created_at >= since - timedelta(hours=1), Job.completed_at >= since,
+        Job.status.not_in((QUEUED, RUNNING))))
+    return by_status.get(QUEUED, 0), by_status.get(RUNNING, 0), int(finished or 0)
