@@ -17,12 +17,14 @@ COPY contract contract
 COPY store store
 COPY webhooks webhooks
 COPY evaluations evaluations
+# The Python client, for the `submit`, `jobs`, `batch` and `eval` commands inside the images.
+COPY client client
 
 FROM source AS api-wheels
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[api]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[api]' ./client
 
 FROM source AS worker-wheels
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[api,worker]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[api,worker]' ./client
 
 FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HOME=/var/cache/huggingface DISTILQ_HOME=/var/lib/distilq
@@ -31,7 +33,7 @@ RUN useradd --create-home --uid 10001 distilq \
 
 FROM runtime AS api
 COPY --from=api-wheels /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels 'distilq[api]' && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'distilq[api]' distilq-client && rm -rf /wheels
 USER distilq
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
@@ -41,7 +43,8 @@ CMD ["distilq", "api", "--host", "0.0.0.0", "--port", "8000"]
 FROM runtime AS worker
 ARG BAKE_MODELS=false
 COPY --from=worker-wheels /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels 'distilq[api,worker]' && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'distilq[api,worker]' distilq-client \
+ && rm -rf /wheels
 USER distilq
 RUN if [ "$BAKE_MODELS" = "true" ]; then python -c "from transformers import AutoModelForMaskedLM, \
 AutoModelForQuestionAnswering, AutoTokenizer as T; [T.from_pretrained(m) for m in ('distilbert-base-cased', \

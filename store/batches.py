@@ -35,10 +35,10 @@ from models.tables import (
     Job,
 )
 from store.files import write_file
-from store.jobs import add_batch_lines, cancel_batch_lines
+from store.jobs import add_file_lines, cancel_batch_lines
 from webhooks import record_batch_event
 
-#: Lines inserted per statement, and job rows read per query while the output is written.
+#: Job rows read per query while the output is written.
 CHUNK = 500
 
 
@@ -56,14 +56,7 @@ def create_batch(session: Session, *, batch_id: str, api_key_id: str, input_file
                   created_at=now, in_progress_at=now)
     session.add(batch)
     session.flush()
-    rows: list[dict[str, Any]] = []
-    for row in lines:
-        rows.append(row)
-        batch.total += 1
-        if len(rows) == CHUNK:
-            add_batch_lines(session, rows)
-            rows = []
-    add_batch_lines(session, rows)
+    batch.total = add_file_lines(session, lines)
     session.commit()
     return batch
 

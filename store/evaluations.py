@@ -37,10 +37,10 @@ from models.tables import (
     Job,
 )
 from store.files import write_file
-from store.jobs import add_batch_lines, cancel_evaluation_examples
+from store.jobs import add_file_lines, cancel_evaluation_examples
 from webhooks import record_evaluation_event
 
-#: Examples inserted per statement, and job rows read per query while the output is written.
+#: Job rows read per query while the output is written.
 CHUNK = 500
 
 
@@ -54,14 +54,7 @@ def create_evaluation(session: Session, *, examples: Iterator[dict[str, Any]], *
     evaluation = Evaluation(status=EVAL_QUEUED, total=0, **fields)
     session.add(evaluation)
     session.flush()
-    rows: list[dict[str, Any]] = []
-    for row in examples:
-        rows.append(row)
-        evaluation.total += 1
-        if len(rows) == CHUNK:
-            add_batch_lines(session, rows)
-            rows = []
-    add_batch_lines(session, rows)
+    evaluation.total = add_file_lines(session, examples)
     session.commit()
     return evaluation
 

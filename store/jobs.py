@@ -17,7 +17,7 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -176,7 +176,7 @@ def submit(
 
 def batch_line(*, batch_id: str, line: int, custom_id: str, task: str, model: str, api_key_id: str,
                body: JobRequest, now: datetime) -> dict[str, Any]:
-    """The job row of a batch's line (column: value), for `add_batch_lines`."""
+    """The job row of a batch's line (column: value), for `add_file_lines`."""
     fields = {
         "id": str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
         "input": body.inputs.model_dump(), "parameters": body.parameters.model_dump(exclude_none=True),
@@ -190,7 +190,7 @@ def batch_line(*, batch_id: str, line: int, custom_id: str, task: str, model: st
 def evaluation_example(*, evaluation_id: str, line: int, task: str, model: str, api_key_id: str,
                        inputs: dict[str, Any], parameters: dict[str, Any], n_inputs: int, gold: dict[str, Any],
                        now: datetime) -> dict[str, Any]:
-    """The job row of an evaluation's example (column: value), for `add_batch_lines`: its gold in `meta`."""
+    """The job row of an evaluation's example (column: value), for `add_file_lines`: its gold in `meta`."""
     fields = {
         "id": str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
         "input": inputs, "parameters": parameters, "n_inputs": n_inputs, "created_at": now, "attempts": 0,
@@ -200,11 +200,24 @@ def evaluation_example(*, evaluation_id: str, line: int, task: str, model: str, 
     return {_COLUMNS[name]: value for name, value in fields.items()}
 
 
-def add_batch_lines(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Inserts the lines of a batch's or an evaluation's file as queued jobs, in the caller's transaction (one
-    statement for many rows)."""
-    if rows:
-        session.execute(insert(cast(Table, Job.__table__)), rows)
+#: A file's lines inserted per statement.
+LINES_PER_INSERT = 500
+
+
+def add_file_lines(session: Session, rows: Iterable[dict[str, Any]]) -> int:
+    """Inserts the lines of a batch's or an evaluation's file (rows of `batch_line` or `evaluation_example`) as
+    queued jobs in the caller's transaction, LINES_PER_INSERT per statement (the rows are made as the file is read:
+    never all in memory); how many."""
+    count, chunk = 0, []
+    for row in rows:
+        chunk.append(row)
+        count += 1
+        if len(chunk) == LINES_PER_INSERT:
+            session.execute(insert(cast(Table, Job.__table__)), chunk)
+            chunk = []
+    if chunk:
+        session.execute(insert(cast(Table, Job.__table__)), chunk)
+    return count
 
 
 def cancel_batch_lines(session: Session, batch_id: str, now: datetime) -> int:

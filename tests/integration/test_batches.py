@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from standardwebhooks import Webhook
 from transformers import pipeline
 
 from models.tables import Job
-from tests.integration.receiver import Receiver, running_receiver
+from tests.integration.receiver import Receiver
 from tests.integration.stack import Stack, wait_for
 from tests.unit.worker.engine.test_fill_mask import assert_same
 from tests.unit.worker.engine.test_question_answering import REFERENCE, assert_same_answers
@@ -30,17 +29,6 @@ pytestmark = pytest.mark.stack(start=("api", "worker", "webhooks", "beat"), env=
 TEXTS = ["Paris is the [MASK] of France.", "Today is a [MASK] day!", "My name is [MASK] and I live in Berlin.",
          "The quick brown [MASK] jumps over the lazy dog.", "Where do I [MASK]?"]
 QA_CASES = [case for case in REFERENCE["cases"] if not case["parameters"]]
-
-
-@pytest.fixture(scope="module")
-def http(stack: Stack) -> requests.Session:
-    return stack.client(stack.new_key())
-
-
-@pytest.fixture(scope="module")
-def receiver(backend: tuple[str, str]) -> Iterator[Receiver]:
-    with running_receiver() as receiver:
-        yield receiver
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import venv
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,13 @@ from distilq_client import Client, DistilqError, verify_webhook
 from sqlalchemy import func, select
 
 from models.tables import Job
-from tests.integration.receiver import Receiver, running_receiver
+from tests.integration.receiver import Receiver
 from tests.integration.stack import Stack, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.stack(start=("api", "worker", "webhooks", "beat"), env={
     "DISTILQ_SWEEP_INTERVAL_S": "0.2", "DISTILQ_WEBHOOK_ALLOW_PRIVATE": "true", "DISTILQ_RATE_LIMIT": "4/second"})
 MASKED = "Paris is the [MASK] of France."
-
-
-@pytest.fixture(scope="module")
-def receiver(backend: tuple[str, str]) -> Iterator[Receiver]:
-    with running_receiver() as receiver:
-        yield receiver
 
 
 def test_a_fresh_venv_installs_the_client_alone_and_waits_for_a_job_in_five_lines(stack: Stack,

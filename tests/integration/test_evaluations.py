@@ -10,7 +10,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from standardwebhooks import Webhook
 from transformers import pipeline
 
 from evaluations.squad import best
-from tests.integration.receiver import Receiver, running_receiver
+from tests.integration.receiver import Receiver
 from tests.integration.stack import Stack, wait_for
 from tests.unit.worker.engine.test_question_answering import REFERENCE
 from tests.unit.worker.engine.test_scoring import expected as expected_scores
@@ -33,17 +32,6 @@ MASKED = ["Paris is the [MASK] of France.", "Today is a [MASK] day!", "My name i
 PLAIN = ["Paris is the capital of France.", "The river flows north through the valley of the old kingdom.",
          "Hello world, good morning."]
 QA_CASES = [case for case in REFERENCE["cases"] if not case["parameters"]]
-
-
-@pytest.fixture(scope="module")
-def http(stack: Stack) -> requests.Session:
-    return stack.client(stack.new_key())
-
-
-@pytest.fixture(scope="module")
-def receiver(backend: tuple[str, str]) -> Iterator[Receiver]:
-    with running_receiver() as receiver:
-        yield receiver
 
 
 def upload(stack: Stack, http: requests.Session, lines: list[Any]) -> str:

@@ -26,11 +26,6 @@ pytestmark = pytest.mark.stack(start=("api", "worker"))
 
 
 @pytest.fixture(scope="module")
-def http(stack: Stack) -> requests.Session:
-    return stack.client(stack.new_key())
-
-
-@pytest.fixture(scope="module")
 def fill_mask(tiny_models: dict[str, Path]) -> Any:
     return pipeline("fill-mask", model=str(tiny_models["fill-mask"]), device="cpu")
 

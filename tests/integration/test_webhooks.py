@@ -5,32 +5,19 @@ by hand, and refused for non-public targets at submission and at delivery."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from standardwebhooks import Webhook
 
-from tests.integration.receiver import Receiver, running_receiver
+from tests.integration.receiver import Receiver
 from tests.integration.stack import Stack, wait_for
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 1}}
 pytestmark = pytest.mark.stack(start=("api", "worker", "webhooks", "beat"), env={
     "DISTILQ_WEBHOOK_ALLOW_PRIVATE": "true", "DISTILQ_WEBHOOK_RETRY_DELAYS": "0.3,0.3,0.3",
        "DISTILQ_WEBHOOK_TIMEOUT_S": "1", "DISTILQ_SWEEP_INTERVAL_S": "0.2"})
-
-
-@pytest.fixture(scope="module")
-def receiver(backend: tuple[str, str]) -> Iterator[Receiver]:
-    """One receiver per backend, so that each backend's run sees only its own deliveries."""
-    with running_receiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture(scope="module")
-def http(stack: Stack) -> requests.Session:
-    return stack.client(stack.new_key())
 
 
 def submit(stack: Stack, http: requests.Session, webhook: str, events: list[str] | None = None) -> dict[str, Any]:
