@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from api.waiting import MAX_WAIT_S
 from contract import responses as r
-from contract.requests import FillMaskRequest, QuestionAnsweringRequest
+from contract.evaluations import EvaluationRequest
+from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest
 
 bp = Blueprint("openapi", __name__)
 
@@ -122,6 +123,7 @@ def build_spec() -> dict[str, Any]:
             "operationId": "rotate_webhook_secret", "tags": ["webhooks"],
             "summary": "A new signing secret; the old one keeps signing beside it for 24 h",
             "responses": {"200": _json(c.ref(r.RotatedSecret), "The new secret"), **errors(401, 429, 503)}}},
+        **_file_paths(c, errors),
         "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "tags": ["health"], "security": [],
                              "responses": {"200": _json(c.ref(r.Health), "Alive")}}},
         "/readyz": {"get": {"operationId": "readyz", "summary": "Database and Redis reachable now", "tags": ["health"],
@@ -138,6 +140,81 @@ def build_spec() -> dict[str, Any]:
                        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
                                                       "description": "`distilq keys create` prints a key"}}},
         "security": [{"apiKey": []}],
+    }
+
+
+def _file_paths(c: _Components, errors: Any) -> dict[str, Any]:
+    """Files, batches (the OpenAI Batch API's shape), evaluations, and the key's activity."""
+    file, batch, evaluation = c.ref(r.FileObject), c.ref(r.BatchObject), c.ref(r.EvaluationObject)
+
+    def path_id(name: str) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+    page = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            {"name": "after", "in": "query", "schema": {"type": "string"},
+             "description": "`last_id` of the previous page"}]
+    upload = {"type": "object", "required": ["file", "purpose"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "JSONL: one request (batch) or example "
+                                                                        "(evaluation) per line"},
+        "purpose": {"enum": ["batch", "evaluation"]}}}
+    return {
+        "/v1/files": {
+            "post": {"operationId": "upload_file", "summary": "Upload a batch's or an evaluation's file",
+                     "tags": ["files"],
+                     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": upload}}},
+                     "responses": {"200": _json(file, "The file"), **errors(401, 413, 415, 422, 429, 503)}},
+            "get": {"operationId": "list_files", "summary": "The calling key's files, newest first", "tags": ["files"],
+                    "parameters": page[:1],
+                    "responses": {"200": _json(c.ref(r.FileList), "Files"), **errors(401, 422, 429, 503)}}},
+        "/v1/files/{file_id}": {"get": {
+            "operationId": "get_file", "summary": "A file", "tags": ["files"], "parameters": [path_id("file_id")],
+            "responses": {"200": _json(file, "The file"), **errors(401, 404, 429, 503)}}},
+        "/v1/files/{file_id}/content": {"get": {
+            "operationId": "get_file_content", "summary": "A file's bytes", "tags": ["files"],
+            "parameters": [path_id("file_id")],
+            "responses": {"200": {"description": "The bytes", "content": {
+                "application/jsonl": {"schema": {"type": "string"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                **errors(401, 404, 429, 503)}}},
+        "/v1/batches": {
+            "post": {"operationId": "create_batch", "summary": "Run a file of requests as a batch",
+                     "tags": ["batches"], "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": c.ref(BatchRequest)}}},
+                     "responses": {"200": _json(batch, "The batch: in progress, or failed naming its bad lines"),
+                                   **errors(400, 401, 413, 415, 422, 429, 503)}},
+            "get": {"operationId": "list_batches", "summary": "The calling key's batches, newest first",
+                    "tags": ["batches"], "parameters": page,
+                    "responses": {"200": _json(c.ref(r.BatchList), "Batches"), **errors(401, 422, 429, 503)}}},
+        "/v1/batches/{batch_id}": {"get": {
+            "operationId": "get_batch", "summary": "A batch", "tags": ["batches"],
+            "parameters": [path_id("batch_id")],
+            "responses": {"200": _json(batch, "The batch"), **errors(401, 404, 429, 503)}}},
+        "/v1/batches/{batch_id}/cancel": {"post": {
+            "operationId": "cancel_batch", "summary": "Cancel a batch: what has not started does not run",
+            "tags": ["batches"], "parameters": [path_id("batch_id")],
+            "responses": {"200": _json(batch, "The batch"), **errors(401, 404, 429, 503)}}},
+        "/v1/evaluations": {
+            "post": {"operationId": "create_evaluation", "summary": "Evaluate the served model on a file",
+                     "tags": ["evaluations"], "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": c.ref(EvaluationRequest)}}},
+                     "responses": {"202": _json(evaluation, "The evaluation, queued"),
+                                   "200": _json(evaluation, "The evaluation, failed: its file's bad lines"),
+                                   **errors(400, 401, 413, 415, 422, 429, 503)}},
+            "get": {"operationId": "list_evaluations", "summary": "The calling key's evaluations, newest first",
+                    "tags": ["evaluations"], "parameters": page,
+                    "responses": {"200": _json(c.ref(r.EvaluationList), "Evaluations"),
+                                  **errors(401, 422, 429, 503)}}},
+        "/v1/evaluations/{evaluation_id}": {"get": {
+            "operationId": "get_evaluation", "summary": "An evaluation", "tags": ["evaluations"],
+            "parameters": [path_id("evaluation_id")],
+            "responses": {"200": _json(evaluation, "The evaluation"), **errors(401, 404, 429, 503)}}},
+        "/v1/evaluations/{evaluation_id}/cancel": {"post": {
+            "operationId": "cancel_evaluation", "summary": "Cancel an evaluation: what has not started does not run",
+            "tags": ["evaluations"], "parameters": [path_id("evaluation_id")],
+            "responses": {"200": _json(evaluation, "The evaluation"), **errors(401, 404, 429, 503)}}},
+        "/v1/stats": {"get": {
+            "operationId": "get_stats", "summary": "The calling key's jobs queued and running, finished per second",
+            "tags": ["jobs"], "responses": {"200": _json(c.ref(r.Stats), "Now"), **errors(401, 429, 503)}}},
     }
 
 

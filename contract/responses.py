@@ -136,3 +136,96 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     checks: dict[str, str]
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"]
+    bytes: int
+    filename: str
+    purpose: Literal["batch", "evaluation", "batch_output", "evaluation_output"]
+    created_at: int
+
+
+class FileList(BaseModel):
+    object: Literal["list"]
+    data: list[FileObject]
+
+
+class RequestCounts(BaseModel):
+    total: int
+    completed: int
+    failed: int
+
+
+class BatchObject(BaseModel):
+    """A batch, as the OpenAI Batch API shows one (times in Unix seconds)."""
+
+    id: str
+    object: Literal["batch"]
+    endpoint: str | None
+    errors: dict[str, Any] | None
+    input_file_id: str
+    completion_window: str
+    status: Literal["validating", "in_progress", "finalizing", "completed", "failed", "cancelling", "cancelled"]
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: int
+    in_progress_at: int | None
+    expires_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    expired_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    request_counts: RequestCounts
+    metadata: dict[str, Any] | None
+
+
+class BatchList(BaseModel):
+    object: Literal["list"]
+    data: list[BatchObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class ResultCounts(BaseModel):
+    total: int
+    done: int
+    failed: int
+
+
+class EvaluationObject(BaseModel):
+    id: str
+    object: Literal["evaluation"]
+    task: Task
+    model: str
+    input_file_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    result_counts: ResultCounts
+    metrics: dict[str, float | None] | None
+    metric_names: list[str]
+    config: dict[str, Any]
+    output_file_id: str | None
+    error: dict[str, Any] | None
+    created_at: int
+    canceled_at: int | None
+    completed_at: int | None
+    metadata: dict[str, Any] | None
+
+
+class EvaluationList(BaseModel):
+    object: Literal["list"]
+    data: list[EvaluationObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class Stats(BaseModel):
+    queued: int
+    running: int
+    finished_per_s: float
+    window_s: int

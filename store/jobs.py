@@ -425,8 +425,8 @@ def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: date
 
 @dataclass(frozen=True)
 class Finished:
-    """A job written back: its id, status, and its JSON as GET /v1/jobs/{id} now shows it — None for a batch's line,
-    which no request holds (the batch's output file is its answer)."""
+    """A job written back: its id, status, and its JSON as GET /v1/jobs/{id} now shows it — None for a line of a
+    batch's or an evaluation's file, which no request holds (the file's output is its answer)."""
 
     job_id: str
     status: str

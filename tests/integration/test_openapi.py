@@ -28,7 +28,9 @@ def test_the_document_describes_every_route(stack: Stack) -> None:
     assert set(spec["paths"]) == {
         "/v1/fill-mask", "/v1/question-answering", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel",
         "/v1/jobs/{job_id}/deliveries", "/v1/jobs/{job_id}/deliveries/{event_id}/retry", "/v1/webhooks/secret",
-        "/v1/webhooks/secret/rotate", "/healthz", "/readyz",
+        "/v1/webhooks/secret/rotate", "/healthz", "/readyz", "/v1/files", "/v1/files/{file_id}",
+        "/v1/files/{file_id}/content", "/v1/batches", "/v1/batches/{batch_id}", "/v1/batches/{batch_id}/cancel",
+        "/v1/evaluations", "/v1/evaluations/{evaluation_id}", "/v1/evaluations/{evaluation_id}/cancel", "/v1/stats",
     }
     submit = spec["paths"]["/v1/fill-mask"]["post"]
     assert {p["name"] for p in submit["parameters"]} == {"Prefer", "Idempotency-Key"}
