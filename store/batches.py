@@ -91,7 +91,7 @@ def list_batches(session: Session, api_key_id: str, limit: int, after: str | Non
 def request_counts(session: Session, batch: Batch) -> dict[str, int]:
     """total, completed (succeeded) and failed (failed or canceled) lines, counted from the batch's jobs."""
     counts = dict(session.execute(select(Job.status, func.count()).where(Job.batch_id == batch.id)
-                                  .group_by(Job.status)).tuples().all())
+                                  .group_by(Job.status)).all())
     return {"total": batch.total, "completed": counts.get(SUCCEEDED, 0),
             "failed": counts.get(FAILED, 0) + counts.get(CANCELED, 0)}
 

@@ -86,7 +86,7 @@ def list_evaluations(session: Session, api_key_id: str, limit: int, after: str |
 def counts(session: Session, evaluation: Evaluation) -> dict[str, int]:
     """By status of the examples' jobs: {status: count}."""
     return dict(session.execute(select(Job.status, func.count()).where(Job.evaluation_id == evaluation.id)
-                                .group_by(Job.status)).tuples().all())
+                                .group_by(Job.status)).all())
 
 
 def _seconds(moment: datetime | None) -> int | None:

@@ -45,7 +45,7 @@ def key_activity(session: Session, api_key_id: str, since: datetime) -> tuple[in
     (the (api_key_id, created_at) index), not all of them."""
     by_status = dict(session.execute(
         select(Job.status, func.count()).where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING)))
-        .group_by(Job.status)).tuples().all())
+        .group_by(Job.status)).all())
     finished = session.scalar(select(func.count()).select_from(Job).where(
         Job.api_key_id == api_key_id, Job.created_at >= since - timedelta(hours=1), Job.completed_at >= since,
         Job.status.not_in((QUEUED, RUNNING))))
