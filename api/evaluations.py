@@ -23,7 +23,7 @@ from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, bad_body, json_line
 from api.model_inputs import ServedModel, check_question_answerings
 from api.state import app_state, served
 from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
-from contract.evaluations import EXAMPLES, LABELLED_METRICS, METRICS, EvaluationRequest
+from contract.evaluations import EXAMPLES, LABELLED_METRICS, METRICS, SCORE_PSEUDO_LOG_LIKELIHOOD, EvaluationRequest
 from contract.requests import QuestionAnsweringRequest
 from core import wakeups
 from core.clock import utcnow
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("evaluations", __name__, url_prefix="/v1")
 bp.before_request(authenticate)
 bp.teardown_request(close_db)
-
-#: `parameters.score` of a plain-text fill-mask example (the worker's engine scores it).
-SCORE = "pseudo_log_likelihood"
-
 
 class _Example:
     """A line that passed its schema: its number, its fields, and what its model check found."""
@@ -116,9 +112,11 @@ def _check_question_answering(examples: list[_Example], model: ServedModel) -> I
             yield bad_body(example.number, [{**problems[0], "loc": problems[0]["loc"][1:2]}])
 
 
-def _checked(task: str, file_id: str, metric_names: list[str]) -> Iterator[_Example | BadLine]:
-    """Every line judged whole, CHECK_CHUNK lines per tokenizer call; a fill-mask line whose kind gives none of
-    the metrics asked for is left out (no error: it needs no run)."""
+def _checked(task: str, file_id: str, metric_names: list[str],
+             model_checks: bool = True) -> Iterator[_Example | BadLine]:
+    """Every line judged whole, CHECK_CHUNK lines per tokenizer call (unless not `model_checks`: the second read of
+    a QA file, which the first has judged already); a fill-mask line whose kind gives none of the metrics asked for
+    is left out (no error: it needs no run)."""
     model = served(task)
     check = _check_fill_mask if task == TASK_FILL_MASK else _check_question_answering
     wants_ranked = any(name in LABELLED_METRICS for name in metric_names)
@@ -126,7 +124,7 @@ def _checked(task: str, file_id: str, metric_names: list[str]) -> Iterator[_Exam
     pending: list[_Example] = []
 
     def flush() -> Iterator[_Example | BadLine]:
-        bad = {line.error["line"]: line for line in check(pending, model)}
+        bad = {line.error["line"]: line for line in check(pending, model)} if model_checks else {}
         for example in pending:
             yield bad.get(example.number, example)
         pending.clear()
@@ -165,7 +163,8 @@ def _example_rows(body: EvaluationRequest, evaluation_id: str, api_key_id: str, 
     settings, now, config = app_state().settings, utcnow(), body.config
     qa_parameters = _qa_parameters()
     index = 0
-    for item in _checked(body.task, body.input_file_id, metric_names):
+    # Fill-mask's checks also give each example its label's id and its rows: they run again; QA's need not.
+    for item in _checked(body.task, body.input_file_id, metric_names, model_checks=body.task == TASK_FILL_MASK):
         if isinstance(item, BadLine):  # the file changed between the reads: files are never written twice
             raise RuntimeError(f"evaluation file {body.input_file_id} changed while it was read: {item}")
         index += 1
@@ -184,9 +183,9 @@ def _example_rows(body: EvaluationRequest, evaluation_id: str, api_key_id: str, 
                                           parameters={"top_k": config.top_k},
                                           gold={"label": fields["label"], "label_id": item.label_id}, **common)
         else:
-            yield jobs.evaluation_example(inputs={"input_string": [fields["text"]]},
-                                          parameters={"top_k": 1, "score": SCORE, "seed": config.seed,
-                                                      "line": item.number}, gold={}, **common)
+            scored = {"top_k": 1, "score": SCORE_PSEUDO_LOG_LIKELIHOOD, "seed": config.seed, "line": item.number}
+            yield jobs.evaluation_example(inputs={"input_string": [fields["text"]]}, parameters=scored, gold={},
+                                          **common)
 
 
 def _qa_parameters() -> dict[str, Any]:

@@ -27,6 +27,9 @@ METRICS: dict[str, tuple[str, ...]] = {
 }
 #: A fill-mask line with a label is scored by rank; one without by its pseudo-log-likelihood.
 LABELLED_METRICS = ("accuracy", "top_k_accuracy", "mrr")
+#: `parameters.score` of a plain-text fill-mask example's job: the worker's engine scores the text rather than
+#: filling a mask (set by an evaluation's creation only; the POST routes refuse the field).
+SCORE_PSEUDO_LOG_LIKELIHOOD = "pseudo_log_likelihood"
 
 
 class _Strict(BaseModel):

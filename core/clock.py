@@ -14,3 +14,8 @@ def isoformat(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def unix_seconds(value: datetime | None) -> int | None:
+    """Whole seconds since the epoch, as the OpenAI-shaped objects (files, batches, evaluations) show times."""
+    return int(value.timestamp()) if value is not None else None

@@ -18,6 +18,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
+from core.clock import unix_seconds
 from models.db import rowcount, transaction
 from models.tables import (
     BATCH_FAILED,
@@ -36,6 +37,7 @@ from models.tables import (
 )
 from store.files import write_file
 from store.jobs import add_file_lines, cancel_batch_lines
+from store.owned import newest_first, own
 from webhooks import record_batch_event
 
 #: Job rows read per query while the output is written.
@@ -74,18 +76,12 @@ def failed_batch(session: Session, *, batch_id: str, api_key_id: str, input_file
 
 
 def own_batch(session: Session, api_key_id: str, batch_id: str) -> Batch | None:
-    return session.scalars(select(Batch).where(Batch.id == batch_id, Batch.api_key_id == api_key_id)).one_or_none()
+    return own(session, Batch, api_key_id, batch_id)
 
 
 def list_batches(session: Session, api_key_id: str, limit: int, after: str | None) -> list[Batch]:
     """The key's batches, newest first; `after`: the id the previous page ended with."""
-    query = select(Batch).where(Batch.api_key_id == api_key_id)
-    if after is not None:
-        last = session.get(Batch, after)
-        if last is not None:
-            query = query.where((Batch.created_at < last.created_at)
-                                | ((Batch.created_at == last.created_at) & (Batch.id < last.id)))
-    return list(session.scalars(query.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
+    return newest_first(session, Batch, api_key_id, limit, after)
 
 
 def request_counts(session: Session, batch: Batch) -> dict[str, int]:
@@ -96,20 +92,17 @@ def request_counts(session: Session, batch: Batch) -> dict[str, int]:
             "failed": counts.get(FAILED, 0) + counts.get(CANCELED, 0)}
 
 
-def _seconds(moment: datetime | None) -> int | None:
-    return int(moment.timestamp()) if moment is not None else None
-
-
 def batch_to_public(batch: Batch, counts: dict[str, int]) -> dict[str, Any]:
     """The batch as the OpenAI Batch API shows one (times in Unix seconds)."""
     return {
         "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": batch.errors,
         "input_file_id": batch.input_file_id, "completion_window": batch.completion_window, "status": batch.status,
         "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
-        "created_at": _seconds(batch.created_at), "in_progress_at": _seconds(batch.in_progress_at),
-        "expires_at": None, "finalizing_at": _seconds(batch.finalizing_at),
-        "completed_at": _seconds(batch.completed_at), "failed_at": _seconds(batch.failed_at), "expired_at": None,
-        "cancelling_at": _seconds(batch.cancelling_at), "cancelled_at": _seconds(batch.cancelled_at),
+        "created_at": unix_seconds(batch.created_at), "in_progress_at": unix_seconds(batch.in_progress_at),
+        "expires_at": None, "finalizing_at": unix_seconds(batch.finalizing_at),
+        "completed_at": unix_seconds(batch.completed_at), "failed_at": unix_seconds(batch.failed_at),
+        "expired_at": None,
+        "cancelling_at": unix_seconds(batch.cancelling_at), "cancelled_at": unix_seconds(batch.cancelled_at),
         "request_counts": counts, "metadata": batch.meta,
     }
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.clock import unix_seconds
 from evaluations import Totals, score
 from models.db import rowcount, transaction
 from models.tables import (
@@ -38,6 +39,7 @@ from models.tables import (
 )
 from store.files import write_file
 from store.jobs import add_file_lines, cancel_evaluation_examples
+from store.owned import newest_first, own
 from webhooks import record_evaluation_event
 
 #: Job rows read per query while the output is written.
@@ -68,29 +70,18 @@ def failed_evaluation(session: Session, *, error: dict[str, Any], **fields: Any)
 
 
 def own_evaluation(session: Session, api_key_id: str, evaluation_id: str) -> Evaluation | None:
-    return session.scalars(select(Evaluation).where(Evaluation.id == evaluation_id,
-                                                    Evaluation.api_key_id == api_key_id)).one_or_none()
+    return own(session, Evaluation, api_key_id, evaluation_id)
 
 
 def list_evaluations(session: Session, api_key_id: str, limit: int, after: str | None) -> list[Evaluation]:
     """The key's evaluations, newest first; `after`: the id the previous page ended with."""
-    query = select(Evaluation).where(Evaluation.api_key_id == api_key_id)
-    if after is not None:
-        last = session.get(Evaluation, after)
-        if last is not None:
-            query = query.where((Evaluation.created_at < last.created_at)
-                                | ((Evaluation.created_at == last.created_at) & (Evaluation.id < last.id)))
-    return list(session.scalars(query.order_by(Evaluation.created_at.desc(), Evaluation.id.desc()).limit(limit)))
+    return newest_first(session, Evaluation, api_key_id, limit, after)
 
 
 def counts(session: Session, evaluation: Evaluation) -> dict[str, int]:
     """By status of the examples' jobs: {status: count}."""
     return dict(session.execute(select(Job.status, func.count()).where(Job.evaluation_id == evaluation.id)
                                 .group_by(Job.status)).all())
-
-
-def _seconds(moment: datetime | None) -> int | None:
-    return int(moment.timestamp()) if moment is not None else None
 
 
 def evaluation_to_public(evaluation: Evaluation, by_status: dict[str, int]) -> dict[str, Any]:
@@ -107,8 +98,8 @@ def evaluation_to_public(evaluation: Evaluation, by_status: dict[str, int]) -> d
                           "failed": by_status.get(FAILED, 0) + by_status.get(CANCELED, 0)},
         "metrics": evaluation.metrics, "metric_names": evaluation.metric_names, "config": evaluation.config,
         "output_file_id": evaluation.output_file_id, "error": evaluation.error,
-        "created_at": _seconds(evaluation.created_at), "canceled_at": _seconds(evaluation.canceled_at),
-        "completed_at": _seconds(evaluation.completed_at), "metadata": evaluation.meta,
+        "created_at": unix_seconds(evaluation.created_at), "canceled_at": unix_seconds(evaluation.canceled_at),
+        "completed_at": unix_seconds(evaluation.completed_at), "metadata": evaluation.meta,
     }
 
 

@@ -12,12 +12,12 @@ from typing import IO, Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.clock import unix_seconds
 from models.tables import File, FilePart
 
 PART_BYTES = 1 << 20
-#: What a file is for: uploaded ones (a batch's input, an evaluation's examples) and written ones.
+#: What an uploaded file is for (written ones are `batch_output` and `evaluation_output`).
 UPLOAD_PURPOSES = ("batch", "evaluation")
-PURPOSES = (*UPLOAD_PURPOSES, "batch_output", "evaluation_output")
 
 
 class FileTooLarge(Exception):
@@ -111,5 +111,5 @@ def read_lines(sessions: sessionmaker[Session], file_id: str, max_line_bytes: in
 
 
 def file_to_public(file: File) -> dict[str, Any]:
-    return {"id": file.id, "object": "file", "bytes": file.bytes, "created_at": int(file.created_at.timestamp()),
+    return {"id": file.id, "object": "file", "bytes": file.bytes, "created_at": unix_seconds(file.created_at),
             "filename": file.filename, "purpose": file.purpose}

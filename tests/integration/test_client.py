@@ -99,6 +99,9 @@ def test_batches_evaluations_and_webhooks_through_the_client(stack: Stack, tmp_p
     evaluation = client.wait_evaluation(client.create_evaluation("fill-mask", client.upload(examples, "evaluation")
                                                                  .id).id, timeout=120)
     assert evaluation.status == "succeeded" and evaluation.metrics is not None and "mrr" in evaluation.metrics
+    assert [e.id for e in client.list_evaluations()] == [evaluation.id]
+    assert client.cancel_evaluation(evaluation.id).status == "succeeded"  # an ended one stays as it is
+    assert client.cancel_batch(batch.id).status == "completed" and client.list_batches()[0].id == batch.id
 
     job = client.fill_mask([MASKED], webhook=receiver.on("/client", "200"))
     [delivery] = wait_for(lambda: [r for r in receiver.requests_to("/client") if '"job.completed"' in r.body]

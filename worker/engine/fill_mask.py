@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForMaskedLM
 
+from contract.evaluations import SCORE_PSEUDO_LOG_LIKELIHOOD
 from contract.tokens import target_ids
 from core.tasks import TASK_FILL_MASK
 from evaluations import mlm_positions
@@ -27,9 +28,6 @@ from worker.engine.detokenize import Detokenizer
 from worker.engine.model_engine import ModelEngine, per_job
 from worker.engine.packed import encode
 from worker.engine.runtime import Runtime, to_device
-
-#: `parameters.score` of an evaluation's plain-text example.
-SCORE_PSEUDO_LOG_LIKELIHOOD = "pseudo_log_likelihood"
 
 
 @dataclass(frozen=True)
@@ -78,8 +76,8 @@ class FillMaskEngine(ModelEngine):
 
     def prepare(self, jobs: list[JobPayload]) -> _Prepared:
         started = time.perf_counter()
-        asked = [job for job in jobs if "score" not in job.parameters]
-        scored = [i for i, job in enumerate(jobs) if "score" in job.parameters]
+        scored = [i for i, job in enumerate(jobs) if job.parameters.get("score") == SCORE_PSEUDO_LOG_LIKELIHOOD]
+        asked = [job for i, job in enumerate(jobs) if i not in set(scored)] if scored else jobs
         texts = [text for job in asked for text in job.input["input_string"]]
         # One call of the Rust tokenizer for the whole batch (parallel inside), not the Python wrapper.
         encoded: list[list[int]] = [e.ids for e in self.backend.encode_batch_fast(texts)]

@@ -13,6 +13,7 @@ import threading
 import zlib
 from typing import Any
 
+from contract.evaluations import SCORE_PSEUDO_LOG_LIKELIHOOD
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
 from worker.engine import InputError, JobPayload, StagedEngine
 from worker.engine.phases import Phases
@@ -119,7 +120,7 @@ class StubEngine(StagedEngine):
 
     def _outputs(self, job: JobPayload) -> list[Any]:
         top_k: int = job.parameters["top_k"]
-        if self.task == TASK_FILL_MASK and "score" in job.parameters:
+        if self.task == TASK_FILL_MASK and job.parameters.get("score") == SCORE_PSEUDO_LOG_LIKELIHOOD:
             return [scored_output(job.input["input_string"][0])]
         if self.task == TASK_FILL_MASK:
             texts: list[str] = job.input["input_string"]

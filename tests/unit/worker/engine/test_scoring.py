@@ -11,10 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from contract.evaluations import SCORE_PSEUDO_LOG_LIKELIHOOD
 from evaluations import mlm_positions
 from tests.unit.worker.engine.test_fill_mask import assert_same
 from worker.engine import InputError, JobPayload
-from worker.engine.fill_mask import SCORE_PSEUDO_LOG_LIKELIHOOD, FillMaskEngine
+from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.runtime import resolve_runtime
 
 TEXTS = ["Paris is the capital of France.", "Today is a good day!", "München liegt in Bayern.", "Why"]
