@@ -45,6 +45,16 @@ class Result:
         return (self.wall_s - model) / self.sequences * 1e6
 
     @property
+    def host_us(self) -> float | None:
+        """Of `outside_model_us`, what is left without the device's kernels over the vocabulary or the span table
+        (phase "select": fill-mask's softmax and top-k, QA's span scores), which a GPU runs on the device: the
+        host's own work per input — tokenizing, planning and packing passes, copies back, the outputs' Python."""
+        outside = self.outside_model_us
+        if outside is None:
+            return None
+        return outside - self.phases_s.get("select", 0.0) / self.sequences * 1e6
+
+    @property
     def flops_per_s(self) -> float | None:
         return self.flops / self.wall_s if self.flops is not None else None
 
@@ -60,4 +70,5 @@ class Result:
             "p99_ms": round(self.latency_ms(99), 1),
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()}, "notes": self.notes,
             "flops": self.flops, "flops_per_s": self.flops_per_s, "outside_model_us_per_input": self.outside_model_us,
+            "host_us_per_input": self.host_us,
         }

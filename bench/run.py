@@ -94,7 +94,8 @@ def _table(task: str, results: list[Result], peak: Peak) -> str:
             lines.append(f"({r.mode}) CPU work outside the forward passes and the head's product: "
                          f"{r.outside_model_us:.0f} µs per input (" + ", ".join(
                              f"{k} {v:.0f}" for k, v in [*per_input.items(), ("packing, copies, Python", other)])
-                         + ")")
+                         + f"); without select's kernels (a GPU runs those on the device), the host's own: "
+                           f"{r.host_us:.0f} µs per input")
         lines += [f"({r.mode}) {note}" for note in r.notes]
     return "\n".join(lines)
 

@@ -15,7 +15,7 @@ import numpy as np
 CPU_PASS_OVERHEAD_TOKENS = 32
 CUDA_PASS_OVERHEAD_TOKENS = 2048
 #: Above this many candidate cuts per row, the planner weighs them with NumPy.
-VECTOR_FROM_ROWS = 48
+VECTOR_FROM_ROWS = 64
 
 
 def attention_width(dim: int, hidden_dim: int) -> int:
@@ -35,6 +35,13 @@ def plan_batches(
     n = len(order)
     if n == 0:
         return []
+    longest_of_all = lengths[order[-1]]
+    if n <= max_rows and n * longest_of_all <= max_tokens:
+        # All in one pass, unless splitting saves more attention than a pass costs: at most every row's share of
+        # the longest row's (a GPU's pass overhead exceeds that for rows of ordinary lengths).
+        saving = sum(longest_of_all * longest_of_all - lengths[i] * lengths[i] for i in order) / width
+        if saving <= pass_overhead_tokens:
+            return [order]
     # best[j]: least cost of the first j sorted rows; cut[j]: where the last sub-batch of that plan starts. The last
     # sub-batch of rows i..j-1 costs (j - i) · c + overhead, c = longest² / width, so best[j] is the least of
     # best[i] - i·c over the i allowed, plus j·c + overhead: one vectorised minimum per j (a GPU batch of 512 rows
@@ -52,7 +59,11 @@ def plan_batches(
             candidates = best_array[low:j] - starts[low:j] * per_row
             i = low + len(candidates) - 1 - int(np.argmin(candidates[::-1]))  # ties: the shortest last sub-batch
         else:  # a few candidates: a Python loop costs less than NumPy's call overhead
-            i = min(range(j - 1, low - 1, -1), key=lambda start: best[start] - start * per_row)
+            i, least = j - 1, best[j - 1] - (j - 1) * per_row
+            for start in range(j - 2, low - 1, -1):
+                value = best[start] - start * per_row
+                if value < least:
+                    i, least = start, value
         cut[j] = i
         best[j] = best_array[j] = best[i] - i * per_row + j * per_row + pass_overhead_tokens
     batches: list[list[int]] = []

@@ -28,6 +28,7 @@ from worker.engine.detokenize import Detokenizer
 from worker.engine.model_engine import ModelEngine, per_job
 from worker.engine.packed import encode
 from worker.engine.runtime import Runtime, to_device
+from worker.engine.vocab_top_k import softmax_top_k
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class _Inferred:
     log_probs: list[list[float]]
 
 
+def _places(ids: list[int], token: int) -> list[int]:
+    """Where `token` is in `ids`, found by list methods (C loops; a comprehension costs a few µs an input)."""
+    places: list[int] = []
+    for _ in range(ids.count(token)):
+        places.append(ids.index(token, places[-1] + 1 if places else 0))
+    return places
+
+
 class FillMaskEngine(ModelEngine):
     task = TASK_FILL_MASK
 
@@ -82,7 +91,7 @@ class FillMaskEngine(ModelEngine):
         # One call of the Rust tokenizer for the whole batch (parallel inside), not the Python wrapper.
         encoded: list[list[int]] = [e.ids for e in self.backend.encode_batch_fast(texts)]
         #: Per input, where its masks are: found once, on the host (nothing waits for the device for them).
-        positions = [[i for i, token in enumerate(ids) if token == self.mask_id] for ids in encoded]
+        positions = [_places(ids, self.mask_id) for ids in encoded]
         for index, ids in enumerate(encoded):
             if not positions[index]:
                 raise InputError(f"input {index} has no mask token {self.tokenizer.mask_token}")
@@ -122,13 +131,10 @@ class FillMaskEngine(ModelEngine):
         with self.phases.timed("head"):
             logits = self._head(states)
         asked = len(ready.requests)
-        with self.phases.timed("select"):
-            selected: list[tuple[list[float], list[int]]] = []
-            if asked:  # (the passes order rows by length: the inputs' rows are not the first ones)
-                with torch.inference_mode():
-                    probs = logits.float().softmax(dim=-1)
-                selected = self._select(probs, rows_of_input[:asked], ready.requests)
-            log_probs = self._gather(logits, rows_of_input[asked:], ready.scoring.targets)
+        selected: list[tuple[list[float], list[int]]] = []
+        if asked:  # (the passes order rows by length: the inputs' rows are not the first ones)
+            selected = self._select(logits, rows_of_input[:asked], ready.requests)
+        log_probs = self._gather(logits, rows_of_input[asked:], ready.scoring.targets)
         return _Inferred(ready, rows_of_input, selected, log_probs)
 
     @torch.inference_mode()
@@ -139,7 +145,9 @@ class FillMaskEngine(ModelEngine):
             return []
         flat_rows = torch.tensor([r for row in rows for r in row], device=logits.device)
         flat_targets = torch.tensor([t for row in targets for t in row], device=logits.device)
-        values = logits[flat_rows].float().log_softmax(dim=-1).gather(1, flat_targets[:, None])[:, 0].cpu().tolist()
+        with self.phases.timed("select"):
+            gathered = logits[flat_rows].float().log_softmax(dim=-1).gather(1, flat_targets[:, None])[:, 0]
+        values = gathered.cpu().tolist()
         out, start = [], 0
         for row in rows:
             out.append(values[start: start + len(row)])
@@ -210,20 +218,20 @@ class FillMaskEngine(ModelEngine):
         return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(states))))
 
     @torch.inference_mode()
-    def _select(self, probs: torch.Tensor, rows_of_input: list[list[int]],
+    def _select(self, logits: torch.Tensor, rows_of_input: list[list[int]],
                 requests: list[tuple[int, list[int] | None]]) -> list[tuple[list[float], list[int]]]:
-        """Per mask row: its best (scores, token ids), best first, from the softmax over the vocabulary that the
-        pipeline takes (computed on the device, by the caller, under `torch.inference_mode`). Top-k runs on the
-        device, once for every mask
-        that ranks the whole vocabulary (at the largest top_k asked for), once per target set otherwise; each
-        result comes back to the host in one copy."""
-        selected: list[tuple[list[float], list[int]]] = [([], [])] * probs.shape[0]
+        """Per mask row: its best (scores, token ids), best first, by the softmax over the vocabulary that the
+        pipeline takes. The masks that rank the whole vocabulary go through `softmax_top_k` together (at the
+        largest top_k asked for), each target set's masks through a softmax of their own; each result comes back to
+        the host in one copy."""
+        selected: list[tuple[list[float], list[int]]] = [([], [])] * logits.shape[0]
         plain = sorted(r for rows, (_, targets) in zip(rows_of_input, requests, strict=True) if targets is None
                        for r in rows)
         if plain:
             k = max(top_k for rows, (top_k, targets) in zip(rows_of_input, requests, strict=True) if targets is None)
-            picked = probs if len(plain) == probs.shape[0] else probs[torch.tensor(plain, device=probs.device)]
-            values, indices = picked.topk(k)
+            picked = logits if len(plain) == logits.shape[0] else logits[torch.tensor(plain, device=logits.device)]
+            with self.phases.timed("select"):
+                values, indices = softmax_top_k(picked.float(), k, self.runtime.rows_per_slice)
             for r, row_values, row_indices in zip(plain, values.cpu().tolist(), indices.cpu().tolist(), strict=True):
                 selected[r] = (row_values, row_indices)
         by_targets: dict[tuple[int, ...], list[int]] = {}
@@ -231,9 +239,10 @@ class FillMaskEngine(ModelEngine):
             if targets is not None:
                 by_targets.setdefault(tuple(targets), []).extend(rows)
         for targets_key, rows in by_targets.items():
-            columns = torch.tensor(targets_key, device=probs.device)
-            sub = probs[torch.tensor(rows, device=probs.device)][:, columns]
-            values, indices = sub.topk(len(targets_key))
+            columns = torch.tensor(targets_key, device=logits.device)
+            with self.phases.timed("select"):
+                sub = logits[torch.tensor(rows, device=logits.device)].float().softmax(dim=-1)[:, columns]
+                values, indices = sub.topk(len(targets_key))
             for r, row_values, row_indices in zip(rows, values.cpu().tolist(), indices.cpu().tolist(), strict=True):
                 selected[r] = (row_values, [targets_key[i] for i in row_indices])
         return selected

@@ -165,32 +165,33 @@ class QuestionAnsweringEngine(ModelEngine):
         for batch in self.passes([chunk.input_ids for chunk in chunks]):
             with self.phases.timed("forward"):
                 passes.append((batch, self.model.qa_outputs(encode(self.model.distilbert, batch)).float()))
-        with self.phases.timed("select"):
-            order = [index for batch, _ in passes for index in batch.rows]  # the chunks' rows in the padded layout
-            bounds = torch.tensor([(chunks[i].context_start, len(chunks[i].input_ids) - 1) for i in order])
+        order = [index for batch, _ in passes for index in batch.rows]  # the chunks' rows in the padded layout
+        bounds = torch.tensor([(chunks[i].context_start, len(chunks[i].input_ids) - 1) for i in order])
+        params = [ready.pairs[chunk.pair][2] for chunk in chunks]
+        wanted = [_candidates(p) for p in params]
+        k = max(wanted)
+        by_length: dict[int, list[int]] = defaultdict(list)  # rows, by max_answer_len
+        for row, index in enumerate(order):
+            by_length[params[index]["max_answer_len"]].append(row)
+        scored: list[tuple[list[int], torch.Tensor]] = []  # rows, their spans
+        with self.phases.timed("select"):  # the device's part
             start, end, real, allowed = padded_chunks(passes, to_device(bounds, self.runtime), self.cls_id)
-            params = [ready.pairs[chunk.pair][2] for chunk in chunks]
-            wanted = [_candidates(p) for p in params]
-            k = max(wanted)
-            by_length: dict[int, list[int]] = defaultdict(list)  # rows, by max_answer_len
-            for row, index in enumerate(order):
-                by_length[params[index]["max_answer_len"]].append(row)
-            scored: list[tuple[list[int], torch.Tensor]] = []  # rows, their spans
             for max_answer_len, rows in by_length.items():
                 picked: slice | torch.Tensor = (slice(None) if len(rows) == len(order)
                                                 else to_device(torch.tensor(rows), self.runtime))
                 scored.append((rows, best_spans(start[picked], end[picked], real[picked], allowed[picked],
                                                 max_answer_len, k)))
-            table = torch.cat([spans for _, spans in scored]).cpu().numpy()  # the one copy back
-            rows = [row for rows, _ in scored for row in rows]
-            found: list[Spans] = [Spans([], [], [], 0.0)] * len(chunks)
-            for row, spans in zip(rows, read_spans(table, [wanted[order[row]] for row in rows]), strict=True):
-                index, chunk = order[row], chunks[order[row]]
-                if spans is None:  # too few spans above zero: the pipeline's own arithmetic decides
-                    length = len(chunk.input_ids)
-                    spans = select_starts_ends(start[row, :length].cpu().numpy(), end[row, :length].cpu().numpy(),
-                                               chunk.allowed(), wanted[index], params[index]["max_answer_len"])
-                found[index] = spans
+            spans_on_device = torch.cat([spans for _, spans in scored])
+        table = spans_on_device.cpu().numpy()  # the one copy back
+        rows = [row for rows, _ in scored for row in rows]
+        found: list[Spans] = [Spans([], [], [], 0.0)] * len(chunks)
+        for row, spans in zip(rows, read_spans(table, [wanted[order[row]] for row in rows]), strict=True):
+            index, chunk = order[row], chunks[order[row]]
+            if spans is None:  # too few spans above zero: the pipeline's own arithmetic decides
+                length = len(chunk.input_ids)
+                spans = select_starts_ends(start[row, :length].cpu().numpy(), end[row, :length].cpu().numpy(),
+                                           chunk.allowed(), wanted[index], params[index]["max_answer_len"])
+            found[index] = spans
         return found
 
     def _answer(self, context: str, params: dict[str, Any], chunks: list[tuple[Chunk, Spans]]) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from worker.engine.batching import CPU_PASS_OVERHEAD_TOKENS, CUDA_PASS_OVERHEAD_TOKENS
+from worker.engine.vocab_top_k import CPU_ROWS_PER_SLICE
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: Rows and padded tokens per forward pass when the settings leave them open: what fills the device. On a 2-core
@@ -30,6 +31,11 @@ class Runtime:
         """(rows, padded tokens) per forward pass: those given, else this device's defaults."""
         rows, tokens = CUDA_PASS_LIMITS if self.is_cuda else CPU_PASS_LIMITS
         return max_rows or rows, max_tokens or tokens
+
+    @property
+    def rows_per_slice(self) -> int | None:
+        """Rows of logits the softmax and top-k take at a time: a cache-sized slice on the CPU, all on a GPU."""
+        return None if self.is_cuda else CPU_ROWS_PER_SLICE
 
     @property
     def pass_overhead_tokens(self) -> int:
