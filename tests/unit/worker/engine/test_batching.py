@@ -68,3 +68,28 @@ def test_short_rows_of_similar_lengths_share_one_pass() -> None:
 def test_a_row_longer_than_the_token_bound_still_runs_alone() -> None:
     assert plan_batches([600, 5], max_rows=8, max_tokens=512) == [[1], [0]]
 
+
+
+def least_cost(lengths: list[int], max_rows: int, max_tokens: int, overhead: int) -> float:
+    """The cheapest cut of the sorted rows by the plain dynamic programme: every allowed last sub-batch, each step."""
+    ordered = sorted(lengths)
+    best = [0.0] + [float("inf")] * len(ordered)
+    for j in range(1, len(ordered) + 1):
+        for i in range(j - 1, -1, -1):
+            rows, longest = j - i, ordered[j - 1]
+            if rows > 1 and (rows > max_rows or rows * longest > max_tokens):
+                break
+            best[j] = min(best[j], best[i] + rows * longest * longest / WIDTH + overhead)
+    return best[-1]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_plan_is_the_cheapest_for_many_rows_of_few_lengths(seed: int) -> None:
+    # Long runs of equal lengths, where the planner keeps its least between steps instead of searching again.
+    rng = random.Random(seed)
+    lengths = [rng.choice([8, 9, 30, 31, 64, 120, 121, 300]) for _ in range(rng.randint(20, 300))]
+    max_rows, max_tokens = rng.choice([(8, 1000), (32, 16_384), (100, 4000), (512, 131_072)])
+    overhead = rng.choice([0, 5, 32, 2048])
+    planned = plan_batches(lengths, max_rows=max_rows, max_tokens=max_tokens, pass_overhead_tokens=overhead)
+    assert sorted(i for batch in planned for i in batch) == list(range(len(lengths)))
+    assert cost(lengths, planned, overhead) == pytest.approx(least_cost(lengths, max_rows, max_tokens, overhead))
