@@ -69,7 +69,6 @@ def test_a_row_longer_than_the_token_bound_still_runs_alone() -> None:
     assert plan_batches([600, 5], max_rows=8, max_tokens=512) == [[1], [0]]
 
 
-
 def least_cost(lengths: list[int], max_rows: int, max_tokens: int, overhead: int) -> float:
     """The cheapest cut of the sorted rows by the plain dynamic programme: every allowed last sub-batch, each step."""
     ordered = sorted(lengths)
