@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
+from sqlalchemy.exc import OperationalError
 
 from migrations import run_migrations
 from models.db import make_engine, make_read_session_factory, make_session_factory
@@ -54,3 +55,20 @@ def test_an_eager_writer_takes_the_lock_once_it_is_released(url: str) -> None:
     held.close()
     assert got_it.wait(10)
     thread.join()
+
+
+def test_an_eager_writer_gives_up_at_the_deadline_with_sqlalchemys_error(url: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("models.db.SQLITE_BUSY_TIMEOUT_MS", 300)
+    held = make_session_factory(make_engine(url))()
+    held.execute(text("SELECT 1"))  # holds the write lock, and never lets go in time
+    engine = make_engine(url, eager_writer=True)
+    with pytest.raises(OperationalError, match="locked"), make_session_factory(engine)() as eager:
+        eager.execute(text("SELECT 1"))
+    held.commit()
+    held.close()
+    raw = engine.raw_connection()  # the same pooled connection, without a transaction's begin: its timeout is back
+    try:
+        assert raw.cursor().execute("PRAGMA busy_timeout").fetchone() == (300,)
+    finally:
+        raw.close()
