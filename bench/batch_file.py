@@ -128,7 +128,6 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
     with running_stack(models, "fill-mask", {**env, "DISTILQ_SWEEP_INTERVAL_S": "0.2"}, INTERACTIVE_CLIENTS + 8,
                        beat=True) as (url, key, pids, log):
         client = _Client(url, key)
-        idle = client.interactive(texts, None, IDLE_SAMPLES // INTERACTIVE_CLIENTS)
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         before = len(logged_batches(log))
         batch, steps, _ = client.batch(lines, len(texts), None)
@@ -146,6 +145,9 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
                                [seconds] * len(texts))
             evaluated.notes = ["CPU seconds during the evaluation: " + ", ".join(
                 f"{name} {value:.1f}" for name, value in evaluation_cpu.items()) + f"; metrics {evaluation['metrics']}"]
+        # Interactive jobs' idle latency after the batch alone, not before it: a worker that ran one in the last
+        # seconds keeps a batch's passes short for those seconds (interactive first), which "alone" must not see.
+        idle = client.interactive(texts, None, IDLE_SAMPLES // INTERACTIVE_CLIENTS)
         _, beside_steps, busy = client.batch(lines, len(texts), texts)
         passes = f"alone: {batch_steps(log, before, alone)}; beside interactive jobs: {batch_steps(log, alone)}"
         # gunicorn's worker process is the API's child: the largest of the process tree's peaks.
