@@ -21,8 +21,12 @@ from bench.e2e import run_end_to_end
 from bench.flops import Peak, Shape, padded_passes_flops, peak_for
 from bench.measure import Result
 from bench.modes import QA_PARAMS, fill_mask_engine, fill_mask_pipeline, grouped, qa_engine
+from bench.precision import bare_encoder, fill_mask_agreement, qa_agreement
 from bench.workload import make_workload
 from worker.engine.runtime import Runtime, resolve_runtime
+
+#: Inputs (fill-mask) and pairs (QA) mode (h) compares, at most: the reference figures' 400 and 80 fit.
+AGREEMENT_INPUTS = 400
 
 TF4_SCRIPT = Path(__file__).with_name("tf4_qa.py")
 
@@ -73,7 +77,7 @@ def _table(task: str, results: list[Result], peak: Peak) -> str:
     by = {r.mode: r for r in results}
     ratios = {f"{x}/{y}": by[x].sequences_per_s / by[y].sequences_per_s
               for x, y in (("c", "a"), ("c", "b"), ("d", "c"), ("d", "a"), ("d", "b"), ("e", "c"), ("e", "d"),
-                           ("f", "e"))
+                           ("f", "e"), ("c", "g"), ("d", "g"))
               if x in by and y in by}
     if ratios:
         lines += ["", "ratios (sequences/s): " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items())]
@@ -112,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
     parser.add_argument("--output", type=Path, default=Path(".distilq/bench-results.json"))
     parser.add_argument("--tasks", default="fill-mask,question-answering")
-    parser.add_argument("--modes", default="abcd", help="which of the modes (a)-(f) to run, e.g. c for the engine's "
+    parser.add_argument("--modes", default="abcd", help="which of the modes (a)-(h) to run, e.g. c for the engine's "
                                                          "CPU work alone; e: the fill-mask inputs as one batch file; "
-                                                         "f (with e): the same texts as a fill-mask evaluation")
+                                                         "f (with e): the same texts as a fill-mask evaluation; g: the "
+                                                         "bare encoder, the ceiling; h: the outputs at --dtype against "
+                                                         "float32's")
     parser.add_argument("--device", default=os.environ.get("DISTILQ_DEVICE", "auto"), help="as DISTILQ_DEVICE")
     parser.add_argument("--dtype", default=os.environ.get("DISTILQ_DTYPE", "auto"), help="as DISTILQ_DTYPE")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
@@ -163,6 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             results.append(fill_mask_pipeline(models["fill-mask"], texts, args.batch, runtime))
         if "c" in args.modes:
             results.append(fill_mask_engine(models["fill-mask"], texts, args.batch, args.max_batch_tokens, runtime))
+        if "g" in args.modes:
+            results.append(bare_encoder(models["fill-mask"], runtime, args.batch, len(texts)))
+        if "h" in args.modes:
+            agreement = fill_mask_agreement(models["fill-mask"], texts[:AGREEMENT_INPUTS], runtime, args.batch,
+                                            args.max_batch_tokens)
+            print(f"(h) fill-mask at {agreement['dtype']} against the float32 pipeline: top-5 lists "
+                  f"{agreement['top5_lists_equal']}/{agreement['inputs']} equal, top-1 "
+                  f"{agreement['top1_equal']}/{agreement['inputs']}", flush=True)
+            report["fill-mask agreement"] = agreement
         if "e" in args.modes:
             results += run_batch_file(models, texts, env, evaluate="f" in args.modes)
         if "d" in args.modes:
@@ -182,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
                                                  (384, args.max_batch_tokens), runtime) if r.mode in args.modes]
         if "c" in args.modes:
             results.append(qa_engine(models["question-answering"], pairs, args.batch, args.max_batch_tokens, runtime))
+        if "h" in args.modes:
+            agreement = qa_agreement(models["question-answering"], pairs[:AGREEMENT_INPUTS], runtime, args.batch,
+                                     args.max_batch_tokens)
+            print(f"(h) question answering at {agreement['dtype']} against float32 (the engine, equal to the 4.57.6 "
+                  f"pipeline): best spans {agreement['best_span_equal']}/{agreement['pairs']} equal", flush=True)
+            report["question-answering agreement"] = agreement
         if "d" in args.modes:
             bodies = [{"inputs": {"question": [q for q, _ in pairs[i: i + per_job]],
                                   "context": [c for _, c in pairs[i: i + per_job]]}, "parameters": QA_PARAMS}

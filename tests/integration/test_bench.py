@@ -99,3 +99,45 @@ def test_bench_runs_a_batch_file_and_an_evaluation_beside_it(tmp_path: Path) -> 
     assert "interactive one-input jobs" in notes and "peak resident memory" in notes and "beat" in notes
     assert "top_k_accuracy" in rows["f"]["notes"][0]
     assert "f/e = " in run.stdout
+
+
+def test_bench_measures_the_ceiling_and_a_dtypes_agreement(tmp_path: Path) -> None:
+    """`--modes gh --dtype bfloat16`: the bare encoder's rate (the ceiling) and how many outputs at bfloat16 equal
+    float32's — fill-mask against the pipeline, QA against the engine — counted over the inputs given."""
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--modes", "cgh", "--dtype", "bfloat16",
+         "--fill-mask-jobs", "12", "--qa-jobs", "5", "--batch", "4", "--models", str(tmp_path / "models"),
+         "--output", str(output)],
+        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    modes = {row["mode"]: row for row in report["fill-mask"]}
+    assert set(modes) == {"c", "g"}
+    assert modes["g"]["sequences"] == 12 and modes["g"]["flops"] > 0 and "bare encoder" in modes["g"]["label"]
+    assert "c/g = " in run.stdout
+    fill_mask, qa = report["fill-mask agreement"], report["question-answering agreement"]
+    assert fill_mask["dtype"] == qa["dtype"] == "bfloat16"
+    assert fill_mask["inputs"] == 12 and 0 <= fill_mask["top5_lists_equal"] <= fill_mask["top1_equal"] <= 12
+    assert qa["pairs"] == 5 and 0 <= qa["best_span_equal"] <= 5
+    assert "(h) fill-mask at bfloat16 against the float32 pipeline: top-5 lists" in run.stdout
+
+
+def test_agreement_at_float32_is_complete(tmp_path: Path) -> None:
+    """At float32 the engine equals its references: mode (h) must count every output equal, or it counts wrong."""
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--modes", "h", "--dtype", "float32",
+         "--fill-mask-jobs", "10", "--qa-jobs", "4", "--batch", "4", "--models", str(tmp_path / "models"),
+         "--output", str(output)],
+        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["fill-mask agreement"]["top5_lists_equal"] == 10
+    assert report["question-answering agreement"]["best_span_equal"] == 4
