@@ -15,16 +15,23 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_bench_runs_every_mode_and_reports_them(tmp_path: Path) -> None:
+def _bench(tmp_path: Path, timeout: int, args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`python -m bench.run` with `args` (split on spaces), its models and report under `tmp_path`, no DISTILQ_
+    setting of this process leaking in; asserts it exits 0. Its output, and where its report is."""
     output = tmp_path / "results.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
     run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--fill-mask-jobs", "6", "--qa-jobs", "3", "--batch", "4",
-         "--concurrency", "3", "--models", str(tmp_path / "models"), "--output", str(output)],
+        [sys.executable, "-m", "bench.run", *args.split(), "--models", str(tmp_path / "models"),
+         "--output", str(output)],
         env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=timeout,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    return run, output
+
+
+def test_bench_runs_every_mode_and_reports_them(tmp_path: Path) -> None:
+    run, output = _bench(tmp_path, 900, "--fill-mask-jobs 6 --qa-jobs 3 --batch 4 --concurrency 3")
     assert "measured float32 matrix-multiply rate" in run.stdout
     report = json.loads(output.read_text())
     assert report["peak"]["flops_per_s"] > 0
@@ -46,16 +53,8 @@ def test_bench_runs_every_mode_and_reports_them(tmp_path: Path) -> None:
 
 def test_bench_measures_the_service_on_the_tiny_checkpoint(tmp_path: Path) -> None:
     """`--checkpoint tiny` with several inputs per job: (d) counts inputs, and says the CPU-ms per job."""
-    output = tmp_path / "results.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--tasks", "fill-mask", "--fill-mask-jobs", "12",
-         "--inputs-per-job", "4", "--batch", "4", "--concurrency", "2", "--models", str(tmp_path / "models"),
-         "--output", str(output)],
-        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run, output = _bench(tmp_path, 600, "--checkpoint tiny --tasks fill-mask --fill-mask-jobs 12 "
+                         "--inputs-per-job 4 --batch 4 --concurrency 2")
     assert "the tiny test checkpoint" in run.stdout
     d = {row["mode"]: row for row in json.loads(output.read_text())["fill-mask"]}["d"]
     assert d["sequences"] == 12 and "4 input(s) per job" in d["label"]
@@ -64,15 +63,7 @@ def test_bench_measures_the_service_on_the_tiny_checkpoint(tmp_path: Path) -> No
 
 def test_bench_runs_only_the_modes_asked_for(tmp_path: Path) -> None:
     """`--modes c`: the engine alone, both tasks, with its CPU work outside the model; no pipeline, no stack."""
-    output = tmp_path / "results.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--modes", "c", "--fill-mask-jobs", "8",
-         "--qa-jobs", "4", "--batch", "4", "--models", str(tmp_path / "models"), "--output", str(output)],
-        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run, output = _bench(tmp_path, 600, "--checkpoint tiny --modes c --fill-mask-jobs 8 --qa-jobs 4 --batch 4")
     report = json.loads(output.read_text())
     assert [row["mode"] for row in report["fill-mask"]] == ["c"]
     assert [row["mode"] for row in report["question-answering"]] == ["c"]
@@ -84,15 +75,7 @@ def test_bench_runs_only_the_modes_asked_for(tmp_path: Path) -> None:
 def test_bench_runs_a_batch_file_and_an_evaluation_beside_it(tmp_path: Path) -> None:
     """`--modes ef`: the texts as a batch file alone, as an evaluation, and as a batch again beside interactive
     jobs: each mode's rate, the interactive latencies, the passes and the peak memory of each process."""
-    output = tmp_path / "results.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--tasks", "fill-mask", "--modes", "ef",
-         "--fill-mask-jobs", "40", "--batch", "8", "--models", str(tmp_path / "models"), "--output", str(output)],
-        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run, output = _bench(tmp_path, 600, "--checkpoint tiny --tasks fill-mask --modes ef --fill-mask-jobs 40 --batch 8")
     rows = {row["mode"]: row for row in json.loads(output.read_text())["fill-mask"]}
     assert set(rows) == {"e", "f"} and rows["e"]["sequences"] == rows["f"]["sequences"] == 40
     notes = " ".join(rows["e"]["notes"])
@@ -104,16 +87,8 @@ def test_bench_runs_a_batch_file_and_an_evaluation_beside_it(tmp_path: Path) -> 
 def test_bench_measures_the_ceiling_and_a_dtypes_agreement(tmp_path: Path) -> None:
     """`--modes gh --dtype bfloat16`: the bare encoder's rate (the ceiling) and how many outputs at bfloat16 equal
     float32's — fill-mask against the pipeline, QA against the engine — counted over the inputs given."""
-    output = tmp_path / "results.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--modes", "cgh", "--dtype", "bfloat16",
-         "--fill-mask-jobs", "12", "--qa-jobs", "5", "--batch", "4", "--models", str(tmp_path / "models"),
-         "--output", str(output)],
-        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run, output = _bench(tmp_path, 600, "--checkpoint tiny --modes cgh --dtype bfloat16 --fill-mask-jobs 12 "
+                         "--qa-jobs 5 --batch 4")
     report = json.loads(output.read_text())
     modes = {row["mode"]: row for row in report["fill-mask"]}
     assert set(modes) == {"c", "g"}
@@ -128,16 +103,8 @@ def test_bench_measures_the_ceiling_and_a_dtypes_agreement(tmp_path: Path) -> No
 
 def test_agreement_at_float32_is_complete(tmp_path: Path) -> None:
     """At float32 the engine equals its references: mode (h) must count every output equal, or it counts wrong."""
-    output = tmp_path / "results.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--checkpoint", "tiny", "--modes", "h", "--dtype", "float32",
-         "--fill-mask-jobs", "10", "--qa-jobs", "4", "--batch", "4", "--models", str(tmp_path / "models"),
-         "--output", str(output)],
-        env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    _, output = _bench(tmp_path, 600, "--checkpoint tiny --modes h --dtype float32 --fill-mask-jobs 10 "
+                         "--qa-jobs 4 --batch 4")
     report = json.loads(output.read_text())
     assert report["fill-mask agreement"]["top5_lists_equal"] == 10
     assert report["question-answering agreement"]["best_span_equal"] == 4
