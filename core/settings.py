@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     max_batch_wait_ms: int = Field(default=5, ge=0, le=10_000)
     #: While interactive jobs are about, a batch file's lines fill a pass only up to this many milliseconds of the
     #: engine's time (so that an interactive job waits for no long pass of lines); otherwise lines fill passes whole.
-    lines_pass_ms: int = Field(default=20, ge=1, le=60_000)
+    #: 5: interactive p95 beside a batch 1.8–1.9× idle on the tiny checkpoint, where 20 gave 2.8–3.1× (BENCHMARKS.md).
+    lines_pass_ms: int = Field(default=5, ge=1, le=60_000)
     #: Bound on padded tokens in one forward pass (rows × longest row). None: the device's default (16,384 on the
     #: CPU, 131,072 on CUDA).
     max_batch_tokens: int | None = Field(default=None, ge=512)
