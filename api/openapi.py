@@ -150,6 +150,20 @@ def _file_paths(c: _Components, errors: Any) -> dict[str, Any]:
     def path_id(name: str) -> dict[str, Any]:
         return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
+    def owned(kind: str, article: str, tag: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """GET /v1/{tag}/{id} and POST /v1/{tag}/{id}/cancel of one of the key's batches or evaluations."""
+        name = f"{kind}_id"
+        found = {"200": _json(schema, f"The {kind}"), **errors(401, 404, 429, 503)}
+        return {
+            f"/v1/{tag}/{{{name}}}": {"get": {
+                "operationId": f"get_{kind}", "summary": f"{article.capitalize()} {kind}",
+                "tags": [tag], "parameters": [path_id(name)], "responses": found}},
+            f"/v1/{tag}/{{{name}}}/cancel": {"post": {
+                "operationId": f"cancel_{kind}",
+                "summary": f"Cancel {article} {kind}: what has not started does not run", "tags": [tag],
+                "parameters": [path_id(name)], "responses": found}},
+        }
+
     page = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
             {"name": "after", "in": "query", "schema": {"type": "string"},
              "description": "`last_id` of the previous page"}]
@@ -185,14 +199,7 @@ def _file_paths(c: _Components, errors: Any) -> dict[str, Any]:
             "get": {"operationId": "list_batches", "summary": "The calling key's batches, newest first",
                     "tags": ["batches"], "parameters": page,
                     "responses": {"200": _json(c.ref(r.BatchList), "Batches"), **errors(401, 422, 429, 503)}}},
-        "/v1/batches/{batch_id}": {"get": {
-            "operationId": "get_batch", "summary": "A batch", "tags": ["batches"],
-            "parameters": [path_id("batch_id")],
-            "responses": {"200": _json(batch, "The batch"), **errors(401, 404, 429, 503)}}},
-        "/v1/batches/{batch_id}/cancel": {"post": {
-            "operationId": "cancel_batch", "summary": "Cancel a batch: what has not started does not run",
-            "tags": ["batches"], "parameters": [path_id("batch_id")],
-            "responses": {"200": _json(batch, "The batch"), **errors(401, 404, 429, 503)}}},
+        **owned("batch", "a", "batches", batch),
         "/v1/evaluations": {
             "post": {"operationId": "create_evaluation", "summary": "Evaluate the served model on a file",
                      "tags": ["evaluations"], "requestBody": {"required": True, "content": {
@@ -204,14 +211,7 @@ def _file_paths(c: _Components, errors: Any) -> dict[str, Any]:
                     "tags": ["evaluations"], "parameters": page,
                     "responses": {"200": _json(c.ref(r.EvaluationList), "Evaluations"),
                                   **errors(401, 422, 429, 503)}}},
-        "/v1/evaluations/{evaluation_id}": {"get": {
-            "operationId": "get_evaluation", "summary": "An evaluation", "tags": ["evaluations"],
-            "parameters": [path_id("evaluation_id")],
-            "responses": {"200": _json(evaluation, "The evaluation"), **errors(401, 404, 429, 503)}}},
-        "/v1/evaluations/{evaluation_id}/cancel": {"post": {
-            "operationId": "cancel_evaluation", "summary": "Cancel an evaluation: what has not started does not run",
-            "tags": ["evaluations"], "parameters": [path_id("evaluation_id")],
-            "responses": {"200": _json(evaluation, "The evaluation"), **errors(401, 404, 429, 503)}}},
+        **owned("evaluation", "an", "evaluations", evaluation),
         "/v1/stats": {"get": {
             "operationId": "get_stats", "summary": "The calling key's jobs queued and running, finished per second",
             "tags": ["jobs"], "responses": {"200": _json(c.ref(r.Stats), "Now"), **errors(401, 429, 503)}}},

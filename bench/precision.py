@@ -13,6 +13,7 @@ mode (c) run with `--dtype`; this is the other half of choosing it.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ def bare_encoder(model_dir: Path, runtime: Runtime, batch: int, sequences: int) 
     return result
 
 
-def _float32(runtime: Runtime) -> Runtime:
-    return Runtime(runtime.device, torch.float32)
+def _outputs(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[JobPayload], batch: int) -> list[Any]:
+    """The output of each one-input job, the engine taking `batch` jobs a call."""
+    return [output[0] for start in range(0, len(jobs), batch) for output in engine.run(jobs[start: start + batch])]
 
 
 def fill_mask_agreement(model_dir: Path, texts: list[str], runtime: Runtime, batch: int,
@@ -71,10 +73,7 @@ def fill_mask_agreement(model_dir: Path, texts: list[str], runtime: Runtime, bat
     """(h), fill-mask: how many of the engine's top-5 lists (tokens in order) and top-1 tokens at the runtime's dtype
     equal the float32 pipeline's."""
     engine = FillMaskEngine(str(model_dir), runtime, batch, max_tokens)
-    outputs: list[Any] = []
-    for start in range(0, len(texts), batch):
-        jobs = [JobPayload({"input_string": [text]}, {"top_k": TOP_K}) for text in texts[start: start + batch]]
-        outputs += [job[0] for job in engine.run(jobs)]
+    outputs = _outputs(engine, [JobPayload({"input_string": [text]}, {"top_k": TOP_K}) for text in texts], batch)
     reference = pipeline("fill-mask", model=str(model_dir), device=runtime.device, dtype=torch.float32)
     expected = [reference(text, top_k=TOP_K) for text in texts]
     lists = [([c["token"] for c in got], [c["token"] for c in want]) for got, want in zip(outputs, expected,
@@ -87,14 +86,12 @@ def fill_mask_agreement(model_dir: Path, texts: list[str], runtime: Runtime, bat
 def qa_agreement(model_dir: Path, pairs: list[tuple[str, str]], runtime: Runtime, batch: int,
                  max_tokens: int) -> dict[str, Any]:
     """(h), QA: how many best answers' (start, end) at the runtime's dtype equal the float32 engine's."""
+    jobs = [JobPayload({"question": [q], "context": [c]}, QA_PARAMS) for q, c in pairs]
+
     def best(engine_runtime: Runtime) -> list[tuple[int, int]]:
         engine = QuestionAnsweringEngine(str(model_dir), engine_runtime, batch, max_tokens)
-        spans = []
-        for start in range(0, len(pairs), batch):
-            jobs = [JobPayload({"question": [q], "context": [c]}, QA_PARAMS) for q, c in pairs[start: start + batch]]
-            spans += [(job[0]["start"], job[0]["end"]) for job in engine.run(jobs)]
-        return spans
+        return [(answer["start"], answer["end"]) for answer in _outputs(engine, jobs, batch)]
 
-    got, want = best(runtime), best(_float32(runtime))
+    got, want = best(runtime), best(replace(runtime, dtype=torch.float32))
     return {"dtype": str(runtime.dtype).removeprefix("torch."), "pairs": len(pairs),
             "best_span_equal": sum(a == b for a, b in zip(got, want, strict=True))}
