@@ -5,15 +5,18 @@ A file is checked whole before any of it runs: every line as its POST route woul
 storable text, the model's token bounds), `custom_id` unique, `url` one of the two routes (the batch's
 `endpoint`, when given). Then, in a second read of the file, every line becomes a queued job of the batch in one
 transaction; a file with a bad line makes a failed batch whose `errors` name the lines (the first MAX_ERRORS).
-Neither read holds more than a part of the file and one line.
+Neither read holds more than a part of the file and one line: the token ids the first read's checks made for
+the worker wait for the second in a temporary file (`_Spool`), not in memory.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -101,19 +104,52 @@ def _read(file_id: str, endpoint: str | None, full_check: bool) -> Iterator[Line
             yield bad
 
 
-def _validate(file_id: str, endpoint: str | None) -> tuple[int, list[dict[str, Any]]]:
-    """The first read: how many lines, and the first MAX_ERRORS problems (by line)."""
+class _Spool:
+    """The token ids of a file's lines (`Checked.token_ids`, or none), in line order, in a temporary file: written
+    by the first read, read back in the same order by the second."""
+
+    _LENGTH = struct.Struct("<I")
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile()
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.file.close()
+
+    def write(self, token_ids: bytes | None) -> None:
+        data = token_ids or b""
+        self.file.write(self._LENGTH.pack(len(data)) + data)
+
+    def rewind(self) -> None:
+        self.file.seek(0)
+
+    def read(self) -> bytes | None:
+        (length,) = self._LENGTH.unpack(self.file.read(self._LENGTH.size))
+        return self.file.read(length) if length else None
+
+
+def _validate(file_id: str, endpoint: str | None, spool: _Spool) -> tuple[int, list[dict[str, Any]]]:
+    """The first read: how many lines, and the first MAX_ERRORS problems (by line); each good line's token ids
+    into `spool`."""
     seen: set[str] = set()
     total, errors = 0, list[dict[str, Any]]()
     pending: list[Line] = []
 
     def check_pending() -> None:
+        token_ids: dict[int, bytes | None] = {}
         for task, check in CHECKS.items():
             lines = [item for item in pending if item.task == task]
             if lines:
                 found = check([item.body for item in lines], served(task), app_state().settings)
-                errors.extend(bad_body(item.number, problems, "body").error
-                              for item, problems in zip(lines, found, strict=True) if problems)
+                errors.extend(bad_body(item.number, checked.problems, "body").error
+                              for item, checked in zip(lines, found, strict=True) if checked.problems)
+                token_ids.update((item.number, checked.token_ids) for item, checked in zip(lines, found, strict=True))
+        if not errors:
+            for item in pending:
+                spool.write(token_ids[item.number])
         pending.clear()
 
     for item in _read(file_id, endpoint, full_check=True):
@@ -136,16 +172,18 @@ def _validate(file_id: str, endpoint: str | None) -> tuple[int, list[dict[str, A
     return total, sorted(errors, key=lambda error: error["line"] or 0)[:MAX_ERRORS]
 
 
-def _job_rows(file_id: str, endpoint: str | None, batch_id: str, api_key_id: str,
+def _job_rows(file_id: str, endpoint: str | None, batch_id: str, api_key_id: str, spool: _Spool,
               tasks: set[str]) -> Iterator[dict[str, Any]]:
-    """The second read: each line's job row; `tasks` gathers the lines' tasks."""
+    """The second read: each line's job row, with its token ids from `spool`; `tasks` gathers the lines' tasks."""
     settings, now = app_state().settings, utcnow()
+    spool.rewind()
     for item in _read(file_id, endpoint, full_check=False):
         if isinstance(item, BadLine):  # the file changed between the reads: files are never written twice
             raise RuntimeError(f"batch file {file_id} changed while it was read: {item}")
         tasks.add(item.task)
         yield jobs.batch_line(batch_id=batch_id, line=item.number, custom_id=item.custom_id, task=item.task,
-                              model=settings.model_id(item.task), api_key_id=api_key_id, body=item.body, now=now)
+                              model=settings.model_id(item.task), api_key_id=api_key_id, body=item.body,
+                              token_ids=spool.read(), now=now)
 
 
 def _public(batch: Batch) -> dict[str, Any]:
@@ -162,17 +200,23 @@ def own_batch(batch_id: str) -> Batch:
 @bp.post("/batches")
 def create() -> Response:
     body = parse(BatchRequest, read_json_object())
-    state, key = app_state(), current_key().id
+    key = current_key().id
     problems = webhook_problems(body.webhook)
     if problems:
         raise invalid(problems)
     file = files.own_file(read_db(), key, body.input_file_id)
     if file is None or file.purpose != "batch":
         raise invalid([detail(["input_file_id"], "names no file of yours uploaded with purpose 'batch'")])
-    total, errors = _validate(file.id, body.endpoint)
+    with _Spool() as spool:
+        return _create(file.id, body, key, spool)
+
+
+def _create(file_id: str, body: BatchRequest, key: str, spool: _Spool) -> Response:
+    state = app_state()
+    total, errors = _validate(file_id, body.endpoint, spool)
     batch_id = batches.new_batch_id()
     fields: dict[str, Any] = {
-        "batch_id": batch_id, "api_key_id": key, "input_file_id": file.id, "endpoint": body.endpoint,
+        "batch_id": batch_id, "api_key_id": key, "input_file_id": file_id, "endpoint": body.endpoint,
         "completion_window": body.completion_window, "webhook": body.webhook, "metadata": body.metadata,
         "now": utcnow()}
     session = db()
@@ -181,7 +225,8 @@ def create() -> Response:
         log.info("batch failed validation", extra={"batch": batch_id, "errors": len(errors)})
         return jsonify(_public(batch))
     tasks: set[str] = set()
-    batch = batches.create_batch(session, lines=_job_rows(file.id, body.endpoint, batch_id, key, tasks), **fields)
+    batch = batches.create_batch(session, lines=_job_rows(file_id, body.endpoint, batch_id, key, spool, tasks),
+                                 **fields)
     for task in sorted(tasks):
         try:
             wakeups.request(state.celery, state.redis, task)

@@ -107,9 +107,9 @@ def _qa_body(example: _Example) -> QuestionAnsweringRequest:
 
 def _check_question_answering(examples: list[_Example], model: ServedModel) -> Iterator[BadLine]:
     found = check_question_answerings([_qa_body(example) for example in examples], model, app_state().settings)
-    for example, problems in zip(examples, found, strict=True):
-        if problems:
-            yield bad_body(example.number, [{**problems[0], "loc": problems[0]["loc"][1:2]}])
+    for example, checked in zip(examples, found, strict=True):
+        if checked.problems:
+            yield bad_body(example.number, [{**checked.problems[0], "loc": checked.problems[0]["loc"][1:2]}])
 
 
 def _checked(task: str, file_id: str, metric_names: list[str],

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from api.deps import authenticate, close_db, current_key, db, own_job, read_db
 from api.errors import ApiError, detail, invalid
-from api.model_inputs import ServedModel, check_fill_mask, check_question_answering
+from api.model_inputs import Checked, ServedModel, check_fill_mask, check_question_answering
 from api.state import app_state, served
 from api.validation import parse, query_choice, query_int, read_json_object, webhook_problems
 from api.waiting import requested_wait_s, wait_for_job
@@ -45,7 +45,7 @@ MAX_PAGE_OUTPUT_BYTES = 8_000_000
 #: Idempotency keys longer than this are refused.
 MAX_IDEMPOTENCY_KEY_LEN = 255
 
-Check = Callable[[Any, ServedModel, Settings], list[dict[str, Any]]]
+Check = Callable[[Any, ServedModel, Settings], Checked]
 
 
 def _job_response(job: Job | str, status: int, extra_headers: dict[str, str] | None = None) -> Response:
@@ -68,14 +68,14 @@ def _idempotency_key(key: str | None) -> str | None:
 
 
 def _submit(task: str, body: FillMaskRequest | QuestionAnsweringRequest, raw: dict[str, Any],
-            idempotency_key: str | None, job_id: str) -> tuple[Job, bool]:
+            idempotency_key: str | None, job_id: str, token_ids: bytes | None) -> tuple[Job, bool]:
     """Stores the job (or finds the one this Idempotency-Key made) and wakes a worker for a new one."""
     state = app_state()
     try:
         job, created = jobs.submit(
             db(), task=task, model=state.settings.model_id(task), api_key_id=current_key().id, body=body, raw_body=raw,
             idempotency_key=idempotency_key, idempotency_ttl_s=state.settings.idempotency_ttl_s,
-            max_in_flight=state.settings.max_jobs_in_flight, now=utcnow(), job_id=job_id,
+            max_in_flight=state.settings.max_jobs_in_flight, now=utcnow(), job_id=job_id, token_ids=token_ids,
         )
     except jobs.IdempotencyKeyReused:
         raise ApiError(409, "idempotency_key_reused",
@@ -97,8 +97,8 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
     raw = read_json_object()
     body = parse(schema, raw)
     state = app_state()
-    problems = check(body, served(task), state.settings)
-    problems += webhook_problems(body.webhook)
+    checked = check(body, served(task), state.settings)
+    problems = checked.problems + webhook_problems(body.webhook)
     if problems:
         raise invalid(problems)
     idempotency_key = _idempotency_key(request.headers.get("Idempotency-Key"))
@@ -111,7 +111,7 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
         job_id = str(uuid.uuid4())
         watch = held.enter_context(state.announcements.watching(job_id)) if may_wait else None
         heard = state.announcements.subscribed.is_set()  # else announcements made now may be missed
-        job, created = _submit(task, body, raw, idempotency_key, job_id)
+        job, created = _submit(task, body, raw, idempotency_key, job_id, checked.token_ids)
         headers = {"Location": f"/v1/jobs/{job.id}"}
         if wait_s is not None and may_wait:  # else the key holds its most waits already: the job as it is, at once
             headers["Preference-Applied"] = f"wait={wait_s}"

@@ -17,7 +17,14 @@ from tokenizers import Tokenizer
 
 from api.errors import detail
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest
-from contract.tokens import MAX_QA_TOKENS_PER_INPUT, fill_mask_output_bytes, qa_chunk_count, target_ids
+from contract.tokens import (
+    MAX_QA_TOKENS_PER_INPUT,
+    fill_mask_output_bytes,
+    pack_token_ids,
+    qa_chunk_count,
+    target_ids,
+    tokenizer_fingerprint,
+)
 from core.settings import Settings
 from core.tasks import ModelUnavailable
 
@@ -28,6 +35,17 @@ class ServedModel:
     mask_token: str | None
     mask_id: int | None
     max_tokens: int
+    #: `contract.tokens.tokenizer_fingerprint` of `tokenizer`, stamped on the token ids handed to the worker.
+    fingerprint: bytes
+
+
+@dataclass
+class Checked:
+    """What the model's checks found of one body, and its inputs' token ids for the worker (fill-mask, when
+    there is no problem: `contract.tokens.pack_token_ids`), or None."""
+
+    problems: list[dict[str, Any]]
+    token_ids: bytes | None = None
 
 
 #: How long the hub gets to accept a connection before it counts as unreachable, in seconds.
@@ -84,7 +102,8 @@ def load_served_model(model_id: str) -> ServedModel:
     if isinstance(mask_token, dict):  # older files store an AddedToken
         mask_token = mask_token.get("content")
     mask_id = tokenizer.token_to_id(mask_token) if mask_token else None
-    return ServedModel(tokenizer, mask_token, mask_id, int(config.get("max_position_embeddings", 512)))
+    return ServedModel(tokenizer, mask_token, mask_id, int(config.get("max_position_embeddings", 512)),
+                       tokenizer_fingerprint(tokenizer))
 
 
 def _too_many(count: int, limit: int, loc: list[str | int]) -> list[dict[str, Any]]:
@@ -99,18 +118,19 @@ def _chars(texts: list[str], limit: int, loc: list[str | int]) -> list[dict[str,
     ]
 
 
-def check_fill_mask(body: FillMaskRequest, model: ServedModel, settings: Settings) -> list[dict[str, Any]]:
+def check_fill_mask(body: FillMaskRequest, model: ServedModel, settings: Settings) -> Checked:
     return check_fill_masks([body], model, settings)[0]
 
 
-def check_fill_masks(bodies: list[FillMaskRequest], model: ServedModel,
-                     settings: Settings) -> list[list[dict[str, Any]]]:
-    """The problems of each body; the texts of all of them tokenized in one call (a batch's lines come many at a
-    time: a call per line would cost its thread pool's start-up each time)."""
+def check_fill_masks(bodies: list[FillMaskRequest], model: ServedModel, settings: Settings) -> list[Checked]:
+    """The problems of each body, and the token ids of those without; the texts of all of them tokenized in one
+    call (a batch's lines come many at a time: a call per line would cost its thread pool's start-up each
+    time)."""
     loc: list[str | int] = ["inputs", "input_string"]
     problems = [_too_many(len(body.inputs.input_string), settings.max_inputs_per_job, loc)
                 + _chars(body.inputs.input_string, settings.max_chars_per_input, loc) for body in bodies]
     checked = [i for i, found in enumerate(problems) if not found]
+    token_ids: dict[int, bytes] = {}
     encodings = iter(model.tokenizer.encode_batch_fast([text for i in checked
                                                         for text in bodies[i].inputs.input_string]))
     for i in checked:
@@ -122,8 +142,10 @@ def check_fill_masks(bodies: list[FillMaskRequest], model: ServedModel,
         # As the engine does: with targets, an input gets at most as many predictions per mask as there are targets.
         top_k = min(body.parameters.top_k, target_count or body.parameters.top_k)
         output_bytes = 0
+        job_ids: list[list[int]] = []
         for index, text in enumerate(texts):
             ids = next(encodings).ids
+            job_ids.append(ids)
             masks = ids.count(model.mask_id) if model.mask_id is not None else 0
             if masks == 0:
                 found.append(detail([*loc, index], f"has no mask token; put {model.mask_token} where a word goes"))
@@ -137,12 +159,12 @@ def check_fill_masks(bodies: list[FillMaskRequest], model: ServedModel,
             found.append(detail(["parameters", "top_k"], (
                 f"asks for about {output_bytes:,} bytes of output (masks × top_k × the input's length, over every "
                 f"input); at most {settings.max_output_bytes:,} per job: lower top_k, or send fewer inputs per job")))
-    return problems
+        if not found:
+            token_ids[i] = pack_token_ids(model.fingerprint, job_ids)
+    return [Checked(found, token_ids.get(i)) for i, found in enumerate(problems)]
 
 
-def check_question_answering(
-    body: QuestionAnsweringRequest, model: ServedModel, settings: Settings
-) -> list[dict[str, Any]]:
+def check_question_answering(body: QuestionAnsweringRequest, model: ServedModel, settings: Settings) -> Checked:
     return check_question_answerings([body], model, settings)[0]
 
 
@@ -158,8 +180,9 @@ def _qa_bounds(body: QuestionAnsweringRequest, model: ServedModel, settings: Set
 
 
 def check_question_answerings(bodies: list[QuestionAnsweringRequest], model: ServedModel,
-                              settings: Settings) -> list[list[dict[str, Any]]]:
-    """The problems of each body; every question and context of all of them tokenized in one call."""
+                              settings: Settings) -> list[Checked]:
+    """The problems of each body; every question and context of all of them tokenized in one call. (The worker
+    tokenizes QA's pairs again: it needs the chunks' offsets, which this check does not make.)"""
     problems = [_qa_bounds(body, model, settings) for body in bodies]
     checked = [i for i, found in enumerate(problems) if not found]
     encoded = iter(model.tokenizer.encode_batch_fast(
@@ -188,4 +211,4 @@ def check_question_answerings(bodies: list[QuestionAnsweringRequest], model: Ser
                     ["inputs", "context", index],
                     f"splits into {chunks} chunks of {params.max_seq_len} tokens (doc_stride={params.doc_stride}), "
                     f"{chunks * params.max_seq_len:,} tokens; at most {MAX_QA_TOKENS_PER_INPUT:,} per pair"))
-    return problems
+    return [Checked(found) for found in problems]

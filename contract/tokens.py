@@ -1,12 +1,17 @@
 """Token-level rules that the API (checking a request) and the worker (running it) must apply identically.
 
 Both hold the model's own `tokenizers.Tokenizer`: the API loads it without transformers, the worker takes
-`backend_tokenizer` from its transformers tokenizer.
+`backend_tokenizer` from its transformers tokenizer. A fill-mask job's inputs are tokenized once: the API's
+check encodes them anyway, and stores their ids with the job (`pack_token_ids`), stamped with its tokenizer's
+fingerprint; the worker uses them when its own tokenizer has the same fingerprint, and tokenizes otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import sys
+from array import array
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -60,3 +65,54 @@ def qa_chunk_count(question_tokens: int, context_tokens: int, max_seq_len: int, 
             f"(max_seq_len {max_seq_len} - {question_tokens} question tokens - {QA_SPECIAL_TOKENS} = {room})"
         )
     return 1 + math.ceil((context_tokens - room) / (room - doc_stride))
+
+
+#: Bytes of a tokenizer's fingerprint at the head of packed token ids.
+FINGERPRINT_BYTES = 8
+
+
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> bytes:
+    """Names the tokenizer's whole configuration (vocabulary, normaliser, pre-tokeniser, post-processor), its
+    truncation and padding left out: two tokenizers of one fingerprint give the same ids."""
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_str(tokenizer.to_str())
+    plain.no_truncation()
+    plain.no_padding()
+    return hashlib.sha256(plain.to_str().encode("utf-8")).digest()[:FINGERPRINT_BYTES]
+
+
+def pack_token_ids(fingerprint: bytes, ids: list[list[int]]) -> bytes:
+    """The token ids of a job's inputs as the job row stores them: the fingerprint, then unsigned 32-bit
+    little-endian integers — the number of inputs, each input's length, every id."""
+    numbers = array("I", [len(ids), *map(len, ids)])
+    for one in ids:
+        numbers.extend(one)
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    return fingerprint + numbers.tobytes()
+
+
+def unpack_token_ids(packed: bytes | None, fingerprint: bytes, inputs: int) -> list[list[int]] | None:
+    """The ids `pack_token_ids` stored for a job of `inputs` inputs; None when there are none, or they were made
+    by a tokenizer of another fingerprint (the model changed between the API's check and the run), or they do
+    not hold `inputs` inputs."""
+    if packed is None or bytes(packed[:FINGERPRINT_BYTES]) != fingerprint:
+        return None
+    numbers = array("I")
+    body = bytes(packed[FINGERPRINT_BYTES:])
+    if len(body) % numbers.itemsize:
+        return None
+    numbers.frombytes(body)
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    if not numbers or numbers[0] != inputs or len(numbers) < 1 + inputs:
+        return None
+    lengths, flat = numbers[1:1 + inputs].tolist(), numbers[1 + inputs:].tolist()
+    if sum(lengths) != len(flat):
+        return None
+    ids, start = [], 0
+    for length in lengths:
+        ids.append(flat[start:start + length])
+        start += length
+    return ids

@@ -94,6 +94,9 @@ class Job(Base):
     custom_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: An evaluation's example: its evaluation (its line number in `batch_line`, its gold in `meta`).
     evaluation_id: Mapped[str | None] = mapped_column(ForeignKey("evaluations.id"), nullable=True)
+    #: A fill-mask job's token ids as the API's check made them (`contract.tokens.pack_token_ids`), so that the
+    #: worker does not tokenize again; cleared when the job finishes.
+    token_ids: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 INTERACTIVE_PRIORITY, BATCH_PRIORITY = 0, 1

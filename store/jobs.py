@@ -124,6 +124,7 @@ def submit(
     max_in_flight: int,
     now: datetime,
     job_id: str | None = None,
+    token_ids: bytes | None = None,
 ) -> tuple[Job, bool]:
     """Stores a new `queued` job (id `job_id`, or a new one) and commits; returns it and whether it is new (False:
     an idempotent replay, also when a concurrent copy of the request committed first). Raises TooManyJobsInFlight
@@ -133,7 +134,8 @@ def submit(
     One INSERT … SELECT … WHERE (the key's jobs in flight) < cap: the cap is checked by the statement that
     inserts, so a writer holds SQLite's one write lock for a single statement; on PostgreSQL the key's row is
     locked first, so that concurrent submissions of one key count in turn. The returned job is built here, not
-    loaded: no ORM unit of work, no read back."""
+    loaded: no ORM unit of work, no read back. `token_ids`: the inputs' ids from the API's check, for the worker
+    (`contract.tokens.pack_token_ids`)."""
     digest = request_hash(task, raw_body)
     if idempotency_key is not None:
         found = _by_idempotency_key(session, api_key_id, idempotency_key, digest, now)
@@ -144,7 +146,7 @@ def submit(
         "input": body.inputs.model_dump(), "parameters": body.parameters.model_dump(exclude_none=True),
         "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "priority": INTERACTIVE_PRIORITY,
         "webhook": body.webhook,
-        "webhook_events_filter": list(body.webhook_events_filter), "meta": body.metadata,
+        "webhook_events_filter": list(body.webhook_events_filter), "meta": body.metadata, "token_ids": token_ids,
     }
     if idempotency_key is not None:
         fields.update(idempotency_key=idempotency_key, request_hash=digest,
@@ -175,14 +177,14 @@ def submit(
 
 
 def batch_line(*, batch_id: str, line: int, custom_id: str, task: str, model: str, api_key_id: str,
-               body: JobRequest, now: datetime) -> dict[str, Any]:
-    """The job row of a batch's line (column: value), for `add_file_lines`."""
+               body: JobRequest, now: datetime, token_ids: bytes | None = None) -> dict[str, Any]:
+    """The job row of a batch's line (column: value), for `add_file_lines`; `token_ids` as `submit`'s."""
     fields = {
         "id": str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
         "input": body.inputs.model_dump(), "parameters": body.parameters.model_dump(exclude_none=True),
         "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "priority": BATCH_PRIORITY,
         "webhook_events_filter": [], "meta": body.metadata, "batch_id": batch_id, "batch_line": line,
-        "custom_id": custom_id,
+        "custom_id": custom_id, "token_ids": token_ids,
     }
     return {_COLUMNS[name]: value for name, value in fields.items()}
 
@@ -286,6 +288,12 @@ class Claim:
     @property
     def webhook(self) -> str | None:
         return self.row["webhook"]
+
+    @property
+    def token_ids(self) -> bytes | None:
+        """The inputs' token ids from the API's check (`contract.tokens.pack_token_ids`), if it stored them."""
+        value = self.row.get("token_ids")
+        return None if value is None else bytes(value)
 
     @property
     def from_file(self) -> bool:
@@ -434,7 +442,8 @@ class Finished:
 
 
 #: What a write-back sets on a job (its attribute names, which are also its column names).
-_WRITTEN = ("status", "output", "error", "queue_ms", "completed_at", "lease_until", "inference_ms", "batch_size")
+_WRITTEN = ("status", "output", "error", "queue_ms", "completed_at", "lease_until", "inference_ms", "batch_size",
+            "token_ids")
 
 
 @functools.cache
@@ -468,7 +477,8 @@ def finish(
         changes: dict[str, dict[str, Any]] = {
             job_id: {"status": FAILED if outcome.error is not None else SUCCEEDED, "output": outcome.output,
                      "error": outcome.error, "queue_ms": outcome.claim.queue_ms, "completed_at": now,
-                     "lease_until": None, "inference_ms": inference_ms, "batch_size": batch_size}
+                     "lease_until": None, "inference_ms": inference_ms, "batch_size": batch_size,
+                     "token_ids": None}
             for job_id, outcome in by_id.items() if job_id in held
         }
         if changes:
@@ -477,8 +487,8 @@ def finish(
         events = [record_event(session, job_id, EVENT_COMPLETED, now) for job_id in changes
                   if by_id[job_id].claim.webhook]
     finished = [Finished(job_id, str(change["status"]),
-                         None if by_id[job_id].claim.from_file else job_to_public(Job(**{**by_id[job_id].claim.row,
-                                                                                         **change})))
+                         None if by_id[job_id].claim.from_file else job_to_public({**by_id[job_id].claim.row,
+                                                                                   **change}))
                 for job_id, change in changes.items()]
     return finished, [event for event in events if event]
 

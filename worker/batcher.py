@@ -222,7 +222,7 @@ class Batcher:
             self.events.backlog(task)  # another worker may join
         self.events.webhooks(batch.events)
         claimed = _Pass(task, batch, {"claim": (time.perf_counter() - started) * 1000}, claimed_at=time.monotonic(),
-                        payloads=[JobPayload(c.input, c.parameters) for c in batch.claims])
+                        payloads=[JobPayload(c.input, c.parameters, c.token_ids) for c in batch.claims])
         if batch.claims:
             claimed.prepared = self._prepare(task, claimed.payloads)
         return claimed
@@ -329,7 +329,7 @@ class Batcher:
     def _run(self, engine: Engine, claims: list[Claim]) -> list[Outcome]:
         """The whole engine on `claims`, in this thread."""
         try:
-            outputs = engine.run([JobPayload(c.input, c.parameters) for c in claims])
+            outputs = engine.run([JobPayload(c.input, c.parameters, c.token_ids) for c in claims])
             return [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):

@@ -14,10 +14,13 @@ from worker.engine.phases import Phases
 
 @dataclass(frozen=True)
 class JobPayload:
-    """What an engine needs of a job: its input and its (defaults-filled) parameters."""
+    """What an engine needs of a job: its input, its (defaults-filled) parameters, and its inputs' token ids as
+    the API's check made them, when it stored them (`contract.tokens.pack_token_ids`; an engine whose tokenizer
+    has another fingerprint tokenizes the input itself)."""
 
     input: dict[str, Any]
     parameters: dict[str, Any]
+    token_ids: bytes | None = None
 
 
 class Engine(Protocol):

@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from contract.evaluations import SCORE_PSEUDO_LOG_LIKELIHOOD
-from contract.tokens import target_ids
+from contract.tokens import target_ids, tokenizer_fingerprint, unpack_token_ids
 from core.tasks import TASK_FILL_MASK
 from evaluations import mlm_positions
 from worker.engine import InputError, JobPayload
@@ -81,15 +81,14 @@ class FillMaskEngine(ModelEngine):
         self.mask_id: int = self.tokenizer.mask_token_id
         self.max_tokens: int = self.model.config.max_position_embeddings
         self.backend = self.tokenizer.backend_tokenizer
+        self.fingerprint = tokenizer_fingerprint(self.backend)
         self.detokenizer = Detokenizer(self.tokenizer)
 
     def prepare(self, jobs: list[JobPayload]) -> _Prepared:
         started = time.perf_counter()
         scored = [i for i, job in enumerate(jobs) if job.parameters.get("score") == SCORE_PSEUDO_LOG_LIKELIHOOD]
         asked = [job for i, job in enumerate(jobs) if i not in set(scored)] if scored else jobs
-        texts = [text for job in asked for text in job.input["input_string"]]
-        # One call of the Rust tokenizer for the whole batch (parallel inside), not the Python wrapper.
-        encoded: list[list[int]] = [e.ids for e in self.backend.encode_batch_fast(texts)]
+        encoded = self._token_ids(asked)
         #: Per input, where its masks are: found once, on the host (nothing waits for the device for them).
         positions = [_places(ids, self.mask_id) for ids in encoded]
         for index, ids in enumerate(encoded):
@@ -100,6 +99,16 @@ class FillMaskEngine(ModelEngine):
         scoring = self._scoring_rows([jobs[i] for i in scored], encoded, positions)
         return _Prepared(encoded, positions, self._requests(asked), _Scoring(scored, *scoring),
                          time.perf_counter() - started)
+
+    def _token_ids(self, jobs: list[JobPayload]) -> list[list[int]]:
+        """Every input's token ids: those the API's check stored with the job where its tokenizer is this one (by
+        fingerprint), the rest from one call of the Rust tokenizer (parallel inside), not the Python wrapper."""
+        given = [unpack_token_ids(job.token_ids, self.fingerprint, len(job.input["input_string"])) for job in jobs]
+        texts = [text for job, ids in zip(jobs, given, strict=True) if ids is None
+                 for text in job.input["input_string"]]
+        made = iter([e.ids for e in self.backend.encode_batch_fast(texts)] if texts else [])
+        return [one for job, ids in zip(jobs, given, strict=True)
+                for one in (ids if ids is not None else [next(made) for _ in job.input["input_string"]])]
 
     def _scoring_rows(self, jobs: list[JobPayload], encoded: list[list[int]],
                       positions: list[list[int]]) -> tuple[list[int], list[list[int]]]:

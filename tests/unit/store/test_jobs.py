@@ -107,6 +107,17 @@ def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sess
     assert events(sessions, canceled.id) == ["job.started", "job.completed"]  # the cancel's, not the worker's
 
 
+def test_a_job_s_token_ids_go_to_its_claim_and_are_cleared_when_it_finishes(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    ids = b"fingerpr" + bytes(range(12))
+    job, plain = submit(ONE, token_ids=ids), submit(ONE)
+    claims = jobs.claim_more(sessions, "fill-mask", 10, clock, LEASE_S).claims
+    assert [(c.job_id, c.token_ids) for c in claims] == [(job.id, ids), (plain.id, None)]
+    written, _ = jobs.finish(sessions, [Outcome(c, output=[["out"]]) for c in claims], clock(), 2, 1.5)
+    assert [done.status for done in written] == ["succeeded", "succeeded"]
+    assert row(sessions, job.id).token_ids is None and "token_ids" not in (written[0].public or {})
+
+
 def test_cancel_leaves_a_finished_job_as_it_is(submit: Submit, sessions: sessionmaker[Session],
                                                clock: ManualClock) -> None:
     job = submit(ONE)

@@ -102,3 +102,64 @@ def test_one_input_is_never_unwrapped(engine: FillMaskEngine) -> None:
 def test_input_without_mask_is_an_input_error(engine: FillMaskEngine) -> None:
     with pytest.raises(InputError, match="input 1 has no mask"):
         engine.run([JobPayload({"input_string": [TEXTS[0], "no mask here"]}, {"top_k": 1})])
+
+
+def _checked(served: Any, texts: list[str]) -> bytes:
+    """The token ids the API's check stores with a job of `texts`."""
+    from api.model_inputs import check_fill_mask
+    from contract.requests import FillMaskRequest
+    from core.settings import Settings
+
+    checked = check_fill_mask(FillMaskRequest.model_validate({"inputs": {"input_string": texts}}), served, Settings())
+    assert checked.problems == [] and checked.token_ids is not None
+    return checked.token_ids
+
+
+@pytest.fixture(scope="module")
+def served(tiny_models: dict[str, Path]) -> Any:
+    from api.model_inputs import load_served_model
+
+    return load_served_model(str(tiny_models["fill-mask"]))
+
+
+UNICODE_TEXTS = ["naïve café owners serve [MASK] brûlée", "東京は[MASK]の首都です。", "Москва — [MASK] России.",
+                 "Zürich,Genève\tand  Köln [MASK]!", "unknownish wordsing [MASK] reed"]
+
+
+def test_the_api_s_check_stores_the_ids_this_engine_makes(engine: FillMaskEngine, served: Any) -> None:
+    """The API loads tokenizer.json with `tokenizers` alone, the worker through transformers: one fingerprint, and
+    the same ids for every text, so that the worker need not tokenize a job again."""
+    from contract.tokens import unpack_token_ids
+
+    texts = TEXTS + UNICODE_TEXTS
+    assert served.fingerprint == engine.fingerprint
+    stored = unpack_token_ids(_checked(served, texts), engine.fingerprint, len(texts))
+    assert stored == [encoding.ids for encoding in engine.backend.encode_batch_fast(texts)]
+
+
+def test_stored_ids_are_run_instead_of_the_text_when_the_fingerprint_is_the_engine_s(
+        engine: FillMaskEngine, served: Any, reference: Any) -> None:
+    """Ids the API stored are what the engine runs (here deliberately another text's: its predictions come out);
+    ids of another tokenizer, or for another number of inputs, are ignored and the text is tokenized."""
+    from contract.tokens import FINGERPRINT_BYTES
+
+    other = _checked(served, [TEXTS[1], TEXTS[3]])
+    [outputs] = engine.run([JobPayload({"input_string": [TEXTS[0], TEXTS[2]]}, {"top_k": 2}, other)])
+    assert_same(outputs[0], reference(TEXTS[1], top_k=2))
+    assert_same(outputs[1], reference(TEXTS[3], top_k=2))
+    stranger = bytes(byte ^ 0xFF for byte in other[:FINGERPRINT_BYTES]) + other[FINGERPRINT_BYTES:]
+    ignored = [JobPayload({"input_string": [TEXTS[0], TEXTS[2]]}, {"top_k": 2}, stranger),
+               JobPayload({"input_string": [TEXTS[0]]}, {"top_k": 2}, other),
+               JobPayload({"input_string": [TEXTS[2]]}, {"top_k": 2}, None)]
+    outputs = engine.run(ignored)
+    assert_same(outputs[0], [reference(TEXTS[0], top_k=2), reference(TEXTS[2], top_k=2)])
+    assert_same(outputs[1], [reference(TEXTS[0], top_k=2)])
+    assert_same(outputs[2], [reference(TEXTS[2], top_k=2)])
+
+
+def test_a_batch_of_stored_and_unstored_ids_matches_the_pipeline(engine: FillMaskEngine, served: Any,
+                                                                  reference: Any) -> None:
+    jobs = [JobPayload({"input_string": [text]}, {"top_k": 3}, _checked(served, [text]) if i % 2 else None)
+            for i, text in enumerate(TEXTS + UNICODE_TEXTS)]
+    for job, [output] in zip(jobs, engine.run(jobs), strict=True):
+        assert_same(output, reference(job.input["input_string"][0], top_k=3))
