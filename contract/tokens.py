@@ -82,27 +82,35 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> bytes:
     return hashlib.sha256(plain.to_str().encode("utf-8")).digest()[:FINGERPRINT_BYTES]
 
 
+#: Packed ids are 16-bit where every id of the job fits (a BERT vocabulary's do), else 32-bit.
+_WIDTHS = {2: "H", 4: "I"}
+
+
 def pack_token_ids(fingerprint: bytes, ids: list[list[int]]) -> bytes:
-    """The token ids of a job's inputs as the job row stores them: the fingerprint, then unsigned 32-bit
-    little-endian integers — the number of inputs, each input's length, every id."""
-    numbers = array("I", [len(ids), *map(len, ids)])
+    """The token ids of a job's inputs as the job row stores them: the fingerprint, a byte giving the width of
+    the integers that follow (2 or 4), then those integers, unsigned, little-endian — the number of inputs, each
+    input's length, every id."""
+    largest = max([len(ids), *map(len, ids), *(max(one) for one in ids if one)])
+    width = 2 if largest < 1 << 16 else 4
+    numbers = array(_WIDTHS[width], [len(ids), *map(len, ids)])
     for one in ids:
         numbers.extend(one)
     if sys.byteorder == "big":
         numbers.byteswap()
-    return fingerprint + numbers.tobytes()
+    return fingerprint + bytes([width]) + numbers.tobytes()
 
 
 def unpack_token_ids(packed: bytes | None, fingerprint: bytes, inputs: int) -> list[list[int]] | None:
     """The ids `pack_token_ids` stored for a job of `inputs` inputs; None when there are none, or they were made
     by a tokenizer of another fingerprint (the model changed between the API's check and the run), or they do
     not hold `inputs` inputs."""
-    if packed is None or bytes(packed[:FINGERPRINT_BYTES]) != fingerprint:
+    if packed is None or len(packed) <= FINGERPRINT_BYTES or bytes(packed[:FINGERPRINT_BYTES]) != fingerprint:
         return None
-    numbers = array("I")
-    body = bytes(packed[FINGERPRINT_BYTES:])
-    if len(body) % numbers.itemsize:
+    typecode = _WIDTHS.get(packed[FINGERPRINT_BYTES])
+    body = bytes(packed[FINGERPRINT_BYTES + 1:])
+    if typecode is None or len(body) % int(packed[FINGERPRINT_BYTES]):
         return None
+    numbers = array(typecode)
     numbers.frombytes(body)
     if sys.byteorder == "big":
         numbers.byteswap()
