@@ -22,6 +22,7 @@ from contract.tokens import (
     fill_mask_output_bytes,
     pack_token_ids,
     qa_chunk_count,
+    qa_pair_lists,
     target_ids,
     tokenizer_fingerprint,
 )
@@ -181,17 +182,20 @@ def _qa_bounds(body: QuestionAnsweringRequest, model: ServedModel, settings: Set
 
 def check_question_answerings(bodies: list[QuestionAnsweringRequest], model: ServedModel,
                               settings: Settings) -> list[Checked]:
-    """The problems of each body; every question and context of all of them tokenized in one call. (The worker
-    tokenizes QA's pairs again: it needs the chunks' offsets, which this check does not make.)"""
+    """The problems of each body, and what the worker needs of the pairs of those without
+    (`contract.tokens.qa_pair_lists`); every question and context of all of them tokenized in one call."""
     problems = [_qa_bounds(body, model, settings) for body in bodies]
     checked = [i for i, found in enumerate(problems) if not found]
-    encoded = iter(model.tokenizer.encode_batch_fast(
+    token_ids: dict[int, bytes] = {}
+    # With offsets (not `encode_batch_fast`): the worker cuts the chunks and reads the answers from these.
+    encoded = iter(model.tokenizer.encode_batch(
         [text for i in checked for text in (*bodies[i].inputs.question, *bodies[i].inputs.context)],
         add_special_tokens=False))
     for i in checked:
         body, found = bodies[i], problems[i]
         params, pairs = body.parameters, len(body.inputs.question)
-        lengths = [len(next(encoded).ids) for _ in range(2 * pairs)]
+        encodings = [next(encoded) for _ in range(2 * pairs)]
+        lengths = [len(encoding.ids) for encoding in encodings]
         assert params.doc_stride is not None  # filled in by the schema
         for index in range(pairs):
             q_len, c_len = lengths[index], lengths[pairs + index]
@@ -211,4 +215,7 @@ def check_question_answerings(bodies: list[QuestionAnsweringRequest], model: Ser
                     ["inputs", "context", index],
                     f"splits into {chunks} chunks of {params.max_seq_len} tokens (doc_stride={params.doc_stride}), "
                     f"{chunks * params.max_seq_len:,} tokens; at most {MAX_QA_TOKENS_PER_INPUT:,} per pair"))
-    return [Checked(found) for found in problems]
+        if not found:
+            token_ids[i] = pack_token_ids(model.fingerprint, [
+                one for index in range(pairs) for one in qa_pair_lists(encodings[index], encodings[pairs + index])])
+    return [Checked(found, token_ids.get(i)) for i, found in enumerate(problems)]

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoTokenizer, pipeline
 from bench.flops import Shape, engine_flops, padded_passes_flops
 from bench.measure import Result
 from contract.requests import QuestionAnsweringParameters
-from contract.tokens import pack_token_ids
+from contract.tokens import pack_token_ids, qa_pair_lists
 from worker.engine import JobPayload
 from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.question_answering import QuestionAnsweringEngine
@@ -92,7 +92,7 @@ def _engine_mode(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[Jo
 
 def fill_mask_engine(model_dir: Path, texts: list[str], batch: int, max_tokens: int, runtime: Runtime) -> Result:
     """(c) from the texts, as the pipeline is given them; and in a note, from the token ids the API's check stores
-    with each job (made beforehand, as the API makes them: the service's own path, `contract.tokens`)."""
+    with each job (made beforehand, as the API makes them: the service's own path)."""
     engine = FillMaskEngine(str(model_dir), runtime, batch, max_tokens)
     jobs = [JobPayload({"input_string": [t]}, {"top_k": TOP_K}) for t in texts]
     shape = Shape.of(engine.model.config)
@@ -100,12 +100,7 @@ def fill_mask_engine(model_dir: Path, texts: list[str], batch: int, max_tokens: 
                           kept=True)
     given = [JobPayload(job.input, job.parameters, pack_token_ids(engine.fingerprint, [encoding.ids]))
              for job, encoding in zip(jobs, engine.backend.encode_batch_fast(texts), strict=True)]
-    from_ids = _engine_mode(engine, given, batch, "", shape.mlm_head_per_token, kept=True)
-    tokenize_us = from_ids.phases_s.get("tokenize", 0.0) / len(texts) * 1e6
-    result.notes.append(
-        f"given the token ids the API's check stores with each job (the service's path): "
-        f"{from_ids.sequences_per_s:.1f} inputs/s; outside the model {from_ids.outside_model_us:.0f} µs per input, "
-        f"the host's own {from_ids.host_us:.0f} (of which reading the ids {tokenize_us:.0f})")
+    _note_from_stored(result, _engine_mode(engine, given, batch, "", shape.mlm_head_per_token, kept=True))
     return result
 
 
@@ -114,10 +109,25 @@ QA_PARAMS: dict[str, Any] = QuestionAnsweringParameters().model_dump()
 
 def qa_engine(model_dir: Path, pairs: list[tuple[str, str]], batch: int, max_tokens: int, runtime: Runtime,
               label: str | None = None, mode: str = "c") -> Result:
+    """(c) from the texts; and, when it is (c), in a note, from what the API's check stores with each job."""
     engine = QuestionAnsweringEngine(str(model_dir), runtime, batch, max_tokens)
     jobs = [JobPayload({"question": [q], "context": [c]}, QA_PARAMS) for q, c in pairs]
     shape = Shape.of(engine.model.config)
     result = _engine_mode(engine, jobs, batch, label or f"distilq engine, {batch} jobs per batch",
                           shape.qa_head_per_token, kept=False)
     result.mode = mode
+    if mode == "c":
+        encodings = engine.backend.encode_batch([text for pair in pairs for text in pair], add_special_tokens=False)
+        given = [JobPayload(job.input, job.parameters,
+                            pack_token_ids(engine.fingerprint, qa_pair_lists(encodings[2 * i], encodings[2 * i + 1])))
+                 for i, job in enumerate(jobs)]
+        _note_from_stored(result, _engine_mode(engine, given, batch, "", shape.qa_head_per_token, kept=False))
     return result
+
+
+def _note_from_stored(result: Result, stored: Result) -> None:
+    tokenize_us = stored.phases_s.get("tokenize", 0.0) / stored.sequences * 1e6
+    result.notes.append(
+        f"given what the API's check stores with each job (the service's path, `contract.tokens`): "
+        f"{stored.sequences_per_s:.1f} inputs/s; outside the model {stored.outside_model_us:.0f} µs per input, "
+        f"the host's own {stored.host_us:.0f} (of which reading what was stored {tokenize_us:.0f})")

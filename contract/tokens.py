@@ -1,9 +1,10 @@
 """Token-level rules that the API (checking a request) and the worker (running it) must apply identically.
 
 Both hold the model's own `tokenizers.Tokenizer`: the API loads it without transformers, the worker takes
-`backend_tokenizer` from its transformers tokenizer. A fill-mask job's inputs are tokenized once: the API's
-check encodes them anyway, and stores their ids with the job (`pack_token_ids`), stamped with its tokenizer's
-fingerprint; the worker uses them when its own tokenizer has the same fingerprint, and tokenizes otherwise.
+`backend_tokenizer` from its transformers tokenizer. A job's inputs are tokenized once: the API's check encodes
+them anyway, and stores what the worker needs of them with the job (`pack_token_ids`: fill-mask's ids; for a QA
+pair, `qa_pair_lists`), stamped with its tokenizer's fingerprint; the worker uses them when its own tokenizer has
+the same fingerprint, and tokenizes otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from array import array
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tokenizers import Tokenizer
+    from tokenizers import Encoding, Tokenizer
 
 #: [CLS] question [SEP] context [SEP]
 QA_SPECIAL_TOKENS = 3
@@ -124,3 +125,17 @@ def unpack_token_ids(packed: bytes | None, fingerprint: bytes, inputs: int) -> l
         ids.append(flat[start:start + length])
         start += length
     return ids
+
+
+#: The lists `qa_pair_lists` stores per question/context pair.
+QA_LISTS_PER_PAIR = 5
+
+
+def qa_pair_lists(question: Encoding, context: Encoding) -> list[list[int]]:
+    """What the worker needs of a pair (each text encoded alone, without special tokens) to cut it into chunks and
+    read answers without its tokenizer: the question's ids, the context's ids, its tokens' character starts and
+    ends, and their word indices plus one (0: a token of no word). A pair's encoding holds the same ids, offsets
+    and words: BERT's tokenizer normalises and splits each sequence on its own."""
+    starts, ends = (list(column) for column in zip(*context.offsets, strict=True)) if context.ids else ([], [])
+    words = [0 if word is None else word + 1 for word in context.word_ids]
+    return [question.ids, context.ids, starts, ends, words]

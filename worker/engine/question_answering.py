@@ -20,7 +20,13 @@ from tokenizers import Encoding, Tokenizer
 from transformers import AutoModelForQuestionAnswering
 
 from contract.requests import QuestionAnsweringParameters
-from contract.tokens import qa_chunk_count
+from contract.tokens import (
+    QA_LISTS_PER_PAIR,
+    QA_SPECIAL_TOKENS,
+    qa_chunk_count,
+    tokenizer_fingerprint,
+    unpack_token_ids,
+)
 from core.tasks import TASK_QUESTION_ANSWERING
 from worker.engine import InputError, JobPayload
 from worker.engine.model_engine import ModelEngine, per_job
@@ -29,14 +35,43 @@ from worker.engine.runtime import Runtime, to_device
 from worker.engine.spans import NO_NULL_SCORE, Spans, best_spans, padded_chunks, read_spans, select_starts_ends
 
 
+@dataclass(frozen=True)
+class _ContextTokens:
+    """A chunk's context tokens as the API's check stored them (`contract.tokens.qa_pair_lists`), in place of the
+    tokenizer's Encoding: their character starts and ends, their word indices plus one (0: no word)."""
+
+    context_start: int
+    starts: list[int]
+    ends: list[int]
+    words: list[int]
+
+    def char_span(self, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
+        """As `_char_span` reads an Encoding: whole words (their tokens within this chunk), else the tokens' own
+        offsets, (0, 0) for a special token."""
+        i, j = s - self.context_start, e - self.context_start
+        inside_i, inside_j = 0 <= i < len(self.words), 0 <= j < len(self.words)
+        if align_to_words and inside_i and inside_j and self.words[i] and self.words[j]:
+            first = self.words.index(self.words[i])
+            last = len(self.words) - 1 - self.words[::-1].index(self.words[j])
+            return self.starts[first], self.ends[last]
+        return (self.starts[i] if inside_i else 0), (self.ends[j] if inside_j else 0)
+
+
 @dataclass
 class Chunk:
     pair: int  # index of the question/context pair in the batch
     input_ids: list[int]
     #: Where the context's tokens start; they end before the last token (the closing [SEP]).
     context_start: int
-    encoding: Encoding
+    #: The tokenizer's encoding of the chunk, or its context tokens as the API stored them.
+    encoding: Encoding | _ContextTokens
     cls_id: int  # the model's CLS token
+
+    def char_span(self, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
+        """Where tokens s..e lie in the context, in characters."""
+        if isinstance(self.encoding, _ContextTokens):
+            return self.encoding.char_span(s, e, align_to_words)
+        return _char_span(self.encoding, s, e, align_to_words)
 
     def allowed(self) -> np.ndarray:
         """Which tokens may start or end an answer: the context's, and CLS wherever it is (the pipeline keeps it:
@@ -74,9 +109,11 @@ class QuestionAnsweringEngine(ModelEngine):
     def __init__(self, model_id: str, runtime: Runtime, max_batch_size: int, max_batch_tokens: int) -> None:
         super().__init__(AutoModelForQuestionAnswering, model_id, runtime, max_batch_size, max_batch_tokens)
         self.cls_id: int = self.tokenizer.cls_token_id
+        self.sep_id: int = self.tokenizer.sep_token_id
         # A copy of its own: this engine sets truncation on it per call.
         self.backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
         self.backend.no_padding()
+        self.fingerprint = tokenizer_fingerprint(self.backend)
         self._tokenizing = threading.Lock()
         self._check_pair_template()
 
@@ -98,9 +135,47 @@ class QuestionAnsweringEngine(ModelEngine):
             for job in jobs
             for question, context in zip(job.input["question"], job.input["context"], strict=True)
         ]
-        with self._tokenizing:  # the tokenizer's truncation is set per call: one batch at a time
-            chunks = self._chunks(pairs)
+        stored = [lists for job in jobs for lists in self._stored(job)]
+        chunks = [chunk for pair, lists in enumerate(stored) if lists is not None
+                  for chunk in self._stored_chunks(pair, lists, pairs[pair][2])]
+        tokenize = [pair for pair, lists in enumerate(stored) if lists is None]
+        if tokenize:
+            with self._tokenizing:  # the tokenizer's truncation is set per call: one batch at a time
+                chunks += self._chunks(pairs, tokenize)
         return _Prepared(pairs, chunks, time.perf_counter() - started)
+
+    def _stored(self, job: JobPayload) -> list[list[list[int]] | None]:
+        """Per pair of the job, what the API's check stored of it (`contract.tokens.qa_pair_lists`), or None where
+        it stored nothing this engine's tokenizer would have made."""
+        pairs = len(job.input["question"])
+        lists = unpack_token_ids(job.token_ids, self.fingerprint, QA_LISTS_PER_PAIR * pairs)
+        if lists is None:
+            return [None] * pairs
+        return [lists[p * QA_LISTS_PER_PAIR:(p + 1) * QA_LISTS_PER_PAIR] for p in range(pairs)]
+
+    def _stored_chunks(self, pair: int, lists: list[list[int]], params: dict[str, Any]) -> list[Chunk]:
+        """The chunks of a pair from what the API stored, cut as the tokenizer's "only_second" truncation with
+        stride and overflow cuts them: windows of the context of the room the question leaves, each starting
+        `room - doc_stride` after the last, the last one ending with the context."""
+        question, context, starts, ends, words = lists
+        max_seq_len, doc_stride = params["max_seq_len"], params["doc_stride"]
+        try:
+            qa_chunk_count(len(question), len(context), max_seq_len, doc_stride)
+        except ValueError as error:
+            raise InputError(f"input {pair}: {error}") from error
+        room = max_seq_len - len(question) - QA_SPECIAL_TOKENS
+        windows = [(0, len(context))]
+        if len(question) + len(context) + QA_SPECIAL_TOKENS > max_seq_len:
+            windows = []
+            for start in range(0, len(context), room - doc_stride):
+                windows.append((start, min(start + room, len(context))))
+                if windows[-1][1] == len(context):
+                    break
+        head, context_start = [self.cls_id, *question, self.sep_id], len(question) + 2
+        return [Chunk(pair, [*head, *context[start:stop], self.sep_id], context_start,
+                      _ContextTokens(context_start, starts[start:stop], ends[start:stop], words[start:stop]),
+                      self.cls_id)
+                for start, stop in windows]
 
     def infer(self, jobs: list[JobPayload], prepared: Any) -> tuple[_Prepared, list[Spans]]:
         """The prepared batch and each chunk's candidate spans, on the host."""
@@ -119,11 +194,13 @@ class QuestionAnsweringEngine(ModelEngine):
         ]
         return per_job(answers, [len(job.input["question"]) for job in jobs])
 
-    def _chunks(self, pairs: list[tuple[str, str, dict[str, Any]]]) -> list[Chunk]:
-        """The chunks of every pair: one call of the Rust tokenizer per (max_seq_len, doc_stride) in the batch,
-        with its own truncation and overflow (stride) doing the chunking, as the pipeline's tokenizer call does."""
+    def _chunks(self, pairs: list[tuple[str, str, dict[str, Any]]], which: list[int]) -> list[Chunk]:
+        """The chunks of the pairs `which`: one call of the Rust tokenizer per (max_seq_len, doc_stride) in the
+        batch, with its own truncation and overflow (stride) doing the chunking, as the pipeline's tokenizer call
+        does."""
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for index, (_, _, params) in enumerate(pairs):
+        for index in which:
+            params = pairs[index][2]
             groups[(params["max_seq_len"], params["doc_stride"])].append(index)
         chunks: list[Chunk] = []
         for (max_seq_len, doc_stride), members in groups.items():
@@ -206,7 +283,7 @@ class QuestionAnsweringEngine(ModelEngine):
         for chunk, spans in chunks:
             min_null_score = min(min_null_score, spans.null)
             for s, e, score in zip(spans.starts, spans.ends, spans.scores, strict=True):
-                start_index, end_index = _char_span(chunk.encoding, s, e, align_to_words)
+                start_index, end_index = chunk.char_span(s, e, align_to_words)
                 text = context[start_index:end_index]
                 same = by_text.get(text.lower())
                 if same is not None:

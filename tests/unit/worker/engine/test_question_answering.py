@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tokenizers import Encoding
 from transformers import AutoModelForQuestionAnswering
 
 from contract.requests import QuestionAnsweringParameters
@@ -103,3 +104,74 @@ def test_a_stride_the_tokenizer_cannot_honour_is_an_input_error(engine: Question
     params = _params({"max_seq_len": 16, "doc_stride": 10})
     with pytest.raises(InputError, match="doc_stride"):
         engine.run([JobPayload({"question": ["Where do I live?"], "context": ["Berlin " * 50]}, params)])
+
+
+@pytest.fixture(scope="module")
+def served(tiny_models: dict[str, Path]) -> Any:
+    from api.model_inputs import load_served_model
+
+    return load_served_model(str(tiny_models["question-answering"]))
+
+
+def _stored(served: Any, questions: list[str], contexts: list[str], parameters: dict[str, Any]) -> bytes:
+    """What the API's check stores with a QA job: each pair's ids, offsets and words (`qa_pair_lists`)."""
+    from api.model_inputs import check_question_answering
+    from contract.requests import QuestionAnsweringRequest
+    from core.settings import Settings
+
+    body = QuestionAnsweringRequest.model_validate(
+        {"inputs": {"question": questions, "context": contexts}, "parameters": parameters})
+    checked = check_question_answering(body, served, Settings())
+    assert checked.problems == [] and checked.token_ids is not None
+    return checked.token_ids
+
+
+@pytest.mark.parametrize("case", REFERENCE["cases"], ids=lambda c: json.dumps(c["parameters"]))
+def test_each_case_from_what_the_api_stored_matches_the_pipeline(engine: QuestionAnsweringEngine, served: Any,
+                                                                  case: dict[str, Any]) -> None:
+    """The chunks cut from the API's stored ids and offsets (no tokenizer call in the worker) are the tokenizer's:
+    every answer, span and score of the reference, whatever max_seq_len, doc_stride and align_to_words."""
+    stored = _stored(served, [case["question"]], [case["context"]], case["parameters"])
+    job = JobPayload({"question": [case["question"]], "context": [case["context"]]}, _params(case["parameters"]),
+                     stored)
+    prepared = engine.prepare([job])
+    assert all(not isinstance(chunk.encoding, Encoding) for chunk in prepared.chunks)  # none tokenized here
+    tokenized = engine.prepare([JobPayload(job.input, job.parameters)])
+    assert [(c.input_ids, c.context_start) for c in prepared.chunks] == [
+        (c.input_ids, c.context_start) for c in tokenized.chunks]
+    [[output]] = engine.run([job], prepared)
+    assert_same_answers(_as_list(output), _as_list(case["output"]))
+
+
+def test_stored_and_tokenized_pairs_in_one_batch_match_the_pipeline(engine: QuestionAnsweringEngine,
+                                                                    served: Any) -> None:
+    """A batch mixing jobs the API stored ids for, jobs without, and stored ids of another tokenizer."""
+    from contract.tokens import FINGERPRINT_BYTES
+
+    jobs = []
+    for i, c in enumerate(REFERENCE["cases"]):
+        stored = _stored(served, [c["question"]], [c["context"]], c["parameters"]) if i % 3 else None
+        if stored is not None and i % 3 == 2:
+            stored = bytes(FINGERPRINT_BYTES) + stored[FINGERPRINT_BYTES:]
+        jobs.append(JobPayload({"question": [c["question"]], "context": [c["context"]]}, _params(c["parameters"]),
+                               stored))
+    assert sum(not isinstance(chunk.encoding, Encoding) for chunk in engine.prepare(jobs).chunks) > 0
+    for [output], case in zip(engine.run(jobs), REFERENCE["cases"], strict=True):
+        assert_same_answers(_as_list(output), _as_list(case["output"]))
+
+
+def test_several_stored_pairs_in_one_job_keep_their_order(engine: QuestionAnsweringEngine, served: Any) -> None:
+    cases = [c for c in REFERENCE["cases"] if not c["parameters"]]
+    questions, contexts = [c["question"] for c in cases], [c["context"] for c in cases]
+    [outputs] = engine.run([JobPayload({"question": questions, "context": contexts}, _params({}),
+                                       _stored(served, questions, contexts, {}))])
+    assert_same_answers(outputs, [c["output"] for c in cases])
+
+
+def test_a_stored_pair_the_stride_cannot_split_is_an_input_error(engine: QuestionAnsweringEngine,
+                                                                   served: Any) -> None:
+    """Stored ids made under other parameters than the job's (as a corrupted row would hold) are judged again."""
+    stored = _stored(served, ["Where do I live?"], ["Berlin " * 50], {})
+    params = _params({"max_seq_len": 16, "doc_stride": 10})
+    with pytest.raises(InputError, match="doc_stride"):
+        engine.run([JobPayload({"question": ["Where do I live?"], "context": ["Berlin " * 50]}, params, stored)])
