@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from core.settings import Settings
 from store.jobs import Claim, ClaimedBatch, Finished, Outcome, claim_more, finish, renew_leases
 from worker.engine import Engine, InputError, JobPayload
 from worker.events import JobEvents
+from worker.pass_cost import PassCost
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,9 @@ class Batcher:
         self.wait_s = settings.max_batch_wait_ms / 1000
         #: Seconds per input of the last batch of each task in the engine: when to claim the next one.
         self._pass_s_per_input: dict[str, float] = {}
+        #: What one more input costs a pass of each task: how many lines a pass may take.
+        self._pass_cost: dict[str, PassCost] = defaultdict(PassCost)
+        self._line_budgets: dict[str, int] = {}
         #: When (`time.monotonic()`) a claim of each task last took an interactive job.
         self._interactive_at: dict[str, float] = {}
         self._claimer = ThreadPoolExecutor(1, thread_name_prefix="claimer")
@@ -187,13 +192,18 @@ class Batcher:
 
     def _line_budget(self, task: str) -> int | None:
         """How many inputs of batch files a pass may take while interactive jobs are about (the claim takes one, or
-        one was taken in the last INTERACTIVE_WINDOW_S): as many as the engine runs in `lines_pass_ms` (at least
-        one), so that a pass of lines ends soon after an interactive job comes (a GPU's passes are full still; a
-        CPU's shrink). None until a pass has been timed."""
-        per_input_s = self._pass_s_per_input.get(task)
+        one was taken in the last INTERACTIVE_WINDOW_S): as many as add `lines_pass_ms` to a pass (at least one;
+        `worker/pass_cost.py`), so that a pass of lines ends soon after an interactive job comes (a GPU's passes
+        are full still; a CPU's shrink). None until a pass has been timed."""
+        per_input_s = self._pass_cost[task].per_input()
         if per_input_s is None:
             return None
-        return max(1, int(self.settings.lines_pass_ms / 1000 / max(per_input_s, 1e-9)))
+        budget = max(1, int(self.settings.lines_pass_ms / 1000 / max(per_input_s, 1e-9)))
+        # At most double the last: a fit thrown by noise costs an interactive job a pass a little longer, not one
+        # of a whole backlog's lines.
+        last = self._line_budgets.get(task)
+        self._line_budgets[task] = budget = budget if last is None else min(budget, 2 * last)
+        return budget
 
     def _claim(self, task: str, not_before: float = 0.0, top_up: bool = False) -> _Pass:
         """The next batch of `task`, claimed no sooner than `not_before` (a `time.monotonic()`). With `top_up`
@@ -253,6 +263,7 @@ class Batcher:
             current.outcomes = self._failed(engine, claims, error)
         current.ms["inference"] = (time.perf_counter() - started) * 1000
         self._pass_s_per_input[current.task] = current.ms["inference"] / 1000 / max(1, current.batch.n_inputs)
+        self._pass_cost[current.task].add(current.batch.n_inputs, current.ms["inference"] / 1000)
         current.phase_seconds, current.counts = engine.phases.reset()
 
     def _finish(self, current: _Pass) -> None:

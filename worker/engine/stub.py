@@ -4,7 +4,8 @@ It behaves like the real engines at their boundary — one output list per job, 
 contract says (fill-mask: `top_k` predictions, a list per mask when an input has several; QA: an answer, a list
 when `top_k` > 1), `InputError` for an input the model could not take — without a model. Its outputs are a pure
 function of the input, so a test can compute what a job must hold. `delay_s` makes each call take that long, to
-hold a batch on the "device" while a test acts; `calls` records the jobs of every call.
+hold a batch on the "device" while a test acts, and `delay_per_input_s` that much longer per input (a pass's fixed
+cost and each input's, as a real engine's); `calls` records the jobs of every call.
 """
 
 from __future__ import annotations
@@ -76,11 +77,12 @@ def question_answering_output(question: str, context: str, top_k: int) -> Any:
 class StubEngine(StagedEngine):
     """An engine of `task` with no model."""
 
-    def __init__(self, task: str, delay_s: float = 0.0) -> None:
+    def __init__(self, task: str, delay_s: float = 0.0, delay_per_input_s: float = 0.0) -> None:
         if task not in TASKS:
             raise ValueError(f"no engine for task {task!r}")
         self.task = task
         self.delay_s = delay_s
+        self.delay_per_input_s = delay_per_input_s
         self.phases = Phases()
         self.calls: list[list[JobPayload]] = []
         #: (thread name, jobs) of each `prepare` and `finish` call.
@@ -103,8 +105,11 @@ class StubEngine(StagedEngine):
         try:
             with self.phases.timed("forward"):
                 self.proceed.wait()
-                if self.delay_s:
-                    threading.Event().wait(self.delay_s)
+                inputs = sum(len(job.input["input_string" if self.task == TASK_FILL_MASK else "question"])
+                             for job in jobs)
+                delay_s = self.delay_s + self.delay_per_input_s * inputs
+                if delay_s:
+                    threading.Event().wait(delay_s)
                 for job in jobs:
                     if self.task == TASK_FILL_MASK:
                         texts = job.input["input_string"]

@@ -1,0 +1,43 @@
+"""What one more input costs a pass, fitted over recent passes (`worker/pass_cost.py`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.pass_cost import PassCost
+
+
+def test_nothing_is_known_before_a_pass_and_equal_passes_give_their_average() -> None:
+    cost = PassCost()
+    assert cost.per_input() is None
+    for _ in range(10):
+        cost.add(500, 0.5)
+    assert cost.per_input() == pytest.approx(0.001)
+
+
+def test_passes_of_several_sizes_give_the_cost_of_one_more_input_not_the_average() -> None:
+    cost = PassCost()
+    for n in [1, 3, 2, 5, 1, 4, 2, 6, 3, 1] * 3:
+        cost.add(n, 0.010 + 0.001 * n)  # 10 ms a pass, 1 ms an input
+    assert cost.per_input() == pytest.approx(0.001, rel=1e-6)
+    assert 0.010 / 1 + 0.001 > 5 * cost.per_input()  # the last pass's average: more than 5× as dear
+
+
+def test_the_slope_is_kept_between_a_hundredth_of_the_average_and_the_average() -> None:
+    fixed = PassCost()
+    for n in [1, 2, 3, 4] * 5:
+        fixed.add(n, 0.010)  # no input adds anything: a hundredth of the last average, not zero
+    assert fixed.per_input() == pytest.approx(0.010 / 4 / 100)
+    steep = PassCost()
+    for n in [1, 2, 3, 4] * 5:
+        steep.add(n, -0.030 + 0.020 * n)  # a fit whose fixed part is negative: no more than the average
+    assert steep.per_input() == pytest.approx((-0.030 + 0.080) / 4)
+
+
+def test_old_passes_fade() -> None:
+    cost = PassCost()
+    for n in [10, 20] * 20:
+        cost.add(n, 0.005 * n)
+    for n in [10, 20] * 60:
+        cost.add(n, 0.001 * n)  # the device got faster
+    assert cost.per_input() == pytest.approx(0.001, rel=0.05)
