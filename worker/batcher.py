@@ -192,8 +192,9 @@ class Batcher:
 
     def _line_budget(self, task: str) -> int | None:
         """How many inputs of batch files a pass may take while interactive jobs are about (the claim takes one, or
-        one was taken in the last INTERACTIVE_WINDOW_S): as many as add `lines_pass_ms` to a pass (at least one;
-        `worker/pass_cost.py`), so that a pass of lines ends soon after an interactive job comes (a GPU's passes
+        one was taken in the last INTERACTIVE_WINDOW_S): as many as add `lines_pass_ms` to a pass — its claim,
+        its time in the engine and its write, which an interactive job in it waits for (at least one;
+        `worker/pass_cost.py`) — so that a pass of lines ends soon after an interactive job comes (a GPU's passes
         are full still; a CPU's shrink). None until a pass has been timed."""
         per_input_s = self._pass_cost[task].per_input()
         if per_input_s is None:
@@ -263,7 +264,6 @@ class Batcher:
             current.outcomes = self._failed(engine, claims, error)
         current.ms["inference"] = (time.perf_counter() - started) * 1000
         self._pass_s_per_input[current.task] = current.ms["inference"] / 1000 / max(1, current.batch.n_inputs)
-        self._pass_cost[current.task].add(current.batch.n_inputs, current.ms["inference"] / 1000)
         current.phase_seconds, current.counts = engine.phases.reset()
 
     def _finish(self, current: _Pass) -> None:
@@ -298,6 +298,10 @@ class Batcher:
         finally:
             self.leases.release(current.batch.claims)
         current.ms["write"] = (time.perf_counter() - started) * 1000
+        # What an interactive job in this pass waited on: its claim, the engine and the write, each longer by
+        # every line the pass held.
+        turnaround_s = (current.ms["claim"] + current.ms["inference"] + current.ms["write"]) / 1000
+        self._pass_cost[current.task].add(current.batch.n_inputs, turnaround_s)
         started = time.perf_counter()
         # A batch's lines are not announced: no request holds one.
         self.events.finished([(done.job_id, done.status) for done in written if done.public is not None],
