@@ -131,6 +131,7 @@ class Batcher:
         self._pass_s_per_input: dict[str, float] = {}
         #: What one more input costs a pass of each task: how many lines a pass may take.
         self._pass_cost: dict[str, PassCost] = defaultdict(PassCost)
+        #: The last line budget of each task: the next is at most twice as large.
         self._line_budgets: dict[str, int] = {}
         #: When (`time.monotonic()`) a claim of each task last took an interactive job.
         self._interactive_at: dict[str, float] = {}
