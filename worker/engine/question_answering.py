@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -47,12 +48,17 @@ class _ContextTokens:
 
     def char_span(self, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
         """As `_char_span` reads an Encoding: whole words (their tokens within this chunk), else the tokens' own
-        offsets, (0, 0) for a special token."""
+        offsets, (0, 0) for a special token. A context's words run in order, so a word's first and last tokens
+        are found by bisection, not by a scan of the chunk for each candidate span."""
         i, j = s - self.context_start, e - self.context_start
-        inside_i, inside_j = 0 <= i < len(self.words), 0 <= j < len(self.words)
-        if align_to_words and inside_i and inside_j and self.words[i] and self.words[j]:
-            first = self.words.index(self.words[i])
-            last = len(self.words) - 1 - self.words[::-1].index(self.words[j])
+        words = self.words
+        inside_i, inside_j = 0 <= i < len(words), 0 <= j < len(words)
+        if align_to_words and inside_i and inside_j and words[i] and words[j]:
+            first = bisect_left(words, words[i], 0, i + 1)
+            last = bisect_right(words, words[j], j) - 1
+            if words[first] != words[i] or words[last] != words[j]:  # words out of order: scan
+                first = words.index(words[i])
+                last = len(words) - 1 - words[::-1].index(words[j])
             return self.starts[first], self.ends[last]
         return (self.starts[i] if inside_i else 0), (self.ends[j] if inside_j else 0)
 
