@@ -8,6 +8,7 @@ chunks of one pair are merged as the pipeline merges them.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -45,20 +46,21 @@ class _ContextTokens:
     starts: list[int]
     ends: list[int]
     words: list[int]
+    #: Whether the words run in order (BERT's always do): then a word's tokens are found by bisection.
+    ordered: bool = True
 
     def char_span(self, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
         """As `_char_span` reads an Encoding: whole words (their tokens within this chunk), else the tokens' own
-        offsets, (0, 0) for a special token. A context's words run in order, so a word's first and last tokens
-        are found by bisection, not by a scan of the chunk for each candidate span."""
+        offsets, (0, 0) for a special token. Where the words run in order, a word's first and last tokens are
+        found by bisection, not by a scan of the chunk for each candidate span."""
         i, j = s - self.context_start, e - self.context_start
         words = self.words
         inside_i, inside_j = 0 <= i < len(words), 0 <= j < len(words)
         if align_to_words and inside_i and inside_j and words[i] and words[j]:
-            first = bisect_left(words, words[i], 0, i + 1)
-            last = bisect_right(words, words[j], j) - 1
-            if words[first] != words[i] or words[last] != words[j]:  # words out of order: scan
-                first = words.index(words[i])
-                last = len(words) - 1 - words[::-1].index(words[j])
+            if self.ordered:
+                first, last = bisect_left(words, words[i], 0, i + 1), bisect_right(words, words[j], j) - 1
+            else:
+                first, last = words.index(words[i]), len(words) - 1 - words[::-1].index(words[j])
             return self.starts[first], self.ends[last]
         return (self.starts[i] if inside_i else 0), (self.ends[j] if inside_j else 0)
 
@@ -178,8 +180,9 @@ class QuestionAnsweringEngine(ModelEngine):
                 if windows[-1][1] == len(context):
                     break
         head, context_start = [self.cls_id, *question, self.sep_id], len(question) + 2
+        ordered = all(map(operator.le, words, words[1:]))
         return [Chunk(pair, [*head, *context[start:stop], self.sep_id], context_start,
-                      _ContextTokens(context_start, starts[start:stop], ends[start:stop], words[start:stop]),
+                      _ContextTokens(context_start, starts[start:stop], ends[start:stop], words[start:stop], ordered),
                       self.cls_id)
                 for start, stop in windows]
 

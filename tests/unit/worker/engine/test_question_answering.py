@@ -175,3 +175,20 @@ def test_a_stored_pair_the_stride_cannot_split_is_an_input_error(engine: Questio
     params = _params({"max_seq_len": 16, "doc_stride": 10})
     with pytest.raises(InputError, match="doc_stride"):
         engine.run([JobPayload({"question": ["Where do I live?"], "context": ["Berlin " * 50]}, params, stored)])
+
+
+@pytest.mark.parametrize("words", [[1, 1, 2, 3, 3, 3, 4], [1, 2, 1, 3, 2, 2, 4]])
+def test_stored_context_tokens_widen_a_span_to_its_words_in_the_chunk(words: list[int]) -> None:
+    """Where the stored context's words run in order (as BERT's do) and where they do not (then it scans): a span
+    widens from the first token of its first word to the last token of its last word, within the chunk."""
+    from worker.engine.question_answering import _ContextTokens
+
+    starts, ends = [10 * i for i in range(len(words))], [10 * i + 5 for i in range(len(words))]
+    tokens = _ContextTokens(3, starts, ends, words, ordered=words == sorted(words))
+    for i in range(len(words)):
+        for j in range(i, len(words)):
+            first = words.index(words[i])
+            last = max(k for k, word in enumerate(words) if word == words[j])
+            assert tokens.char_span(3 + i, 3 + j, True) == (starts[first], ends[last])
+            assert tokens.char_span(3 + i, 3 + j, False) == (starts[i], ends[j])
+    assert tokens.char_span(0, 3, True) == (0, ends[0])  # [CLS]: no word, (0, 0)
