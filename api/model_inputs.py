@@ -42,8 +42,8 @@ class ServedModel:
 
 @dataclass
 class Checked:
-    """What the model's checks found of one body, and its inputs' token ids for the worker (fill-mask, when
-    there is no problem: `contract.tokens.pack_token_ids`), or None."""
+    """What the model's checks found of one body, and — when they found no problem — what the worker needs of its
+    inputs, packed by `contract.tokens.pack_token_ids` (fill-mask's token ids; per QA pair `qa_pair_lists`)."""
 
     problems: list[dict[str, Any]]
     token_ids: bytes | None = None
