@@ -20,9 +20,9 @@ from contract.requests import FillMaskRequest, QuestionAnsweringRequest
 from contract.tokens import (
     MAX_QA_TOKENS_PER_INPUT,
     fill_mask_output_bytes,
+    pack_qa_pairs,
     pack_token_ids,
     qa_chunk_count,
-    qa_pair_lists,
     target_ids,
     tokenizer_fingerprint,
 )
@@ -43,7 +43,7 @@ class ServedModel:
 @dataclass
 class Checked:
     """What the model's checks found of one body, and — when they found no problem — what the worker needs of its
-    inputs, packed by `contract.tokens.pack_token_ids` (fill-mask's token ids; per QA pair `qa_pair_lists`)."""
+    inputs, packed by `contract.tokens.pack_token_ids` (fill-mask's token ids; QA's `pack_qa_pairs`)."""
 
     problems: list[dict[str, Any]]
     token_ids: bytes | None = None
@@ -183,7 +183,7 @@ def _qa_bounds(body: QuestionAnsweringRequest, model: ServedModel, settings: Set
 def check_question_answerings(bodies: list[QuestionAnsweringRequest], model: ServedModel,
                               settings: Settings) -> list[Checked]:
     """The problems of each body, and what the worker needs of the pairs of those without
-    (`contract.tokens.qa_pair_lists`); every question and context of all of them tokenized in one call."""
+    (`contract.tokens.pack_qa_pairs`); every question and context of all of them tokenized in one call."""
     problems = [_qa_bounds(body, model, settings) for body in bodies]
     checked = [i for i, found in enumerate(problems) if not found]
     token_ids: dict[int, bytes] = {}
@@ -216,6 +216,5 @@ def check_question_answerings(bodies: list[QuestionAnsweringRequest], model: Ser
                     f"splits into {chunks} chunks of {params.max_seq_len} tokens (doc_stride={params.doc_stride}), "
                     f"{chunks * params.max_seq_len:,} tokens; at most {MAX_QA_TOKENS_PER_INPUT:,} per pair"))
         if not found:
-            token_ids[i] = pack_token_ids(model.fingerprint, [
-                one for index in range(pairs) for one in qa_pair_lists(encodings[index], encodings[pairs + index])])
+            token_ids[i] = pack_qa_pairs(model.fingerprint, encodings[:pairs], encodings[pairs:])
     return [Checked(found, token_ids.get(i)) for i, found in enumerate(problems)]

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoTokenizer, pipeline
 from bench.flops import Shape, engine_flops, padded_passes_flops
 from bench.measure import Result
 from contract.requests import QuestionAnsweringParameters
-from contract.tokens import pack_token_ids, qa_pair_lists
+from contract.tokens import pack_qa_pairs, pack_token_ids
 from worker.engine import JobPayload
 from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.question_answering import QuestionAnsweringEngine
@@ -119,7 +119,7 @@ def qa_engine(model_dir: Path, pairs: list[tuple[str, str]], batch: int, max_tok
     if mode == "c":
         encodings = engine.backend.encode_batch([text for pair in pairs for text in pair], add_special_tokens=False)
         given = [JobPayload(job.input, job.parameters,
-                            pack_token_ids(engine.fingerprint, qa_pair_lists(encodings[2 * i], encodings[2 * i + 1])))
+                            pack_qa_pairs(engine.fingerprint, [encodings[2 * i]], [encodings[2 * i + 1]]))
                  for i, job in enumerate(jobs)]
         _note_from_stored(result, _engine_mode(engine, given, batch, "", shape.qa_head_per_token, kept=False))
     return result

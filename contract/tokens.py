@@ -3,7 +3,7 @@
 Both hold the model's own `tokenizers.Tokenizer`: the API loads it without transformers, the worker takes
 `backend_tokenizer` from its transformers tokenizer. A job's inputs are tokenized once: the API's check encodes
 them anyway, and stores what the worker needs of them with the job (`pack_token_ids`: fill-mask's ids; for a QA
-pair, `qa_pair_lists`), stamped with its tokenizer's fingerprint; the worker uses them when its own tokenizer has
+pair, `pack_qa_pairs`), stamped with its tokenizer's fingerprint; the worker uses them when its own tokenizer has
 the same fingerprint, and tokenizes otherwise.
 """
 
@@ -127,15 +127,19 @@ def unpack_token_ids(packed: bytes | None, fingerprint: bytes, inputs: int) -> l
     return ids
 
 
-#: The lists `qa_pair_lists` stores per question/context pair.
+#: The lists `pack_qa_pairs` stores per question/context pair.
 QA_LISTS_PER_PAIR = 5
 
 
-def qa_pair_lists(question: Encoding, context: Encoding) -> list[list[int]]:
-    """What the worker needs of a pair (each text encoded alone, without special tokens) to cut it into chunks and
-    read answers without its tokenizer: the question's ids, the context's ids, its tokens' character starts and
-    ends, and their word indices plus one (0: a token of no word). A pair's encoding holds the same ids, offsets
-    and words: BERT's tokenizer normalises and splits each sequence on its own."""
-    starts, ends = (list(column) for column in zip(*context.offsets, strict=True)) if context.ids else ([], [])
-    words = [0 if word is None else word + 1 for word in context.word_ids]
-    return [question.ids, context.ids, starts, ends, words]
+def pack_qa_pairs(fingerprint: bytes, questions: list[Encoding], contexts: list[Encoding]) -> bytes:
+    """What the worker needs of a job's question/context pairs (each text encoded alone, without special tokens)
+    to cut them into chunks and read answers without its tokenizer, packed (`pack_token_ids`): per pair the
+    question's ids, the context's ids, its tokens' character starts and ends, and their word indices plus one (0: a
+    token of no word). A pair's encoding holds the same ids, offsets and words: BERT's tokenizer normalises and
+    splits each sequence on its own."""
+    lists: list[list[int]] = []
+    for question, context in zip(questions, contexts, strict=True):
+        starts, ends = (list(column) for column in zip(*context.offsets, strict=True)) if context.ids else ([], [])
+        words = [0 if word is None else word + 1 for word in context.word_ids]
+        lists += [question.ids, context.ids, starts, ends, words]
+    return pack_token_ids(fingerprint, lists)

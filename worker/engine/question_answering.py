@@ -39,7 +39,7 @@ from worker.engine.spans import NO_NULL_SCORE, Spans, best_spans, padded_chunks,
 
 @dataclass(frozen=True)
 class _ContextTokens:
-    """A chunk's context tokens as the API's check stored them (`contract.tokens.qa_pair_lists`), in place of the
+    """A chunk's context tokens as the API's check stored them (`contract.tokens.pack_qa_pairs`), in place of the
     tokenizer's Encoding: their character starts and ends, their word indices plus one (0: no word)."""
 
     context_start: int
@@ -153,7 +153,7 @@ class QuestionAnsweringEngine(ModelEngine):
         return _Prepared(pairs, chunks, time.perf_counter() - started)
 
     def _stored(self, job: JobPayload) -> list[list[list[int]] | None]:
-        """Per pair of the job, what the API's check stored of it (`contract.tokens.qa_pair_lists`), or None where
+        """Per pair of the job, what the API's check stored of it (`contract.tokens.pack_qa_pairs`), or None where
         it stored nothing this engine's tokenizer would have made."""
         pairs = len(job.input["question"])
         lists = unpack_token_ids(job.token_ids, self.fingerprint, QA_LISTS_PER_PAIR * pairs)

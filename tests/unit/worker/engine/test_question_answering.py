@@ -114,7 +114,7 @@ def served(tiny_models: dict[str, Path]) -> Any:
 
 
 def _stored(served: Any, questions: list[str], contexts: list[str], parameters: dict[str, Any]) -> bytes:
-    """What the API's check stores with a QA job: each pair's ids, offsets and words (`qa_pair_lists`)."""
+    """What the API's check stores with a QA job: each pair's ids, offsets and words (`pack_qa_pairs`)."""
     from api.model_inputs import check_question_answering
     from contract.requests import QuestionAnsweringRequest
     from core.settings import Settings
