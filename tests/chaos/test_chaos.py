@@ -71,6 +71,17 @@ def running(stack: Stack, ids: list[str]) -> list[str]:
     return [job_id for job_id, job in rows(stack, ids).items() if job.status == "running"]
 
 
+def finished_lines(stack: Stack, workers: tuple[str, ...]) -> list[list[str]]:
+    """Per worker, the ids of its "job finished" log lines. A worker logs a job after its write commits, so a
+    test that reads these waits for them (`logged_all`) rather than for the rows alone."""
+    return [[json.loads(line)["job_id"] for line in stack.log(name).splitlines() if '"job finished"' in line]
+            for name in workers]
+
+
+def logged_all(stack: Stack, workers: tuple[str, ...], ids: list[str]) -> bool:
+    return set(ids) <= {job_id for lines in finished_lines(stack, workers) for job_id in lines}
+
+
 def all_finished(stack: Stack, ids: list[str]) -> bool:
     return all(job.status in ("succeeded", "failed", "canceled") for job in rows(stack, ids).values())
 
@@ -285,8 +296,9 @@ def test_duplicate_wake_ups_across_workers_run_every_job_once(fresh_stack: Stack
     wait_for(lambda: all_finished(fresh_stack, ids), 180, "every job to finish")
     final = rows(fresh_stack, ids)
     assert all(job.status == "succeeded" and job.attempts == 1 for job in final.values())
-    log = fresh_stack.log("worker-1") + fresh_stack.log("worker-2")
-    written = [json.loads(line)["job_id"] for line in log.splitlines() if '"job finished"' in line]
+    workers = ("worker-1", "worker-2")
+    wait_for(lambda: logged_all(fresh_stack, workers, ids), 30, "each worker to log what it wrote")
+    written = [job_id for lines in finished_lines(fresh_stack, workers) for job_id in lines]
     assert sorted(written) == sorted(ids)  # each job written back once, by one worker
 
 
@@ -299,8 +311,9 @@ def test_a_second_worker_joins_a_backlog(fresh_stack: Stack) -> None:
     ids = submit_all(fresh_stack, http, texts(40))  # 5 batches of the slow model's 8
     wait_for(lambda: all_finished(fresh_stack, ids), 180, "every job to finish")
     assert all(job.status == "succeeded" and job.attempts == 1 for job in rows(fresh_stack, ids).values())
-    by_worker = [[json.loads(line)["job_id"] for line in fresh_stack.log(name).splitlines()
-                  if '"job finished"' in line] for name in ("worker-1", "worker-2")]
+    workers = ("worker-1", "worker-2")
+    wait_for(lambda: logged_all(fresh_stack, workers, ids), 30, "each worker to log what it wrote")
+    by_worker = finished_lines(fresh_stack, workers)
     assert all(by_worker), "both workers ran batches of the backlog"
     assert sorted(by_worker[0] + by_worker[1]) == sorted(ids)
 
