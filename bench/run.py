@@ -22,7 +22,7 @@ from bench.flops import Peak, Shape, padded_passes_flops, peak_for
 from bench.measure import Result
 from bench.modes import QA_PARAMS, fill_mask_engine, fill_mask_pipeline, grouped, qa_engine
 from bench.precision import bare_encoder, fill_mask_agreement, qa_agreement
-from bench.workload import make_workload
+from bench.workload import make_english_workload, make_workload
 from worker.engine.runtime import Runtime, resolve_runtime
 
 #: Inputs (fill-mask) and pairs (QA) mode (h) compares, at most: the reference figures' 400 and 80 fit.
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", choices=("base", "tiny"), default="base",
                         help="base: distilbert-base's shape; tiny: the test suite's tiny model, whose forward pass is "
                              "nearly free (as on a GPU), so that what is left is the service's own cost")
+    parser.add_argument("--workload", choices=("synthetic", "english"), default="synthetic",
+                        help="synthetic: words of a made-up lexicon (the figures tracked since the first bench); "
+                             "english: the same shapes cut from real English prose (bench/english.txt)")
     parser.add_argument("--inputs-per-job", type=int, default=1, help="inputs in each job of mode (d)")
     parser.add_argument("--database-url", help="mode (d) on this (empty, migrated by the bench) database rather than "
                                                "SQLite, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/bench")
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         models = build_tiny(args.models / "tiny")
     else:
         models = build(args.models)
-    workload = make_workload(args.fill_mask_jobs, args.qa_jobs)
+    workload = (make_english_workload if args.workload == "english" else make_workload)(args.fill_mask_jobs,
+                                                                                         args.qa_jobs)
     # One key stands for every client: the per-key limits must not be what is measured.
     env = {"DISTILQ_MAX_BATCH_SIZE": str(args.batch), "DISTILQ_MAX_BATCH_TOKENS": str(args.max_batch_tokens),
            "DISTILQ_DEVICE": str(runtime.device), "DISTILQ_DTYPE": str(runtime.dtype).removeprefix("torch."),
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.device}, "
           f"{str(runtime.dtype).removeprefix('torch.')}; model: "
           f"{'the tiny test checkpoint' if args.checkpoint == 'tiny' else 'distilbert-base shape'}, random weights; "
-          f"(d): {per_job} input(s) per job\n{measured}")
+          f"workload: {args.workload}; (d): {per_job} input(s) per job\n{measured}")
     report: dict[str, object] = {"peak": {"flops_per_s": peak.flops_per_s, "what": peak.label}}
     tasks = args.tasks.split(",")
     if "fill-mask" in tasks:

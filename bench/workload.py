@@ -1,10 +1,14 @@
-"""The benchmark's workload, the same on every run: fill-mask sentences of 6–60 words with one mask; QA
-questions of about 10 words over contexts of 80–450 words."""
+"""The benchmark's workloads, each the same on every run: fill-mask sentences of 6–60 words with one mask; QA
+questions of about 10 words over contexts of 80–450 words. "synthetic" draws words from a made-up lexicon (long
+words of rare pieces: more tokens per word than English); "english" cuts them from real English prose
+(`english.txt`, encyclopedic paragraphs written for this bench)."""
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 _COMMON = (
     "the of and to in is was for on that with as by at from his her it an were are which this be or has had "
@@ -62,3 +66,41 @@ def make_workload(fill_mask_jobs: int, qa_jobs: int, seed: int = 2026) -> Worklo
             words[i] += "."
         pairs.append((question, " ".join(words) + "."))
     return Workload(sentences, pairs)
+
+
+ENGLISH = Path(__file__).with_name("english.txt")
+
+
+def make_english_workload(fill_mask_jobs: int, qa_jobs: int, seed: int = 2026) -> Workload:
+    """The same shapes from real prose: a fill-mask input is a run of the text's words from a sentence's start, cut
+    to 6–60 words, one word masked; a QA context is a run of whole sentences of 80–450 words, its question a
+    clause of one of its sentences."""
+    rng = random.Random(seed)
+    sentences = [sentence.split() for paragraph in ENGLISH.read_text(encoding="utf-8").split("\n\n")
+                 for sentence in re.split(r"(?<=[.?!])\s+(?=[A-Z])", paragraph.strip())]
+    words = [word for sentence in sentences for word in sentence]
+    starts = [0]
+    for sentence in sentences[:-1]:
+        starts.append(starts[-1] + len(sentence))
+
+    def run_of(first: int, count: int) -> list[str]:
+        return [words[(first + i) % len(words)] for i in range(count)]
+
+    fill_mask = []
+    for _ in range(fill_mask_jobs):
+        chosen = run_of(rng.choice(starts), rng.randint(6, 60))
+        at = rng.randrange(len(chosen))
+        # The word's letters masked, its punctuation kept: "river," becomes "[MASK],".
+        chosen[at] = re.sub(r"^(\W*).*?(\W*)$", r"\1[MASK]\2", chosen[at])
+        fill_mask.append(" ".join(chosen))
+    pairs = []
+    for _ in range(qa_jobs):
+        first, target = rng.randrange(len(sentences)), rng.randint(80, 450)
+        context: list[list[str]] = []
+        while sum(map(len, context)) < target:
+            context.append(sentences[(first + len(context)) % len(sentences)])
+        asked = rng.choice(context)
+        clause = asked[: rng.randint(6, 11)]
+        question = "What " + " ".join(clause).rstrip(".,;:") + "?"
+        pairs.append((question, " ".join(word for sentence in context for word in sentence)))
+    return Workload(fill_mask, pairs)

@@ -45,6 +45,12 @@ class PackedPass:
         return max(self.lengths)
 
     @property
+    def uniform(self) -> bool:
+        """Whether every row is as long as the longest: then the packed tokens are the padded layout, and attention
+        needs no scatter, no gather and no mask (QA's chunks of a long context are all max_seq_len long)."""
+        return min(self.lengths) == self.longest
+
+    @property
     def offsets(self) -> list[int]:
         """Where each row's tokens start in the packed tokens, and (last) their total."""
         starts = [0]
@@ -90,17 +96,23 @@ def encode(model: DistilBertModel, batch: PackedPass, keep: torch.Tensor | None 
     hidden = embeddings.LayerNorm(
         embeddings.word_embeddings(batch.input_ids) + embeddings.position_embeddings(batch.positions)
     )
-    rows, longest = len(batch.lengths), batch.longest
+    rows, longest, uniform = len(batch.lengths), batch.longest, batch.uniform
     for index, layer in enumerate(layers):
         attention = layer.attention
         heads = attention.n_heads
-        query = _padded(attention.q_lin(hidden), batch, heads)
-        key = _padded(attention.k_lin(hidden), batch, heads)
-        value = _padded(attention.v_lin(hidden), batch, heads)
-        context = functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=batch.key_mask, scale=attention.scaling
-        )
-        context = context.transpose(1, 2).reshape(rows * longest, -1)[batch.slots]
+        if uniform:
+            query, key, value = (projected.view(rows, longest, heads, -1).transpose(1, 2) for projected in
+                                 (attention.q_lin(hidden), attention.k_lin(hidden), attention.v_lin(hidden)))
+            context = functional.scaled_dot_product_attention(query, key, value, scale=attention.scaling)
+            context = context.transpose(1, 2).reshape(rows * longest, -1)
+        else:
+            query = _padded(attention.q_lin(hidden), batch, heads)
+            key = _padded(attention.k_lin(hidden), batch, heads)
+            value = _padded(attention.v_lin(hidden), batch, heads)
+            context = functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=batch.key_mask, scale=attention.scaling
+            )
+            context = context.transpose(1, 2).reshape(rows * longest, -1)[batch.slots]
         if keep is not None and index == len(layers) - 1:
             context, hidden = context[keep], hidden[keep]
         hidden = layer.sa_layer_norm(attention.out_lin(context) + hidden)

@@ -294,13 +294,14 @@ class QuestionAnsweringEngine(ModelEngine):
             for s, e, score in zip(spans.starts, spans.ends, spans.scores, strict=True):
                 start_index, end_index = chunk.char_span(s, e, align_to_words)
                 text = context[start_index:end_index]
-                same = by_text.get(text.lower())
+                lowered = text.lower()
+                same = by_text.get(lowered)
                 if same is not None:
                     same["score"] += score
                 else:
                     answer = {"score": score, "start": start_index, "end": end_index, "answer": text}
                     answers.append(answer)
-                    by_text[text.lower()] = answer
+                    by_text[lowered] = answer
         if params["handle_impossible_answer"]:
             answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
         answers = sorted(answers, key=lambda answer: answer["score"], reverse=True)[:top_k]

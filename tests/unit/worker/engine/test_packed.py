@@ -74,3 +74,24 @@ def test_kept_tokens_equal_the_full_pass_and_only_they_reach_the_last_feed_forwa
     torch.testing.assert_close(kept, full[keep], atol=1e-5, rtol=1e-5)
     # The linear layers see the real tokens only (no padding), the last feed-forward the 5 masks only.
     assert rows_seen == {"first q_lin": sum(len(ids) for ids in sequences), "last lin1": 5}
+
+
+@torch.inference_mode()
+def test_rows_of_one_length_take_the_unpadded_path_and_equal_the_forward(loaded: tuple[object, object]) -> None:
+    """QA's chunks of a long context are all max_seq_len long: such a pass is its own padded layout, run without
+    scatter, gather or mask, and equal to transformers' forward; the same rows beside a shorter one (the padded
+    path) give the same states."""
+    tokenizer, model = loaded
+    first = tokenizer(TEXTS[1])["input_ids"]  # type: ignore[operator]
+    middle = first[1:-1]
+    sequences = [first, [first[0], *middle[::-1], first[-1]], [first[0], *middle[1:], middle[0], first[-1]]]
+    batch = pack(sequences, [0, 1, 2])
+    assert batch.uniform
+    reference = model.distilbert(torch.tensor(sequences)).last_hidden_state  # type: ignore[attr-defined]
+    reference = reference.reshape(-1, reference.shape[-1])
+    states = encode(model.distilbert, batch)  # type: ignore[attr-defined]
+    torch.testing.assert_close(states, reference, atol=1e-5, rtol=1e-5)
+    beside = pack([*sequences, sequences[0][:3]], [0, 1, 2, 3])
+    assert not beside.uniform
+    mixed = encode(model.distilbert, beside)  # type: ignore[attr-defined]
+    torch.testing.assert_close(mixed[: len(states)], states, atol=1e-5, rtol=1e-5)
