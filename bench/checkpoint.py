@@ -1,9 +1,12 @@
 """A checkpoint of distilbert-base's exact shape (6 layers, dim 768, 12 heads, FFN 3072, vocab 28996) with
 random weights: its cost per token is the real model's. The tokenizer is a cased WordPiece of 28996 entries
-over the benchmark's lexicon, so that words split into pieces as they would."""
+over the benchmark's lexicon, so that words split into pieces as they would; the English workload's checkpoint
+(`build(..., words=english_words())`) holds every word of its prose too, as bert-base-cased holds common English
+words whole."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -22,11 +25,12 @@ VOCAB_SIZE = 28996
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def _vocab() -> list[str]:
-    chars = sorted({c for word in LEXICON for c in word} | set(".,;:!?'\"-()"))
-    vocab = [*SPECIALS, *chars, *("##" + c for c in chars)]
+def _vocab(words: Sequence[str] = ()) -> list[str]:
+    chars = sorted({c for word in (*LEXICON, *words) for c in word} | set(".,;:!?'\"-()"))
+    vocab = [*SPECIALS, *chars, *("##" + c for c in chars), *dict.fromkeys(w for w in words if w not in chars)]
     # Leave out every seventh word, so that those split into pieces, as rarer words do in BERT's vocabulary.
-    vocab += [w for i, w in enumerate(LEXICON) if i % 7 != 3]
+    whole = set(words)
+    vocab += [w for i, w in enumerate(LEXICON) if i % 7 != 3 and w not in whole]
     pieces = sorted({"##" + w[i:] for w in LEXICON for i in range(1, len(w) - 1)})
     seen = set(vocab)
     for piece in pieces:
@@ -42,8 +46,8 @@ def _vocab() -> list[str]:
     return vocab[:VOCAB_SIZE]
 
 
-def _tokenizer() -> DistilBertTokenizerFast:
-    ids = {token: i for i, token in enumerate(_vocab())}
+def _tokenizer(words: Sequence[str]) -> DistilBertTokenizerFast:
+    ids = {token: i for i, token in enumerate(_vocab(words))}
     backend = Tokenizer(WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=100))
     backend.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=None)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -57,12 +61,13 @@ def _tokenizer() -> DistilBertTokenizerFast:
                                    mask_token="[MASK]")
 
 
-def build(out_dir: Path) -> dict[str, Path]:
-    """Writes (once) out_dir/fill-mask and out_dir/question-answering; returns {task: directory}."""
+def build(out_dir: Path, words: Sequence[str] = ()) -> dict[str, Path]:
+    """Writes (once) out_dir/fill-mask and out_dir/question-answering, their vocabulary holding `words` whole;
+    returns {task: directory}."""
     dirs = {"fill-mask": out_dir / "fill-mask", "question-answering": out_dir / "question-answering"}
     if all((d / "model.safetensors").exists() for d in dirs.values()):
         return dirs
-    tokenizer = _tokenizer()
+    tokenizer = _tokenizer(words)
     config = DistilBertConfig(vocab_size=VOCAB_SIZE, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
                               max_position_embeddings=512)
     torch.manual_seed(0)

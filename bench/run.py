@@ -22,7 +22,7 @@ from bench.flops import Peak, Shape, padded_passes_flops, peak_for
 from bench.measure import Result
 from bench.modes import QA_PARAMS, fill_mask_engine, fill_mask_pipeline, grouped, qa_engine
 from bench.precision import bare_encoder, fill_mask_agreement, qa_agreement
-from bench.workload import make_english_workload, make_workload
+from bench.workload import english_words, make_english_workload, make_workload
 from worker.engine.runtime import Runtime, resolve_runtime
 
 #: Inputs (fill-mask) and pairs (QA) mode (h) compares, at most: the reference figures' 400 and 80 fit.
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         from tests.tiny_model import build as build_tiny
 
         models = build_tiny(args.models / "tiny")
+    elif args.workload == "english":
+        models = build(args.models / "english", english_words())
     else:
         models = build(args.models)
     workload = (make_english_workload if args.workload == "english" else make_workload)(args.fill_mask_jobs,

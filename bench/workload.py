@@ -71,6 +71,11 @@ def make_workload(fill_mask_jobs: int, qa_jobs: int, seed: int = 2026) -> Worklo
 ENGLISH = Path(__file__).with_name("english.txt")
 
 
+def english_words() -> list[str]:
+    """The prose's words and numbers, each once, in the order they first appear."""
+    return list(dict.fromkeys(re.findall(r"\w+", ENGLISH.read_text(encoding="utf-8"))))
+
+
 def make_english_workload(fill_mask_jobs: int, qa_jobs: int, seed: int = 2026) -> Workload:
     """The same shapes from real prose: a fill-mask input is a run of the text's words from a sentence's start, cut
     to 6–60 words, one word masked; a QA context is a run of whole sentences of 80–450 words, its question a
