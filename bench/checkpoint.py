@@ -26,8 +26,9 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def _vocab(words: Sequence[str] = ()) -> list[str]:
-    chars = sorted({c for word in (*LEXICON, *words) for c in word} | set(".,;:!?'\"-()"))
-    vocab = [*SPECIALS, *chars, *("##" + c for c in chars), *dict.fromkeys(w for w in words if w not in chars)]
+    letters = {c for word in (*LEXICON, *words) for c in word} | set(".,;:!?'\"-()")
+    chars = sorted(letters)
+    vocab = [*SPECIALS, *chars, *("##" + c for c in chars), *dict.fromkeys(w for w in words if w not in letters)]
     # Leave out every seventh word, so that those split into pieces, as rarer words do in BERT's vocabulary.
     whole = set(words)
     vocab += [w for i, w in enumerate(LEXICON) if i % 7 != 3 and w not in whole]
