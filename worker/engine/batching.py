@@ -27,10 +27,11 @@ def attention_width(dim: int, hidden_dim: int) -> int:
 
 def plan_batches(
     lengths: Sequence[int], max_rows: int, max_tokens: int, pass_overhead_tokens: int = CPU_PASS_OVERHEAD_TOKENS,
-    width: int = attention_width(768, 3072),
+    width: float = attention_width(768, 3072),
 ) -> list[list[int]]:
     """Indices into `lengths`, grouped into sub-batches; every index appears once. `max_tokens` bounds rows ×
-    longest row (the padded attention buffers); a row longer than it still runs, alone."""
+    longest row (the padded attention buffers); a row longer than it still runs, alone. `width` infinite: attention
+    runs row by row, so padding costs nothing and only the passes' own cost and the bounds cut."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     n = len(order)
     if n == 0:

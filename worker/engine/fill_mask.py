@@ -216,7 +216,7 @@ class FillMaskEngine(ModelEngine):
             with self.phases.timed("forward"):
                 self.phases.count_kept(len(at_mask))
                 keep = to_device(torch.tensor(at_mask, dtype=torch.long), self.runtime)
-                states.append(encode(self.model.distilbert, batch, keep=keep))
+                states.append(encode(self.model.distilbert, batch, keep=keep, per_row=self.per_row))
         return torch.cat(states), rows_of_input
 
     @torch.inference_mode()

@@ -12,16 +12,19 @@ from contextlib import contextmanager
 class Phases:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = collections.defaultdict(float)
-        #: Rows and real tokens put through the model (the linear layers compute exactly those); the padded
-        #: rows × longest slots and rows × longest² (query, key) pairs attention computed; the tokens whose final
+        #: Rows and real tokens put through the model (the linear layers compute exactly those); the slots and
+        #: (query, key) pairs attention computed (padded: rows × longest and rows × longest²); the tokens whose final
         #: state was kept (fill-mask: the masks). What the benchmark counts FLOPs from.
         self.counts: dict[str, int] = collections.defaultdict(int)
 
-    def count_pass(self, rows: int, real_tokens: int, longest: int) -> None:
-        self.counts["rows"] += rows
-        self.counts["real_tokens"] += real_tokens
-        self.counts["attention_slots"] += rows * longest
-        self.counts["attention_pairs"] += rows * longest * longest
+    def count_pass(self, lengths: list[int], padded: bool) -> None:
+        """A pass of rows of these lengths, whose attention ran padded to the longest, or on the real tokens."""
+        longest = max(lengths, default=0)
+        self.counts["rows"] += len(lengths)
+        self.counts["real_tokens"] += sum(lengths)
+        self.counts["attention_slots"] += len(lengths) * longest if padded else sum(lengths)
+        self.counts["attention_pairs"] += (len(lengths) * longest * longest if padded
+                                           else sum(length * length for length in lengths))
 
     def count_kept(self, tokens: int) -> None:
         self.counts["kept_tokens"] += tokens

@@ -41,6 +41,11 @@ class Runtime:
     def pass_overhead_tokens(self) -> int:
         return CUDA_PASS_OVERHEAD_TOKENS if self.is_cuda else CPU_PASS_OVERHEAD_TOKENS
 
+    @property
+    def attention_per_row(self) -> bool:
+        """Attention row by row (`worker/engine/packed.py`): on the CPU, not on a GPU."""
+        return not self.is_cuda
+
 
 def resolve_runtime(device: str = "auto", dtype: str = "auto") -> Runtime:
     """`auto` device is CUDA when present; `auto` dtype is float16 on CUDA (tensor cores) and float32 on the

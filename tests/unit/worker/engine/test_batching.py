@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 
 import pytest
@@ -57,6 +58,14 @@ def test_short_rows_are_not_padded_to_long_ones() -> None:
     lengths = [10, 400, 12, 390, 11, 410]
     batches = plan_batches(lengths, max_rows=32, max_tokens=100_000)
     assert [sorted(lengths[i] for i in b) for b in batches] == [[10, 11, 12], [390, 400, 410]]
+
+
+def test_when_attention_runs_row_by_row_padding_costs_nothing_and_the_bounds_alone_cut() -> None:
+    lengths = [10, 400, 12, 390, 11, 410]
+    assert [sorted(b) for b in plan_batches(lengths, max_rows=32, max_tokens=100_000, width=math.inf)] == [
+        list(range(6))]
+    bounded = plan_batches(lengths, max_rows=4, max_tokens=100_000, width=math.inf)
+    assert len(bounded) == 2 and all(len(b) <= 4 for b in bounded)  # the fewest passes the bound allows
 
 
 def test_short_rows_of_similar_lengths_share_one_pass() -> None:

@@ -95,3 +95,23 @@ def test_rows_of_one_length_take_the_unpadded_path_and_equal_the_forward(loaded:
     assert not beside.uniform
     mixed = encode(model.distilbert, beside)  # type: ignore[attr-defined]
     torch.testing.assert_close(mixed[: len(states)], states, atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_attention_row_by_row_equals_the_padded_pass(loaded: tuple[object, object]) -> None:
+    """The CPU's attention (each row alone, no padding) and the GPU's (the pass padded, one call) give the same
+    states, with and without kept tokens; and both equal transformers' padded forward."""
+    tokenizer, model = loaded
+    sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
+    batch = pack(sequences, [2, 0, 3, 1])
+    assert not batch.uniform and batch.attention_padded(per_row=False) and not batch.attention_padded(per_row=True)
+    padded = encode(model.distilbert, batch)  # type: ignore[attr-defined]
+    per_row = encode(model.distilbert, batch, per_row=True)  # type: ignore[attr-defined]
+    torch.testing.assert_close(per_row, padded, atol=1e-5, rtol=1e-5)
+    keep = torch.nonzero(batch.input_ids == tokenizer.mask_token_id).squeeze(1)  # type: ignore[attr-defined]
+    kept = encode(model.distilbert, batch, keep, per_row=True)  # type: ignore[attr-defined]
+    torch.testing.assert_close(kept, padded[keep], atol=1e-5, rtol=1e-5)
+    offsets = batch.offsets
+    for place, row in enumerate(batch.rows):
+        alone = model.distilbert(torch.tensor([sequences[row]])).last_hidden_state[0]  # type: ignore[attr-defined]
+        torch.testing.assert_close(per_row[offsets[place]:offsets[place + 1]], alone, atol=1e-5, rtol=1e-5)
