@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
     parser.add_argument("--checkpoint", choices=("base", "tiny"), default="base",
                         help="base: distilbert-base's shape; tiny: the test suite's tiny model, whose forward pass is "
-                             "nearly free (as on a GPU), so that what is left is the service's own cost")
+                             "small (as on a GPU), so that what is left is mostly the service's own cost")
     parser.add_argument("--workload", choices=("synthetic", "english"), default="synthetic",
                         help="synthetic: words of a made-up lexicon (the figures tracked since the first bench); "
                              "english: the same shapes cut from real English prose (bench/english.txt)")
