@@ -4,6 +4,7 @@ QA in one process run, prints the table and the ratios, and writes them as JSON.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -146,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
         models = build_tiny(args.models / "tiny")
     elif args.workload == "english":
-        models = build(args.models / "english", english_words())
+        words = english_words()
+        # Named by its words: a checkpoint built from another english.txt is not taken for this one.
+        models = build(args.models / f"english-{hashlib.sha256(' '.join(words).encode()).hexdigest()[:8]}", words)
     else:
         models = build(args.models)
     workload = (make_english_workload if args.workload == "english" else make_workload)(args.fill_mask_jobs,

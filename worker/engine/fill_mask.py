@@ -216,7 +216,8 @@ class FillMaskEngine(ModelEngine):
             with self.phases.timed("forward"):
                 self.phases.count_kept(len(at_mask))
                 keep = to_device(torch.tensor(at_mask, dtype=torch.long), self.runtime)
-                states.append(encode(self.model.distilbert, batch, keep=keep, per_row=self.per_row))
+                states.append(encode(self.model.distilbert, batch, keep=keep,
+                                     per_row=self.runtime.attention_per_row))
         return torch.cat(states), rows_of_input
 
     @torch.inference_mode()

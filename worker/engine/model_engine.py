@@ -36,10 +36,10 @@ class ModelEngine(StagedEngine):
         self.model = load_model(model_class, model_id, runtime)
         self.pad_id: int = self.tokenizer.pad_token_id
         config = self.model.config
-        #: Attention row by row (the CPU's way, `worker/engine/packed.py`): then padding costs a pass nothing, and
-        #: the planner weighs only the passes' own cost.
-        self.per_row = runtime.attention_per_row
-        self.attention_width = math.inf if self.per_row else attention_width(config.dim, config.hidden_dim)
+        # Attention row by row (the CPU's way, `worker/engine/packed.py`): then padding costs a pass nothing, and
+        # the planner weighs only the passes' own cost.
+        self.attention_width = (math.inf if runtime.attention_per_row
+                                else attention_width(config.dim, config.hidden_dim))
         self.phases = Phases()
 
     def passes(self, sequences: list[list[int]]) -> Iterator[PackedPass]:
@@ -49,5 +49,5 @@ class ModelEngine(StagedEngine):
                             self.attention_width)
         for rows in plan:
             batch = pack(sequences, rows)
-            self.phases.count_pass(batch.lengths, batch.attention_padded(self.per_row))
+            self.phases.count_pass(batch.lengths, batch.attention_padded(self.runtime.attention_per_row))
             yield moved(batch, lambda tensor: to_device(tensor, self.runtime))

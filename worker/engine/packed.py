@@ -126,10 +126,7 @@ def encode(model: DistilBertModel, batch: PackedPass, keep: torch.Tensor | None 
                                  (attention.q_lin(hidden), attention.k_lin(hidden), attention.v_lin(hidden)))
             context = functional.scaled_dot_product_attention(query, key, value, scale=attention.scaling)
             context = context.transpose(1, 2).reshape(rows * longest, -1)
-        elif per_row:
-            context = _attend_per_row(attention.q_lin(hidden), attention.k_lin(hidden), attention.v_lin(hidden),
-                                      batch, heads, attention.scaling)
-        else:
+        elif batch.attention_padded(per_row):
             query = _padded(attention.q_lin(hidden), batch, heads)
             key = _padded(attention.k_lin(hidden), batch, heads)
             value = _padded(attention.v_lin(hidden), batch, heads)
@@ -137,6 +134,9 @@ def encode(model: DistilBertModel, batch: PackedPass, keep: torch.Tensor | None 
                 query, key, value, attn_mask=batch.key_mask, scale=attention.scaling
             )
             context = context.transpose(1, 2).reshape(rows * longest, -1)[batch.slots]
+        else:
+            context = _attend_per_row(attention.q_lin(hidden), attention.k_lin(hidden), attention.v_lin(hidden),
+                                      batch, heads, attention.scaling)
         if keep is not None and index == len(layers) - 1:
             context, hidden = context[keep], hidden[keep]
         hidden = layer.sa_layer_norm(attention.out_lin(context) + hidden)

@@ -251,7 +251,7 @@ class QuestionAnsweringEngine(ModelEngine):
         for batch in self.passes([chunk.input_ids for chunk in chunks]):
             with self.phases.timed("forward"):
                 passes.append((batch, self.model.qa_outputs(encode(self.model.distilbert, batch,
-                                                                     per_row=self.per_row)).float()))
+                                                                     per_row=self.runtime.attention_per_row)).float()))
         order = [index for batch, _ in passes for index in batch.rows]  # the chunks' rows in the padded layout
         bounds = torch.tensor([(chunks[i].context_start, len(chunks[i].input_ids) - 1) for i in order])
         params = [ready.pairs[chunk.pair][2] for chunk in chunks]

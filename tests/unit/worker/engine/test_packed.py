@@ -115,3 +115,41 @@ def test_attention_row_by_row_equals_the_padded_pass(loaded: tuple[object, objec
     for place, row in enumerate(batch.rows):
         alone = model.distilbert(torch.tensor([sequences[row]])).last_hidden_state[0]  # type: ignore[attr-defined]
         torch.testing.assert_close(per_row[offsets[place]:offsets[place + 1]], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_the_counters_count_the_attention_each_layout_computes() -> None:
+    """Padded: rows × longest slots and rows × longest² pairs; row by row (or rows of one length): the real ones."""
+    from worker.engine.phases import Phases
+
+    padded, real = Phases(), Phases()
+    padded.count_pass([3, 5], padded=True)
+    real.count_pass([3, 5], padded=False)
+    assert (padded.counts["attention_slots"], padded.counts["attention_pairs"]) == (10, 50)
+    assert (real.counts["attention_slots"], real.counts["attention_pairs"]) == (8, 34)
+    assert padded.counts["real_tokens"] == real.counts["real_tokens"] == 8
+
+
+@torch.inference_mode()
+def test_each_layout_makes_the_attention_calls_it_says(loaded: tuple[object, object],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row by row: one unmasked call per row and layer; padded: one masked call per layer; rows of one length: one
+    unmasked call per layer, whichever was asked."""
+    from torch.nn import functional
+
+    tokenizer, model = loaded
+    calls: list[bool] = []  # whether each call had a mask
+    attend = functional.scaled_dot_product_attention
+
+    def counted(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(kwargs.get("attn_mask") is not None)
+        return attend(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(functional, "scaled_dot_product_attention", counted)
+    layers = model.config.n_layers  # type: ignore[attr-defined]
+    sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
+    mixed, same = pack(sequences, [0, 1, 2, 3]), pack([sequences[0]] * 3, [0, 1, 2])
+    for batch, per_row, expected in ((mixed, True, [False] * 4 * layers), (mixed, False, [True] * layers),
+                                     (same, True, [False] * layers), (same, False, [False] * layers)):
+        calls.clear()
+        encode(model.distilbert, batch, per_row=per_row)  # type: ignore[attr-defined]
+        assert calls == expected, (per_row, batch.lengths)

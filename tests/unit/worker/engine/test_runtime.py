@@ -27,6 +27,7 @@ def test_auto_picks_cuda_when_present_and_float32_on_the_cpu() -> None:
     else:
         assert (runtime.device, runtime.dtype) == (torch.device("cpu"), torch.float32)
         assert runtime.pass_overhead_tokens == CPU_PASS_OVERHEAD_TOKENS
+        assert runtime.attention_per_row  # the CPU runs attention row by row
 
 
 def test_a_named_gpu_gets_half_precision_and_the_gpu_pass_cost() -> None:
@@ -34,6 +35,7 @@ def test_a_named_gpu_gets_half_precision_and_the_gpu_pass_cost() -> None:
     assert runtime.device == torch.device("cuda", 1)
     assert runtime.dtype == torch.float16
     assert runtime.is_cuda and runtime.pass_overhead_tokens == CUDA_PASS_OVERHEAD_TOKENS
+    assert not runtime.attention_per_row  # a GPU runs each pass padded, in one call
 
 
 @pytest.mark.parametrize(("name", "dtype"), [("bfloat16", torch.bfloat16), ("float32", torch.float32),
