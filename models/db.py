@@ -18,6 +18,9 @@ from sqlalchemy.types import TypeDecorator
 EAGER_RETRY_S = 0.001
 #: Execution option marking a connection's transactions as reads only.
 READ_ONLY = "distilq_read_only"
+#: Execution option of a SQLite connection whose statements each commit by themselves (no BEGIN): for a writer of
+#: one statement, which then holds the write lock only while that statement runs (`each_statement_commits`).
+EACH_STATEMENT_COMMITS = "distilq_each_statement_commits"
 #: How long a SQLite writer waits for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -83,7 +86,10 @@ def _configure_sqlite(engine: Engine, eager_writer: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get(READ_ONLY, False):
+        options = connection.get_execution_options()
+        if options.get(EACH_STATEMENT_COMMITS, False):
+            return  # the driver is in autocommit mode (isolation_level None): each statement is its own transaction
+        if options.get(READ_ONLY, False):
             connection.exec_driver_sql("BEGIN DEFERRED")
         elif eager_writer:
             _begin_eagerly(connection)
@@ -109,6 +115,19 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions for reads only: on SQLite they begin DEFERRED and take no write lock. Do not write in one: the
     write would take the lock mid-transaction, and fail if another writer committed since the read."""
     return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+
+def each_statement_commits(session: Session) -> bool:
+    """On SQLite, makes the session's next transaction one in which each statement commits by itself, and says
+    whether it did (not on PostgreSQL, nor in a session already in a transaction). For a caller whose writes are
+    one statement: a transaction of BEGIN IMMEDIATE, the statement and COMMIT holds the database's one write lock
+    across each return to the interpreter between them — in a process of many threads, each a wait for the GIL
+    of up to its switch interval, and every other writer (the worker's claims and write-backs) waits that long
+    too; a statement that commits by itself takes and frees the lock inside one call into SQLite."""
+    if session.get_bind().dialect.name != "sqlite" or session.in_transaction():
+        return False
+    session.connection(execution_options={EACH_STATEMENT_COMMITS: True})
+    return True
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
 from contract.requests import JobRequest
-from models.db import rowcount, transaction
+from models.db import each_statement_commits, rowcount, transaction
 from models.tables import (
     BATCH_PRIORITY,
     CANCELED,
@@ -99,16 +99,17 @@ def _in_flight(api_key_id: Any) -> Any:
 
 
 @functools.cache
-def _insert_if_room(attributes: tuple[str, ...]) -> Any:
+def _insert_if_room(attributes: tuple[str, ...], returning: bool) -> Any:
     """INSERT INTO jobs (…) SELECT :v_… WHERE (jobs of :v_key in flight) < :v_cap, built once per set of
-    attributes given (they differ only in the optional ones)."""
+    attributes given (they differ only in the optional ones). `returning`: RETURNING the id, for PostgreSQL, where
+    psycopg reports the rowcount of an INSERT … SELECT as -1; SQLite's rowcount is right, and RETURNING would hold
+    its write lock until the row is fetched (the statement ends only then)."""
     table = cast(Table, Job.__table__)
     columns = [table.c[_COLUMNS[name]] for name in attributes]
     row = select(*[bindparam(f"v_{name}", type_=column.type).label(column.name)
                    for name, column in zip(attributes, columns, strict=True)])
-    # RETURNING rather than the rowcount, which psycopg reports as -1 for an INSERT … SELECT.
-    return (insert(table).from_select(columns, row.where(_in_flight(bindparam("v_key")) < bindparam("v_cap")))
-            .returning(table.c.id))
+    statement = insert(table).from_select(columns, row.where(_in_flight(bindparam("v_key")) < bindparam("v_cap")))
+    return statement.returning(table.c.id) if returning else statement
 
 
 def submit(
@@ -137,6 +138,9 @@ def submit(
     loaded: no ORM unit of work, no read back. `token_ids`: the inputs' ids from the API's check, for the worker
     (`contract.tokens.pack_token_ids`)."""
     digest = request_hash(task, raw_body)
+    # Every write below is one statement, the INSERT most of all (a key expired frees itself in its own): on SQLite
+    # each commits by itself, holding the write lock only while it runs.
+    each_statement_commits(session)
     if idempotency_key is not None:
         found = _by_idempotency_key(session, api_key_id, idempotency_key, digest, now)
         if found is not None:
@@ -151,15 +155,17 @@ def submit(
     if idempotency_key is not None:
         fields.update(idempotency_key=idempotency_key, request_hash=digest,
                       idempotency_expires_at=now + timedelta(seconds=idempotency_ttl_s))
-    if session.get_bind().dialect.name == "postgresql":
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    if not sqlite:
         session.execute(select(ApiKey.id).where(ApiKey.id == api_key_id).with_for_update())
     present = {name: value for name, value in fields.items() if value is not None}
     try:
-        inserted = session.connection().execute(
-            _insert_if_room(tuple(present)),
+        result = session.connection().execute(
+            _insert_if_room(tuple(present), returning=not sqlite),
             {**{f"v_{name}": value for name, value in present.items()}, "v_key": api_key_id, "v_cap": max_in_flight},
-        ).first()
-        if inserted is None:
+        )
+        inserted = rowcount(result) == 1 if sqlite else result.first() is not None
+        if not inserted:
             in_flight = session.scalar(select(_in_flight(api_key_id))) or 0
             session.rollback()
             raise TooManyJobsInFlight(in_flight)

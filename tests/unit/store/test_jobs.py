@@ -3,10 +3,12 @@ records in the same transaction."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
@@ -39,6 +41,37 @@ def test_submit_stores_a_queued_job_with_every_default(submit: Submit, sessions:
     assert (stored.status, stored.n_inputs, stored.attempts) == ("queued", 2, 0)
     assert stored.parameters == {"top_k": 5}  # the contract's default, written once, filled in here
     assert stored.webhook_events_filter == ["start", "completed"]
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "k"])
+def test_a_submission_holds_sqlite_s_write_lock_only_while_its_insert_runs(
+    submit: Submit, sessions: sessionmaker[Session], idempotency_key: str | None
+) -> None:
+    """Right after the INSERT ran, and before `submit` returns, another writer gets the lock at once: the
+    statement committed by itself, so no wait of the API's thread for the interpreter holds up the worker."""
+    engine = sessions.kw["bind"]
+    database = engine.url.database
+    other_writer_got_the_lock: list[bool] = []
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _try_the_lock(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO jobs"):
+            other = sqlite3.connect(database, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+                other_writer_got_the_lock.append(True)
+            except sqlite3.OperationalError:
+                other_writer_got_the_lock.append(False)
+            finally:
+                other.close()
+
+    job = submit(ONE, idempotency_key=idempotency_key)
+    event.remove(engine, "after_cursor_execute", _try_the_lock)
+    assert other_writer_got_the_lock == [True]
+    assert row(sessions, job.id).status == "queued"
+    with pytest.raises(jobs.TooManyJobsInFlight):  # the cap holds in this mode too
+        submit(ONE, max_in_flight=1)
 
 
 def test_idempotency_key_replays_conflicts_and_expires(submit: Submit, clock: ManualClock) -> None:
