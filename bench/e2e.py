@@ -63,7 +63,7 @@ def peak_rss_mb(pid: int) -> float:
 
 @contextmanager
 def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_threads: int,
-                  api_workers: int = 1, beat: bool = False) -> Iterator[tuple[str, str, dict[str, int], Path]]:
+                  api_workers: int = 2, beat: bool = False) -> Iterator[tuple[str, str, dict[str, int], Path]]:
     """(base URL, API key, pids of api, worker and redis, the worker's log) of a fresh stack serving `task` (and
     `beat`, which finalizes batches, when asked).
     `Prefer: wait` holds an API thread per request, so the API needs a thread per concurrent client, or clients
@@ -123,7 +123,7 @@ def _postgres_cpu_seconds() -> float:
 
 
 def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, Any]], concurrency: int,
-                   env: dict[str, str], api_workers: int = 1) -> tuple[Result, float]:
+                   env: dict[str, str], api_workers: int = 2) -> tuple[Result, float]:
     """The (d) result and the worker's resident memory (MB) after the run. On PostgreSQL (`DISTILQ_DATABASE_URL`
     in `env`) the server's CPU is counted as the database's; SQLite's is inside the API and the worker."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"
@@ -171,8 +171,7 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
     mean = lambda key: sum(j["metrics"][key] for j in jobs) / len(jobs)  # noqa: E731
     inputs = sum(len(next(iter(body["inputs"].values()))) for body in bodies)
     service_s = sum(seconds for name, seconds in cpu.items() if name != "clients")
-    where = (f"PostgreSQL, {api_workers} API process{'es' if api_workers > 1 else ''}" if postgres
-             else "SQLite, 1 API process")
+    where = f"{'PostgreSQL' if postgres else 'SQLite'}, {api_workers} API process{'es' if api_workers > 1 else ''}"
     result = Result("d", f"distilq end to end ({where}), {concurrency} concurrent clients, {inputs // len(bodies)} "
                          "input(s) per job", inputs, 0, 0, wall, [latency for latency, _ in outcomes])
     result.notes = [f"mean queue_ms {mean('queue_ms'):.0f}, mean batch inference_ms {mean('inference_ms'):.0f}, "

@@ -104,10 +104,11 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    """gunicorn with threads: `Prefer: wait` holds a thread, not a process. One process on SQLite."""
+    """gunicorn with threads: `Prefer: wait` holds a thread, not a process. Two processes, as one is bound by its
+    interpreter's lock near one core (BENCHMARKS.md); one on SQLite in production, which allows no more."""
     settings = get_settings()
     sqlite = settings.resolved_database_url.startswith("sqlite")
-    workers = args.workers or (1 if sqlite else 2)
+    workers = args.workers or (1 if sqlite and settings.env == "production" else 2)
     try:
         settings.check_api_processes(workers)  # gunicorn's start hook checks it too, for direct starts
     except ValueError as error:
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="the HTTP API on gunicorn")
     api.add_argument("--host", default=DEFAULT_HOST)
     api.add_argument("--port", type=int, default=DEFAULT_PORT)
-    api.add_argument("--workers", type=int, default=0, help="processes (default: 1 on SQLite, else 2)")
+    api.add_argument("--workers", type=int, default=0, help="processes (default 2; 1 on SQLite in production)")
     api.add_argument("--threads", type=int, default=32, help="threads per process")
     api.set_defaults(func=cmd_api)
 
