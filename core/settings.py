@@ -107,6 +107,11 @@ class Settings(BaseSettings):
                 raise ValueError("DISTILQ_DEBUG must be off in production")
         return self
 
+    def default_api_processes(self) -> int:
+        """API processes when none are asked for: two, as one is bound by its interpreter's lock near one core
+        (BENCHMARKS.md); one on SQLite in production, which allows no more (`check_api_processes`)."""
+        return 1 if self.env == "production" and self.resolved_database_url.startswith("sqlite") else 2
+
     def check_api_processes(self, processes: int) -> None:
         """SQLite serves one API process in production; raises ValueError naming the setting otherwise. Called
         by gunicorn's start hook (`api/gunicorn_conf.py`), which knows the process count."""

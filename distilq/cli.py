@@ -104,11 +104,9 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    """gunicorn with threads: `Prefer: wait` holds a thread, not a process. Two processes, as one is bound by its
-    interpreter's lock near one core (BENCHMARKS.md); one on SQLite in production, which allows no more."""
+    """gunicorn with threads: `Prefer: wait` holds a thread, not a process."""
     settings = get_settings()
-    sqlite = settings.resolved_database_url.startswith("sqlite")
-    workers = args.workers or (1 if sqlite and settings.env == "production" else 2)
+    workers = args.workers or settings.default_api_processes()
     try:
         settings.check_api_processes(workers)  # gunicorn's start hook checks it too, for direct starts
     except ValueError as error:

@@ -36,6 +36,17 @@ def test_production_refuses_sqlite_behind_several_api_processes() -> None:
         settings.check_api_processes(2)
 
 
+@pytest.mark.parametrize(("env", "url", "processes"), [
+    ("development", None, 2), ("production", "sqlite:////tmp/x.db", 1),
+    ("production", "postgresql+psycopg://u@h/db", 2),
+])
+def test_the_api_starts_two_processes_unless_sqlite_in_production_allows_one(env: str, url: str | None,
+                                                                             processes: int) -> None:
+    settings = Settings(env=env, database_url=url)  # type: ignore[arg-type]
+    assert settings.default_api_processes() == processes
+    settings.check_api_processes(settings.default_api_processes())
+
+
 def test_production_accepts_postgres() -> None:
     Settings(env="production", database_url="postgresql+psycopg://u@h/db").check_api_processes(8)
 
