@@ -138,8 +138,9 @@ def submit(
     loaded: no ORM unit of work, no read back. `token_ids`: the inputs' ids from the API's check, for the worker
     (`contract.tokens.pack_token_ids`)."""
     digest = request_hash(task, raw_body)
-    # Every write below is one statement, the INSERT most of all (a key expired frees itself in its own): on SQLite
-    # each commits by itself, holding the write lock only while it runs.
+    # No write below needs another beside it in one transaction: on SQLite each commits by itself, holding the
+    # write lock only while it runs (after an expired idempotency key is freed and committed, the INSERT runs in a
+    # transaction of its own, as it did before).
     each_statement_commits(session)
     if idempotency_key is not None:
         found = _by_idempotency_key(session, api_key_id, idempotency_key, digest, now)
