@@ -119,10 +119,11 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def each_statement_commits(session: Session) -> None:
     """On SQLite, makes the session's next transaction one in which each statement commits by itself (nothing on
-    PostgreSQL, nor in a session already in a transaction). For a caller whose writes are each one statement: a transaction of BEGIN IMMEDIATE, the statement and COMMIT holds the database's one write lock
-    across each return to the interpreter between them — in a process of many threads, each a wait for the GIL
-    of up to its switch interval, and every other writer (the worker's claims and write-backs) waits that long
-    too; a statement that commits by itself takes and frees the lock inside one call into SQLite."""
+    PostgreSQL, nor in a session already in a transaction). For a caller whose writes are each one statement: a
+    transaction of BEGIN IMMEDIATE, the statement and COMMIT holds the database's one write lock across each
+    return to the interpreter between them — in a process of many threads, each a wait for the GIL of up to its
+    switch interval, and every other writer (the worker's claims and write-backs) waits that long too; a statement
+    that commits by itself takes and frees the lock inside one call into SQLite."""
     if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
         session.connection(execution_options={EACH_STATEMENT_COMMITS: True})
 
