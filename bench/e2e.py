@@ -18,6 +18,9 @@ import urllib3
 from bench.measure import Result
 from distilq.stack import LocalStack
 
+#: API processes of the stack the bench starts: `distilq api`'s default (`Settings.default_api_processes`).
+API_PROCESSES = 2
+
 
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
@@ -63,7 +66,8 @@ def peak_rss_mb(pid: int) -> float:
 
 @contextmanager
 def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_threads: int,
-                  api_workers: int = 2, beat: bool = False) -> Iterator[tuple[str, str, dict[str, int], Path]]:
+                  api_workers: int = API_PROCESSES,
+                  beat: bool = False) -> Iterator[tuple[str, str, dict[str, int], Path]]:
     """(base URL, API key, pids of api, worker and redis, the worker's log) of a fresh stack serving `task` (and
     `beat`, which finalizes batches, when asked).
     `Prefer: wait` holds an API thread per request, so the API needs a thread per concurrent client, or clients
@@ -123,7 +127,7 @@ def _postgres_cpu_seconds() -> float:
 
 
 def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, Any]], concurrency: int,
-                   env: dict[str, str], api_workers: int = 2) -> tuple[Result, float]:
+                   env: dict[str, str], api_workers: int = API_PROCESSES) -> tuple[Result, float]:
     """The (d) result and the worker's resident memory (MB) after the run. On PostgreSQL (`DISTILQ_DATABASE_URL`
     in `env`) the server's CPU is counted as the database's; SQLite's is inside the API and the worker."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"

@@ -18,7 +18,7 @@ from transformers import AutoConfig
 
 from bench.batch_file import run_batch_file
 from bench.checkpoint import build
-from bench.e2e import run_end_to_end
+from bench.e2e import API_PROCESSES, run_end_to_end
 from bench.flops import Peak, Shape, padded_passes_flops, peak_for
 from bench.measure import Result
 from bench.modes import QA_PARAMS, fill_mask_engine, fill_mask_pipeline, grouped, qa_engine
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs-per-job", type=int, default=1, help="inputs in each job of mode (d)")
     parser.add_argument("--database-url", help="mode (d) on this (empty, migrated by the bench) database rather than "
                                                "SQLite, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/bench")
-    parser.add_argument("--api-workers", type=int, default=2, help="API processes of mode (d) (default 2, as "
-                                                                    "`distilq api`'s)")
+    parser.add_argument("--api-workers", type=int, default=API_PROCESSES,
+                        help=f"API processes of mode (d) (default {API_PROCESSES}, as `distilq api`'s)")
     args = parser.parse_args(argv)
 
     # The worker's thread count (DISTILQ_TORCH_THREADS) for the modes in this process too, so that (c) is the engine

@@ -26,7 +26,6 @@ from evaluations import mlm_positions
 from worker.engine import InputError, JobPayload
 from worker.engine.detokenize import Detokenizer
 from worker.engine.model_engine import ModelEngine, per_job
-from worker.engine.packed import encode
 from worker.engine.runtime import Runtime, to_device
 from worker.engine.vocab_top_k import softmax_top_k
 
@@ -216,8 +215,7 @@ class FillMaskEngine(ModelEngine):
             with self.phases.timed("forward"):
                 self.phases.count_kept(len(at_mask))
                 keep = to_device(torch.tensor(at_mask, dtype=torch.long), self.runtime)
-                states.append(encode(self.model.distilbert, batch, keep=keep,
-                                     per_row=self.runtime.attention_per_row))
+                states.append(self.encode(batch, keep=keep))
         return torch.cat(states), rows_of_input
 
     @torch.inference_mode()

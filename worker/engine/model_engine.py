@@ -7,11 +7,12 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from transformers import AutoTokenizer
 
 from worker.engine import StagedEngine
 from worker.engine.batching import attention_width, plan_batches
-from worker.engine.packed import PackedPass, moved, pack
+from worker.engine.packed import PackedPass, encode, moved, pack
 from worker.engine.phases import Phases
 from worker.engine.runtime import Runtime, load_model, to_device
 
@@ -41,6 +42,10 @@ class ModelEngine(StagedEngine):
         self.attention_width = (math.inf if runtime.attention_per_row
                                 else attention_width(config.dim, config.hidden_dim))
         self.phases = Phases()
+
+    def encode(self, batch: PackedPass, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's final states of a pass (`worker/engine/packed.py`), attention laid out as the device wants."""
+        return encode(self.model.distilbert, batch, keep=keep, per_row=self.runtime.attention_per_row)
 
     def passes(self, sequences: list[list[int]]) -> Iterator[PackedPass]:
         """Each planned forward pass of `sequences`, packed, on the device."""

@@ -117,7 +117,7 @@ def encode(model: DistilBertModel, batch: PackedPass, keep: torch.Tensor | None 
     hidden = embeddings.LayerNorm(
         embeddings.word_embeddings(batch.input_ids) + embeddings.position_embeddings(batch.positions)
     )
-    rows, longest, uniform = len(batch.lengths), batch.longest, batch.uniform
+    rows, longest, uniform, padded = len(batch.lengths), batch.longest, batch.uniform, batch.attention_padded(per_row)
     for index, layer in enumerate(layers):
         attention = layer.attention
         heads = attention.n_heads
@@ -126,7 +126,7 @@ def encode(model: DistilBertModel, batch: PackedPass, keep: torch.Tensor | None 
                                  (attention.q_lin(hidden), attention.k_lin(hidden), attention.v_lin(hidden)))
             context = functional.scaled_dot_product_attention(query, key, value, scale=attention.scaling)
             context = context.transpose(1, 2).reshape(rows * longest, -1)
-        elif batch.attention_padded(per_row):
+        elif padded:
             query = _padded(attention.q_lin(hidden), batch, heads)
             key = _padded(attention.k_lin(hidden), batch, heads)
             value = _padded(attention.v_lin(hidden), batch, heads)

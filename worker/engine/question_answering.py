@@ -32,7 +32,7 @@ from contract.tokens import (
 from core.tasks import TASK_QUESTION_ANSWERING
 from worker.engine import InputError, JobPayload
 from worker.engine.model_engine import ModelEngine, per_job
-from worker.engine.packed import PackedPass, encode
+from worker.engine.packed import PackedPass
 from worker.engine.runtime import Runtime, to_device
 from worker.engine.spans import NO_NULL_SCORE, Spans, best_spans, padded_chunks, read_spans, select_starts_ends
 
@@ -250,8 +250,7 @@ class QuestionAnsweringEngine(ModelEngine):
         passes: list[tuple[PackedPass, torch.Tensor]] = []
         for batch in self.passes([chunk.input_ids for chunk in chunks]):
             with self.phases.timed("forward"):
-                passes.append((batch, self.model.qa_outputs(encode(self.model.distilbert, batch,
-                                                                     per_row=self.runtime.attention_per_row)).float()))
+                passes.append((batch, self.model.qa_outputs(self.encode(batch)).float()))
         order = [index for batch, _ in passes for index in batch.rows]  # the chunks' rows in the padded layout
         bounds = torch.tensor([(chunks[i].context_start, len(chunks[i].input_ids) - 1) for i in order])
         params = [ready.pairs[chunk.pair][2] for chunk in chunks]
