@@ -6,7 +6,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -48,6 +59,9 @@ class Job(Base):
         Index("ix_jobs_batch_line", "batch_id", "batch_line"),
         Index("ix_jobs_evaluation_line", "evaluation_id", "batch_line"),
         Index("ix_jobs_evaluation_status", "evaluation_id", "status"),
+        # The keys still held, by expiry: beat's sweep that frees them reads only those due, never the table.
+        Index("ix_jobs_idempotency_expires", "idempotency_expires_at",
+              sqlite_where=text("idempotency_key IS NOT NULL"), postgresql_where=text("idempotency_key IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

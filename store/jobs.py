@@ -98,8 +98,10 @@ UNLOCKED_CAP_MARGIN = 64
 def _in_flight(api_key_id: Any) -> Any:
     """The key's interactive jobs queued or running, as a scalar subquery (a batch's lines are bounded by the batch
     size, not by this cap)."""
+    # Two equalities, not IN: an IN list is an "expanding" parameter, rendered into the SQL at each execution
+    # (~3 % of the API's CPU a job); both databases read the OR of equalities on one column as IN.
     return (select(func.count()).select_from(Job)
-            .where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING)),
+            .where(Job.api_key_id == api_key_id, or_(Job.status == QUEUED, Job.status == RUNNING),
                    Job.priority == INTERACTIVE_PRIORITY).scalar_subquery())
 
 
@@ -594,9 +596,14 @@ def take_stale_queued(sessions: sessionmaker[Session], now: datetime, older_than
 
 
 def free_idempotency_keys(sessions: sessionmaker[Session], now: datetime) -> int:
-    """Idempotency keys past their time to live may be used again; returns how many were freed."""
-    with transaction(sessions) as session:
-        return rowcount(session.execute(
+    """Idempotency keys past their time to live may be used again; returns how many were freed. One statement on
+    the index of the keys still held (`ix_jobs_idempotency_expires`), committing by itself: every sweep runs it, and
+    it held SQLite's write lock across a scan of the whole table while it had neither."""
+    with sessions() as session:
+        each_statement_commits(session)
+        freed = rowcount(session.execute(
             update(Job).where(Job.idempotency_key.is_not(None), Job.idempotency_expires_at < now)
             .values(idempotency_key=None)
         ))
+        session.commit()
+        return freed

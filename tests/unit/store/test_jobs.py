@@ -200,6 +200,28 @@ def test_expired_idempotency_keys_are_freed(submit: Submit, sessions: sessionmak
     assert row(sessions, job.id).idempotency_key is None
 
 
+def test_freeing_idempotency_keys_reads_only_the_keys_still_held(submit: Submit, sessions: sessionmaker[Session],
+                                                                  clock: ManualClock) -> None:
+    """Beat frees keys every sweep: its statement must search the index of held keys by expiry (the migrated
+    schema's), not scan every job, and must not begin a transaction that holds SQLite's write lock around it."""
+    submit(ONE, idempotency_key="k")
+    engine = sessions.kw["bind"]
+    statements: list[tuple[str, Any]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        statements.append((statement, parameters))
+
+    jobs.free_idempotency_keys(sessions, clock())
+    event.remove(engine, "before_cursor_execute", seen)
+    assert not [sql for sql, _ in statements if sql.lstrip().upper().startswith("BEGIN")]
+    [(update, parameters)] = [(sql, p) for sql, p in statements if sql.lstrip().upper().startswith("UPDATE")]
+    with engine.connect() as connection:
+        plan = " ".join(str(step[-1]) for step in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {update}",
+                                                                              parameters))
+    assert "ix_jobs_idempotency_expires" in plan, plan
+
+
 def test_a_job_never_starts_before_it_was_created(submit: Submit, sessions: sessionmaker[Session],
                                                   clock: ManualClock) -> None:
     """The worker's clock may run behind the one that stamped the job (another host, or a time read before the
