@@ -3,15 +3,17 @@ them, cancel one.
 
 A file is checked whole before any of it runs: every line as its POST route would judge its body (schema,
 storable text, the model's token bounds), `custom_id` unique, `url` one of the two routes (the batch's
-`endpoint`, when given). Then, in a second read of the file, every line becomes a queued job of the batch in one
-transaction; a file with a bad line makes a failed batch whose `errors` name the lines (the first MAX_ERRORS).
-Neither read holds more than a part of the file and one line: the token ids the first read's checks made for
-the worker wait for the second in a temporary file (`_Spool`), not in memory.
+`endpoint`, when given). Then every line becomes a queued job of the batch in one transaction; a file with a bad
+line makes a failed batch whose `errors` name the lines (the first MAX_ERRORS). The check holds no more than a
+part of the file and one chunk of lines at a time: what each checked line's job needs (its parsed body, the token
+ids the model's check made for the worker) waits in a temporary file (`_Spool`), not in memory, and the jobs are
+made from there — the file is read and judged once.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -57,10 +59,9 @@ class Line:
     body: FillMaskRequest | QuestionAnsweringRequest
 
 
-def _line(data: dict[str, Any], number: int, endpoint: str | None, full_check: bool) -> Line:
+def _line(data: dict[str, Any], number: int, endpoint: str | None) -> Line:
     """One line of the file, judged as its route judges a body, but for the model's checks (`_validate` runs them
-    on many lines at once); raises BadLine. `full_check`: also what the first read has already ruled out (the
-    second only rebuilds what the first passed)."""
+    on many lines at once); raises BadLine."""
     unknown = sorted(set(data) - LINE_KEYS)
     if unknown:
         raise BadLine(number, f"unknown field {unknown[0]!r}", unknown[0])
@@ -78,7 +79,7 @@ def _line(data: dict[str, Any], number: int, endpoint: str | None, full_check: b
     if not isinstance(body, dict):
         raise BadLine(number, "body must be a JSON object: the request body of its url", "body")
     task, schema = ROUTES[url]
-    problems = unstorable(body) if full_check else []
+    problems = unstorable(body)
     if not problems:
         try:
             parsed = parse(schema, body)
@@ -92,26 +93,48 @@ def _line(data: dict[str, Any], number: int, endpoint: str | None, full_check: b
     return Line(number, custom_id, task, parsed)
 
 
-def _read(file_id: str, endpoint: str | None, full_check: bool) -> Iterator[Line | BadLine]:
+def _read(file_id: str, endpoint: str | None) -> Iterator[Line | BadLine]:
     """Every line of the file (blank lines skipped), judged, or what is wrong with it."""
     for item in json_lines(file_id, app_state().settings.max_batch_lines):
         if isinstance(item, BadLine):
             yield item
             continue
         try:
-            yield _line(item[1], item[0], endpoint, full_check)
+            yield _line(item[1], item[0], endpoint)
         except BadLine as bad:
             yield bad
 
 
+@dataclass(frozen=True)
+class _Ready:
+    """What a checked line's job row needs of it, as the first read leaves it for the second."""
+
+    number: int
+    custom_id: str
+    task: str
+    inputs: dict[str, Any]
+    parameters: dict[str, Any]
+    n_inputs: int
+    metadata: dict[str, Any] | None
+    token_ids: bytes | None
+
+    @staticmethod
+    def of(line: Line, token_ids: bytes | None) -> _Ready:
+        body = line.body
+        return _Ready(line.number, line.custom_id, line.task, body.inputs.model_dump(),
+                      body.parameters.model_dump(exclude_none=True), body.n_inputs(), body.metadata, token_ids)
+
+
 class _Spool:
-    """The token ids of a file's lines (`Checked.token_ids`, or none), in line order, in a temporary file: written
-    by the first read, read back in the same order by the second."""
+    """The checked lines (`_Ready`), in line order, in a temporary file: written by the first read, read back by
+    the second, which so neither reads the file again nor parses and judges its lines twice. This process's own
+    objects, pickled: nothing from outside is unpickled."""
 
     _LENGTH = struct.Struct("<I")
 
     def __init__(self) -> None:
         self.file: IO[bytes] = tempfile.TemporaryFile()
+        self.count = 0
 
     def __enter__(self) -> _Spool:
         return self
@@ -119,21 +142,22 @@ class _Spool:
     def __exit__(self, *_exc: object) -> None:
         self.file.close()
 
-    def write(self, token_ids: bytes | None) -> None:
-        data = token_ids or b""
+    def write(self, ready: _Ready) -> None:
+        data = pickle.dumps(ready, protocol=pickle.HIGHEST_PROTOCOL)
         self.file.write(self._LENGTH.pack(len(data)) + data)
+        self.count += 1
 
-    def rewind(self) -> None:
+    def read_all(self) -> Iterator[_Ready]:
         self.file.seek(0)
-
-    def read(self) -> bytes | None:
-        (length,) = self._LENGTH.unpack(self.file.read(self._LENGTH.size))
-        return self.file.read(length) if length else None
+        for _ in range(self.count):
+            (length,) = self._LENGTH.unpack(self.file.read(self._LENGTH.size))
+            ready: _Ready = pickle.loads(self.file.read(length))
+            yield ready
 
 
 def _validate(file_id: str, endpoint: str | None, spool: _Spool) -> tuple[int, list[dict[str, Any]]]:
-    """The first read: how many lines, and the first MAX_ERRORS problems (by line); each good line's token ids
-    into `spool`."""
+    """The first read: how many lines, and the first MAX_ERRORS problems (by line); each good line into `spool`
+    (while no line is bad)."""
     seen: set[str] = set()
     total, errors = 0, list[dict[str, Any]]()
     pending: list[Line] = []
@@ -149,10 +173,10 @@ def _validate(file_id: str, endpoint: str | None, spool: _Spool) -> tuple[int, l
                 token_ids.update((item.number, checked.token_ids) for item, checked in zip(lines, found, strict=True))
         if not errors:
             for item in pending:
-                spool.write(token_ids[item.number])
+                spool.write(_Ready.of(item, token_ids[item.number]))
         pending.clear()
 
-    for item in _read(file_id, endpoint, full_check=True):
+    for item in _read(file_id, endpoint):
         if isinstance(item, BadLine):
             errors.append(item.error)
         elif item.custom_id in seen:
@@ -172,18 +196,15 @@ def _validate(file_id: str, endpoint: str | None, spool: _Spool) -> tuple[int, l
     return total, sorted(errors, key=lambda error: error["line"] or 0)[:MAX_ERRORS]
 
 
-def _job_rows(file_id: str, endpoint: str | None, batch_id: str, api_key_id: str, spool: _Spool,
-              tasks: set[str]) -> Iterator[dict[str, Any]]:
-    """The second read: each line's job row, with its token ids from `spool`; `tasks` gathers the lines' tasks."""
+def _job_rows(batch_id: str, api_key_id: str, spool: _Spool, tasks: set[str]) -> Iterator[dict[str, Any]]:
+    """The second read, of `spool`: each line's job row; `tasks` gathers the lines' tasks."""
     settings, now = app_state().settings, utcnow()
-    spool.rewind()
-    for item in _read(file_id, endpoint, full_check=False):
-        if isinstance(item, BadLine):  # the file changed between the reads: files are never written twice
-            raise RuntimeError(f"batch file {file_id} changed while it was read: {item}")
-        tasks.add(item.task)
-        yield jobs.batch_line(batch_id=batch_id, line=item.number, custom_id=item.custom_id, task=item.task,
-                              model=settings.model_id(item.task), api_key_id=api_key_id, body=item.body,
-                              token_ids=spool.read(), now=now)
+    for ready in spool.read_all():
+        tasks.add(ready.task)
+        yield jobs.batch_line(batch_id=batch_id, line=ready.number, custom_id=ready.custom_id, task=ready.task,
+                              model=settings.model_id(ready.task), api_key_id=api_key_id, inputs=ready.inputs,
+                              parameters=ready.parameters, n_inputs=ready.n_inputs, metadata=ready.metadata,
+                              now=now, token_ids=ready.token_ids)
 
 
 def _public(batch: Batch) -> dict[str, Any]:
@@ -225,8 +246,7 @@ def _create(file_id: str, body: BatchRequest, key: str, spool: _Spool) -> Respon
         log.info("batch failed validation", extra={"batch": batch_id, "errors": len(errors)})
         return jsonify(_public(batch))
     tasks: set[str] = set()
-    batch = batches.create_batch(session, lines=_job_rows(file_id, body.endpoint, batch_id, key, spool, tasks),
-                                 **fields)
+    batch = batches.create_batch(session, lines=_job_rows(batch_id, key, spool, tasks), **fields)
     for task in sorted(tasks):
         try:
             wakeups.request(state.celery, state.redis, task)

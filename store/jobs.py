@@ -202,15 +202,20 @@ def submit(
     return Job(**fields), True
 
 
+#: A file's line has no webhook events of its own (one shared value: `add_file_lines` converts it once).
+_NO_EVENTS: list[str] = []
+
+
 def batch_line(*, batch_id: str, line: int, custom_id: str, task: str, model: str, api_key_id: str,
-               body: JobRequest, now: datetime, token_ids: bytes | None = None) -> dict[str, Any]:
-    """The job row of a batch's line (column: value), for `add_file_lines`; `token_ids` as `submit`'s."""
+               inputs: dict[str, Any], parameters: dict[str, Any], n_inputs: int, metadata: dict[str, Any] | None,
+               now: datetime, token_ids: bytes | None = None) -> dict[str, Any]:
+    """The job row of a batch's line (column: value), for `add_file_lines`: its body's `inputs`, `parameters` (as
+    `submit` stores them: `model_dump`, unset ones left out) and `metadata`; `token_ids` as `submit`'s."""
     fields = {
         "id": str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
-        "input": body.inputs.model_dump(), "parameters": body.parameters.model_dump(exclude_none=True),
-        "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "priority": BATCH_PRIORITY,
-        "webhook_events_filter": [], "meta": body.metadata, "batch_id": batch_id, "batch_line": line,
-        "custom_id": custom_id, "token_ids": token_ids,
+        "input": inputs, "parameters": parameters, "n_inputs": n_inputs, "created_at": now, "attempts": 0,
+        "priority": BATCH_PRIORITY, "webhook_events_filter": _NO_EVENTS, "meta": metadata, "batch_id": batch_id,
+        "batch_line": line, "custom_id": custom_id, "token_ids": token_ids,
     }
     return {_COLUMNS[name]: value for name, value in fields.items()}
 

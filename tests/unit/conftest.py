@@ -83,8 +83,8 @@ def add_lines(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClo
             batch_id = batches.new_batch_id()
             rows = [jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task=TASK_FILL_MASK,
                                     model="stub", api_key_id=api_key.id, now=clock(),
-                                    body=FillMaskRequest.model_validate({"inputs": {"input_string": [
-                                        f"Line {i} has a [MASK]."]}}))
+                                    inputs={"input_string": [f"Line {i} has a [MASK]."]},
+                                    parameters={"top_k": 5}, n_inputs=1, metadata={})
                     for i in range(count)]
             batches.create_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=file.id,
                                  endpoint=None, completion_window="24h", webhook=None, metadata=None,
