@@ -107,7 +107,7 @@ def _read(file_id: str, endpoint: str | None) -> Iterator[Line | BadLine]:
 
 @dataclass(frozen=True)
 class _Ready:
-    """What a checked line's job row needs of it, as the first read leaves it for the second."""
+    """What a checked line's job row needs of it."""
 
     number: int
     custom_id: str
@@ -126,9 +126,9 @@ class _Ready:
 
 
 class _Spool:
-    """The checked lines (`_Ready`), in line order, in a temporary file: written by the first read, read back by
-    the second, which so neither reads the file again nor parses and judges its lines twice. This process's own
-    objects, pickled: nothing from outside is unpickled."""
+    """The checked lines (`_Ready`), in line order, in a temporary file: written as the file is checked, read back
+    to make the jobs, so that the file is neither read again nor its lines parsed and judged twice. This process's
+    own objects, pickled: nothing from outside is unpickled."""
 
     _LENGTH = struct.Struct("<I")
 
@@ -156,7 +156,7 @@ class _Spool:
 
 
 def _validate(file_id: str, endpoint: str | None, spool: _Spool) -> tuple[int, list[dict[str, Any]]]:
-    """The first read: how many lines, and the first MAX_ERRORS problems (by line); each good line into `spool`
+    """The check: how many lines, and the first MAX_ERRORS problems (by line); each good line into `spool`
     (while no line is bad)."""
     seen: set[str] = set()
     total, errors = 0, list[dict[str, Any]]()
@@ -197,7 +197,7 @@ def _validate(file_id: str, endpoint: str | None, spool: _Spool) -> tuple[int, l
 
 
 def _job_rows(batch_id: str, api_key_id: str, spool: _Spool, tasks: set[str]) -> Iterator[dict[str, Any]]:
-    """The second read, of `spool`: each line's job row; `tasks` gathers the lines' tasks."""
+    """Each checked line's job row, from `spool`; `tasks` gathers the lines' tasks."""
     settings, now = app_state().settings, utcnow()
     for ready in spool.read_all():
         tasks.add(ready.task)
