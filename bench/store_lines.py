@@ -1,0 +1,72 @@
+"""The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (`add_file_lines`),
+claimed (`claim_more`) and written back (`finish`), on a fresh SQLite database, in CPU µs a line. What a worker's
+claimer and writer threads cost a batch file's pass — in a run, they share the interpreter with the forward pass.
+
+    python -m bench.store_lines [--lines 500] [--rounds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from migrations import run_migrations
+from models.db import make_engine, make_session_factory
+from models.tables import ApiKey
+from store import jobs, keys
+from store.jobs import Outcome
+
+#: A top-5 output of a one-input fill-mask line, as the engine makes one.
+_OUTPUT = [[{"score": 0.1, "token": 5, "token_str": "capital", "sequence": "Paris is the capital of France."}] * 5]
+
+
+def _lines(count: int, api_key_id: str, now: datetime) -> Iterator[dict[str, object]]:
+    for i in range(count):
+        yield jobs.batch_line(batch_id=None, line=i + 1, custom_id=f"r{i}", task="fill-mask", model="bench",
+                              api_key_id=api_key_id, inputs={"input_string": [f"Paris is the [MASK] of France {i}."]},
+                              parameters={"top_k": 5}, n_inputs=1, metadata={}, now=now, token_ids=bytes(220))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=500, help="lines a pass (the worker's batch of lines)")
+    parser.add_argument("--rounds", type=int, default=6, help="passes; the first is left out (statements compile)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'distilq.db'}"
+        run_migrations(url)
+        sessions = make_session_factory(make_engine(url, eager_writer=True))
+        with sessions() as session:
+            keys.create_key(session, "bench")
+            session.commit()
+            api_key_id = session.scalars(select(ApiKey.id)).one()
+        steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": []}
+        for _ in range(args.rounds):
+            started = time.process_time()
+            with sessions() as session:
+                jobs.add_file_lines(session, _lines(args.lines, api_key_id, datetime.now(UTC)))
+                session.commit()
+            claimed_at = time.process_time()
+            claimed = jobs.claim_more(sessions, "fill-mask", args.lines, lambda: datetime.now(UTC), 60)
+            written_at = time.process_time()
+            jobs.finish(sessions, [Outcome(claim, output=_OUTPUT) for claim in claimed.claims], datetime.now(UTC),
+                        args.lines, 10.0)
+            ended = time.process_time()
+            if len(claimed.claims) != args.lines:
+                raise RuntimeError(f"claimed {len(claimed.claims)} of {args.lines} lines")
+            for step, seconds in zip(steps, (claimed_at - started, written_at - claimed_at, ended - written_at),
+                                     strict=True):
+                steps[step].append(seconds / args.lines * 1e6)
+    print(f"CPU µs a line, {args.lines} lines a pass, median of {args.rounds - 1} passes (range): " + "; ".join(
+        f"{step} {statistics.median(us[1:]):.0f} ({min(us[1:]):.0f}–{max(us[1:]):.0f})" for step, us in steps.items()))
+
+
+if __name__ == "__main__":
+    main()
