@@ -1,6 +1,7 @@
-"""The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (`add_file_lines`),
-claimed (`claim_more`) and written back (`finish`), on a fresh SQLite database, in CPU µs a line. What a worker's
-claimer and writer threads cost a batch file's pass — in a run, they share the interpreter with the forward pass.
+"""The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (a batch
+created with them: `add_file_lines`), claimed (`claim_more`) and written back (`finish`), on a fresh SQLite
+database, in CPU µs a line. What creating a batch and a worker's claimer and writer threads cost a batch file's
+pass — in a run, they share the interpreter with the forward pass.
 
     python -m bench.store_lines [--lines 500] [--rounds 6]
 """
@@ -20,16 +21,16 @@ from sqlalchemy import select
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory
 from models.tables import ApiKey
-from store import jobs, keys
+from store import batches, files, jobs, keys
 from store.jobs import Outcome
 
 #: A top-5 output of a one-input fill-mask line, as the engine makes one.
 _OUTPUT = [[{"score": 0.1, "token": 5, "token_str": "capital", "sequence": "Paris is the capital of France."}] * 5]
 
 
-def _lines(count: int, api_key_id: str, now: datetime) -> Iterator[dict[str, object]]:
+def _lines(count: int, batch_id: str, api_key_id: str, now: datetime) -> Iterator[dict[str, object]]:
     for i in range(count):
-        yield jobs.batch_line(batch_id=None, line=i + 1, custom_id=f"r{i}", task="fill-mask", model="bench",
+        yield jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task="fill-mask", model="bench",
                               api_key_id=api_key_id, inputs={"input_string": [f"Paris is the [MASK] of France {i}."]},
                               parameters={"top_k": 5}, n_inputs=1, metadata={}, now=now, token_ids=bytes(220))
 
@@ -49,10 +50,14 @@ def main() -> None:
             api_key_id = session.scalars(select(ApiKey.id)).one()
         steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": []}
         for _ in range(args.rounds):
-            started = time.process_time()
             with sessions() as session:
-                jobs.add_file_lines(session, _lines(args.lines, api_key_id, datetime.now(UTC)))
-                session.commit()
+                file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl",
+                                        parts=[], max_bytes=None, now=datetime.now(UTC))
+                started = time.process_time()
+                batch_id, now = batches.new_batch_id(), datetime.now(UTC)
+                batches.create_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id,
+                                     endpoint=None, completion_window="24h", webhook=None, metadata=None,
+                                     lines=_lines(args.lines, batch_id, api_key_id, now), now=now)
             claimed_at = time.process_time()
             claimed = jobs.claim_more(sessions, "fill-mask", args.lines, lambda: datetime.now(UTC), 60)
             written_at = time.process_time()

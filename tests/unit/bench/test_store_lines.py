@@ -1,0 +1,21 @@
+"""`python -m bench.store_lines`: each pass's lines are inserted, claimed whole and written back, and each step's
+CPU a line is reported."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from bench import store_lines
+
+
+def test_the_store_bench_runs_its_passes_and_reports_each_step(monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["store_lines", "--lines", "40", "--rounds", "3"])
+    store_lines.main()  # raises unless every pass claims all of its lines
+    report = capsys.readouterr().out
+    assert report.startswith("CPU µs a line, 40 lines a pass, median of 2 passes")
+    for step in ("insert", "claim", "write back"):
+        assert re.search(rf"{step} \d+ \(\d+–\d+\)", report), report
