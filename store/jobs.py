@@ -441,7 +441,12 @@ def claim_more(
         candidates = session.connection().execute(_candidates_statement(),
                                                   {"task": task, "limit": max_inputs + 1}).all()
         chosen: list[str] = []
-        lines: list[str] = []  # those of `chosen` that are files' lines
+        by_kind: dict[bool, list[str]] = {False: [], True: []}  # `chosen` as interactive jobs and files' lines
+
+        def take(job_id: str, priority: int) -> None:
+            chosen.append(job_id)
+            by_kind[priority != INTERACTIVE_PRIORITY].append(job_id)
+
         budget = max_inputs
         line_cap = max_line_inputs
         for job_id, n_inputs, priority in candidates:
@@ -452,20 +457,14 @@ def claim_more(
                 line_cap = None
             if n_inputs > budget:
                 if not chosen and oversized_alone:
-                    chosen.append(job_id)
-                    if priority != INTERACTIVE_PRIORITY:
-                        lines.append(job_id)
+                    take(job_id, priority)
                 break
-            chosen.append(job_id)
-            if priority != INTERACTIVE_PRIORITY:
-                lines.append(job_id)
+            take(job_id, priority)
             budget -= n_inputs
         more_queued = len(candidates) > len(chosen)
         if not chosen:
             return ClaimedBatch([], [], more_queued)
-        taken_lines = set(lines)
-        interactive = [job_id for job_id in chosen if job_id not in taken_lines]
-        claims, events = _claim(session, interactive, lines, clock, lease_s, worker)
+        claims, events = _claim(session, by_kind[False], by_kind[True], clock, lease_s, worker)
     return ClaimedBatch(claims, events, more_queued)
 
 
