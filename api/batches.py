@@ -28,7 +28,7 @@ from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, bad_body, json_line
 from api.model_inputs import check_fill_masks, check_question_answerings
 from api.state import app_state, served
 from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
-from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest
+from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest, stored_inputs
 from core import wakeups
 from core.clock import utcnow
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
@@ -120,9 +120,9 @@ class _Ready:
 
     @staticmethod
     def of(line: Line, token_ids: bytes | None) -> _Ready:
-        body = line.body
-        return _Ready(line.number, line.custom_id, line.task, body.inputs.model_dump(),
-                      body.parameters.model_dump(exclude_none=True), body.n_inputs(), body.metadata, token_ids)
+        inputs, parameters = stored_inputs(line.body)
+        return _Ready(line.number, line.custom_id, line.task, inputs, parameters, line.body.n_inputs(),
+                      line.body.metadata, token_ids)
 
 
 class _Spool:
@@ -134,7 +134,6 @@ class _Spool:
 
     def __init__(self) -> None:
         self.file: IO[bytes] = tempfile.TemporaryFile()
-        self.count = 0
 
     def __enter__(self) -> _Spool:
         return self
@@ -145,12 +144,11 @@ class _Spool:
     def write(self, ready: _Ready) -> None:
         data = pickle.dumps(ready, protocol=pickle.HIGHEST_PROTOCOL)
         self.file.write(self._LENGTH.pack(len(data)) + data)
-        self.count += 1
 
     def read_all(self) -> Iterator[_Ready]:
         self.file.seek(0)
-        for _ in range(self.count):
-            (length,) = self._LENGTH.unpack(self.file.read(self._LENGTH.size))
+        while header := self.file.read(self._LENGTH.size):
+            (length,) = self._LENGTH.unpack(header)
             ready: _Ready = pickle.loads(self.file.read(length))
             yield ready
 

@@ -102,6 +102,12 @@ class QuestionAnsweringRequest(_JobEnvelope):
 JobRequest = FillMaskRequest | QuestionAnsweringRequest
 
 
+def stored_inputs(body: JobRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A body's inputs and parameters as a job row stores them (parameters left unset are left out): one way for a
+    submitted job and a batch's line alike."""
+    return body.inputs.model_dump(), body.parameters.model_dump(exclude_none=True)
+
+
 #: The routes a batch's line may name (`url`), and the `endpoint` a batch may fix for all its lines.
 BATCH_ROUTES = ("/v1/fill-mask", "/v1/question-answering")
 

@@ -48,6 +48,10 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+#: Rows whose idempotency key is still held (the partial index beat's sweep searches).
+_KEY_HELD = text("idempotency_key IS NOT NULL")
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -60,8 +64,8 @@ class Job(Base):
         Index("ix_jobs_evaluation_line", "evaluation_id", "batch_line"),
         Index("ix_jobs_evaluation_status", "evaluation_id", "status"),
         # The keys still held, by expiry: beat's sweep that frees them reads only those due, never the table.
-        Index("ix_jobs_idempotency_expires", "idempotency_expires_at",
-              sqlite_where=text("idempotency_key IS NOT NULL"), postgresql_where=text("idempotency_key IS NOT NULL")),
+        Index("ix_jobs_idempotency_expires", "idempotency_expires_at", sqlite_where=_KEY_HELD,
+              postgresql_where=_KEY_HELD),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

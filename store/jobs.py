@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
-from contract.requests import JobRequest
+from contract.requests import JobRequest, stored_inputs
 from models.db import ManyRows, each_statement_commits, rowcount, transaction
 from models.tables import (
     BATCH_PRIORITY,
@@ -158,9 +158,10 @@ def submit(
         found = _by_idempotency_key(session, api_key_id, idempotency_key, digest, now)
         if found is not None:
             return found, False
+    inputs, parameters = stored_inputs(body)
     fields: dict[str, Any] = {
         "id": job_id or str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
-        "input": body.inputs.model_dump(), "parameters": body.parameters.model_dump(exclude_none=True),
+        "input": inputs, "parameters": parameters,
         "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "priority": INTERACTIVE_PRIORITY,
         "webhook": body.webhook,
         "webhook_events_filter": list(body.webhook_events_filter), "meta": body.metadata, "token_ids": token_ids,
@@ -209,8 +210,8 @@ _NO_EVENTS: list[str] = []
 def batch_line(*, batch_id: str, line: int, custom_id: str, task: str, model: str, api_key_id: str,
                inputs: dict[str, Any], parameters: dict[str, Any], n_inputs: int, metadata: dict[str, Any] | None,
                now: datetime, token_ids: bytes | None = None) -> dict[str, Any]:
-    """The job row of a batch's line (column: value), for `add_file_lines`: its body's `inputs`, `parameters` (as
-    `submit` stores them: `model_dump`, unset ones left out) and `metadata`; `token_ids` as `submit`'s."""
+    """The job row of a batch's line (column: value), for `add_file_lines`: its body's `inputs` and `parameters`
+    (`contract.requests.stored_inputs`) and `metadata`; `token_ids` as `submit`'s."""
     fields = {
         "id": str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
         "input": inputs, "parameters": parameters, "n_inputs": n_inputs, "created_at": now, "attempts": 0,
@@ -440,13 +441,7 @@ def claim_more(
         # One past the budget: whether any job is left behind.
         candidates = session.connection().execute(_candidates_statement(),
                                                   {"task": task, "limit": max_inputs + 1}).all()
-        chosen: list[str] = []
-        by_kind: dict[bool, list[str]] = {False: [], True: []}  # `chosen` as interactive jobs and files' lines
-
-        def take(job_id: str, priority: int) -> None:
-            chosen.append(job_id)
-            by_kind[priority != INTERACTIVE_PRIORITY].append(job_id)
-
+        chosen: list[tuple[str, int]] = []  # (id, priority)
         budget = max_inputs
         line_cap = max_line_inputs
         for job_id, n_inputs, priority in candidates:
@@ -457,14 +452,16 @@ def claim_more(
                 line_cap = None
             if n_inputs > budget:
                 if not chosen and oversized_alone:
-                    take(job_id, priority)
+                    chosen.append((job_id, priority))
                 break
-            take(job_id, priority)
+            chosen.append((job_id, priority))
             budget -= n_inputs
         more_queued = len(candidates) > len(chosen)
         if not chosen:
             return ClaimedBatch([], [], more_queued)
-        claims, events = _claim(session, by_kind[False], by_kind[True], clock, lease_s, worker)
+        claims, events = _claim(session, [job_id for job_id, priority in chosen if priority == INTERACTIVE_PRIORITY],
+                                [job_id for job_id, priority in chosen if priority != INTERACTIVE_PRIORITY], clock,
+                                lease_s, worker)
     return ClaimedBatch(claims, events, more_queued)
 
 

@@ -245,3 +245,25 @@ def test_interactive_jobs_are_claimed_before_lines_which_keep_to_their_budget(
     assert {claim.job_id for claim in batch.claims} == {*interactive, *lines[:2]} and batch.more_queued
     alone = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, 30, max_line_inputs=2)  # lines alone: as many as fit
     assert {claim.job_id for claim in alone.claims} == set(lines[2:]) and not alone.more_queued
+
+
+def test_a_claim_holding_a_line_and_an_interactive_job_gives_each_everything_a_claim_reads(
+        submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """A file's line is claimed with only the columns a Claim reads (an interactive job with every column, for its
+    finished JSON): each must still read as its row — the token ids included, which a missing column would turn
+    into a silent second tokenization."""
+    [line_id] = add_lines(1)
+    with sessions() as session:
+        session.get_one(Job, line_id).token_ids = b"\x01\x02ids"
+        session.commit()
+    job = submit(HOOKED)
+    claimed = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, LEASE_S).claims
+    assert sorted(claim.job_id for claim in claimed) == sorted([line_id, job.id])
+    for claim in claimed:
+        stored = row(sessions, claim.job_id)
+        assert (claim.attempt, claim.task, claim.input, claim.parameters, claim.created_at, claim.n_inputs,
+                claim.webhook, claim.token_ids, claim.from_file) == (
+            stored.attempts, stored.task, stored.input, stored.parameters, stored.created_at, stored.n_inputs,
+            stored.webhook, stored.token_ids, stored.batch_id is not None)
+    assert {claim.job_id: claim.token_ids for claim in claimed}[line_id] == b"\x01\x02ids"
+    assert {claim.job_id: claim.webhook for claim in claimed}[job.id] == "https://example.com/hook"
