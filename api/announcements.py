@@ -1,8 +1,11 @@
 """The API process's one Redis subscription: what other processes announce to it.
 
-- a job finished (`core.queue.job_channel`, published after the commit; the worker's message carries the job's
-  JSON when small): wakes the request threads held on that job by `Prefer: wait` (`api/waiting.py`), handing
-  them that JSON, so a held request costs no connection of its own and, mostly, no read;
+- a job finished whose request this process holds (`core.queue.waiter_channel`: the process's own channel, named
+  by its `token`, which the job row records as `held_by`; published after the commit; the worker's message carries
+  the job's JSON when small): wakes the request threads held on that job by `Prefer: wait` (`api/waiting.py`),
+  handing them that JSON, so a held request costs no connection of its own and, mostly, no read. A process hears
+  only its own jobs — not every job of every process, which would cost each of N processes N times its own
+  share — and a job nobody holds is announced to nobody;
 - a key was revoked (`core.queue.KEYS_REVOKED_CHANNEL`, published by `distilq keys revoke`): empties the key
   cache (`api/key_cache.py`).
 
@@ -14,22 +17,22 @@ on first use, in the process that uses it (gunicorn forks its workers after impo
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
 
-from core.queue import KEYS_REVOKED_CHANNEL, job_channel
+from core.queue import KEYS_REVOKED_CHANNEL, read_announcement, waiter_channel
 
 log = logging.getLogger(__name__)
 
 #: Pause before the listener reconnects after losing Redis, and the longest it blocks reading, in seconds.
 RECONNECT_S = 1.0
 LISTEN_POLL_S = 1.0
-
-_JOB_PREFIX = job_channel("")
 
 
 class Watch:
@@ -51,6 +54,16 @@ class Announcements:
         self._thread: threading.Thread | None = None
         #: Set while subscribed: announcements made now arrive.
         self.subscribed = threading.Event()
+        self._token: str | None = None
+        self._token_pid: int | None = None
+
+    @property
+    def token(self) -> str:
+        """This process's name for announcements (`Job.held_by`), made in the process that uses it: gunicorn forks
+        its workers after this object is made, and each must hear its own jobs only."""
+        if self._token is None or self._token_pid != os.getpid():
+            self._token, self._token_pid = uuid.uuid4().hex, os.getpid()
+        return self._token
 
     def start(self) -> None:
         """Starts listening, if not yet (or again, should the thread have died)."""
@@ -83,8 +96,8 @@ class Announcements:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.psubscribe(f"{_JOB_PREFIX}*")
-                pubsub.subscribe(KEYS_REVOKED_CHANNEL)
+                jobs_channel = waiter_channel(self.token).encode()
+                pubsub.subscribe(jobs_channel, KEYS_REVOKED_CHANNEL)
                 self.on_keys_revoked()  # any revocation while not subscribed went unheard
                 self.subscribed.set()
                 outage = False
@@ -92,9 +105,9 @@ class Announcements:
                     message = pubsub.get_message(timeout=LISTEN_POLL_S)
                     if message is None:
                         continue
-                    if message["type"] == "pmessage":
-                        self._wake(message["channel"].decode()[len(_JOB_PREFIX):], message["data"])
-                    elif message["type"] == "message":
+                    if message["channel"] == jobs_channel:
+                        self._wake(*read_announcement(message["data"]))
+                    else:
                         self.on_keys_revoked()
             except redis.RedisError as error:
                 if not outage:
@@ -105,8 +118,7 @@ class Announcements:
                 pubsub.close()
             time.sleep(RECONNECT_S)
 
-    def _wake(self, job_id: str, data: bytes) -> None:
-        public = data.decode() if data.startswith(b"{") else None
+    def _wake(self, job_id: str, public: str | None) -> None:
         with self._lock:
             for watch in self._waiters.get(job_id, ()):
                 watch.public = public

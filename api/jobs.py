@@ -25,7 +25,7 @@ from contract.requests import FillMaskRequest, QuestionAnsweringRequest
 from core import wakeups
 from core.clock import utcnow
 from core.metrics import JOBS_FINISHED, JOBS_SUBMITTED
-from core.queue import job_channel, publish_webhook
+from core.queue import announcement, publish_webhook, waiter_channel
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
 from models.tables import CANCELED, STATUSES, TERMINAL_STATUSES, Job
@@ -68,14 +68,16 @@ def _idempotency_key(key: str | None) -> str | None:
 
 
 def _submit(task: str, body: FillMaskRequest | QuestionAnsweringRequest, raw: dict[str, Any],
-            idempotency_key: str | None, job_id: str, token_ids: bytes | None) -> tuple[Job, bool]:
-    """Stores the job (or finds the one this Idempotency-Key made) and wakes a worker for a new one."""
+            idempotency_key: str | None, job_id: str, token_ids: bytes | None, held_by: str | None) -> tuple[Job, bool]:
+    """Stores the job (or finds the one this Idempotency-Key made) and wakes a worker for a new one. `held_by`: this
+    process's announcement token when it holds the request (`Job.held_by`)."""
     state = app_state()
     try:
         job, created = jobs.submit(
             db(), task=task, model=state.settings.model_id(task), api_key_id=current_key().id, body=body, raw_body=raw,
             idempotency_key=idempotency_key, idempotency_ttl_s=state.settings.idempotency_ttl_s,
             max_in_flight=state.settings.max_jobs_in_flight, now=utcnow(), job_id=job_id, token_ids=token_ids,
+            held_by=held_by,
         )
     except jobs.IdempotencyKeyReused:
         raise ApiError(409, "idempotency_key_reused",
@@ -111,14 +113,16 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
         job_id = str(uuid.uuid4())
         watch = held.enter_context(state.announcements.watching(job_id)) if may_wait else None
         heard = state.announcements.subscribed.is_set()  # else announcements made now may be missed
-        job, created = _submit(task, body, raw, idempotency_key, job_id, checked.token_ids)
+        job, created = _submit(task, body, raw, idempotency_key, job_id, checked.token_ids,
+                               state.announcements.token if may_wait else None)
         headers = {"Location": f"/v1/jobs/{job.id}"}
         if wait_s is not None and may_wait:  # else the key holds its most waits already: the job as it is, at once
             headers["Preference-Applied"] = f"wait={wait_s}"
             if job.status not in TERMINAL_STATUSES:
                 # An idempotent replay answers with an older job, which this watch is not of.
                 finished = wait_for_job(state.read_sessions, state.announcements, job.id, wait_s,
-                                        watch if created else None, read_first=not (created and heard))
+                                        watch if created else None, read_first=not (created and heard),
+                                        announced_here=job.held_by == state.announcements.token)
                 if finished is not None:
                     return _job_response(finished, 200, headers)
     return _job_response(job, 200 if job.status in TERMINAL_STATUSES else 202, headers)
@@ -182,7 +186,8 @@ def cancel_job(job_id: str) -> Response:
         JOBS_FINISHED.labels(job.task, CANCELED).inc()
         state = app_state()
         try:
-            state.redis.publish(job_channel(job.id), CANCELED)
+            if job.held_by:
+                state.redis.publish(waiter_channel(job.held_by), announcement(job.id, CANCELED))
             if event:
                 publish_webhook(state.celery, event)
         except Exception:  # waiters re-read the row every second; `beat` publishes the event

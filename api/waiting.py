@@ -1,10 +1,12 @@
 """`Prefer: wait[=N]` (RFC 7240): hold a request until its job finishes or N seconds pass.
 
-The worker announces each finished job on a Redis channel of its own; the API process's listener
-(`api/announcements.py`) wakes the request threads waiting on those jobs, so a held request costs no connection
-of its own. The database stays the judge of the status: it is read when the job is announced, and again every
-few seconds in case an announcement is missed (every second while the listener is not subscribed: reconnecting,
-Redis restarting). A request starts watching before its job is committed, so the wait needs no first read.
+The worker announces each finished job whose request an API process holds on that process's Redis channel (the
+job row records which, `Job.held_by`); the process's listener (`api/announcements.py`) wakes the request threads
+waiting on those jobs, so a held request costs no connection of its own. The database stays the judge of the
+status: it is read when the job is announced, and again every few seconds in case an announcement is missed (every
+second while the listener is not subscribed — reconnecting, Redis restarting — or when the job is announced to
+another process: an idempotent replay). A request starts watching before its job is committed, so the wait needs
+no first read.
 """
 
 from __future__ import annotations
@@ -86,13 +88,14 @@ class WaitSlots:
 
 def wait_for_job(
     sessions: sessionmaker[Session], listener: Announcements, job_id: str, timeout_s: float,
-    watch: Watch | None = None, read_first: bool = True,
+    watch: Watch | None = None, read_first: bool = True, announced_here: bool = True,
 ) -> str | None:
     """The job's JSON text once it is terminal, or None when the time ran out. `watch`: the caller's
     `listener.watching(job_id)` (else one is made here). `read_first` False: the watch was entered while the
     listener was subscribed and before the job was committed, so the job cannot have finished unannounced and
     the first read waits for the announcement (or the recheck). An announcement that carries the job's JSON is
-    the answer; one that does not is followed by a read."""
+    the answer; one that does not is followed by a read. `announced_here` False: the job's finish is announced to
+    another process or to none (an idempotent replay of another request's job): the row is read every RECHECK_S."""
     deadline = time.monotonic() + timeout_s
     with ExitStack() as held:
         read_now = read_first
@@ -110,6 +113,6 @@ def wait_for_job(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            recheck = RECHECK_SUBSCRIBED_S if listener.subscribed.is_set() else RECHECK_S
+            recheck = RECHECK_SUBSCRIBED_S if announced_here and listener.subscribed.is_set() else RECHECK_S
             watching.event.wait(min(remaining, recheck))
             watching.event.clear()

@@ -57,16 +57,23 @@ KEYS_REVOKED_CHANNEL = "distilq:keys-revoked"
 ANNOUNCED_JOB_MAX_BYTES = 64 * 1024
 
 
-def job_channel(job_id: str) -> str:
-    """Redis pub/sub channel on which a job's reaching a terminal status is announced (`announcement`)."""
-    return f"distilq:job-finished:{job_id}"
+def waiter_channel(held_by: str) -> str:
+    """Redis pub/sub channel of one API process (`held_by`: its announcement token, recorded on the jobs whose
+    requests it holds): those jobs' reaching a terminal status is announced there (`announcement`), to it alone."""
+    return f"distilq:job-finished:{held_by}"
 
 
-def announcement(status: str, public: dict[str, Any] | None = None) -> str:
-    """The message of a job's channel: its JSON as GET /v1/jobs/{id} shows it (an object: it starts with `{`)
-    when given and at most ANNOUNCED_JOB_MAX_BYTES, else its status."""
+def announcement(job_id: str, status: str, public: dict[str, Any] | None = None) -> str:
+    """A waiter channel's message: the job's id, a newline, then its JSON as GET /v1/jobs/{id} shows it (an object:
+    it starts with `{`) when given and at most ANNOUNCED_JOB_MAX_BYTES, else its status."""
     if public is not None:
         body = json.dumps(public, separators=(",", ":"), ensure_ascii=False)
         if len(body) <= ANNOUNCED_JOB_MAX_BYTES:
-            return body
-    return status
+            return f"{job_id}\n{body}"
+    return f"{job_id}\n{status}"
+
+
+def read_announcement(data: bytes) -> tuple[str, str | None]:
+    """(the announced job's id, its JSON text — None when announced by its status only)."""
+    job_id, _, rest = data.decode().partition("\n")
+    return job_id, rest if rest.startswith("{") else None

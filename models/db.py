@@ -157,12 +157,15 @@ class ManyRows:
         self.names = list(compiled.positiontup) if compiled.positiontup else list(compiled.binds)
         self.converters = {name: compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
                            for name in self.names}
+        #: The values the statement itself gives (a literal in a WHERE clause), taken where a row gives none.
+        self.fixed = {name: compiled.binds[name].effective_value for name in self.names
+                      if not compiled.binds[name].required}
 
     def _convert(self, row: Mapping[str, Any], last: dict[str, tuple[Any, Any]]) -> tuple[Any, ...] | dict[str, Any]:
         """The row's converted values; `last`: each parameter's last value and its conversion, in this run."""
         values = []
         for name in self.names:
-            value = row[name]
+            value = row[name] if name in row or name not in self.fixed else self.fixed[name]
             seen = last.get(name)
             if seen is None or seen[0] is not value:
                 converter = self.converters[name]
@@ -183,3 +186,9 @@ class ManyRows:
         if chunk:
             connection.exec_driver_sql(self.sql, chunk)
         return count
+
+    def run_one(self, connection: Connection, row: Mapping[str, Any]) -> CursorResult[Any]:
+        """Runs the statement on one row (its rowcount, its RETURNING rows): what SQLAlchemy's `execute` would, but
+        neither building nor converting what it does not need to (~1/8 of an API process's CPU a job, in
+        compiling, caching and parameter processing)."""
+        return connection.exec_driver_sql(self.sql, self._convert(row, {}))

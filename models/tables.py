@@ -94,6 +94,10 @@ class Job(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     #: When `beat` last published a wake-up for the job (its own was lost); None: never needed.
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The API process holding the request that submitted the job (`Prefer: wait`), by its announcement token: its
+    #: finish is announced to that process alone (`core.queue.waiter_channel`). None: nobody holds it, and nothing
+    #: is announced.
+    held_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_events_filter: Mapped[list[str]] = mapped_column(JSONType)

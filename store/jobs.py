@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, func, insert, or_, select, tuple_, update
+from sqlalchemy import Integer, Table, bindparam, case, func, insert, or_, select, tuple_, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -107,17 +107,18 @@ def _in_flight(api_key_id: Any) -> Any:
 
 
 @functools.cache
-def _insert_if_room(attributes: tuple[str, ...], returning: bool) -> Any:
-    """INSERT INTO jobs (…) SELECT :v_… WHERE (jobs of :v_key in flight) < :v_cap, built once per set of
-    attributes given (they differ only in the optional ones). `returning`: RETURNING the id, for PostgreSQL, where
-    psycopg reports the rowcount of an INSERT … SELECT as -1; SQLite's rowcount is right, and RETURNING would hold
-    its write lock until the row is fetched (the statement ends only then)."""
+def _insert_if_room(dialect: Any, attributes: tuple[str, ...]) -> ManyRows:
+    """INSERT INTO jobs (…) SELECT :v_… WHERE (jobs of :v_key in flight) < :v_cap, compiled once per dialect and set
+    of attributes given (they differ only in the optional ones). On PostgreSQL RETURNING the id, as psycopg reports
+    the rowcount of an INSERT … SELECT as -1; SQLite's rowcount is right, and RETURNING would hold its write lock
+    until the row is fetched (the statement ends only then)."""
     table = cast(Table, Job.__table__)
     columns = [table.c[_COLUMNS[name]] for name in attributes]
     row = select(*[bindparam(f"v_{name}", type_=column.type).label(column.name)
                    for name, column in zip(attributes, columns, strict=True)])
-    statement = insert(table).from_select(columns, row.where(_in_flight(bindparam("v_key")) < bindparam("v_cap")))
-    return statement.returning(table.c.id) if returning else statement
+    room = _in_flight(bindparam("v_key", type_=table.c.api_key_id.type)) < bindparam("v_cap", type_=Integer())
+    statement = insert(table).from_select(columns, row.where(room))
+    return ManyRows(statement if dialect.name == "sqlite" else statement.returning(table.c.id), dialect)
 
 
 def submit(
@@ -134,6 +135,7 @@ def submit(
     now: datetime,
     job_id: str | None = None,
     token_ids: bytes | None = None,
+    held_by: str | None = None,
 ) -> tuple[Job, bool]:
     """Stores a new `queued` job (id `job_id`, or a new one) and commits; returns it and whether it is new (False:
     an idempotent replay, also when a concurrent copy of the request committed first). Raises TooManyJobsInFlight
@@ -148,7 +150,7 @@ def submit(
     turn. Locking always made one key's submissions wait for each other's commit — its WAL flush included — and
     held one key to ~120 jobs/s on a 2-core machine (BENCHMARKS.md). The returned job is built here, not
     loaded: no ORM unit of work, no read back. `token_ids`: the inputs' ids from the API's check, for the worker
-    (`contract.tokens.pack_token_ids`)."""
+    (`contract.tokens.pack_token_ids`); `held_by`: the API process holding the request (`Job.held_by`)."""
     digest = request_hash(task, raw_body)
     # No write below needs another beside it in one transaction: on SQLite each commits by itself, holding the
     # write lock only while it runs (after an expired idempotency key is freed and committed, the INSERT runs in a
@@ -165,17 +167,19 @@ def submit(
         "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "priority": INTERACTIVE_PRIORITY,
         "webhook": body.webhook,
         "webhook_events_filter": list(body.webhook_events_filter), "meta": body.metadata, "token_ids": token_ids,
+        "held_by": held_by,
     }
     if idempotency_key is not None:
         fields.update(idempotency_key=idempotency_key, request_hash=digest,
                       idempotency_expires_at=now + timedelta(seconds=idempotency_ttl_s))
-    sqlite = session.get_bind().dialect.name == "sqlite"
+    dialect = session.get_bind().dialect
+    sqlite = dialect.name == "sqlite"
     present = {name: value for name, value in fields.items() if value is not None}
-    statement = _insert_if_room(tuple(present), returning=not sqlite)
+    statement = _insert_if_room(dialect, tuple(present))
     values = {f"v_{name}": value for name, value in present.items()}
 
     def insert_if_below(cap: int) -> bool:
-        result = session.connection().execute(statement, {**values, "v_key": api_key_id, "v_cap": cap})
+        result = statement.run_one(session.connection(), {**values, "v_key": api_key_id, "v_cap": cap})
         return rowcount(result) == 1 if sqlite else result.first() is not None
 
     try:
@@ -481,11 +485,14 @@ def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: date
 
 @dataclass(frozen=True)
 class Finished:
-    """A job written back: its id, status, and its JSON as GET /v1/jobs/{id} now shows it — None for a line of a
-    batch's or an evaluation's file, which no request holds (the file's output is its answer)."""
+    """A job written back: its id, status, whether it is a line of a batch's or an evaluation's file (the file's
+    output is its answer), the API process holding its request (`Job.held_by`), and — for such a held job only —
+    its JSON as GET /v1/jobs/{id} now shows it, for that process's announcement."""
 
     job_id: str
     status: str
+    from_file: bool
+    held_by: str | None
     public: dict[str, Any] | None
 
 
@@ -534,10 +541,12 @@ def finish(
                                    for job_id, change in changes.items()), len(changes))
         events = [record_event(session, job_id, EVENT_COMPLETED, now) for job_id in changes
                   if by_id[job_id].claim.webhook]
-    finished = [Finished(job_id, str(change["status"]),
-                         None if by_id[job_id].claim.from_file else job_to_public({**by_id[job_id].claim.row,
-                                                                                   **change}))
-                for job_id, change in changes.items()]
+    finished = []
+    for job_id, change in changes.items():
+        claim = by_id[job_id].claim
+        held_by = claim.row.get("held_by")  # a line's claim reads no such column: nobody holds a line
+        finished.append(Finished(job_id, str(change["status"]), claim.from_file, held_by,
+                                 job_to_public({**claim.row, **change}) if held_by else None))
     return finished, [event for event in events if event]
 
 
@@ -568,27 +577,27 @@ def running_workers(sessions: sessionmaker[Session]) -> set[str]:
 def reclaim_expired(
     sessions: sessionmaker[Session], now: datetime, max_attempts: int, limit: int,
     dead_workers: Collection[str] = (),
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]], Events]:
+) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]], Events]:
     """Running jobs whose lease expired or whose worker is known dead: back to `queued`, or `failed` with
-    `worker_lost` after `max_attempts`, so that a poison input cannot loop. Returns (failed (id, status),
-    requeued (id, task), webhook events)."""
-    failed: list[tuple[str, str]] = []
+    `worker_lost` after `max_attempts`, so that a poison input cannot loop. Returns (failed (id, status, the API
+    process holding its request), requeued (id, task), webhook events)."""
+    failed: list[tuple[str, str, str | None]] = []
     requeued: list[tuple[str, str]] = []
     events: Events = []
     with transaction(sessions) as session:
         expired = session.execute(
-            select(Job.id, Job.attempts, Job.task)
+            select(Job.id, Job.attempts, Job.task, Job.held_by)
             .where(Job.status == RUNNING, or_(Job.lease_until < now, Job.claimed_by.in_(list(dead_workers))))
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
-        for job_id, attempts, task in expired:
+        for job_id, attempts, task, held_by in expired:
             still_held = update(Job).where(Job.id == job_id, Job.status == RUNNING, Job.attempts == attempts)
             if attempts >= max_attempts:
                 error = {"code": "worker_lost", "message": f"the worker running this job was lost {attempts} times"}
                 if rowcount(session.execute(still_held.values(status=FAILED, error=error, completed_at=now,
                                                               lease_until=None))):
-                    failed.append((job_id, FAILED))
+                    failed.append((job_id, FAILED, held_by))
                     event = record_event(session, job_id, EVENT_COMPLETED, now)
                     events += [event] if event else []
             elif rowcount(session.execute(still_held.values(status=QUEUED, lease_until=None, claimed_by=None,

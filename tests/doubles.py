@@ -30,6 +30,8 @@ class RecordingEvents:
         self.webhook_events: list[str] = []
         #: The JSON announced with each finished job, by id.
         self.finished_public: dict[str, dict[str, Any]] = {}
+        #: The API process holding each finished job's request, for the jobs that had one.
+        self.held_by: dict[str, str] = {}
         #: ("taken" | "backlog", task) in the order the batcher reported them.
         self.wakeups: list[tuple[str, str]] = []
 
@@ -42,8 +44,10 @@ class RecordingEvents:
     def backlog(self, task: str) -> None:
         self.wakeups.append(("backlog", task))
 
-    def finished(self, jobs: list[tuple[str, str]], public: Mapping[str, dict[str, Any]] | None = None) -> None:
-        self.finished_jobs += jobs
+    def finished(self, jobs: list[tuple[str, str, str | None]],
+                 public: Mapping[str, dict[str, Any]] | None = None) -> None:
+        self.finished_jobs += [(job_id, status) for job_id, status, _ in jobs]
+        self.held_by.update((job_id, held_by) for job_id, _, held_by in jobs if held_by)
         self.finished_public.update(public or {})
 
     def webhooks(self, event_ids: list[str]) -> None:

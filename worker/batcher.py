@@ -305,7 +305,7 @@ class Batcher:
         self._pass_cost[current.task].add(current.batch.n_inputs, turnaround_s)
         started = time.perf_counter()
         # A batch's lines are not announced: no request holds one.
-        self.events.finished([(done.job_id, done.status) for done in written if done.public is not None],
+        self.events.finished([(done.job_id, done.status, done.held_by) for done in written if not done.from_file],
                              {done.job_id: done.public for done in written if done.public is not None})
         self.events.webhooks(completed)
         current.ms["announce"] = (time.perf_counter() - started) * 1000

@@ -13,7 +13,7 @@ import redis
 from celery import Celery
 
 from core import wakeups
-from core.queue import announcement, job_channel, publish_webhook
+from core.queue import announcement, publish_webhook, waiter_channel
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,19 @@ class JobEvents:
             except Exception as error:  # recorded in the database: `beat` publishes it
                 log.warning("could not publish webhook event %s: %s", event_id, error)
 
-    def finished(self, jobs: list[tuple[str, str]], public: Mapping[str, dict[str, Any]] | None = None) -> None:
-        """(job id, status) of jobs that reached a terminal status; with `public`, their JSON, announced in place
-        of the status where small enough (`core.queue.announcement`), so that a held request needs no read."""
-        if not jobs:
+    def finished(self, jobs: list[tuple[str, str, str | None]],
+                 public: Mapping[str, dict[str, Any]] | None = None) -> None:
+        """(job id, status, the API process holding its request) of jobs that reached a terminal status: each held
+        one is announced to its process alone (`core.queue.waiter_channel`), with its JSON from `public` in place of
+        the status where small enough (`core.queue.announcement`), so that the held request needs no read. A job
+        nobody holds is announced to nobody: no process listens for it."""
+        held = [(job_id, status, held_by) for job_id, status, held_by in jobs if held_by]
+        if not held:
             return
         try:
             pipe = self.client.pipeline(transaction=False)
-            for job_id, status in jobs:
-                pipe.publish(job_channel(job_id), announcement(status, (public or {}).get(job_id)))
+            for job_id, status, held_by in held:
+                pipe.publish(waiter_channel(held_by), announcement(job_id, status, (public or {}).get(job_id)))
             pipe.execute()
         except redis.RedisError as error:  # waiters also re-read the row; nothing is lost
-            log.warning("could not announce %d finished jobs: %s", len(jobs), error)
+            log.warning("could not announce %d finished jobs: %s", len(held), error)

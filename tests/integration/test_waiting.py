@@ -1,5 +1,6 @@
-"""The API's one announcement listener per process, on a real Redis: it wakes exactly the requests waiting on
-the announced job, empties the key cache on a revocation, and comes back after Redis restarts."""
+"""The API's one announcement listener per process, on a real Redis: it hears its own channel only, wakes exactly
+the requests waiting on the announced job, empties the key cache on a revocation, and comes back after Redis
+restarts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import redis
 
 from api.announcements import Announcements
-from core.queue import KEYS_REVOKED_CHANNEL, announcement, job_channel
+from core.queue import KEYS_REVOKED_CHANNEL, announcement, waiter_channel
 from distilq.stack import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
@@ -23,12 +24,13 @@ def eventually(check: Callable[[], bool], timeout_s: float = 15) -> None:
         time.sleep(0.02)
 
 
-def announce_until(client: redis.Redis, job_id: str, woken: Callable[[], bool], message: str = "succeeded") -> None:
-    """Publishes the job's completion until it is seen: the listener may still be subscribing."""
+def announce_until(client: redis.Redis, listener: Announcements, job_id: str, woken: Callable[[], bool],
+                   public: dict[str, str] | None = None) -> None:
+    """Publishes the job's completion on the listener's channel until it is seen: it may still be subscribing."""
     deadline = time.monotonic() + 15
     while not woken():
         assert time.monotonic() < deadline, "the waiter was never woken"
-        client.publish(job_channel(job_id), message)
+        client.publish(waiter_channel(listener.token), announcement(job_id, "succeeded", public))
         time.sleep(0.05)
 
 
@@ -36,14 +38,29 @@ def test_wakes_the_waiters_of_the_announced_job_only(own_redis: EmbeddedRedis) -
     listener = Announcements(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
     with listener.watching("job-a") as a1, listener.watching("job-a") as a2, listener.watching("job-b") as b:
-        announce_until(client, "job-a", lambda: a1.event.is_set() and a2.event.is_set())
+        announce_until(client, listener, "job-a", lambda: a1.event.is_set() and a2.event.is_set())
         assert not b.event.is_set()
         assert a1.public is None  # announced by its status only
-        body = announcement("succeeded", {"id": "job-b", "status": "succeeded"})
-        announce_until(client, "job-b", b.event.is_set, body)
-        assert b.public == body == '{"id":"job-b","status":"succeeded"}'
+        announce_until(client, listener, "job-b", b.event.is_set, {"id": "job-b", "status": "succeeded"})
+        assert b.public == '{"id":"job-b","status":"succeeded"}'
     # Nobody watches any more: the listener forgot them.
     assert listener._waiters == {}
+
+
+def test_hears_its_own_channel_only(own_redis: EmbeddedRedis) -> None:
+    """Two listeners stand for two API processes: a job announced to one wakes nobody in the other."""
+    mine, other = Announcements(own_redis.url), Announcements(own_redis.url)
+    assert mine.token != other.token
+    client = redis.Redis.from_url(own_redis.url)
+    with mine.watching("job") as here, other.watching("job") as there:
+        other.start()
+        eventually(other.subscribed.is_set)
+        announce_until(client, mine, "job", here.event.is_set)
+        # Then one to `other`: each connection gets its messages in the order they were published, so once it has
+        # heard this one, it would have heard the job's had that been sent to it too.
+        with other.watching("marker") as marker:
+            announce_until(client, other, "marker", marker.event.is_set)
+        assert not there.event.is_set()
 
 
 def test_a_revocation_empties_the_key_cache_at_once(own_redis: EmbeddedRedis) -> None:
@@ -63,12 +80,12 @@ def test_listens_again_after_redis_restarts(own_redis: EmbeddedRedis) -> None:
     listener = Announcements(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
     with listener.watching("before") as before:
-        announce_until(client, "before", before.event.is_set)
+        announce_until(client, listener, "before", before.event.is_set)
     own_redis.kill()
     eventually(lambda: not listener.subscribed.is_set())
     own_redis.start()
     with listener.watching("after") as after:
-        announce_until(client, "after", after.event.is_set)
+        announce_until(client, listener, "after", after.event.is_set)
 
 
 def test_one_key_holds_a_bounded_number_of_waits_across_processes(own_redis: EmbeddedRedis) -> None:

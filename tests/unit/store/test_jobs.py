@@ -125,7 +125,7 @@ def test_a_job_larger_than_a_batch_is_claimed_alone_but_never_tops_a_batch_up(
 
 def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sessionmaker[Session],
                                                   clock: ManualClock) -> None:
-    kept, canceled = submit(HOOKED), submit(HOOKED)
+    kept, canceled = submit(HOOKED, held_by="process-a"), submit(HOOKED)
     claims = jobs.claim_more(sessions, "fill-mask", 10, clock, LEASE_S).claims
     with sessions() as session:
         assert jobs.cancel(session, canceled.id, clock())[0]
@@ -133,8 +133,9 @@ def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sess
     written, completed = jobs.finish(sessions, [Outcome(c, output=[["out"]]) for c in claims], clock(), 2, 1.5)
     assert [(done.job_id, done.status) for done in written] == [(kept.id, "succeeded")] and len(completed) == 1
     assert row(sessions, kept.id).output == [["out"]]
-    # The JSON announced for the job, built without reading it back, is what GET /v1/jobs/{id} shows.
-    assert written[0].public == job_to_public(row(sessions, kept.id))
+    # The JSON announced to the process holding the job's request, built without reading it back, is what
+    # GET /v1/jobs/{id} shows.
+    assert (written[0].held_by, written[0].public) == ("process-a", job_to_public(row(sessions, kept.id)))
     late = row(sessions, canceled.id)
     assert late.status == "canceled" and late.output is None
     assert events(sessions, canceled.id) == ["job.started", "job.completed"]  # the cancel's, not the worker's
@@ -143,12 +144,13 @@ def test_finish_writes_only_while_the_claim_holds(submit: Submit, sessions: sess
 def test_a_job_s_token_ids_go_to_its_claim_and_are_cleared_when_it_finishes(
         submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
     ids = b"fingerpr" + bytes(range(12))
-    job, plain = submit(ONE, token_ids=ids), submit(ONE)
+    job, plain = submit(ONE, token_ids=ids, held_by="process-a"), submit(ONE)
     claims = jobs.claim_more(sessions, "fill-mask", 10, clock, LEASE_S).claims
     assert [(c.job_id, c.token_ids) for c in claims] == [(job.id, ids), (plain.id, None)]
     written, _ = jobs.finish(sessions, [Outcome(c, output=[["out"]]) for c in claims], clock(), 2, 1.5)
     assert [done.status for done in written] == ["succeeded", "succeeded"]
-    assert row(sessions, job.id).token_ids is None and "token_ids" not in (written[0].public or {})
+    assert row(sessions, job.id).token_ids is None and written[0].public is not None
+    assert "token_ids" not in written[0].public
 
 
 def test_cancel_leaves_a_finished_job_as_it_is(submit: Submit, sessions: sessionmaker[Session],
@@ -175,7 +177,7 @@ def test_reclaim_requeues_then_fails_a_job_whose_worker_keeps_dying(submit: Subm
             assert (failed, requeued, completed) == ([], [(job.id, "fill-mask")], [])
             stale = jobs.finish(sessions, [Outcome(claim, output=[[]])], clock(), 1, 1.0)
             assert stale == ([], [])  # the dead worker's late write-back is refused
-    assert (failed, requeued, len(completed)) == ([(job.id, "failed")], [], 1)
+    assert (failed, requeued, len(completed)) == ([(job.id, "failed", None)], [], 1)  # nobody holds its request
     stored = row(sessions, job.id)
     assert stored.error is not None and stored.error["code"] == "worker_lost" and stored.attempts == 2
 

@@ -8,6 +8,7 @@ import threading
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from contract.job_json import job_to_public
 from core.settings import Settings
 from distilq.stack import wait_until
 from models.tables import Job
@@ -48,6 +49,18 @@ def test_one_wake_up_runs_every_queued_job_of_the_task_in_one_call(submit: Submi
         assert job.status == "succeeded" and job.batch_size == 5 and job.attempts == 1
         assert job.output == [fill_mask_output(text, 3)]
     assert stored(sessions, other_task.id).status == "queued"
+
+
+def test_a_held_job_is_announced_to_its_process_with_its_json_and_an_unheld_one_without(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    held, unheld = submit(ONE, held_by="process-a"), submit(ONE)
+    batcher, events = make_batcher(sessions, clock, StubEngine("fill-mask"))
+    batcher.drain("fill-mask")
+    assert sorted(events.finished_jobs) == sorted([(held.id, "succeeded"), (unheld.id, "succeeded")])
+    assert events.held_by == {held.id: "process-a"}
+    # The JSON is built for the held job alone: nobody reads an unheld one's announcement.
+    assert list(events.finished_public) == [held.id]
+    assert events.finished_public[held.id] == job_to_public(stored(sessions, held.id))
 
 
 def test_a_batch_holds_at_most_max_batch_size_inputs(submit: Submit, sessions: sessionmaker[Session],

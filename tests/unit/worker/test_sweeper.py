@@ -22,7 +22,8 @@ def make_sweeper(sessions: sessionmaker[Session], clock: ManualClock) -> tuple[S
 
 def test_a_dead_workers_job_is_requeued_then_failed(submit: Submit, sessions: sessionmaker[Session],
                                                     clock: ManualClock) -> None:
-    job = submit({**ONE, "webhook": "https://example.com/hook", "webhook_events_filter": ["completed"]})
+    job = submit({**ONE, "webhook": "https://example.com/hook", "webhook_events_filter": ["completed"]},
+                 held_by="process-a")
     sweeper, events = make_sweeper(sessions, clock)
 
     claim_next(sessions, clock, SETTINGS.lease_s)
@@ -36,6 +37,7 @@ def test_a_dead_workers_job_is_requeued_then_failed(submit: Submit, sessions: se
     counts = sweeper.sweep()
     assert counts["reclaimed"] == 1
     assert events.finished_jobs == [(job.id, "failed")]
+    assert events.held_by == {job.id: "process-a"}  # announced to the process holding its request
     assert len(events.webhook_events) == 1  # job.completed, published by the same sweep
     with sessions() as session:
         failed = session.get_one(Job, job.id)
