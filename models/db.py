@@ -188,7 +188,7 @@ class ManyRows:
         return count
 
     def run_one(self, connection: Connection, row: Mapping[str, Any]) -> CursorResult[Any]:
-        """Runs the statement on one row (its rowcount, its RETURNING rows): what SQLAlchemy's `execute` would, but
-        neither building nor converting what it does not need to (~1/8 of an API process's CPU a job, in
-        compiling, caching and parameter processing)."""
+        """Runs the statement on one row (its rowcount, its RETURNING rows): what SQLAlchemy's `execute` would, less
+        its per-execution work — the compiled-cache lookup, the parameters' processing, the execution context (a
+        submission's `store.jobs.submit`, 5–15 % less CPU: BENCHMARKS.md, session 11)."""
         return connection.exec_driver_sql(self.sql, self._convert(row, {}))
