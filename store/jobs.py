@@ -485,13 +485,12 @@ def renew_leases(sessions: sessionmaker[Session], claims: list[Claim], now: date
 
 @dataclass(frozen=True)
 class Finished:
-    """A job written back: its id, status, whether it is a line of a batch's or an evaluation's file (the file's
-    output is its answer), the API process holding its request (`Job.held_by`), and — for such a held job only —
-    its JSON as GET /v1/jobs/{id} now shows it, for that process's announcement."""
+    """A job written back: its id, status, the API process holding its request (`Job.held_by`; None for a line of a
+    batch's or an evaluation's file, which no request holds: the file's output is its answer), and — for a held job
+    only — its JSON as GET /v1/jobs/{id} now shows it, for that process's announcement."""
 
     job_id: str
     status: str
-    from_file: bool
     held_by: str | None
     public: dict[str, Any] | None
 
@@ -545,7 +544,7 @@ def finish(
     for job_id, change in changes.items():
         claim = by_id[job_id].claim
         held_by = claim.row.get("held_by")  # a line's claim reads no such column: nobody holds a line
-        finished.append(Finished(job_id, str(change["status"]), claim.from_file, held_by,
+        finished.append(Finished(job_id, str(change["status"]), held_by,
                                  job_to_public({**claim.row, **change}) if held_by else None))
     return finished, [event for event in events if event]
 

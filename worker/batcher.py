@@ -304,8 +304,8 @@ class Batcher:
         turnaround_s = (current.ms["claim"] + current.ms["inference"] + current.ms["write"]) / 1000
         self._pass_cost[current.task].add(current.batch.n_inputs, turnaround_s)
         started = time.perf_counter()
-        # A batch's lines are not announced: no request holds one.
-        self.events.finished([(done.job_id, done.status, done.held_by) for done in written if not done.from_file],
+        # Announced to the API process holding each job's request; a batch's lines and unheld jobs to nobody.
+        self.events.finished([(done.job_id, done.status, done.held_by) for done in written],
                              {done.job_id: done.public for done in written if done.public is not None})
         self.events.webhooks(completed)
         current.ms["announce"] = (time.perf_counter() - started) * 1000

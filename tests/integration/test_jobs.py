@@ -65,13 +65,13 @@ def test_prefer_wait_answers_with_the_finished_job(stack: Stack, http: requests.
 def test_a_finish_is_announced_to_the_process_holding_its_request_alone(stack: Stack, http: requests.Session) -> None:
     """A job nobody holds is announced to nobody; a held one on the channel of the API process holding it, which
     the row names (`held_by`)."""
-    observer = redis.Redis.from_url(stack.redis_url).pubsub(ignore_subscribe_messages=True)
-    observer.psubscribe(waiter_channel("*"))
-    unheld = http.post(f"{stack.url}/v1/fill-mask", json=SEED_REQUEST).json()
-    assert stack.wait_job(http, unheld["id"])["status"] == "succeeded"
-    held = http.post(f"{stack.url}/v1/fill-mask", json=SEED_REQUEST, headers={"Prefer": "wait=30"}).json()
-    assert held["status"] == "succeeded"
-    heard = wait_for(lambda: observer.get_message(timeout=1), 30, "the held job's announcement")
+    with redis.Redis.from_url(stack.redis_url).pubsub(ignore_subscribe_messages=True) as observer:
+        observer.psubscribe(waiter_channel("*"))
+        unheld = http.post(f"{stack.url}/v1/fill-mask", json=SEED_REQUEST).json()
+        assert stack.wait_job(http, unheld["id"])["status"] == "succeeded"
+        held = http.post(f"{stack.url}/v1/fill-mask", json=SEED_REQUEST, headers={"Prefer": "wait=30"}).json()
+        assert held["status"] == "succeeded"
+        heard = wait_for(lambda: observer.get_message(timeout=1), 30, "the held job's announcement")
     # The worker announces in the order it writes, and the observer hears in the order announced: had the unheld
     # job been announced, it would have been heard first.
     with stack.sessions() as session:
@@ -80,7 +80,6 @@ def test_a_finish_is_announced_to_the_process_holding_its_request_alone(stack: S
     assert heard["channel"].decode() == waiter_channel(rows[held["id"]])
     assert read_announcement(heard["data"]) == (held["id"], json.dumps(held, separators=(",", ":"),
                                                                        ensure_ascii=False))
-    observer.close()
 
 
 @pytest.mark.parametrize("case", [c for c in REFERENCE["cases"] if c["context"].startswith("The Eiffel")][:2]
