@@ -29,7 +29,7 @@ from api.model_inputs import check_fill_masks, check_question_answerings
 from api.state import app_state, served
 from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
 from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest, stored_inputs
-from core import wakeups
+from core import sweep_requests, wakeups
 from core.clock import utcnow
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
 from models.tables import Batch
@@ -274,5 +274,6 @@ def cancel(batch_id: str) -> Response:
     batch = batches.own_batch(session, current_key().id, batch_id)
     if batch is None:
         raise ApiError(404, "not_found", f"no batch {batch_id}")
-    batches.cancel_batch(session, batch, utcnow())
+    if batches.cancel_batch(session, batch, utcnow()):
+        sweep_requests.ask(app_state().redis)  # with no line running, beat can end it at once
     return jsonify(_public(batch))

@@ -25,7 +25,7 @@ from api.state import app_state, served
 from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
 from contract.evaluations import EXAMPLES, LABELLED_METRICS, METRICS, SCORE_PSEUDO_LOG_LIKELIHOOD, EvaluationRequest
 from contract.requests import QuestionAnsweringRequest
-from core import wakeups
+from core import sweep_requests, wakeups
 from core.clock import utcnow
 from core.tasks import TASK_FILL_MASK
 from models.tables import Evaluation
@@ -266,5 +266,6 @@ def cancel(evaluation_id: str) -> Response:
     evaluation = evaluations.own_evaluation(session, current_key().id, evaluation_id)
     if evaluation is None:
         raise ApiError(404, "not_found", f"no evaluation {evaluation_id}")
-    evaluations.cancel_evaluation(session, evaluation, utcnow())
+    if evaluations.cancel_evaluation(session, evaluation, utcnow()):
+        sweep_requests.ask(app_state().redis)  # with no example running, beat can end it at once
     return jsonify(_public(evaluation))

@@ -108,9 +108,9 @@ def batch_to_public(batch: Batch, counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def cancel_batch(session: Session, batch: Batch, now: datetime) -> None:
+def cancel_batch(session: Session, batch: Batch, now: datetime) -> bool:
     """in_progress → cancelling, its queued lines canceled (running ones finish; beat then finalizes it as
-    cancelled). Any other status stays as it is. Commits."""
+    cancelled). Any other status stays as it is. Commits; whether it moved."""
     moved = rowcount(session.execute(update(Batch).where(Batch.id == batch.id, Batch.status == IN_PROGRESS)
                                      .values(status=CANCELLING, cancelling_at=now)
                                      .execution_options(synchronize_session=False)))
@@ -118,6 +118,7 @@ def cancel_batch(session: Session, batch: Batch, now: datetime) -> None:
         cancel_batch_lines(session, batch.id, now)
     session.commit()
     session.refresh(batch)
+    return bool(moved)
 
 
 def due_for_finalizing(sessions: sessionmaker[Session], limit: int) -> list[str]:

@@ -103,9 +103,9 @@ def evaluation_to_public(evaluation: Evaluation, by_status: dict[str, int]) -> d
     }
 
 
-def cancel_evaluation(session: Session, evaluation: Evaluation, now: datetime) -> None:
+def cancel_evaluation(session: Session, evaluation: Evaluation, now: datetime) -> bool:
     """queued → canceled, its queued examples canceled (running ones finish; beat then writes the metrics of what
-    ran). Any other status stays as it is. Commits."""
+    ran). Any other status stays as it is. Commits; whether it moved."""
     moved = rowcount(session.execute(update(Evaluation)
                                      .where(Evaluation.id == evaluation.id, Evaluation.status == EVAL_QUEUED)
                                      .values(status=EVAL_CANCELED, canceled_at=now)
@@ -114,6 +114,7 @@ def cancel_evaluation(session: Session, evaluation: Evaluation, now: datetime) -
         cancel_evaluation_examples(session, evaluation.id, now)
     session.commit()
     session.refresh(evaluation)
+    return bool(moved)
 
 
 def due_for_finalizing(sessions: sessionmaker[Session], limit: int) -> list[str]:

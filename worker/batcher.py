@@ -38,7 +38,7 @@ from core.metrics import (
     QUEUE_WAIT_SECONDS,
 )
 from core.settings import Settings
-from store.jobs import Claim, ClaimedBatch, Finished, Outcome, claim_more, finish, renew_leases
+from store.jobs import Claim, ClaimedBatch, Finished, Outcome, claim_more, files_ended, finish, renew_leases
 from worker.engine import Engine, InputError, JobPayload
 from worker.events import JobEvents
 from worker.pass_cost import PassCost
@@ -298,6 +298,8 @@ class Batcher:
                                         current.ms["inference"])
         finally:
             self.leases.release(current.batch.claims)
+        files = {claim.file for claim in current.batch.claims if claim.from_file}
+        ended = bool(files) and files_ended(self.sessions, files)
         current.ms["write"] = (time.perf_counter() - started) * 1000
         # What an interactive job in this pass waited on: its claim, the engine and the write, each longer by
         # every line the pass held.
@@ -308,6 +310,8 @@ class Batcher:
         self.events.finished([(done.job_id, done.status, done.held_by) for done in written],
                              {done.job_id: done.public for done in written if done.public is not None})
         self.events.webhooks(completed)
+        if ended:
+            self.events.files_ended()  # beat writes their files now rather than at its next sweep
         current.ms["announce"] = (time.perf_counter() - started) * 1000
         self._observe(current, written, finished_at)
 

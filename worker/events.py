@@ -1,7 +1,7 @@
 """Announces what the database recorded: queued jobs as a wake-up on their task's queue (`core/wakeups.py`),
-finished jobs on a Redis channel (for requests held by `Prefer: wait`), webhook events on the webhooks queue. All
-are hints after the commit; `beat` and re-reads cover a lost one. The batcher and the sweeper take any object of
-this shape (tests pass one that records)."""
+finished jobs on a Redis channel (for requests held by `Prefer: wait`), webhook events on the webhooks queue, a
+file's last line to `beat` (`core/sweep_requests.py`). All are hints after the commit; `beat` and re-reads cover a
+lost one. The batcher and the sweeper take any object of this shape (tests pass one that records)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from core import wakeups
+from core import sweep_requests, wakeups
 from core.queue import announcement, publish_webhook, waiter_channel
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ class JobEvents:
             wakeups.request(self.celery, self.client, task)
         except Exception as error:  # this worker drains them anyway; `beat` covers the rest
             log.warning("waking another %s worker failed: %s", task, error)
+
+    def files_ended(self) -> None:
+        """A batch's or an evaluation's last line was written: beat is asked to end it now (`core/sweep_requests`)."""
+        sweep_requests.ask(self.client)
 
     def webhooks(self, event_ids: list[str]) -> None:
         for event_id in event_ids:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import sweep_requests
 from core.presence import REFRESH_S
 from core.settings import Settings
 from core.tasks import TASKS
@@ -125,11 +126,13 @@ class Sweeper:
 
 
 def run_forever(sweeper: Sweeper, client: redis.Redis, stop: threading.Event) -> None:
-    """Sweeps every `sweep_interval_s` while holding the beat lock; a second beat waits for the lock."""
+    """Sweeps every `sweep_interval_s` while holding the beat lock, and sooner when asked (`core/sweep_requests.py`);
+    a second beat waits for the lock."""
     interval = sweeper.settings.sweep_interval_s
     lock = client.lock(LOCK_NAME, timeout=max(3 * interval, 10), thread_local=False)
     standing_by = False
     while not stop.is_set():
+        held = False
         try:
             held = lock.owned() and lock.extend(max(3 * interval, 10), replace_ttl=True)
             if not held:
@@ -145,4 +148,17 @@ def run_forever(sweeper: Sweeper, client: redis.Redis, stop: threading.Event) ->
                     log.info("sweep: %s", counts)
         except Exception as error:  # Redis or the database is down: try again next time
             log.warning("sweep failed: %s", error)
-        stop.wait(interval)
+        _until_next_sweep(client, interval, stop, listen=bool(held))
+
+
+def _until_next_sweep(client: redis.Redis, interval: float, stop: threading.Event, listen: bool) -> None:
+    """`interval` seconds, or less: while this beat sweeps (`listen`), until a sweep is asked for. A beat standing
+    by leaves the asks to the one that sweeps."""
+    started = time.monotonic()
+    if listen:
+        try:
+            sweep_requests.wait(client, interval, stop)
+            return
+        except redis.RedisError as error:  # the periodic sweep goes on
+            log.warning("asks for a sweep not heard: %s", error)
+    stop.wait(max(0.0, interval - (time.monotonic() - started)))

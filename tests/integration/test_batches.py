@@ -1,5 +1,7 @@
 """Batches over real processes: a file uploaded, checked whole, its lines run as jobs of a lower priority, the output
-and error files written by beat; a bad line fails the batch naming it; a cancelled batch keeps its partial output."""
+and error files written by beat; a bad line fails the batch naming it; a cancelled batch keeps its partial output.
+Beat's periodic sweep is 600 s apart here: every batch ends because the worker that wrote its last line, or the API
+that cancelled it, asked beat for a sweep (`core/sweep_requests.py`)."""
 
 from __future__ import annotations
 

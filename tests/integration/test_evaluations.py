@@ -1,7 +1,9 @@
 """Evaluations over real processes, on the tiny checkpoint: a file uploaded, checked whole, its examples run as jobs
 of a lower priority, scored by beat — fill-mask accuracy, MRR and pseudo-perplexity equal to an independent
 computation with transformers here, QA exact match and F1 equal to the reference answers' — a bad line fails the
-evaluation naming it, a canceled one ends with what ran, and the CLI prints the metrics."""
+evaluation naming it, a canceled one ends with what ran, and the CLI prints the metrics. Beat's periodic sweep is
+600 s apart here: every evaluation ends because the worker that wrote its last example, or the API that canceled
+it, asked beat for a sweep (`core/sweep_requests.py`)."""
 
 from __future__ import annotations
 

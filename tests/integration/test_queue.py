@@ -1,17 +1,24 @@
 """Queueing behaviour with real processes started and stopped on purpose: cancel before a worker runs, batching
-of jobs that wait together, `beat` waking a worker for jobs whose wake-up Redis lost, duplicate wake-ups."""
+of jobs that wait together, `beat` waking a worker for jobs whose wake-up Redis lost, duplicate wake-ups, beat
+sweeping when asked."""
 
 from __future__ import annotations
 
+import queue
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 import redis
 from sqlalchemy import select
 
+from core import sweep_requests
+from core.settings import Settings
+from distilq.stack import EmbeddedRedis
 from models.tables import Job
 from tests.integration.stack import Stack, wait_for
+from worker.sweeper import LOCK_NAME, run_forever
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 1}}
 
@@ -96,3 +103,39 @@ def test_a_worker_whose_model_does_not_load_takes_no_job_and_says_why(fresh_stac
     assert "cannot serve fill-mask" in log and "no-model-here" in log and "CRITICAL" in log
     job = http.get(f"{fresh_stack.url}/v1/jobs/{job_id}").json()
     assert (job["status"], job["metrics"]["attempts"], job["started_at"]) == ("queued", 0, None)
+
+
+
+def test_the_beat_that_sweeps_sweeps_again_when_asked_and_stops_at_once(redis_server: EmbeddedRedis) -> None:
+    """Between periodic sweeps an hour apart, beat sweeps when asked (`core/sweep_requests.py`); asks made while it
+    sweeps make one sweep more. The sweeper's work is beside the point here: one that records each sweep, with the
+    asks still waiting as it began, and holds its first sweep until the asks are made."""
+    client = redis.Redis.from_url(redis_server.url.removesuffix("/0") + "/14", socket_timeout=5)
+    client.flushdb()
+    sweeps: queue.Queue[int] = queue.Queue()
+    asked = threading.Event()
+
+    class Recording:
+        settings = Settings(sweep_interval_s=3600)
+
+        def sweep(self) -> dict[str, int]:
+            sweeps.put(client.llen(sweep_requests.KEY))
+            asked.wait(30)
+            return {}
+
+    stop = threading.Event()
+    beat = threading.Thread(target=run_forever, args=(Recording(), client, stop))
+    beat.start()
+    try:
+        assert sweeps.get(timeout=30) == 0  # the first, at start
+        for _ in range(3):
+            sweep_requests.ask(client)
+        asked.set()
+        assert sweeps.get(timeout=30) == 0  # the three asks were one, taken before this sweep
+        assert client.get(LOCK_NAME) is not None  # the beat that sweeps holds the lock
+        sweep_requests.ask(client)
+        assert sweeps.get(timeout=30) == 0
+    finally:
+        stop.set()
+        beat.join(timeout=30)
+    assert not beat.is_alive()

@@ -264,8 +264,30 @@ def test_a_claim_holding_a_line_and_an_interactive_job_gives_each_everything_a_c
     for claim in claimed:
         stored = row(sessions, claim.job_id)
         assert (claim.attempt, claim.task, claim.input, claim.parameters, claim.created_at, claim.n_inputs,
-                claim.webhook, claim.token_ids, claim.from_file) == (
+                claim.webhook, claim.token_ids, claim.from_file, claim.file) == (
             stored.attempts, stored.task, stored.input, stored.parameters, stored.created_at, stored.n_inputs,
-            stored.webhook, stored.token_ids, stored.batch_id is not None)
+            stored.webhook, stored.token_ids, stored.batch_id is not None, (stored.batch_id, stored.evaluation_id))
     assert {claim.job_id: claim.token_ids for claim in claimed}[line_id] == b"\x01\x02ids"
     assert {claim.job_id: claim.webhook for claim in claimed}[job.id] == "https://example.com/hook"
+
+
+def test_a_file_has_ended_once_none_of_its_lines_is_queued_or_running(
+        submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    first, second = add_lines(2), add_lines(1)
+    submit(ONE)
+    with sessions() as session:
+        batch_id, other_id = (session.get_one(Job, ids[0]).batch_id for ids in (first, second))
+    assert not jobs.files_ended(sessions, [(batch_id, None)])
+    claims = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, LEASE_S).claims  # both files' lines, the job
+    assert not jobs.files_ended(sessions, [(batch_id, None), (other_id, None)])  # running
+    jobs.finish(sessions, [Outcome(claim, output=[]) for claim in claims if claim.file == (batch_id, None)], clock(),
+                2, 1.0)
+    statements: list[str] = []
+    engine = sessions.kw["bind"]
+    record = lambda _conn, _cursor, statement, *_args: statements.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", record)
+    assert jobs.files_ended(sessions, [(batch_id, None)])
+    event.remove(engine, "before_cursor_execute", record)
+    assert statements and not any("BEGIN" in statement for statement in statements)  # the worker's write lock free
+    assert jobs.files_ended(sessions, [(other_id, None), (batch_id, None)])  # one of them has
+    assert not jobs.files_ended(sessions, [(other_id, None), (None, None)])

@@ -261,3 +261,17 @@ def test_while_interactive_jobs_are_about_a_pass_takes_only_lines_pass_ms_of_lin
     assert 3 <= len(engine.calls[0]) - 1 <= 5 and all(3 <= len(call) <= 10 for call in engine.calls[1:4])
     assert stored(sessions, job.id).status == "succeeded"
     assert all(stored(sessions, job_id).status == "succeeded" for job_id in lines + more)
+
+
+def test_the_pass_that_writes_a_file_s_last_line_asks_beat_to_end_the_file(
+        submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """Rather than leave it to beat's next periodic sweep: on a GPU that comes later than a whole batch runs."""
+    engine = StubEngine("fill-mask")
+    batcher, events = make_batcher(sessions, clock, engine, max_batch_size=32)
+    add_lines(40)
+    batcher.drain("fill-mask")
+    assert [len(call) for call in engine.calls] == [32, 8]
+    assert events.files_ended_asks == 1  # the second pass's: the first left lines queued or running
+    submit(ONE)
+    batcher.drain("fill-mask")
+    assert len(engine.calls) == 3 and events.files_ended_asks == 1  # no file's line in that pass
