@@ -298,8 +298,6 @@ class Batcher:
                                         current.ms["inference"])
         finally:
             self.leases.release(current.batch.claims)
-        files = {claim.file for claim in current.batch.claims if claim.from_file}
-        ended = bool(files) and files_ended(self.sessions, files)
         current.ms["write"] = (time.perf_counter() - started) * 1000
         # What an interactive job in this pass waited on: its claim, the engine and the write, each longer by
         # every line the pass held.
@@ -310,9 +308,11 @@ class Batcher:
         self.events.finished([(done.job_id, done.status, done.held_by) for done in written],
                              {done.job_id: done.public for done in written if done.public is not None})
         self.events.webhooks(completed)
-        if ended:
-            self.events.files_ended()  # beat writes their files now rather than at its next sweep
         current.ms["announce"] = (time.perf_counter() - started) * 1000
+        # After the announcements: the interactive jobs of the pass do not wait for this read.
+        files = {claim.file for claim in current.batch.claims if claim.from_file}
+        if files and files_ended(self.sessions, files):
+            self.events.files_ended()  # beat writes their files now rather than at its next sweep
         self._observe(current, written, finished_at)
 
     def _observe(self, current: _Pass, written: list[Finished], finished_at: datetime) -> None:
