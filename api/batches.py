@@ -6,19 +6,16 @@ storable text, the model's token bounds), `custom_id` unique, `url` one of the t
 `endpoint`, when given). Then every line becomes a queued job of the batch in one transaction; a file with a bad
 line makes a failed batch whose `errors` name the lines (the first MAX_ERRORS). The check holds no more than a
 part of the file and one chunk of lines at a time: what each checked line's job needs (its parsed body, the token
-ids the model's check made for the worker) waits in a temporary file (`_Spool`), not in memory, and the jobs are
+ids the model's check made for the worker) waits in a temporary file (`api/spool.py`), not in memory, and the jobs are
 made from there — the file is read and judged once.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
-import struct
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -26,6 +23,7 @@ from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
 from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, bad_body, json_lines
 from api.model_inputs import check_fill_masks, check_question_answerings
+from api.spool import Spool
 from api.state import app_state, served
 from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
 from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest, stored_inputs
@@ -125,35 +123,7 @@ class _Ready:
                       line.body.metadata, token_ids)
 
 
-class _Spool:
-    """The checked lines (`_Ready`), in line order, in a temporary file: written as the file is checked, read back
-    to make the jobs, so that the file is neither read again nor its lines parsed and judged twice. This process's
-    own objects, pickled: nothing from outside is unpickled."""
-
-    _LENGTH = struct.Struct("<I")
-
-    def __init__(self) -> None:
-        self.file: IO[bytes] = tempfile.TemporaryFile()
-
-    def __enter__(self) -> _Spool:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.file.close()
-
-    def write(self, ready: _Ready) -> None:
-        data = pickle.dumps(ready, protocol=pickle.HIGHEST_PROTOCOL)
-        self.file.write(self._LENGTH.pack(len(data)) + data)
-
-    def read_all(self) -> Iterator[_Ready]:
-        self.file.seek(0)
-        while header := self.file.read(self._LENGTH.size):
-            (length,) = self._LENGTH.unpack(header)
-            ready: _Ready = pickle.loads(self.file.read(length))
-            yield ready
-
-
-def _validate(file_id: str, endpoint: str | None, spool: _Spool) -> tuple[int, list[dict[str, Any]]]:
+def _validate(file_id: str, endpoint: str | None, spool: Spool[_Ready]) -> tuple[int, list[dict[str, Any]]]:
     """The check: how many lines, and the first MAX_ERRORS problems (by line); each good line into `spool`
     (while no line is bad)."""
     seen: set[str] = set()
@@ -194,7 +164,7 @@ def _validate(file_id: str, endpoint: str | None, spool: _Spool) -> tuple[int, l
     return total, sorted(errors, key=lambda error: error["line"] or 0)[:MAX_ERRORS]
 
 
-def _job_rows(batch_id: str, api_key_id: str, spool: _Spool, tasks: set[str]) -> Iterator[dict[str, Any]]:
+def _job_rows(batch_id: str, api_key_id: str, spool: Spool[_Ready], tasks: set[str]) -> Iterator[dict[str, Any]]:
     """Each checked line's job row, from `spool`; `tasks` gathers the lines' tasks."""
     settings, now = app_state().settings, utcnow()
     for ready in spool.read_all():
@@ -226,11 +196,11 @@ def create() -> Response:
     file = files.own_file(read_db(), key, body.input_file_id)
     if file is None or file.purpose != "batch":
         raise invalid([detail(["input_file_id"], "names no file of yours uploaded with purpose 'batch'")])
-    with _Spool() as spool:
+    with Spool[_Ready]() as spool:
         return _create(file.id, body, key, spool)
 
 
-def _create(file_id: str, body: BatchRequest, key: str, spool: _Spool) -> Response:
+def _create(file_id: str, body: BatchRequest, key: str, spool: Spool[_Ready]) -> Response:
     state = app_state()
     total, errors = _validate(file_id, body.endpoint, spool)
     batch_id = batches.new_batch_id()

@@ -3,8 +3,9 @@
 The file (uploaded with `purpose=evaluation`) is checked whole first — each line against its task's schema and the
 model's tokenizer (a labelled fill-mask text holds one mask and its label is one token of the vocabulary; a plain
 text holds none and fits the model; a QA pair is bounded as the POST route bounds it) — and a bad line fails the
-evaluation naming it. Then, in a second read, every example becomes a queued job of the evaluation in one
-transaction (a seeded sample of `config.max_samples` of them, when asked); `beat` scores them once none is left.
+evaluation naming it. Then every example becomes a queued job of the evaluation in one transaction (a seeded sample
+of `config.max_samples` of them, when asked), made from what the check wrote of each into a temporary file
+(`api/spool.py`): the file is read and judged once. `beat` scores them once none is left.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
 from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, bad_body, json_lines
 from api.model_inputs import ServedModel, check_question_answerings
+from api.spool import Spool
 from api.state import app_state, served
 from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
 from contract.evaluations import EXAMPLES, LABELLED_METRICS, METRICS, SCORE_PSEUDO_LOG_LIKELIHOOD, EvaluationRequest
@@ -112,11 +114,9 @@ def _check_question_answering(examples: list[_Example], model: ServedModel) -> I
             yield bad_body(example.number, [{**checked.problems[0], "loc": checked.problems[0]["loc"][1:2]}])
 
 
-def _checked(task: str, file_id: str, metric_names: list[str],
-             model_checks: bool = True) -> Iterator[_Example | BadLine]:
-    """Every line judged whole, CHECK_CHUNK lines per tokenizer call (unless not `model_checks`: the second read of
-    a QA file, which the first has judged already); a fill-mask line whose kind gives none of the metrics asked for
-    is left out (no error: it needs no run)."""
+def _checked(task: str, file_id: str, metric_names: list[str]) -> Iterator[_Example | BadLine]:
+    """Every line judged whole, CHECK_CHUNK lines per tokenizer call; a fill-mask line whose kind gives none of the
+    metrics asked for is left out (no error: it needs no run)."""
     model = served(task)
     check = _check_fill_mask if task == TASK_FILL_MASK else _check_question_answering
     wants_ranked = any(name in LABELLED_METRICS for name in metric_names)
@@ -124,7 +124,7 @@ def _checked(task: str, file_id: str, metric_names: list[str],
     pending: list[_Example] = []
 
     def flush() -> Iterator[_Example | BadLine]:
-        bad = {line.error["line"]: line for line in check(pending, model)} if model_checks else {}
+        bad = {line.error["line"]: line for line in check(pending, model)}
         for example in pending:
             yield bad.get(example.number, example)
         pending.clear()
@@ -141,8 +141,10 @@ def _checked(task: str, file_id: str, metric_names: list[str],
     yield from flush()
 
 
-def _validate(task: str, file_id: str, metric_names: list[str]) -> tuple[int, list[dict[str, Any]]]:
-    """The first read: how many examples, and the first MAX_ERRORS problems (by line)."""
+def _validate(task: str, file_id: str, metric_names: list[str],
+              spool: Spool[_Example]) -> tuple[int, list[dict[str, Any]]]:
+    """The check: how many examples, and the first MAX_ERRORS problems (by line); each good example into `spool`
+    (while none is bad)."""
     total, errors = 0, list[dict[str, Any]]()
     for item in _checked(task, file_id, metric_names):
         if isinstance(item, BadLine):
@@ -151,23 +153,21 @@ def _validate(task: str, file_id: str, metric_names: list[str]) -> tuple[int, li
                 break
         else:
             total += 1
+            if not errors:
+                spool.write(item)
     if not errors and total == 0:
         errors.append({"code": "empty_file", "message": "the file has no example to evaluate for the metrics asked",
                        "line": None, "param": None})
     return total, sorted(errors, key=lambda error: error["line"] or 0)[:MAX_ERRORS]
 
 
-def _example_rows(body: EvaluationRequest, evaluation_id: str, api_key_id: str, metric_names: list[str],
+def _example_rows(body: EvaluationRequest, evaluation_id: str, api_key_id: str, spool: Spool[_Example],
                   chosen: set[int] | None) -> Iterator[dict[str, Any]]:
-    """The second read: each (sampled) example's job row."""
+    """Each (sampled: `chosen`, by the example's place among them, from 1) checked example's job row, from
+    `spool`."""
     settings, now, config = app_state().settings, utcnow(), body.config
     qa_parameters = _qa_parameters()
-    index = 0
-    # Fill-mask's checks also give each example its label's id and its rows: they run again; QA's need not.
-    for item in _checked(body.task, body.input_file_id, metric_names, model_checks=body.task == TASK_FILL_MASK):
-        if isinstance(item, BadLine):  # the file changed between the reads: files are never written twice
-            raise RuntimeError(f"evaluation file {body.input_file_id} changed while it was read: {item}")
-        index += 1
+    for index, item in enumerate(spool.read_all(), start=1):
         if chosen is not None and index not in chosen:
             continue
         fields = item.fields
@@ -219,7 +219,14 @@ def create() -> Response:
     if problems:
         raise invalid(problems)
     metric_names = body.metrics or list(METRICS[body.task])
-    total, errors = _validate(body.task, body.input_file_id, metric_names)
+    with Spool[_Example]() as spool:
+        return _create(body, key, served_model, metric_names, spool)
+
+
+def _create(body: EvaluationRequest, key: str, served_model: str, metric_names: list[str],
+            spool: Spool[_Example]) -> Response:
+    state = app_state()
+    total, errors = _validate(body.task, body.input_file_id, metric_names, spool)
     fields: dict[str, Any] = {
         "id": evaluations.new_evaluation_id(), "api_key_id": key, "task": body.task, "model": served_model,
         "input_file_id": body.input_file_id, "metric_names": metric_names, "config": body.config.model_dump(),
@@ -234,7 +241,7 @@ def create() -> Response:
     chosen = (set(random.Random(body.config.seed).sample(range(1, total + 1), samples))
               if samples is not None and samples < total else None)
     evaluation = evaluations.create_evaluation(
-        db(), examples=_example_rows(body, fields["id"], key, metric_names, chosen), **fields)
+        db(), examples=_example_rows(body, fields["id"], key, spool, chosen), **fields)
     try:
         wakeups.request(state.celery, state.redis, body.task)
     except Exception as error:  # the examples are committed: `beat` wakes a worker for them later
