@@ -7,6 +7,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import redis
 from sqlalchemy import select
 
 from core import sweep_requests
+from core.queue import read_announcement, waiter_channel
 from core.settings import Settings
 from distilq.stack import EmbeddedRedis
 from models.tables import Job
@@ -42,6 +44,30 @@ def test_jobs_queued_together_share_a_forward_pass_and_a_canceled_one_never_runs
     with fresh_stack.sessions() as session:
         row = session.scalars(select(Job).where(Job.id == ids[3])).one()
         assert (row.status, row.output, row.attempts, row.started_at) == ("canceled", None, 0, None)
+
+
+def test_a_cancel_is_announced_to_the_process_holding_the_request(fresh_stack: Stack) -> None:
+    """No worker runs: a held request's job stays queued until another request cancels it, and the API process
+    that cancels announces it on the channel of the one holding the request (the row's `held_by`), which answers
+    the held request with the canceled job."""
+    key = fresh_stack.new_key()
+    holder, other = fresh_stack.client(key), fresh_stack.client(key)
+    with (redis.Redis.from_url(fresh_stack.redis_url).pubsub(ignore_subscribe_messages=True) as observer,
+          ThreadPoolExecutor(1) as pool):
+        observer.psubscribe(waiter_channel("*"))
+        held = pool.submit(lambda: holder.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE,
+                                               headers={"Prefer": "wait=60"}, timeout=90).json())
+        queued = wait_for(lambda: other.get(f"{fresh_stack.url}/v1/jobs?status=queued").json()["data"], 30,
+                          "the held request's job to be stored")
+        job_id = queued[0]["id"]
+        assert other.post(f"{fresh_stack.url}/v1/jobs/{job_id}/cancel").json()["status"] == "canceled"
+        heard = wait_for(lambda: observer.get_message(timeout=1), 30, "the cancel's announcement")
+        answered = held.result(timeout=90)
+    assert (answered["id"], answered["status"]) == (job_id, "canceled")
+    with fresh_stack.sessions() as session:
+        held_by = session.get_one(Job, job_id).held_by
+    assert held_by is not None and heard["channel"].decode() == waiter_channel(held_by)
+    assert read_announcement(heard["data"]) == (job_id, None)  # by its status: the holder reads the row
 
 
 def test_beat_wakes_a_worker_for_jobs_whose_wake_up_was_lost(fresh_stack: Stack) -> None:
