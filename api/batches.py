@@ -6,8 +6,8 @@ storable text, the model's token bounds), `custom_id` unique, `url` one of the t
 `endpoint`, when given). Then every line becomes a queued job of the batch in one transaction; a file with a bad
 line makes a failed batch whose `errors` name the lines (the first MAX_ERRORS). The check holds no more than a
 part of the file and one chunk of lines at a time: what each checked line's job needs (its parsed body, the token
-ids the model's check made for the worker) waits in a temporary file (`api/spool.py`), not in memory, and the jobs are
-made from there — the file is read and judged once.
+ids the model's check made for the worker) waits in a temporary file (`api/spool.py`), not in memory, and the jobs
+are made from there — the file is read and judged once.
 """
 
 from __future__ import annotations
