@@ -383,9 +383,15 @@ def _claim_statement(lines: bool) -> Any:
     whose finished JSON is built from the claim) or `_LINE_CLAIMED` (`lines`), built once."""
     table = cast(Table, Job.__table__)
     now = bindparam("now", type_=table.c.started_at.type)
+    # The rows are found by their ids. Given `status = 'queued'`, SQLite's planner (no statistics) looked them up by
+    # the status index instead, walking every queued job — a batch's 10,000 lines: 2.4 ms a claim, 50,000: 26 ms,
+    # against 0.1 by the primary key — and PostgreSQL's did too before its statistics knew of the queued rows (a
+    # bitmap of the status index ANDed with the key's). An expression (`status || ''`) no index holds keeps both
+    # on the key.
+    status = table.c.status.op("||")("")
     return (
         update(table)
-        .where(table.c.id.in_(bindparam("ids", expanding=True)), table.c.status == QUEUED)
+        .where(table.c.id.in_(bindparam("ids", expanding=True)), status == QUEUED)
         .values(
             status=RUNNING,
             attempts=table.c.attempts + 1,
