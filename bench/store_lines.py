@@ -1,9 +1,10 @@
 """The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (a batch
 created with them: `add_file_lines`), claimed (`claim_more`) and written back (`finish`), on a fresh SQLite
 database, in CPU µs a line. What creating a batch and a worker's claimer and writer threads cost a batch file's
-pass — in a run, they share the interpreter with the forward pass.
+pass — in a run, they share the interpreter with the forward pass. `--backlog N` first queues N lines of the other
+task, never claimed: what a pass costs while a large batch waits in the queue.
 
-    python -m bench.store_lines [--lines 500] [--rounds 6]
+    python -m bench.store_lines [--lines 500] [--rounds 6] [--backlog 0]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory
@@ -28,17 +30,31 @@ from store.jobs import Outcome
 _OUTPUT = [[{"score": 0.1, "token": 5, "token_str": "capital", "sequence": "Paris is the capital of France."}] * 5]
 
 
-def _lines(count: int, batch_id: str, api_key_id: str, now: datetime) -> Iterator[dict[str, object]]:
+def _lines(count: int, batch_id: str, api_key_id: str, now: datetime,
+           task: str = "fill-mask") -> Iterator[dict[str, object]]:
     for i in range(count):
-        yield jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task="fill-mask", model="bench",
+        yield jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task=task, model="bench",
                               api_key_id=api_key_id, inputs={"input_string": [f"Paris is the [MASK] of France {i}."]},
                               parameters={"top_k": 5}, n_inputs=1, metadata={}, now=now, token_ids=bytes(220))
+
+
+def _batch(session: Session, api_key_id: str, count: int, task: str) -> float:
+    """A batch of `count` queued lines of `task`, created as the API does; the process time its insert began."""
+    file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl", parts=[],
+                            max_bytes=None, now=datetime.now(UTC))
+    started = time.process_time()
+    batch_id, now = batches.new_batch_id(), datetime.now(UTC)
+    batches.create_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id, endpoint=None,
+                         completion_window="24h", webhook=None, metadata=None,
+                         lines=_lines(count, batch_id, api_key_id, now, task), now=now)
+    return started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=500, help="lines a pass (the worker's batch of lines)")
     parser.add_argument("--rounds", type=int, default=6, help="passes; the first is left out (statements compile)")
+    parser.add_argument("--backlog", type=int, default=0, help="question-answering lines queued first, never claimed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'distilq.db'}"
@@ -48,16 +64,12 @@ def main() -> None:
             keys.create_key(session, "bench")
             session.commit()
             api_key_id = session.scalars(select(ApiKey.id)).one()
+            if args.backlog:
+                _batch(session, api_key_id, args.backlog, "question-answering")
         steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": []}
         for _ in range(args.rounds):
             with sessions() as session:
-                file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl",
-                                        parts=[], max_bytes=None, now=datetime.now(UTC))
-                started = time.process_time()
-                batch_id, now = batches.new_batch_id(), datetime.now(UTC)
-                batches.create_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id,
-                                     endpoint=None, completion_window="24h", webhook=None, metadata=None,
-                                     lines=_lines(args.lines, batch_id, api_key_id, now), now=now)
+                started = _batch(session, api_key_id, args.lines, "fill-mask")
             claimed_at = time.process_time()
             claimed = jobs.claim_more(sessions, "fill-mask", args.lines, lambda: datetime.now(UTC), 60)
             written_at = time.process_time()

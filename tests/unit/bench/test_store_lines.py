@@ -11,9 +11,12 @@ import pytest
 from bench import store_lines
 
 
+@pytest.mark.parametrize("backlog", ["0", "60"])
 def test_the_store_bench_runs_its_passes_and_reports_each_step(monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(sys, "argv", ["store_lines", "--lines", "40", "--rounds", "3"])
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                backlog: str) -> None:
+    """With a backlog of the other task's lines too, which no pass claims."""
+    monkeypatch.setattr(sys, "argv", ["store_lines", "--lines", "40", "--rounds", "3", "--backlog", backlog])
     store_lines.main()  # raises unless every pass claims all of its lines
     report = capsys.readouterr().out
     assert report.startswith("CPU µs a line, 40 lines a pass, median of 2 passes")
