@@ -311,8 +311,11 @@ class Batcher:
         current.ms["announce"] = (time.perf_counter() - started) * 1000
         # After the announcements: the interactive jobs of the pass do not wait for this read.
         files = {claim.file for claim in current.batch.claims if claim.from_file}
-        if files and files_ended(self.sessions, files):
-            self.events.files_ended()  # beat writes their files now rather than at its next sweep
+        try:
+            if files and files_ended(self.sessions, files):
+                self.events.files_ended()  # beat writes their files now rather than at its next sweep
+        except Exception as error:  # the pass is written; beat's periodic sweep ends the files
+            log.warning("could not tell whether the pass ended its files: %s", error)
         self._observe(current, written, finished_at)
 
     def _observe(self, current: _Pass, written: list[Finished], finished_at: datetime) -> None:

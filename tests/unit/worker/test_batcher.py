@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
@@ -275,3 +276,19 @@ def test_the_pass_that_writes_a_file_s_last_line_asks_beat_to_end_the_file(
     submit(ONE)
     batcher.drain("fill-mask")
     assert len(engine.calls) == 3 and events.files_ended_asks == 1  # no file's line in that pass
+
+
+def test_a_failed_look_at_the_files_end_leaves_the_pass_written(
+        add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look comes after the write-back: the database failing it costs the file only the wait for beat's next
+    periodic sweep, not the drain."""
+    def database_away(*_args: object) -> bool:
+        raise OperationalError("SELECT EXISTS …", {}, Exception("database is locked"))
+
+    monkeypatch.setattr("worker.batcher.files_ended", database_away)
+    lines = add_lines(3)
+    batcher, events = make_batcher(sessions, clock, StubEngine("fill-mask"))
+    batcher.drain("fill-mask")
+    assert all(stored(sessions, job_id).status == "succeeded" for job_id in lines)
+    assert events.files_ended_asks == 0
