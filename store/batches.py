@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
 from core.clock import unix_seconds
-from models.db import rowcount, transaction
+from models.db import each_statement_commits, rowcount, transaction
 from models.tables import (
     BATCH_FAILED,
     CANCELED,
@@ -121,12 +121,16 @@ def cancel_batch(session: Session, batch: Batch, now: datetime) -> bool:
     return bool(moved)
 
 
-def due_for_finalizing(sessions: sessionmaker[Session], limit: int) -> list[str]:
-    """Batches in progress or cancelling with no line queued or running."""
+def due_for_finalizing(sessions: sessionmaker[Session], limit: int, among: Collection[str] | None = None) -> list[str]:
+    """Batches in progress or cancelling with no line queued or running (of `among` alone, when given: the worker's
+    look after a pass). A read alone: on SQLite it takes no write lock."""
     in_flight = exists().where(Job.batch_id == Batch.id, Job.status.in_((QUEUED, RUNNING)))
+    due = select(Batch.id).where(Batch.status.in_((IN_PROGRESS, CANCELLING)), ~in_flight)
+    if among is not None:
+        due = due.where(Batch.id.in_(among))
     with sessions() as session:
-        return list(session.scalars(select(Batch.id).where(Batch.status.in_((IN_PROGRESS, CANCELLING)), ~in_flight)
-                                    .order_by(Batch.created_at).limit(limit)))
+        each_statement_commits(session)
+        return list(session.scalars(due.order_by(Batch.created_at).limit(limit)))
 
 
 def finalize(sessions: sessionmaker[Session], batch_id: str, clock: Any) -> list[str]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, bindparam, case, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import Integer, Table, bindparam, case, func, insert, or_, select, tuple_, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -280,19 +280,6 @@ def _cancel_lines(session: Session, which: Any, now: datetime, code: str, messag
         .execution_options(synchronize_session=False)))
 
 
-def files_ended(sessions: sessionmaker[Session], files: Collection[tuple[str | None, str | None]]) -> bool:
-    """Whether a batch or an evaluation among `files` ((batch id, evaluation id) pairs, as `Claim.file`) has no
-    line left queued or running: beat may end it now. One indexed look per file, stopping at its first line in
-    flight."""
-    batch_ids = {batch_id for batch_id, _ in files if batch_id is not None}
-    evaluation_ids = {evaluation_id for _, evaluation_id in files if evaluation_id is not None}
-    owners = [Job.batch_id == owner for owner in batch_ids] + [Job.evaluation_id == owner for owner in evaluation_ids]
-    with sessions() as session:
-        each_statement_commits(session)  # reads alone: on SQLite, no write lock taken for them
-        return any(not session.scalar(select(exists().where(owner, Job.status.in_((QUEUED, RUNNING)))))
-                   for owner in owners)
-
-
 # --- claim, renew, finish (the worker) ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -353,9 +340,13 @@ class Claim:
         return bool(self.row["priority"] != INTERACTIVE_PRIORITY)
 
     @property
-    def file(self) -> tuple[str | None, str | None]:
-        """(batch id, evaluation id) of a file's line; (None, None) for an interactive job."""
-        return self.row.get("batch_id"), self.row.get("evaluation_id")
+    def batch_id(self) -> str | None:
+        """The batch whose line this is (an interactive job's claim reads every column: None there)."""
+        return self.row.get("batch_id")
+
+    @property
+    def evaluation_id(self) -> str | None:
+        return self.row.get("evaluation_id")
 
     @property
     def queue_ms(self) -> float:

@@ -38,7 +38,8 @@ from core.metrics import (
     QUEUE_WAIT_SECONDS,
 )
 from core.settings import Settings
-from store.jobs import Claim, ClaimedBatch, Finished, Outcome, claim_more, files_ended, finish, renew_leases
+from store import batches, evaluations
+from store.jobs import Claim, ClaimedBatch, Finished, Outcome, claim_more, finish, renew_leases
 from worker.engine import Engine, InputError, JobPayload
 from worker.events import JobEvents
 from worker.pass_cost import PassCost
@@ -142,7 +143,7 @@ class Batcher:
         """Runs queued jobs of `task` until none is left or the slice is over; returns how many batches ran."""
         self.events.wake_taken(task)  # before the first claim: a job committed after this gets its own wake-up
         slice_ends = time.monotonic() + DRAIN_SLICE_S
-        batches = 0
+        passes = 0
         writing: Future[None] | None = None
         claiming: Future[_Pass] | None = None
         current = self._claim(task, top_up=True)  # the device is idle: a lone job goes within max_batch_wait_ms
@@ -154,7 +155,7 @@ class Batcher:
                 if writing is not None:
                     writing.result()  # at most one batch waits to be written: back-pressure on the engine
                 writing = self._writer.submit(self._write, current)
-                batches += 1
+                passes += 1
                 if claiming is None:
                     break
                 started = time.perf_counter()
@@ -168,7 +169,7 @@ class Batcher:
                 writing.result()
         if time.monotonic() >= slice_ends or self.stopping.is_set():
             self.events.backlog(task)  # the slice is over: another turn (this or another worker) if jobs remain
-        return batches
+        return passes
 
     def _next_claim_at(self, current: _Pass) -> float:
         """When to claim the batch after `current` (a `time.monotonic()`), which is about to run. Under a backlog:
@@ -310,13 +311,20 @@ class Batcher:
         self.events.webhooks(completed)
         current.ms["announce"] = (time.perf_counter() - started) * 1000
         # After the announcements: the interactive jobs of the pass do not wait for this read.
-        files = {claim.file for claim in current.batch.claims if claim.from_file}
         try:
-            if files and files_ended(self.sessions, files):
+            if self._ended_a_file(current.batch.claims):
                 self.events.files_ended()  # beat writes their files now rather than at its next sweep
         except Exception as error:  # the pass is written; beat's periodic sweep ends the files
             log.warning("could not tell whether the pass ended its files: %s", error)
         self._observe(current, written, finished_at)
+
+    def _ended_a_file(self, claims: list[Claim]) -> bool:
+        """Whether a batch or an evaluation with lines in this pass has none left queued or running: what beat's
+        sweep looks for (`due_for_finalizing`), among these files alone."""
+        batch_ids = {claim.batch_id for claim in claims if claim.batch_id is not None}
+        evaluation_ids = {claim.evaluation_id for claim in claims if claim.evaluation_id is not None}
+        return bool(batch_ids and batches.due_for_finalizing(self.sessions, 1, batch_ids)) or bool(
+            evaluation_ids and evaluations.due_for_finalizing(self.sessions, 1, evaluation_ids))
 
     def _observe(self, current: _Pass, written: list[Finished], finished_at: datetime) -> None:
         """Metrics, and one log line per batch and per interactive job (a batch's lines are counted in the batch's

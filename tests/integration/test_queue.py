@@ -4,6 +4,7 @@ sweeping when asked."""
 
 from __future__ import annotations
 
+import json
 import queue
 import signal
 import threading
@@ -68,6 +69,33 @@ def test_a_cancel_is_announced_to_the_process_holding_the_request(fresh_stack: S
         held_by = session.get_one(Job, job_id).held_by
     assert held_by is not None and heard["channel"].decode() == waiter_channel(held_by)
     assert read_announcement(heard["data"]) == (job_id, None)  # by its status: the holder reads the row
+
+
+@pytest.mark.stack(start=("api", "beat"), env={"DISTILQ_SWEEP_INTERVAL_S": "600"})
+def test_a_batch_and_an_evaluation_cancelled_before_any_line_ran_end_at_once(fresh_stack: Stack) -> None:
+    """No worker runs, so no line is in flight and no worker will write one: only the API's ask after the cancel
+    (`core/sweep_requests.py`) can make beat, which sweeps every 600 s here, end them."""
+    http = fresh_stack.client(fresh_stack.new_key())
+    # Past beat's first sweep (at its start): it has taken an ask of ours, so it waits between sweeps.
+    client = redis.Redis.from_url(fresh_stack.redis_url)
+    wait_for(lambda: "holds the beat lock" in fresh_stack.log("beat"), 60, "beat to take the lock")
+    sweep_requests.ask(client)
+    wait_for(lambda: client.llen(sweep_requests.KEY) == 0, 60, "beat to take the ask")
+    created = {}
+    for kind, line in (("batch", {"custom_id": "r0", "method": "POST", "url": "/v1/fill-mask", "body": ONE}),
+                       ("evaluation", {"text": "Paris is the [MASK] of France.", "label": "the"})):
+        file = http.post(f"{fresh_stack.url}/v1/files", data={"purpose": kind},
+                         files={"file": ("f.jsonl", (json.dumps(line) + "\n").encode())}).json()
+        route = "batches" if kind == "batch" else "evaluations"
+        body = {"input_file_id": file["id"]} if kind == "batch" else {"task": "fill-mask", "input_file_id": file["id"]}
+        created[route] = http.post(f"{fresh_stack.url}/v1/{route}", json=body).json()["id"]
+        http.post(f"{fresh_stack.url}/v1/{route}/{created[route]}/cancel").raise_for_status()
+    # A batch is `cancelled` once beat ends it (`cancelling` till then); an evaluation is `canceled` at once and
+    # has a `completed_at` once beat ends it.
+    wait_for(lambda: http.get(f"{fresh_stack.url}/v1/batches/{created['batches']}").json()["status"] == "cancelled",
+             60, "the batch to end")
+    wait_for(lambda: http.get(f"{fresh_stack.url}/v1/evaluations/{created['evaluations']}").json()["completed_at"],
+             60, "the evaluation to end")
 
 
 def test_beat_wakes_a_worker_for_jobs_whose_wake_up_was_lost(fresh_stack: Stack) -> None:

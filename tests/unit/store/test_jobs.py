@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from contract.job_json import job_to_public
 from core.tasks import TASK_FILL_MASK
 from models.tables import Job, WebhookEvent
-from store import jobs
+from store import batches, jobs
 from store.jobs import Outcome
 from tests.doubles import ManualClock
 from tests.unit.conftest import AddLines, Submit, claim_next
@@ -290,30 +290,31 @@ def test_a_claim_holding_a_line_and_an_interactive_job_gives_each_everything_a_c
     for claim in claimed:
         stored = row(sessions, claim.job_id)
         assert (claim.attempt, claim.task, claim.input, claim.parameters, claim.created_at, claim.n_inputs,
-                claim.webhook, claim.token_ids, claim.from_file, claim.file) == (
+                claim.webhook, claim.token_ids, claim.from_file, claim.batch_id, claim.evaluation_id) == (
             stored.attempts, stored.task, stored.input, stored.parameters, stored.created_at, stored.n_inputs,
-            stored.webhook, stored.token_ids, stored.batch_id is not None, (stored.batch_id, stored.evaluation_id))
+            stored.webhook, stored.token_ids, stored.batch_id is not None, stored.batch_id, stored.evaluation_id)
     assert {claim.job_id: claim.token_ids for claim in claimed}[line_id] == b"\x01\x02ids"
     assert {claim.job_id: claim.webhook for claim in claimed}[job.id] == "https://example.com/hook"
 
 
-def test_a_file_has_ended_once_none_of_its_lines_is_queued_or_running(
+def test_a_batch_is_due_to_end_once_none_of_its_lines_is_queued_or_running(
         submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """What beat's sweep looks for, and the worker after a pass, among that pass's files (`among`)."""
     first, second = add_lines(2), add_lines(1)
     submit(ONE)
     with sessions() as session:
         batch_id, other_id = (session.get_one(Job, ids[0]).batch_id for ids in (first, second))
-    assert not jobs.files_ended(sessions, [(batch_id, None)])
+    assert batches.due_for_finalizing(sessions, 10) == []
     claims = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, LEASE_S).claims  # both files' lines, the job
-    assert not jobs.files_ended(sessions, [(batch_id, None), (other_id, None)])  # running
-    jobs.finish(sessions, [Outcome(claim, output=[]) for claim in claims if claim.file == (batch_id, None)], clock(),
+    assert batches.due_for_finalizing(sessions, 10, [batch_id, other_id]) == []  # running
+    jobs.finish(sessions, [Outcome(claim, output=[]) for claim in claims if claim.batch_id == batch_id], clock(),
                 2, 1.0)
     statements: list[str] = []
     engine = sessions.kw["bind"]
     record = lambda _conn, _cursor, statement, *_args: statements.append(statement)  # noqa: E731
     event.listen(engine, "before_cursor_execute", record)
-    assert jobs.files_ended(sessions, [(batch_id, None)])
+    assert batches.due_for_finalizing(sessions, 1, [other_id, batch_id]) == [batch_id]
     event.remove(engine, "before_cursor_execute", record)
     assert statements and not any("BEGIN" in statement for statement in statements)  # the worker's write lock free
-    assert jobs.files_ended(sessions, [(other_id, None), (batch_id, None)])  # one of them has
-    assert not jobs.files_ended(sessions, [(other_id, None), (None, None)])
+    assert batches.due_for_finalizing(sessions, 10, [other_id]) == []
+    assert batches.due_for_finalizing(sessions, 10) == [batch_id]

@@ -283,10 +283,10 @@ def test_a_failed_look_at_the_files_end_leaves_the_pass_written(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The look comes after the write-back: the database failing it costs the file only the wait for beat's next
     periodic sweep, not the drain."""
-    def database_away(*_args: object) -> bool:
-        raise OperationalError("SELECT EXISTS …", {}, Exception("database is locked"))
+    def database_away(*_args: object) -> list[str]:
+        raise OperationalError("SELECT batches.id …", {}, Exception("database is locked"))
 
-    monkeypatch.setattr("worker.batcher.files_ended", database_away)
+    monkeypatch.setattr("store.batches.due_for_finalizing", database_away)
     lines = add_lines(3)
     batcher, events = make_batcher(sessions, clock, StubEngine("fill-mask"))
     batcher.drain("fill-mask")
