@@ -304,6 +304,7 @@ def test_a_batch_is_due_to_end_once_none_of_its_lines_is_queued_or_running(
     submit(ONE)
     with sessions() as session:
         batch_id, other_id = (session.get_one(Job, ids[0]).batch_id for ids in (first, second))
+    assert batch_id is not None and other_id is not None
     assert batches.due_for_finalizing(sessions, 10) == []
     claims = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, LEASE_S).claims  # both files' lines, the job
     assert batches.due_for_finalizing(sessions, 10, [batch_id, other_id]) == []  # running
