@@ -9,10 +9,11 @@ waits on the database while jobs are queued:
 
 Batch sizes follow the load: a wake-up finds the device idle and claims at once, topping the batch up once
 `max_batch_wait_ms` later, so a lone job goes within that and a burst's first pass is not a pass of one; while
-jobs keep coming, the next claim is made `max_batch_wait_ms` after the last, or just before the running
-pass should end when passes are long (`_next_claim_at`); under a backlog, at once and full. A drain gives its turn
-back after `DRAIN_SLICE_S` (a worker serving both tasks must not starve one), or once the batch at hand is done
-when the worker is shutting down, asking for another wake-up if jobs are left."""
+jobs keep coming, the next claim is made `max_batch_wait_ms` after the last, or just before the running pass
+should end when passes are long (`_next_claim_at`) — and then topped up as its pass starts, with the jobs that came
+after it, where passes are long against a claim (`_top_up_late`); under a backlog, at once and full. A drain gives
+its turn back after `DRAIN_SLICE_S` (a worker serving both tasks must not starve one), or once the batch at hand is
+done when the worker is shutting down, asking for another wake-up if jobs are left."""
 
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ DRAIN_SLICE_S = 2.0
 #: Interactive jobs are "about" for this long, in seconds, after a claim took one: meanwhile a batch file's lines
 #: fill passes only up to `lines_pass_ms` of the engine's time.
 INTERACTIVE_WINDOW_S = 2.0
+#: A batch claimed ahead is topped up as its pass starts when that pass should take at least this many times its
+#: claim (`Batcher._top_up_late`): the device waits for the top-up, a twentieth of the pass at most.
+LATE_TOP_UP_PASS_CLAIMS = 20
 
 
 @dataclass
@@ -64,6 +68,9 @@ class _Pass:
     claimed_at: float = 0.0
     #: What the engine needs of each claimed job, made once.
     payloads: list[JobPayload] = field(default_factory=list)
+    #: The claim's budget of batch files' inputs (`Batcher._line_budget`), and whether interactive jobs were about.
+    line_budget: int | None = None
+    interactive_about: bool = False
     #: What the engine's `prepare` made of the batch's inputs, in the claimer thread (None: prepared when run).
     prepared: Any = None
     #: What the engine's `infer` returned, for the writer thread to `finish` (None: `outcomes` are set already).
@@ -161,6 +168,7 @@ class Batcher:
                 started = time.perf_counter()
                 current, claiming = claiming.result(), None
                 current.ms["idle"] = (time.perf_counter() - started) * 1000
+                self._top_up_late(current)
         finally:
             if claiming is not None and not claiming.cancel() and claiming.exception() is None:
                 # Claimed but not run (an error above): their leases run out and `beat` hands them on.
@@ -220,25 +228,70 @@ class Batcher:
         line_budget, about = self._line_budget(task), self._interactive_about(task)
         batch = claim_more(self.sessions, task, self.settings.max_batch_size, self.clock, self.settings.lease_s,
                            self.worker, max_line_inputs=line_budget, cap_lines=about)
-        room = self.settings.max_batch_size - batch.n_inputs
-        if top_up and batch.claims and not batch.more_queued and room > 0 and self.wait_s > 0:
+        if top_up and self._room(batch) > 0 and self.wait_s > 0:
             time.sleep(self.wait_s)
-            lines = sum(claim.n_inputs for claim in batch.claims if claim.from_file)
-            more = claim_more(self.sessions, task, room, self.clock, self.settings.lease_s, self.worker,
-                              oversized_alone=False, cap_lines=about or len(batch.claims) > lines,
-                              max_line_inputs=None if line_budget is None else max(0, line_budget - lines))
-            batch = ClaimedBatch(batch.claims + more.claims, batch.events + more.events, more.more_queued)
-        if any(not claim.from_file for claim in batch.claims):
-            self._interactive_at[task] = time.monotonic()
-        self.leases.hold(batch.claims)
-        if batch.more_queued:
-            self.events.backlog(task)  # another worker may join
-        self.events.webhooks(batch.events)
-        claimed = _Pass(task, batch, {"claim": (time.perf_counter() - started) * 1000}, claimed_at=time.monotonic(),
-                        payloads=[JobPayload(c.input, c.parameters, c.token_ids) for c in batch.claims])
+            batch = self._topped_up(task, batch, line_budget, about)
+        claimed = _Pass(task, batch, line_budget=line_budget, interactive_about=about)
+        self._claimed(claimed, batch)
+        claimed.ms["claim"], claimed.claimed_at = (time.perf_counter() - started) * 1000, time.monotonic()
         if batch.claims:
             claimed.prepared = self._prepare(task, claimed.payloads)
         return claimed
+
+    def _room(self, batch: ClaimedBatch) -> int:
+        """How many more inputs a batch would take by topping it up: none when it is empty (nothing queued) or
+        jobs were left behind (it is full)."""
+        assert self.settings.max_batch_size is not None
+        if not batch.claims or batch.more_queued:
+            return 0
+        return self.settings.max_batch_size - batch.n_inputs
+
+    def _topped_up(self, task: str, batch: ClaimedBatch, line_budget: int | None, about: bool) -> ClaimedBatch:
+        """`batch` with the jobs that fit in its room, claimed now; its lines within the pass's line budget."""
+        lines = sum(claim.n_inputs for claim in batch.claims if claim.from_file)
+        more = claim_more(self.sessions, task, self._room(batch), self.clock, self.settings.lease_s, self.worker,
+                          oversized_alone=False, cap_lines=about or len(batch.claims) > lines,
+                          max_line_inputs=None if line_budget is None else max(0, line_budget - lines))
+        return ClaimedBatch(batch.claims + more.claims, batch.events + more.events, more.more_queued)
+
+    def _claimed(self, claimed: _Pass, batch: ClaimedBatch) -> None:
+        """What follows a claim of `batch` (all of the pass's or a top-up of it): its leases held, its webhook
+        events published, another worker woken for a backlog; its jobs' payloads added to the pass."""
+        if any(not claim.from_file for claim in batch.claims):
+            self._interactive_at[claimed.task] = time.monotonic()
+        self.leases.hold(batch.claims)
+        if batch.more_queued:
+            self.events.backlog(claimed.task)  # another worker may join
+        self.events.webhooks(batch.events)
+        claimed.payloads += [JobPayload(c.input, c.parameters, c.token_ids) for c in batch.claims]
+
+    def _top_up_late(self, current: _Pass) -> None:
+        """Tops up `current`, claimed ahead while the last pass ran, with the jobs that came since — when passes are
+        long against a claim (a model on the CPU: a pass of 32 fill-mask inputs takes ~1.4 s, a claim ~15 ms): the
+        clients answered by the last pass send their next jobs during this one's claim-ahead and after it, and
+        without this they would wait a whole pass more while this one runs part-full. On a GPU, where a pass
+        takes about as long as a claim, the device would wait for the claim: not done. What it adds is prepared
+        with the rest, in this thread."""
+        per_input_s = self._pass_s_per_input.get(current.task)
+        room = self._room(current.batch)
+        if room <= 0 or per_input_s is None:
+            return
+        if per_input_s * current.batch.n_inputs < LATE_TOP_UP_PASS_CLAIMS * current.ms["claim"] / 1000:
+            return
+        started = time.perf_counter()
+        try:
+            batch = self._topped_up(current.task, current.batch, current.line_budget, current.interactive_about)
+        except Exception as error:  # the pass runs as claimed; what is queued waits for the next claim
+            log.warning("could not top up a pass: %s", error)
+            return
+        added = ClaimedBatch(batch.claims[len(current.batch.claims):], batch.events[len(current.batch.events):],
+                             batch.more_queued)
+        current.ms["top_up"] = (time.perf_counter() - started) * 1000
+        if not added.claims:
+            return
+        current.batch = batch
+        self._claimed(current, added)
+        current.prepared = None  # prepared again whole by `_infer`
 
     def _prepare(self, task: str, payloads: list[JobPayload]) -> Any:
         """The engine's host-side work for the batch (tokenizing), done here — in the claimer thread while the

@@ -241,6 +241,27 @@ def test_an_idle_workers_first_batch_is_topped_up_with_the_jobs_of_the_same_burs
     assert stored(sessions, second.id).batch_size == 2
 
 
+def test_a_batch_claimed_ahead_of_a_long_pass_is_topped_up_with_the_jobs_sent_after_its_claim(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """On a CPU a pass is long against a claim: the jobs that come after the next batch was claimed ahead ride the
+    pass that batch starts, not the one after it."""
+    first = submit(ONE)
+    engine = StubEngine("fill-mask")
+    batcher, _ = make_batcher(sessions, clock, engine, max_batch_size=4)
+    batcher._pass_s_per_input["fill-mask"] = 1.0  # long passes: the batch after the first is claimed late in it
+    engine.proceed.clear()
+    worker = threading.Thread(target=batcher.drain, args=("fill-mask",))
+    worker.start()
+    wait_until(lambda: stored(sessions, first.id).status == "running", 10, "the first claim")
+    ahead = submit(ONE)
+    wait_until(lambda: stored(sessions, ahead.id).status == "running", 10, "the claim ahead of the second pass")
+    late = submit(ONE)  # during the first pass, after the second pass's claim
+    engine.proceed.set()
+    worker.join(30)
+    assert [len(call) for call in engine.calls] == [1, 2]
+    assert stored(sessions, late.id).batch_size == 2 and stored(sessions, late.id).status == "succeeded"
+
+
 def test_while_interactive_jobs_are_about_a_pass_takes_only_lines_pass_ms_of_lines(
         submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock) -> None:
     """Lines are priced at what one more input adds to a pass (here 4 ms in the engine, on top of 80 ms a pass, and
