@@ -135,8 +135,8 @@ class Batcher:
         self.stopping = threading.Event()
         #: While jobs keep coming, the time from one claim to the next, in seconds.
         self.wait_s = settings.max_batch_wait_ms / 1000
-        #: Seconds per input of the last batch of each task in the engine: when to claim the next one.
-        self._pass_s_per_input: dict[str, float] = {}
+        #: The engine's time of each task's passes, fitted on their sizes: when to claim the next one.
+        self._engine_cost: dict[str, PassCost] = defaultdict(PassCost)
         #: What one more input costs a pass of each task: how many lines a pass may take.
         self._pass_cost: dict[str, PassCost] = defaultdict(PassCost)
         #: The last line budget of each task: the next is at most twice as large.
@@ -184,16 +184,17 @@ class Batcher:
         at once, it will be full. Otherwise jobs are given time to gather, so that a trickle makes fewer, fuller
         passes rather than one pass per job, each with its own claim and write: until `max_batch_wait_ms` after
         this claim, and, when passes are long (a model on the CPU), until just before this one should end — the
-        time per input of the last pass times this one's inputs, less the last claim's time and a quarter for
-        slack (passes vary; a claim that ends after the pass leaves the device idle) — so that the jobs that came
-        during it ride the next pass, not the one after. A backlog of a batch's lines is claimed that late too (a
-        pass holding a line leaves only lines behind: interactive jobs are claimed first), so that an interactive
-        job that comes meanwhile waits for the rest of this pass, not also for a next one already full of lines —
-        while interactive jobs are about; a batch file alone is claimed at once, in full passes."""
+        engine's time for this many inputs fitted over the recent passes (`worker/pass_cost.py`), less the last
+        claim's time and a quarter for slack (passes vary; a claim that ends after the pass leaves the device
+        idle) — so that the jobs that came during it ride the next pass, not the one after. A backlog of a batch's
+        lines is claimed that late too (a pass holding a line leaves only lines behind: interactive jobs are
+        claimed first), so that an interactive job that comes meanwhile waits for the rest of this pass, not also
+        for a next one already full of lines — while interactive jobs are about; a batch file alone is claimed at
+        once, in full passes."""
         holds_lines = any(claim.from_file for claim in current.batch.claims)
         if current.batch.more_queued and not (holds_lines and self._interactive_about(current.task)):
             return 0.0
-        pass_s = self._pass_s_per_input.get(current.task, 0.0) * current.batch.n_inputs
+        pass_s = self._engine_cost[current.task].seconds(current.batch.n_inputs) or 0.0
         near_the_end = time.monotonic() + 0.75 * pass_s - current.ms["claim"] / 1000
         return max(current.claimed_at + self.wait_s, near_the_end)
 
@@ -272,11 +273,9 @@ class Batcher:
         without this they would wait a whole pass more while this one runs part-full. On a GPU, where a pass
         takes about as long as a claim, the device would wait for the claim: not done. What it adds is prepared
         with the rest, in this thread."""
-        per_input_s = self._pass_s_per_input.get(current.task)
-        room = self._room(current.batch)
-        if room <= 0 or per_input_s is None:
-            return
-        if per_input_s * current.batch.n_inputs < LATE_TOP_UP_PASS_CLAIMS * current.ms["claim"] / 1000:
+        pass_s = self._engine_cost[current.task].seconds(current.batch.n_inputs)
+        long_pass = pass_s is not None and pass_s >= LATE_TOP_UP_PASS_CLAIMS * current.ms["claim"] / 1000
+        if self._room(current.batch) <= 0 or not long_pass:
             return
         started = time.perf_counter()
         try:
@@ -318,7 +317,7 @@ class Batcher:
                 raise
             current.outcomes = self._failed(engine, claims, error)
         current.ms["inference"] = (time.perf_counter() - started) * 1000
-        self._pass_s_per_input[current.task] = current.ms["inference"] / 1000 / max(1, current.batch.n_inputs)
+        self._engine_cost[current.task].add(current.batch.n_inputs, current.ms["inference"] / 1000)
         current.phase_seconds, current.counts = engine.phases.reset()
 
     def _finish(self, current: _Pass) -> None:

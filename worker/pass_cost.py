@@ -1,12 +1,15 @@
-"""What one more input costs a pass: its seconds (the batcher's: claim, engine and write) for n inputs fitted as
-`fixed + per_input × n` over the recent passes (least squares, each pass weighing `WEIGHT` against the older
-ones). The batcher gives batch files' lines a pass's share by it while interactive jobs are about. Passes are
-added by one thread and priced by another: a lock keeps the sums whole.
+"""What a pass costs: its seconds for n inputs fitted as `fixed + per_input × n` over the recent passes (least
+squares, each pass weighing `WEIGHT` against the older ones). The batcher fits two: a pass's turnaround (claim,
+engine and write), by whose `per_input` it gives batch files' lines a pass's share while interactive jobs are
+about; and the engine's time alone, by whose `seconds` it times the claim of the next pass to end just before the
+running one. Passes are added by one thread and priced by another: a lock keeps the sums whole.
 
-The average time per input of the last pass is the wrong measure there: a pass of an interactive job and a line
-or two is mostly fixed cost (launching the layers, the claim's Python), so its average makes a line look several
-times dearer than it is, and the share shrinks to one line a pass — the batch then crawls (on a 2-core CPU with
-the tiny model: passes of 2.5 inputs, a 10,000-line batch 10× slower beside 4 interactive clients than alone).
+The average time per input of the last pass is the wrong measure for either: a pass of an interactive job and a
+line or two is mostly fixed cost (launching the layers, the claim's Python), so its average makes a line look
+several times dearer than it is, and the share shrinks to one line a pass — the batch then crawls (on a 2-core CPU
+with the tiny model: passes of 2.5 inputs, a 10,000-line batch 10× slower beside 4 interactive clients than
+alone); and a pass of 16 after a pass of one looks 16 times as long as that one — with the base-shaped model on the
+CPU, 4.3 s against the 0.7 s it took, so its next claim came 2.5 s after it ended and the engine waited.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ class PassCost:
     def __init__(self) -> None:
         self._sums = [0.0] * 5  # weights, n, seconds, n², n × seconds
         self._last_average: float | None = None
+        self._last_inputs = 1
         self._lock = threading.Lock()
 
     def add(self, inputs: int, seconds: float) -> None:
         n = max(1, inputs)
         with self._lock:
-            self._last_average = seconds / n
+            self._last_average, self._last_inputs = seconds / n, n
             for i, value in enumerate((1.0, n, seconds, n * n, n * seconds)):
                 self._sums[i] = (1 - WEIGHT) * self._sums[i] + WEIGHT * value
 
@@ -45,3 +49,18 @@ class PassCost:
             return average
         slope = (nt / w - (n / w) * (t / w)) / variance
         return min(average, max(slope, average / 100))
+
+    def seconds(self, inputs: int) -> float | None:
+        """The seconds of a pass of `inputs`, fitted (neither part below zero); None before any pass. Until passes
+        differ enough in size, the last pass's average times `inputs`, but no longer than the last pass took: which
+        part of it was fixed is not known yet, and a pass of more inputs timed as that many times its average would
+        be timed several times too long."""
+        with self._lock:
+            average, last_inputs, (w, n, t, nn, nt) = self._last_average, self._last_inputs, self._sums
+        if average is None:
+            return None
+        variance = nn / w - (n / w) ** 2
+        if variance < MIN_SIZE_VARIANCE:
+            return average * min(max(1, inputs), last_inputs)
+        slope = max(0.0, (nt / w - (n / w) * (t / w)) / variance)
+        return max(0.0, t / w - slope * n / w) + slope * max(1, inputs)

@@ -221,7 +221,7 @@ def test_the_next_claim_waits_for_a_trickle_to_gather_but_not_for_a_backlog(
     trickle = _Pass("fill-mask", ClaimedBatch([], [], more_queued=False), {"claim": 2.0}, claimed_at=now)
     assert batcher._next_claim_at(backlog) == 0.0
     assert batcher._next_claim_at(trickle) == now + 0.005  # short passes: max_batch_wait_ms after the last claim
-    batcher._pass_s_per_input["fill-mask"] = 0.05  # long passes (a model on the CPU): just before this one ends
+    batcher._engine_cost["fill-mask"].add(10, 0.5)  # long passes (a model on the CPU): just before this one ends
     long = _Pass("fill-mask", ClaimedBatch([claim] * 10, [], more_queued=False), {"claim": 2.0}, claimed_at=now)
     assert now + 0.34 < batcher._next_claim_at(long) < now + 0.375  # 10 inputs × 50 ms, less slack and the claim
 
@@ -248,7 +248,7 @@ def test_a_batch_claimed_ahead_of_a_long_pass_is_topped_up_with_the_jobs_sent_af
     first = submit(ONE)
     engine = StubEngine("fill-mask")
     batcher, _ = make_batcher(sessions, clock, engine, max_batch_size=4)
-    batcher._pass_s_per_input["fill-mask"] = 1.0  # long passes: the batch after the first is claimed late in it
+    batcher._engine_cost["fill-mask"].add(1, 1.0)  # long passes: the batch after the first is claimed late in it
     engine.proceed.clear()
     worker = threading.Thread(target=batcher.drain, args=("fill-mask",))
     worker.start()

@@ -41,3 +41,23 @@ def test_old_passes_fade() -> None:
     for n in [10, 20] * 60:
         cost.add(n, 0.001 * n)  # the device got faster
     assert cost.per_input() == pytest.approx(0.001, rel=0.05)
+
+
+def test_a_pass_is_timed_by_the_fit_not_by_the_last_pass_s_average() -> None:
+    """After a pass of one input, a pass of 16 is its fixed cost and 16 inputs' worth, not 16 times that pass."""
+    cost = PassCost()
+    assert cost.seconds(16) is None
+    cost.add(8, 0.5)
+    # Passes of one size: no longer than the last (what of it is fixed is not known), shorter by its average.
+    assert cost.seconds(16) == pytest.approx(0.5) and cost.seconds(4) == pytest.approx(0.25)
+    for n in [8, 16, 1, 12, 8, 16, 1] * 3:
+        cost.add(n, 0.25 + 0.03 * n)  # 250 ms a pass, 30 ms an input
+    assert cost.seconds(16) == pytest.approx(0.25 + 0.03 * 16, rel=0.05)
+    assert cost.seconds(16) < 0.3 * 16  # what the last pass's average (of one input) would say
+
+
+def test_a_fitted_pass_is_never_timed_below_zero() -> None:
+    falling = PassCost()
+    for n in [1, 2, 3, 4] * 5:
+        falling.add(n, 0.5 - 0.1 * n)  # noise that makes bigger passes look shorter: no negative slope
+    assert falling.seconds(10) == pytest.approx(0.25, rel=0.05)  # the mean pass, whatever its size
