@@ -80,6 +80,11 @@ class _Pass:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _joined(batch: ClaimedBatch, more: ClaimedBatch) -> ClaimedBatch:
+    """`batch` topped up with `more`, claimed after it: whether jobs are left behind is the later claim's word."""
+    return ClaimedBatch(batch.claims + more.claims, batch.events + more.events, more.more_queued)
+
+
 class _Leases:
     """The claims this worker holds, renewed every third of a lease by one thread for the worker's life."""
 
@@ -231,7 +236,7 @@ class Batcher:
                            self.worker, max_line_inputs=line_budget, cap_lines=about)
         if top_up and self._room(batch) > 0 and self.wait_s > 0:
             time.sleep(self.wait_s)
-            batch = self._topped_up(task, batch, line_budget, about)
+            batch = _joined(batch, self._top_up_claim(task, batch, line_budget, about))
         claimed = _Pass(task, batch, line_budget=line_budget, interactive_about=about)
         self._claimed(claimed, batch)
         claimed.ms["claim"], claimed.claimed_at = (time.perf_counter() - started) * 1000, time.monotonic()
@@ -247,13 +252,12 @@ class Batcher:
             return 0
         return self.settings.max_batch_size - batch.n_inputs
 
-    def _topped_up(self, task: str, batch: ClaimedBatch, line_budget: int | None, about: bool) -> ClaimedBatch:
-        """`batch` with the jobs that fit in its room, claimed now; its lines within the pass's line budget."""
+    def _top_up_claim(self, task: str, batch: ClaimedBatch, line_budget: int | None, about: bool) -> ClaimedBatch:
+        """The jobs that fit in `batch`'s room, claimed now; its lines within the pass's line budget."""
         lines = sum(claim.n_inputs for claim in batch.claims if claim.from_file)
-        more = claim_more(self.sessions, task, self._room(batch), self.clock, self.settings.lease_s, self.worker,
+        return claim_more(self.sessions, task, self._room(batch), self.clock, self.settings.lease_s, self.worker,
                           oversized_alone=False, cap_lines=about or len(batch.claims) > lines,
                           max_line_inputs=None if line_budget is None else max(0, line_budget - lines))
-        return ClaimedBatch(batch.claims + more.claims, batch.events + more.events, more.more_queued)
 
     def _claimed(self, claimed: _Pass, batch: ClaimedBatch) -> None:
         """What follows a claim of `batch` (all of the pass's or a top-up of it): its leases held, its webhook
@@ -279,18 +283,15 @@ class Batcher:
             return
         started = time.perf_counter()
         try:
-            batch = self._topped_up(current.task, current.batch, current.line_budget, current.interactive_about)
+            more = self._top_up_claim(current.task, current.batch, current.line_budget, current.interactive_about)
         except Exception as error:  # the pass runs as claimed; what is queued waits for the next claim
             log.warning("could not top up a pass: %s", error)
             return
-        added = ClaimedBatch(batch.claims[len(current.batch.claims):], batch.events[len(current.batch.events):],
-                             batch.more_queued)
         current.ms["top_up"] = (time.perf_counter() - started) * 1000
-        if not added.claims:
-            return
-        current.batch = batch
-        self._claimed(current, added)
-        current.prepared = None  # prepared again whole by `_infer`
+        current.batch = _joined(current.batch, more)
+        self._claimed(current, more)
+        if more.claims:
+            current.prepared = None  # prepared again whole by `_infer`
 
     def _prepare(self, task: str, payloads: list[JobPayload]) -> Any:
         """The engine's host-side work for the batch (tokenizing), done here — in the claimer thread while the

@@ -262,6 +262,26 @@ def test_a_batch_claimed_ahead_of_a_long_pass_is_topped_up_with_the_jobs_sent_af
     assert stored(sessions, late.id).batch_size == 2 and stored(sessions, late.id).status == "succeeded"
 
 
+def test_only_a_pass_long_against_its_claim_is_topped_up_as_it_starts(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """A GPU's pass takes about as long as a claim: the device would wait for a top-up, so none is made there."""
+    engine = StubEngine("fill-mask")
+    batcher, _ = make_batcher(sessions, clock, engine, max_batch_size=4)
+    first = submit(ONE)
+    ahead = batcher._claim("fill-mask")
+    ahead.ms["claim"] = 10.0
+    late = submit(ONE)
+    batcher._engine_cost["fill-mask"].add(1, 0.1)  # a pass of 100 ms: 10 claims' time, not 20
+    batcher._top_up_late(ahead)
+    assert [claim.job_id for claim in ahead.batch.claims] == [first.id] and ahead.prepared is not None
+    assert stored(sessions, late.id).status == "queued"
+    batcher._engine_cost["fill-mask"].add(1, 0.4)  # passes of 400 ms: 40 claims' time
+    batcher._top_up_late(ahead)
+    assert [claim.job_id for claim in ahead.batch.claims] == [first.id, late.id]
+    assert len(ahead.payloads) == 2 and ahead.prepared is None  # prepared again, whole, when it runs
+    assert stored(sessions, late.id).status == "running"
+
+
 def test_while_interactive_jobs_are_about_a_pass_takes_only_lines_pass_ms_of_lines(
         submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock) -> None:
     """Lines are priced at what one more input adds to a pass (here 4 ms in the engine, on top of 80 ms a pass, and

@@ -43,7 +43,7 @@ def test_old_passes_fade() -> None:
     assert cost.per_input() == pytest.approx(0.001, rel=0.05)
 
 
-def test_a_pass_is_timed_by_the_fit_not_by_the_last_pass_s_average() -> None:
+def test_a_pass_is_timed_by_the_fit_not_by_the_last_pass_average() -> None:
     """After a pass of one input, a pass of 16 is its fixed cost and 16 inputs' worth, not 16 times that pass."""
     cost = PassCost()
     assert cost.seconds(16) is None
