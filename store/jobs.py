@@ -151,7 +151,8 @@ def submit(
     held one key to ~120 jobs/s on a 2-core machine (BENCHMARKS.md). The returned job is built here, not
     loaded: no ORM unit of work, no read back. `token_ids`: the inputs' ids from the API's check, for the worker
     (`contract.tokens.pack_token_ids`); `held_by`: the API process holding the request (`Job.held_by`)."""
-    digest = request_hash(task, raw_body)
+    # Only an Idempotency-Key needs the body's hash: canonical JSON and SHA-256 are ~5 % of the API's CPU a job.
+    digest = request_hash(task, raw_body) if idempotency_key is not None else ""
     # No write below needs another beside it in one transaction: on SQLite each commits by itself, holding the
     # write lock only while it runs (after an expired idempotency key is freed and committed, the INSERT runs in a
     # transaction of its own, as it did before).
