@@ -1,11 +1,11 @@
 """The API process's one Redis subscription: what other processes announce to it.
 
 - a job finished whose request this process holds (`core.queue.waiter_channel`: the process's own channel, named
-  by its `token`, which the job row records as `held_by`; published after the commit; the worker's message carries
-  the job's JSON when small): wakes the request threads held on that job by `Prefer: wait` (`api/waiting.py`),
-  handing them that JSON, so a held request costs no connection of its own and, mostly, no read. A process hears
-  only its own jobs — not every job of every process, which would cost each of N processes N times its own
-  share — and a job nobody holds is announced to nobody;
+  by its `token`, which the job row records as `held_by`; published after the commit; a pass's jobs of this process
+  in one message, each with its JSON when small): wakes the request threads held on those jobs by `Prefer: wait`
+  (`api/waiting.py`), handing them that JSON, so a held request costs no connection of its own and, mostly, no
+  read. A process hears only its own jobs — not every job of every process, which would cost each of N processes
+  N times its own share — and a job nobody holds is announced to nobody;
 - a key was revoked (`core.queue.KEYS_REVOKED_CHANNEL`, published by `distilq keys revoke`): empties the key
   cache (`api/key_cache.py`).
 
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 import redis
 
-from core.queue import KEYS_REVOKED_CHANNEL, read_announcement, waiter_channel
+from core.queue import KEYS_REVOKED_CHANNEL, earlier_waiter_channel, read_announcements, waiter_channel
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,19 @@ class Announcements:
         self.subscribed = threading.Event()
         self._token: str | None = None
         self._token_pid: int | None = None
+        self._token_lock = threading.Lock()
 
     @property
     def token(self) -> str:
         """This process's name for announcements (`Job.held_by`), made in the process that uses it: gunicorn forks
-        its workers after this object is made, and each must hear its own jobs only."""
-        if self._token is None or self._token_pid != os.getpid():
-            self._token, self._token_pid = uuid.uuid4().hex, os.getpid()
-        return self._token
+        its workers after this object is made, and each must hear its own jobs only. Made once under a lock: the
+        listener thread, subscribing, and the first request thread, storing its job, ask for it at the same moment
+        — had each made its own, the process would have listened on one channel while its jobs named the other,
+        and every held request would have waited for its re-read."""
+        with self._token_lock:
+            if self._token is None or self._token_pid != os.getpid():
+                self._token, self._token_pid = uuid.uuid4().hex, os.getpid()
+            return self._token
 
     def start(self) -> None:
         """Starts listening, if not yet (or again, should the thread have died)."""
@@ -96,8 +101,9 @@ class Announcements:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                jobs_channel = waiter_channel(self.token).encode()
-                pubsub.subscribe(jobs_channel, KEYS_REVOKED_CHANNEL)
+                token = self.token
+                jobs_channels = {waiter_channel(token).encode(), earlier_waiter_channel(token).encode()}
+                pubsub.subscribe(*jobs_channels, KEYS_REVOKED_CHANNEL)
                 self.on_keys_revoked()  # any revocation while not subscribed went unheard
                 self.subscribed.set()
                 outage = False
@@ -105,8 +111,8 @@ class Announcements:
                     message = pubsub.get_message(timeout=LISTEN_POLL_S)
                     if message is None:
                         continue
-                    if message["channel"] == jobs_channel:
-                        self._wake(*read_announcement(message["data"]))
+                    if message["channel"] in jobs_channels:
+                        self._wake(read_announcements(message["data"]))
                     else:
                         self.on_keys_revoked()
             except redis.RedisError as error:
@@ -118,8 +124,9 @@ class Announcements:
                 pubsub.close()
             time.sleep(RECONNECT_S)
 
-    def _wake(self, job_id: str, public: str | None) -> None:
+    def _wake(self, announced: list[tuple[str, str | None]]) -> None:
         with self._lock:
-            for watch in self._waiters.get(job_id, ()):
-                watch.public = public
-                watch.event.set()
+            for job_id, public in announced:
+                for watch in self._waiters.get(job_id, ()):
+                    watch.public = public
+                    watch.event.set()

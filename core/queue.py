@@ -5,6 +5,7 @@ inference queue carries, wake-ups rather than jobs, is `core/wakeups.py`'s."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from celery import Celery
@@ -55,17 +56,28 @@ KEYS_REVOKED_CHANNEL = "distilq:keys-revoked"
 
 #: A finished job's JSON is announced in full up to this size; a larger one by its status only.
 ANNOUNCED_JOB_MAX_BYTES = 64 * 1024
+#: One message of a waiter channel carries the announcements of many jobs up to about this size (each job's whole).
+ANNOUNCEMENT_MESSAGE_BYTES = 1024 * 1024
 
 
 def waiter_channel(held_by: str) -> str:
     """Redis pub/sub channel of one API process (`held_by`: its announcement token, recorded on the jobs whose
-    requests it holds): those jobs' reaching a terminal status is announced there (`announcement`), to it alone."""
+    requests it holds): those jobs' reaching a terminal status is announced there (`announcements`), to it alone —
+    a pass's jobs of one process in one message."""
+    return f"distilq:jobs-finished:{held_by}"
+
+
+def earlier_waiter_channel(held_by: str) -> str:
+    """Where workers of versions before `waiter_channel` announced one job a message, in the same form: an API
+    process hears it too, so that none of an older worker's announcements is missed while a deployment is upgraded.
+    (A process of such a version hears only this one: during an upgrade it waits for its re-read instead.)"""
     return f"distilq:job-finished:{held_by}"
 
 
 def announcement(job_id: str, status: str, public: dict[str, Any] | None = None) -> str:
-    """A waiter channel's message: the job's id, a newline, then its JSON as GET /v1/jobs/{id} shows it (an object:
-    it starts with `{`) when given and at most ANNOUNCED_JOB_MAX_BYTES, else its status."""
+    """One job's announcement: its id, a newline, then its JSON as GET /v1/jobs/{id} shows it (an object: it starts
+    with `{`) when given and at most ANNOUNCED_JOB_MAX_BYTES, else its status. Neither holds a newline (compact JSON
+    escapes every one in its strings), so announcements are joined by newlines (`announcements`)."""
     if public is not None:
         body = json.dumps(public, separators=(",", ":"), ensure_ascii=False)
         if len(body) <= ANNOUNCED_JOB_MAX_BYTES:
@@ -73,7 +85,23 @@ def announcement(job_id: str, status: str, public: dict[str, Any] | None = None)
     return f"{job_id}\n{status}"
 
 
-def read_announcement(data: bytes) -> tuple[str, str | None]:
-    """(the announced job's id, its JSON text — None when announced by its status only)."""
-    job_id, _, rest = data.decode().partition("\n")
-    return job_id, rest if rest.startswith("{") else None
+def announcements(announced: Iterable[str]) -> Iterator[str]:
+    """The messages that carry these `announcement`s: as many in each as fit in ANNOUNCEMENT_MESSAGE_BYTES, so that
+    a listener reads and parses one message a pass, not one a job."""
+    message: list[str] = []
+    size = 0
+    for one in announced:
+        if message and size + len(one) > ANNOUNCEMENT_MESSAGE_BYTES:
+            yield "\n".join(message)
+            message, size = [], 0
+        message.append(one)
+        size += len(one) + 1
+    if message:
+        yield "\n".join(message)
+
+
+def read_announcements(data: bytes) -> list[tuple[str, str | None]]:
+    """Each announced job of a message: (its id, its JSON text — None when announced by its status only)."""
+    lines = data.decode().split("\n")
+    return [(job_id, body if body.startswith("{") else None) for job_id, body in zip(lines[::2], lines[1::2],
+                                                                                       strict=True)]

@@ -6,6 +6,7 @@ lost one. The batcher and the sweeper take any object of this shape (tests pass 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +14,7 @@ import redis
 from celery import Celery
 
 from core import sweep_requests, wakeups
-from core.queue import announcement, publish_webhook, waiter_channel
+from core.queue import announcement, announcements, publish_webhook, waiter_channel
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +57,21 @@ class JobEvents:
 
     def finished(self, jobs: list[tuple[str, str, str | None]],
                  public: Mapping[str, dict[str, Any]] | None = None) -> None:
-        """(job id, status, the API process holding its request) of jobs that reached a terminal status: each held
-        one is announced to its process alone (`core.queue.waiter_channel`), with its JSON from `public` in place of
-        the status where small enough (`core.queue.announcement`), so that the held request needs no read. A job
-        nobody holds is announced to nobody: no process listens for it."""
-        held = [(job_id, status, held_by) for job_id, status, held_by in jobs if held_by]
-        if not held:
+        """(job id, status, the API process holding its request) of jobs that reached a terminal status: those each
+        process holds are announced to it alone (`core.queue.waiter_channel`), in one message (`announcements`),
+        each with its JSON from `public` in place of the status where small enough (`core.queue.announcement`), so
+        that a held request needs no read. A job nobody holds is announced to nobody: no process listens for it."""
+        by_process: dict[str, list[str]] = defaultdict(list)
+        for job_id, status, held_by in jobs:
+            if held_by:
+                by_process[held_by].append(announcement(job_id, status, (public or {}).get(job_id)))
+        if not by_process:
             return
         try:
             pipe = self.client.pipeline(transaction=False)
-            for job_id, status, held_by in held:
-                pipe.publish(waiter_channel(held_by), announcement(job_id, status, (public or {}).get(job_id)))
+            for held_by, announced in by_process.items():
+                for message in announcements(announced):
+                    pipe.publish(waiter_channel(held_by), message)
             pipe.execute()
         except redis.RedisError as error:  # waiters also re-read the row; nothing is lost
-            log.warning("could not announce %d finished jobs: %s", len(held), error)
+            log.warning("could not announce %d finished jobs: %s", sum(map(len, by_process.values())), error)

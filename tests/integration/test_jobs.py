@@ -13,7 +13,7 @@ import requests
 from sqlalchemy import func, select
 from transformers import pipeline
 
-from core.queue import read_announcement, waiter_channel
+from core.queue import read_announcements, waiter_channel
 from models.tables import Job
 from tests.integration.stack import Stack, wait_for
 from tests.unit.worker.engine.test_fill_mask import assert_same
@@ -78,8 +78,8 @@ def test_a_finish_is_announced_to_the_process_holding_its_request_alone(stack: S
         rows = {job_id: session.get_one(Job, job_id).held_by for job_id in (unheld["id"], held["id"])}
     assert rows[unheld["id"]] is None and rows[held["id"]] is not None
     assert heard["channel"].decode() == waiter_channel(rows[held["id"]])
-    assert read_announcement(heard["data"]) == (held["id"], json.dumps(held, separators=(",", ":"),
-                                                                       ensure_ascii=False))
+    assert read_announcements(heard["data"]) == [(held["id"], json.dumps(held, separators=(",", ":"),
+                                                                         ensure_ascii=False))]
 
 
 @pytest.mark.parametrize("case", [c for c in REFERENCE["cases"] if c["context"].startswith("The Eiffel")][:2]

@@ -16,7 +16,7 @@ import redis
 from sqlalchemy import select
 
 from core import sweep_requests
-from core.queue import read_announcement, waiter_channel
+from core.queue import read_announcements, waiter_channel
 from core.settings import Settings
 from distilq.stack import EmbeddedRedis
 from models.tables import Job
@@ -68,7 +68,7 @@ def test_a_cancel_is_announced_to_the_process_holding_the_request(fresh_stack: S
     with fresh_stack.sessions() as session:
         held_by = session.get_one(Job, job_id).held_by
     assert held_by is not None and heard["channel"].decode() == waiter_channel(held_by)
-    assert read_announcement(heard["data"]) == (job_id, None)  # by its status: the holder reads the row
+    assert read_announcements(heard["data"]) == [(job_id, None)]  # by its status: the holder reads the row
 
 
 @pytest.mark.stack(start=("api", "beat"), env={"DISTILQ_SWEEP_INTERVAL_S": "600"})

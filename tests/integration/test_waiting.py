@@ -1,6 +1,6 @@
 """The API's one announcement listener per process, on a real Redis: it hears its own channel only, wakes exactly
-the requests waiting on the announced job, empties the key cache on a revocation, and comes back after Redis
-restarts."""
+the requests waiting on the announced jobs (many in one message, as the worker announces a pass), hears a worker of
+the earlier version too, empties the key cache on a revocation, and comes back after Redis restarts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import pytest
 import redis
 
 from api.announcements import Announcements
-from core.queue import KEYS_REVOKED_CHANNEL, announcement, waiter_channel
+from core.queue import (
+    KEYS_REVOKED_CHANNEL,
+    announcement,
+    announcements,
+    earlier_waiter_channel,
+    read_announcements,
+    waiter_channel,
+)
 from distilq.stack import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
@@ -24,14 +31,19 @@ def eventually(check: Callable[[], bool], timeout_s: float = 15) -> None:
         time.sleep(0.02)
 
 
-def announce_until(client: redis.Redis, listener: Announcements, job_id: str, woken: Callable[[], bool],
-                   public: dict[str, str] | None = None) -> None:
-    """Publishes the job's completion on the listener's channel until it is seen: it may still be subscribing."""
+def publish_until(client: redis.Redis, channel: str, message: str, woken: Callable[[], bool]) -> None:
+    """Publishes `message` until it is seen: the listener may still be subscribing."""
     deadline = time.monotonic() + 15
     while not woken():
         assert time.monotonic() < deadline, "the waiter was never woken"
-        client.publish(waiter_channel(listener.token), announcement(job_id, "succeeded", public))
+        client.publish(channel, message)
         time.sleep(0.05)
+
+
+def announce_until(client: redis.Redis, listener: Announcements, job_id: str, woken: Callable[[], bool],
+                   public: dict[str, str] | None = None) -> None:
+    """Publishes the job's completion on the listener's channel until it is seen."""
+    publish_until(client, waiter_channel(listener.token), announcement(job_id, "succeeded", public), woken)
 
 
 def test_wakes_the_waiters_of_the_announced_job_only(own_redis: EmbeddedRedis) -> None:
@@ -45,6 +57,47 @@ def test_wakes_the_waiters_of_the_announced_job_only(own_redis: EmbeddedRedis) -
         assert b.public == '{"id":"job-b","status":"succeeded"}'
     # Nobody watches any more: the listener forgot them.
     assert listener._waiters == {}
+
+
+def test_one_message_wakes_the_waiters_of_each_job_it_announces(own_redis: EmbeddedRedis) -> None:
+    """A pass's jobs of one process come in one message (`worker/events.py`)."""
+    listener = Announcements(own_redis.url)
+    client = redis.Redis.from_url(own_redis.url)
+    with listener.watching("job-a") as a, listener.watching("job-b") as b, listener.watching("job-c") as c:
+        [message] = announcements([announcement("job-a", "succeeded", {"id": "job-a"}),
+                                   announcement("job-b", "failed")])
+        publish_until(client, waiter_channel(listener.token), message, lambda: a.event.is_set() and b.event.is_set())
+        assert (a.public, b.public) == ('{"id":"job-a"}', None)  # b by its status: its waiter reads the row
+        assert not c.event.is_set()
+
+
+def test_hears_a_worker_of_the_earlier_version_too(own_redis: EmbeddedRedis) -> None:
+    """While a deployment is upgraded, an older worker announces one job a message on the earlier channel."""
+    listener = Announcements(own_redis.url)
+    client = redis.Redis.from_url(own_redis.url)
+    with listener.watching("job") as watch:
+        publish_until(client, earlier_waiter_channel(listener.token), announcement("job", "succeeded"),
+                      watch.event.is_set)
+
+
+def test_a_workers_pass_is_announced_to_each_holding_process_in_one_message(own_redis: EmbeddedRedis) -> None:
+    """`JobEvents.finished`: the jobs each API process holds in one message on its channel, an unheld job to
+    nobody."""
+    from core.queue import make_celery
+    from worker.events import JobEvents
+
+    client = redis.Redis.from_url(own_redis.url)
+    with client.pubsub() as observer:
+        observer.psubscribe(waiter_channel("*"))
+        assert observer.get_message(timeout=5)["type"] == "psubscribe"  # subscribed before anything is published
+        JobEvents(client, make_celery(own_redis.url)).finished(
+            [("a", "succeeded", "p1"), ("b", "failed", "p1"), ("c", "succeeded", None), ("d", "canceled", "p2")],
+            {"a": {"id": "a", "status": "succeeded"}})
+        heard = [observer.get_message(timeout=5) for _ in range(2)]
+        assert observer.get_message(timeout=0.2) is None  # nothing more: c was announced to nobody
+    assert {message["channel"].decode(): read_announcements(message["data"]) for message in heard} == {
+        waiter_channel("p1"): [("a", '{"id":"a","status":"succeeded"}'), ("b", None)],
+        waiter_channel("p2"): [("d", None)]}
 
 
 def test_hears_its_own_channel_only(own_redis: EmbeddedRedis) -> None:
