@@ -91,7 +91,7 @@ def step_command(step: Step, out: Path, models: Path, smoke: bool, database_url:
 
 def summary_lines(log: str) -> list[str]:
     """The lines of a bench log worth keeping: the machine, the tables and every figure line."""
-    keep = ("machine:", "measured", "###", "|", "ratios", "(c)", "(d)", "(e)", "(g)", "(h)", "Traceback", "Error")
+    keep = ("machine:", "measured", "###", "|", "ratios", "(c)", "(d)", "(e)", "(g)", "(h)", "Traceback")
     return [line for line in log.splitlines() if line.lstrip().startswith(keep) or "Error" in line]
 
 

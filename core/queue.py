@@ -101,7 +101,8 @@ def announcements(announced: Iterable[str]) -> Iterator[str]:
 
 
 def read_announcements(data: bytes) -> list[tuple[str, str | None]]:
-    """Each announced job of a message: (its id, its JSON text — None when announced by its status only)."""
-    lines = data.decode().split("\n")
-    return [(job_id, body if body.startswith("{") else None) for job_id, body in zip(lines[::2], lines[1::2],
-                                                                                       strict=True)]
+    """Each announced job of a message: (its id, its JSON text — None when announced by its status only). A line
+    without its pair (not a message of ours) is left out rather than raised on: the listener must live on."""
+    lines = data.decode(errors="replace").split("\n")
+    pairs = zip(lines[::2], lines[1::2], strict=False)
+    return [(job_id, body if body.startswith("{") else None) for job_id, body in pairs]

@@ -38,3 +38,9 @@ def test_a_message_is_split_past_its_size_keeping_each_job_whole(monkeypatch: py
     heard = [job_id for message in messages for job_id, _ in read_announcements(message.encode())]
     assert heard == [f"job-{i}" for i in range(5)]
     assert list(announcements([])) == []
+
+
+def test_a_message_not_of_ours_yields_what_pairs_up_and_never_raises() -> None:
+    """The listener lives on whatever is published on its channel."""
+    assert read_announcements(b"job-a\nsucceeded\nstray") == [("job-a", None)]
+    assert read_announcements(b"\xff\xfe") == []
