@@ -289,8 +289,8 @@ class Batcher:
             return
         current.ms["top_up"] = (time.perf_counter() - started) * 1000
         current.batch = _joined(current.batch, more)
-        self._claimed(current, more)
-        if more.claims:
+        if more.claims:  # else nothing to hold or announce: no Redis round trip while the device waits
+            self._claimed(current, more)
             current.prepared = None  # prepared again whole by `_infer`
 
     def _prepare(self, task: str, payloads: list[JobPayload]) -> Any:
