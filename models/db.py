@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Connection, CursorResult, DateTime, Engine, Result, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError
@@ -97,14 +99,34 @@ def _configure_sqlite(engine: Engine, eager_writer: bool) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def json_text(value: Any) -> str:
+    """A JSON column's value as the text stored. orjson writes a job's JSON (its inputs; a line's top-5 output) in a
+    tenth of the time Python's json takes — which was ~40 % of a batch line's insert and of its write-back. An
+    integer beyond 64 bits, which orjson refuses, is written by Python's json."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+
+
+def json_value(text: str | bytes) -> Any:
+    """A JSON column's stored text parsed; Python's json reads what orjson refuses (`NaN`, which an earlier
+    version's json.dumps could write)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def make_engine(url: str, eager_writer: bool = False) -> Engine:
     """`eager_writer`: on SQLite, this process's transactions retry for the write lock every millisecond rather
     than back off (the worker's; see `_begin_eagerly`). No effect on PostgreSQL."""
+    codec: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": json_value}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **codec)
         _configure_sqlite(engine, eager_writer)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **codec)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

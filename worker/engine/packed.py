@@ -10,7 +10,10 @@ compares the two.
 Attention runs either per pass, on the rows padded to the longest (one call: what a GPU wants, where a loop of
 small kernels would be launch-bound), or per row (`per_row`: each row on its own, no padding, no mask, no scatter
 or gather: on a CPU, where the call overhead is small, 5–10 % faster a pass — unmasked attention takes the
-fused kernel). A pass whose rows all have one length is its own padded layout and runs as one unmasked call.
+fused kernel). Per row, the rows of one length that lie together (the planner sorts a pass's rows by length) attend
+in one call: their tokens are already that call's unpadded layout, and each row's result is bit for bit its own
+call's; a 500-row pass of the tiny checkpoint has ~60 lengths, so ~60 calls a layer rather than 500. A pass whose
+rows all have one length is its own padded layout and runs as one unmasked call.
 
 `keep` lets a caller that needs the final states of a few tokens only (fill-mask: the mask positions) skip the
 last layer's output projection and feed-forward network everywhere else: every token's keys and values are still
@@ -60,6 +63,11 @@ class PackedPass:
         return not (per_row or self.uniform)
 
     @property
+    def runs(self) -> list[tuple[int, int]]:
+        """(rows, length) of each run of consecutive rows of one length, in packed order."""
+        return [(len(list(run)), length) for length, run in itertools.groupby(self.lengths)]
+
+    @property
     def offsets(self) -> list[int]:
         """Where each row's tokens start in the packed tokens, and (last) their total."""
         starts = [0]
@@ -98,13 +106,17 @@ def _padded(packed: torch.Tensor, batch: PackedPass, heads: int) -> torch.Tensor
 
 def _attend_per_row(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: PackedPass, heads: int,
                     scale: float) -> torch.Tensor:
-    """(tokens, dim) projections → (tokens, dim) attention outputs, each row attending over its own tokens."""
-    rows = []
-    for q, k, v in zip(*(projected.split(batch.lengths) for projected in (query, key, value)), strict=True):
-        length = q.shape[0]
-        q, k, v = (t.view(1, length, heads, -1).transpose(1, 2) for t in (q, k, v))
-        rows.append(functional.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).reshape(length, -1))
-    return torch.cat(rows)
+    """(tokens, dim) projections → (tokens, dim) attention outputs, each row attending over its own tokens; the
+    rows of one run of equal lengths in one call."""
+    runs = batch.runs
+    sizes = [count * length for count, length in runs]
+    outputs = []
+    for (count, length), q, k, v in zip(runs, *(projected.split(sizes) for projected in (query, key, value)),
+                                        strict=True):
+        q, k, v = (t.view(count, length, heads, -1).transpose(1, 2) for t in (q, k, v))
+        outputs.append(functional.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2)
+                       .reshape(count * length, -1))
+    return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
 
 def encode(model: DistilBertModel, batch: PackedPass, keep: torch.Tensor | None = None,

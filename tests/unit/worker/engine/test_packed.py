@@ -3,13 +3,15 @@ and the last layer's work away from the kept tokens."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 import torch
+from torch.nn import functional
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from worker.engine.packed import encode, pack
+from worker.engine.packed import _attend_per_row, encode, pack
 
 TEXTS = [
     "Paris is the [MASK] of France.",
@@ -115,6 +117,29 @@ def test_attention_row_by_row_equals_the_padded_pass(loaded: tuple[object, objec
     for place, row in enumerate(batch.rows):
         alone = model.distilbert(torch.tensor([sequences[row]])).last_hidden_state[0]  # type: ignore[attr-defined]
         torch.testing.assert_close(per_row[offsets[place]:offsets[place + 1]], alone, atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_rows_of_one_length_attend_in_one_call_exactly_as_each_alone(loaded: tuple[object, object]) -> None:
+    """Row by row, the consecutive rows of one length share an attention call: each row's attention outputs are bit
+    for bit those of its own call; and the pass's states still equal the padded pass's."""
+    tokenizer, model = loaded
+    sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
+    first = sequences[0]
+    sequences += [[first[0], token, *first[2:]] for token in (7, 8)]  # two more rows of the first one's length
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    batch = pack(sequences, order)
+    assert len(batch.runs) == len(order) - 2 and (3, len(first)) in batch.runs
+    heads, dim = 2, 32
+    query, key, value = (torch.randn(len(batch.input_ids), dim) for _ in range(3))
+    together = _attend_per_row(query, key, value, batch, heads, 0.25)
+    offsets = batch.offsets
+    for start, end in itertools.pairwise(offsets):
+        q, k, v = (t[start:end].view(1, end - start, heads, -1).transpose(1, 2) for t in (query, key, value))
+        alone = functional.scaled_dot_product_attention(q, k, v, scale=0.25).transpose(1, 2).reshape(end - start, -1)
+        assert torch.equal(together[start:end], alone)
+    torch.testing.assert_close(encode(model.distilbert, batch, per_row=True),  # type: ignore[attr-defined]
+                               encode(model.distilbert, batch), atol=1e-5, rtol=1e-5)  # type: ignore[attr-defined]
 
 
 def test_the_counters_count_the_attention_each_layout_computes() -> None:
