@@ -1,13 +1,15 @@
 """Routes of the batch resource (the OpenAI Batch API's shape): create a batch from an uploaded file, read it, list
 them, cancel one.
 
-A file is checked whole before any of it runs: every line as its POST route would judge its body (schema,
-storable text, the model's token bounds), `custom_id` unique, `url` one of the two routes (the batch's
-`endpoint`, when given). Then every line becomes a queued job of the batch in one transaction; a file with a bad
-line makes a failed batch whose `errors` name the lines (the first MAX_ERRORS). The check holds no more than a
-part of the file and one chunk of lines at a time: what each checked line's job needs (its parsed body, the token
-ids the model's check made for the worker) waits in a temporary file (`api/spool.py`), not in memory, and the jobs
-are made from there — the file is read and judged once.
+A file is checked whole: every line as its POST route would judge its body (schema, storable text, the model's
+token bounds), `custom_id` unique, `url` one of the two routes (the batch's `endpoint`, when given). The check and
+the run overlap: the batch is created `validating`, and each chunk of CHECK_CHUNK lines that passes is queued at
+once (with the token ids the model's check made, for the worker), so that workers run the first lines while the
+rest of the file is checked — at a GPU's speed the check is as long as the run. At the end the batch is
+`in_progress`; or, once a line is bad, nothing more is queued and the check goes on only to name the bad lines
+(the first MAX_ERRORS): the batch fails and every line queued is deleted with it, in one transaction, run or not
+(`store.batches.fail_check`) — as far as anyone can see, a file with a bad line runs not at all. The check holds
+one part of the file and one chunk of lines at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
 from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, bad_body, json_lines
 from api.model_inputs import check_fill_masks, check_question_answerings
-from api.spool import Spool
 from api.state import app_state, served
 from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
 from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest, stored_inputs
@@ -103,29 +104,25 @@ def _read(file_id: str, endpoint: str | None) -> Iterator[Line | BadLine]:
             yield bad
 
 
-@dataclass(frozen=True)
-class _Ready:
-    """What a checked line's job row needs of it."""
-
-    number: int
-    custom_id: str
-    task: str
-    inputs: dict[str, Any]
-    parameters: dict[str, Any]
-    n_inputs: int
-    metadata: dict[str, Any] | None
-    token_ids: bytes | None
-
-    @staticmethod
-    def of(line: Line, token_ids: bytes | None) -> _Ready:
-        inputs, parameters = stored_inputs(line.body)
-        return _Ready(line.number, line.custom_id, line.task, inputs, parameters, line.body.n_inputs(),
-                      line.body.metadata, token_ids)
+class _CheckStopped(Exception):
+    """The batch is no longer validating: beat failed it as abandoned (its check did not move for
+    `check_lease_s`)."""
 
 
-def _validate(file_id: str, endpoint: str | None, spool: Spool[_Ready]) -> tuple[int, list[dict[str, Any]]]:
-    """The check: how many lines, and the first MAX_ERRORS problems (by line); each good line into `spool`
-    (while no line is bad)."""
+def _job_row(batch_id: str, api_key_id: str, line: Line, token_ids: bytes | None, now: Any) -> dict[str, Any]:
+    inputs, parameters = stored_inputs(line.body)
+    return jobs.batch_line(batch_id=batch_id, line=line.number, custom_id=line.custom_id, task=line.task,
+                           model=app_state().settings.model_id(line.task), api_key_id=api_key_id, inputs=inputs,
+                           parameters=parameters, n_inputs=line.body.n_inputs(), metadata=line.body.metadata,
+                           now=now, token_ids=token_ids)
+
+
+def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,
+                     api_key_id: str) -> tuple[int, list[dict[str, Any]]]:
+    """The check: how many lines, and the first MAX_ERRORS problems (by line). Each chunk of lines is judged
+    together (one tokenizer call per task) and, while no line is bad, queued as jobs of the batch, a worker woken
+    for them; raises _CheckStopped."""
+    state = app_state()
     seen: set[str] = set()
     total, errors = 0, list[dict[str, Any]]()
     pending: list[Line] = []
@@ -135,13 +132,21 @@ def _validate(file_id: str, endpoint: str | None, spool: Spool[_Ready]) -> tuple
         for task, check in CHECKS.items():
             lines = [item for item in pending if item.task == task]
             if lines:
-                found = check([item.body for item in lines], served(task), app_state().settings)
+                found = check([item.body for item in lines], served(task), state.settings)
                 errors.extend(bad_body(item.number, checked.problems, "body").error
                               for item, checked in zip(lines, found, strict=True) if checked.problems)
                 token_ids.update((item.number, checked.token_ids) for item, checked in zip(lines, found, strict=True))
-        if not errors:
-            for item in pending:
-                spool.write(_Ready.of(item, token_ids[item.number]))
+        now = utcnow()
+        rows = [] if errors else [_job_row(batch_id, api_key_id, item, token_ids[item.number], now)
+                                  for item in pending]
+        if not batches.add_checked_lines(state.sessions, batch_id, rows, total, now):
+            raise _CheckStopped
+        for task in sorted({item.task for item in pending} if rows else ()):
+            try:
+                wakeups.request(state.celery, state.redis, task)
+            except Exception as error:  # the lines are committed: `beat` wakes a worker for them later
+                log.warning("waking a worker for batch %s failed (%s); beat will", batch_id,
+                            error.__class__.__name__)
         pending.clear()
 
     for item in _read(file_id, endpoint):
@@ -162,17 +167,6 @@ def _validate(file_id: str, endpoint: str | None, spool: Spool[_Ready]) -> tuple
     if not errors and total == 0:
         errors.append({"code": "empty_file", "message": "the file has no lines", "line": None, "param": None})
     return total, sorted(errors, key=lambda error: error["line"] or 0)[:MAX_ERRORS]
-
-
-def _job_rows(batch_id: str, api_key_id: str, spool: Spool[_Ready], tasks: set[str]) -> Iterator[dict[str, Any]]:
-    """Each checked line's job row, from `spool`; `tasks` gathers the lines' tasks."""
-    settings, now = app_state().settings, utcnow()
-    for ready in spool.read_all():
-        tasks.add(ready.task)
-        yield jobs.batch_line(batch_id=batch_id, line=ready.number, custom_id=ready.custom_id, task=ready.task,
-                              model=settings.model_id(ready.task), api_key_id=api_key_id, inputs=ready.inputs,
-                              parameters=ready.parameters, n_inputs=ready.n_inputs, metadata=ready.metadata,
-                              now=now, token_ids=ready.token_ids)
 
 
 def _public(batch: Batch) -> dict[str, Any]:
@@ -196,32 +190,40 @@ def create() -> Response:
     file = files.own_file(read_db(), key, body.input_file_id)
     if file is None or file.purpose != "batch":
         raise invalid([detail(["input_file_id"], "names no file of yours uploaded with purpose 'batch'")])
-    with Spool[_Ready]() as spool:
-        return _create(file.id, body, key, spool)
-
-
-def _create(file_id: str, body: BatchRequest, key: str, spool: Spool[_Ready]) -> Response:
-    state = app_state()
-    total, errors = _validate(file_id, body.endpoint, spool)
-    batch_id = batches.new_batch_id()
-    fields: dict[str, Any] = {
-        "batch_id": batch_id, "api_key_id": key, "input_file_id": file_id, "endpoint": body.endpoint,
-        "completion_window": body.completion_window, "webhook": body.webhook, "metadata": body.metadata,
-        "now": utcnow()}
-    session = db()
-    if errors:
-        batch = batches.failed_batch(session, total=total, errors=errors, **fields)
-        log.info("batch failed validation", extra={"batch": batch_id, "errors": len(errors)})
-        return jsonify(_public(batch))
-    tasks: set[str] = set()
-    batch = batches.create_batch(session, lines=_job_rows(batch_id, key, spool, tasks), **fields)
-    for task in sorted(tasks):
+    state, batch_id = app_state(), batches.new_batch_id()
+    batches.begin_batch(db(), batch_id=batch_id, api_key_id=key, input_file_id=file.id, endpoint=body.endpoint,
+                        completion_window=body.completion_window, webhook=body.webhook, metadata=body.metadata,
+                        now=utcnow())
+    try:
+        total, errors = _check_and_queue(file.id, body.endpoint, batch_id, key)
+    except _CheckStopped:
+        return _as_it_is_now(batch_id)
+    except BaseException:
+        # Not left validating for beat to find a minute later (unless the database is what failed).
         try:
-            wakeups.request(state.celery, state.redis, task)
-        except Exception as error:  # the lines are committed: `beat` wakes a worker for them later
-            log.warning("waking a worker for batch %s failed (%s); beat will", batch_id, error.__class__.__name__)
-    log.info("batch created", extra={"batch": batch_id, "lines": batch.total})
-    return jsonify(_public(batch))
+            batches.fail_check(state.sessions, batch_id, [{"code": "check_failed", "line": None, "param": None,
+                                                           "message": "the check of the file failed; create the "
+                                                                      "batch again"}], utcnow())
+        except Exception:
+            log.exception("batch %s left validating; beat fails it", batch_id)
+        raise
+    if errors:
+        batches.fail_check(state.sessions, batch_id, errors, utcnow(), total)
+        log.info("batch failed validation", extra={"batch": batch_id, "errors": len(errors)})
+        return _as_it_is_now(batch_id)
+    if batches.start_batch(db(), batch_id, total, utcnow()) is None:
+        return _as_it_is_now(batch_id)
+    # Its lines may all have run during the check, when no worker could end it (it was not in progress yet).
+    sweep_requests.ask(state.redis)
+    log.info("batch created", extra={"batch": batch_id, "lines": total})
+    return _as_it_is_now(batch_id)
+
+
+def _as_it_is_now(batch_id: str) -> Response:
+    """The batch and its counts as they are now: the request's read transaction (SQLite: a snapshot) began with
+    its file's lookup, before the check wrote anything."""
+    read_db().rollback()
+    return jsonify(_public(own_batch(batch_id)))
 
 
 @bp.get("/batches/<batch_id>")

@@ -10,6 +10,7 @@ task, never claimed: what a pass costs while a large batch waits in the queue.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -18,13 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory
 from models.tables import ApiKey
 from store import batches, files, jobs, keys
 from store.jobs import Outcome
+
+#: Lines the API's check queues at a time (`api.file_lines.CHECK_CHUNK`; the bench imports no API module).
+LINES_PER_CHECK = 512
 
 #: A top-5 output of a one-input fill-mask line, as the engine makes one.
 _OUTPUT = [[{"score": 0.1, "token": 5, "token_str": "capital", "sequence": "Paris is the capital of France."}] * 5]
@@ -38,15 +42,21 @@ def _lines(count: int, batch_id: str, api_key_id: str, now: datetime,
                               parameters={"top_k": 5}, n_inputs=1, metadata={}, now=now, token_ids=bytes(220))
 
 
-def _batch(session: Session, api_key_id: str, count: int, task: str) -> float:
-    """A batch of `count` queued lines of `task`, created as the API does; the process time its insert began."""
-    file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl", parts=[],
-                            max_bytes=None, now=datetime.now(UTC))
-    started = time.process_time()
-    batch_id, now = batches.new_batch_id(), datetime.now(UTC)
-    batches.create_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id, endpoint=None,
-                         completion_window="24h", webhook=None, metadata=None,
-                         lines=_lines(count, batch_id, api_key_id, now, task), now=now)
+def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str) -> float:
+    """A batch of `count` queued lines of `task`, created as the API does (its check's chunks queued as they
+    pass, LINES_PER_CHECK at a time); the process time its insert began."""
+    with sessions() as session:
+        file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl", parts=[],
+                                max_bytes=None, now=datetime.now(UTC))
+        started = time.process_time()
+        batch_id, now = batches.new_batch_id(), datetime.now(UTC)
+        batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id, endpoint=None,
+                            completion_window="24h", webhook=None, metadata=None, now=now)
+        lines = _lines(count, batch_id, api_key_id, now, task)
+        for checked in range(0, count, LINES_PER_CHECK):
+            batches.add_checked_lines(sessions, batch_id, itertools.islice(lines, LINES_PER_CHECK),
+                                      min(count, checked + LINES_PER_CHECK), now)
+        batches.start_batch(session, batch_id, count, now)
     return started
 
 
@@ -64,12 +74,11 @@ def main() -> None:
             keys.create_key(session, "bench")
             session.commit()
             api_key_id = session.scalars(select(ApiKey.id)).one()
-            if args.backlog:
-                _batch(session, api_key_id, args.backlog, "question-answering")
+        if args.backlog:
+            _batch(sessions, api_key_id, args.backlog, "question-answering")
         steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": []}
         for _ in range(args.rounds):
-            with sessions() as session:
-                started = _batch(session, api_key_id, args.lines, "fill-mask")
+            started = _batch(sessions, api_key_id, args.lines, "fill-mask")
             claimed_at = time.process_time()
             claimed = jobs.claim_more(sessions, "fill-mask", args.lines, lambda: datetime.now(UTC), 60)
             written_at = time.process_time()

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     #: How often `distilq beat` sweeps.
     sweep_interval_s: float = Field(default=5.0, gt=0)
+    #: A batch whose file check has not moved for this long is failed by `beat`, its lines deleted: the API process
+    #: checking it stopped. (A check moves every CHECK_CHUNK lines, many times a second.)
+    check_lease_s: int = Field(default=60, ge=1)
 
     #: Bounds on what one request may ask for (documented in the README).
     max_inputs_per_job: int = Field(default=256, ge=1)

@@ -179,6 +179,8 @@ class Batch(Base):
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: While validating: when its check last made progress (beat fails a check that stopped: `check_lease_s`).
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 EVAL_QUEUED, EVAL_SUCCEEDED, EVAL_FAILED, EVAL_CANCELED = "queued", "succeeded", "failed", "canceled"

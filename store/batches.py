@@ -1,7 +1,13 @@
 """The batch store: a batch's row, its lines as jobs (written by the job store), its progress counted from those
 jobs, and its end — the output and error files written once no line is queued or running.
 
-    create: in_progress (every line a queued job, one transaction) | failed (a bad line: no job at all);
+    begin: validating (the API checks its file, a chunk at a time);
+    a chunk checked: its lines queued at once, in one transaction with the check's progress (`checked_at`), so
+      that they run while the rest of the file is checked — only while the batch is still validating;
+    start: validating → in_progress (the whole file passed);
+    fail the check: validating → failed, every line deleted, run or not, in one transaction: a file with a bad
+      line runs whole or not at all, as far as anyone can see — no output, no count, no job;
+    abandoned (beat): validating with no progress for `check_lease_s` (its API process died) → failed, the same way;
     cancel: in_progress → cancelling (queued lines canceled; running ones finish);
     finalize (beat): in_progress → finalizing → completed, cancelling → cancelled, once no line is in flight.
 """
@@ -10,12 +16,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import RowMapping, Text, cast, exists, func, select, update
+from sqlalchemy import RowMapping, Text, cast, delete, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
@@ -33,6 +39,7 @@ from models.tables import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    VALIDATING,
     Batch,
     Job,
 )
@@ -49,31 +56,64 @@ def new_batch_id() -> str:
     return f"batch_{uuid.uuid4().hex}"
 
 
-def create_batch(session: Session, *, batch_id: str, api_key_id: str, input_file_id: str, endpoint: str | None,
-                 completion_window: str, webhook: str | None, metadata: dict[str, Any] | None,
-                 lines: Iterator[dict[str, Any]], now: datetime) -> Batch:
-    """A batch in progress whose lines (job rows of `store.jobs.batch_line`) are queued, in one transaction: a
-    batch runs whole or not at all. Commits."""
+def begin_batch(session: Session, *, batch_id: str, api_key_id: str, input_file_id: str, endpoint: str | None,
+                completion_window: str, webhook: str | None, metadata: dict[str, Any] | None, now: datetime) -> Batch:
+    """A batch whose file is being checked (validating), no line yet. Commits."""
     batch = Batch(id=batch_id, api_key_id=api_key_id, input_file_id=input_file_id, endpoint=endpoint,
-                  completion_window=completion_window, status=IN_PROGRESS, total=0, webhook=webhook, meta=metadata,
-                  created_at=now, in_progress_at=now)
+                  completion_window=completion_window, status=VALIDATING, total=0, webhook=webhook, meta=metadata,
+                  created_at=now, checked_at=now)
     session.add(batch)
-    session.flush()
-    batch.total = add_file_lines(session, lines)
     session.commit()
     return batch
 
 
-def failed_batch(session: Session, *, batch_id: str, api_key_id: str, input_file_id: str, endpoint: str | None,
-                 completion_window: str, webhook: str | None, metadata: dict[str, Any] | None, total: int,
-                 errors: list[dict[str, Any]], now: datetime) -> Batch:
-    """A batch whose file failed validation: no line runs. Commits."""
-    batch = Batch(id=batch_id, api_key_id=api_key_id, input_file_id=input_file_id, endpoint=endpoint,
-                  completion_window=completion_window, status=BATCH_FAILED, total=total, webhook=webhook,
-                  meta=metadata, errors={"object": "list", "data": errors}, created_at=now, failed_at=now)
-    session.add(batch)
+def add_checked_lines(sessions: sessionmaker[Session], batch_id: str, lines: Iterable[dict[str, Any]], checked: int,
+                      now: datetime) -> bool:
+    """The check's progress — `checked` lines so far, and `lines` (job rows of `store.jobs.batch_line`, maybe none)
+    queued — in one transaction, while the batch is still validating; False, adding nothing, once it is not (beat
+    failed it as abandoned)."""
+    with transaction(sessions) as session:
+        if not rowcount(session.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.status == VALIDATING)
+                .values(checked_at=now, total=checked).execution_options(synchronize_session=False))):
+            return False
+        add_file_lines(session, lines)
+    return True
+
+
+def start_batch(session: Session, batch_id: str, total: int, now: datetime) -> Batch | None:
+    """validating → in_progress, its `total` lines all queued (and maybe run) by the check. Commits; the batch, or
+    None if it was no longer validating (beat failed it as abandoned)."""
+    moved = rowcount(session.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.status == VALIDATING)
+        .values(status=IN_PROGRESS, total=total, in_progress_at=now).execution_options(synchronize_session=False)))
     session.commit()
-    return batch
+    return session.get(Batch, batch_id) if moved else None
+
+
+def fail_check(sessions: sessionmaker[Session], batch_id: str, errors: list[dict[str, Any]], now: datetime,
+               total: int | None = None) -> bool:
+    """validating → failed with `errors` (and `total` lines, when given), and every line the check queued deleted,
+    whether it ran or not (a worker's write-back to one then finds no row and keeps nothing), in one transaction;
+    whether it moved."""
+    values: dict[str, Any] = {"status": BATCH_FAILED, "errors": {"object": "list", "data": errors}, "failed_at": now}
+    if total is not None:
+        values["total"] = total
+    with transaction(sessions) as session:
+        moved = rowcount(session.execute(update(Batch).where(Batch.id == batch_id, Batch.status == VALIDATING)
+                                         .values(**values).execution_options(synchronize_session=False)))
+        if moved:
+            session.execute(delete(Job).where(Job.batch_id == batch_id).execution_options(synchronize_session=False))
+    return bool(moved)
+
+
+def abandoned_checks(sessions: sessionmaker[Session], stalled_since: datetime, limit: int) -> list[str]:
+    """Batches still validating whose check has not moved since `stalled_since`: their API process stopped."""
+    with sessions() as session:
+        each_statement_commits(session)
+        return list(session.scalars(select(Batch.id).where(Batch.status == VALIDATING,
+                                                           Batch.checked_at < stalled_since)
+                                    .order_by(Batch.created_at).limit(limit)))
 
 
 def own_batch(session: Session, api_key_id: str, batch_id: str) -> Batch | None:

@@ -5,7 +5,8 @@
 - publishes a wake-up, flag or not, for jobs `queued` for longer than `requeue_after_s` (theirs was lost);
 - frees idempotency keys older than their time to live;
 - publishes webhook events that are due: retries at their scheduled time, and events whose message was lost;
-- finalizes batches with no line left in flight: writes their output and error files (`store/batches.py`).
+- finalizes batches with no line left in flight: writes their output and error files (`store/batches.py`);
+- fails a batch whose file check stopped moving (its API process died mid-check), deleting the lines it queued.
 
 The transitions themselves are the job store's (`store/jobs.py`); this module decides when and publishes.
 """
@@ -37,6 +38,10 @@ LOCK_NAME = "distilq:beat"
 DEAD_AFTER = timedelta(seconds=2 * REFRESH_S)
 #: Jobs handled per sweep step, so that one sweep's transaction stays short.
 SWEEP_LIMIT = 500
+#: The error of a batch whose check stopped (`store.batches.abandoned_checks`), as its `errors` list shows it.
+CHECK_INTERRUPTED = {"code": "check_interrupted", "line": None, "param": None,
+                     "message": "the check of the input file stopped before its end (the API process checking it "
+                                "stopped); no line of it runs: create the batch again"}
 
 
 class Sweeper:
@@ -63,6 +68,7 @@ class Sweeper:
             "stale_woken": self._wake_for_stale(),
             "keys_freed": jobs.free_idempotency_keys(self.sessions, self.clock()),
             "webhooks_published": self._publish_due_webhooks(),
+            "checks_abandoned": self._fail_abandoned_checks(),
             "batches_finalized": self._finalize("batch", batches.due_for_finalizing, batches.finalize),
             "evaluations_finalized": self._finalize("evaluation", evaluations.due_for_finalizing,
                                                     evaluations.finalize),
@@ -101,6 +107,16 @@ class Sweeper:
                                        TASKS)
         self.events.queued(stale)
         return len(stale)
+
+    def _fail_abandoned_checks(self) -> int:
+        now = self.clock()
+        failed = 0
+        for batch_id in batches.abandoned_checks(self.sessions, now - timedelta(seconds=self.settings.check_lease_s),
+                                                 SWEEP_LIMIT):
+            if batches.fail_check(self.sessions, batch_id, [CHECK_INTERRUPTED], now):
+                log.warning("failed batch %s: its check stopped (the API process checking its file died)", batch_id)
+                failed += 1
+        return failed
 
     def _finalize(self, kind: str, due: Callable[[sessionmaker[Session], int], list[str]],
                   finalize: Callable[[sessionmaker[Session], str, Callable[[], datetime]], list[str]]) -> int:

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import func, select
 from transformers import pipeline
 
+from bench.e2e import descendants
 from distilq.stack import EmbeddedRedis
-from models.tables import Job
+from models.tables import Batch, Job
 from tests.chaos.postgres_cluster import PostgresCluster
 from tests.integration.stack import Stack, distilq_up, processes_with, wait_for
 
@@ -24,6 +26,7 @@ CHAOS_ENV = {
     "DISTILQ_REQUEUE_AFTER_S": "5",
     "DISTILQ_SWEEP_INTERVAL_S": "0.5",
     "DISTILQ_MAX_BATCH_SIZE": "8",
+    "DISTILQ_CHECK_LEASE_S": "2",
 }
 #: The stack of the tests that take `fresh_stack`: the slow model, and a Redis of the test's own to crash.
 pytestmark = pytest.mark.stack(models="slow", own_redis=True, env=CHAOS_ENV)
@@ -397,3 +400,56 @@ def test_an_evaluation_whose_worker_is_killed_scores_every_example_once(fresh_st
         ranks.append(predicted.index("the") + 1 if "the" in predicted else None)
     assert done["metrics"]["top_k_accuracy"] == pytest.approx(sum(r is not None for r in ranks) / 24)
     assert done["metrics"]["mrr"] == pytest.approx(sum(1 / r for r in ranks if r) / 24)
+
+
+def test_a_batch_whose_api_process_dies_mid_check_is_failed_with_no_line_left(fresh_stack: Stack) -> None:
+    """A batch's lines run as its file's check queues them; the API process checking it killed halfway leaves the
+    batch validating with lines queued, running or done. Beat fails it once its check has not moved for
+    `DISTILQ_CHECK_LEASE_S` and deletes every line the check queued: no part of a file whose check did not end
+    runs on, or shows."""
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker")
+    fresh_stack.start("beat", "beat")
+    body = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 2}}
+    lines = "".join(json.dumps({"custom_id": f"line-{i}", "method": "POST", "url": "/v1/fill-mask", "body": body})
+                    + "\n" for i in range(30_000))
+    file = http.post(f"{fresh_stack.url}/v1/files", data={"purpose": "batch"},
+                     files={"file": ("lines.jsonl", lines.encode())}).json()
+    creating = threading.Thread(target=lambda: _post_quietly(http, f"{fresh_stack.url}/v1/batches",
+                                                             {"input_file_id": file["id"]}), daemon=True)
+    creating.start()
+
+    def checking() -> str | None:
+        with fresh_stack.sessions() as session:
+            batch = session.scalars(select(Batch).where(Batch.status == "validating")).one_or_none()
+            queued = batch is not None and session.scalar(
+                select(func.count()).select_from(Job).where(Job.batch_id == batch.id)) or 0
+            return batch.id if batch is not None and queued and batch.total < 25_000 else None
+
+    batch_id = wait_for(checking, 60, "the check to queue its first lines")
+    api = fresh_stack.processes["api"].pid
+    for pid in reversed(descendants(api)):  # gunicorn's workers, then its master
+        os.kill(pid, signal.SIGKILL)
+    creating.join(30)
+
+    def failed() -> Batch | None:
+        with fresh_stack.sessions() as session:
+            batch = session.get_one(Batch, batch_id)
+            return batch if batch.status != "validating" else None
+
+    batch = wait_for(failed, 60, "beat to fail the abandoned check")
+    assert batch.status == "failed" and batch.errors is not None
+    assert [error["code"] for error in batch.errors["data"]] == ["check_interrupted"]
+    with fresh_stack.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Job).where(Job.batch_id == batch_id)) == 0
+    fresh_stack.start_api()
+    shown = http.get(f"{fresh_stack.url}/v1/batches/{batch_id}").json()
+    assert shown["status"] == "failed" and shown["request_counts"]["completed"] == 0
+
+
+def _post_quietly(http: requests.Session, url: str, body: dict[str, Any]) -> None:
+    """The create request, whose API process the test kills: its connection error is what is expected."""
+    try:
+        http.post(url, json=body, timeout=120)
+    except requests.ConnectionError:
+        pass

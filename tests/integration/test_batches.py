@@ -152,6 +152,21 @@ def test_a_broken_line_fails_the_whole_batch_naming_it(stack: Stack, http: reque
     assert empty["status"] == "failed" and empty["errors"]["data"][0]["code"] == "empty_file"
 
 
+def test_a_bad_line_after_lines_already_queued_fails_the_batch_and_leaves_no_job(
+        stack: Stack, http: requests.Session) -> None:
+    """The check queues each chunk of good lines at once, and a worker runs them while the rest is checked; a bad
+    line further on fails the batch whole: every line queued before it is deleted with the batch, run or not."""
+    good = [line(f"r{i}", "/v1/fill-mask", {"inputs": {"input_string": [TEXTS[i % len(TEXTS)]]}})
+            for i in range(1500)]
+    before = _jobs_in_db(stack)
+    batch = run_batch(stack, http, [*good, line("bad", "/v1/fill-mask", {"inputs": {"input_string": ["No mask."]}})])
+    assert batch["status"] == "failed" and batch["output_file_id"] is None
+    assert [error["line"] for error in batch["errors"]["data"]] == [1501]
+    assert batch["request_counts"] == {"total": 1501, "completed": 0, "failed": 0}
+    assert _jobs_in_db(stack) == before
+    assert http.post(f"{stack.url}/v1/batches/{batch['id']}/cancel").json()["status"] == "failed"
+
+
 def _jobs_in_db(stack: Stack) -> int:
     with stack.sessions() as session:
         return int(session.scalar(select(func.count()).select_from(Job)) or 0)
@@ -161,6 +176,10 @@ def test_a_cancelled_batch_ends_with_each_line_in_the_output_or_the_error_file(
         stack: Stack, http: requests.Session) -> None:
     lines = [line(f"r{i}", "/v1/fill-mask", {"inputs": {"input_string": [TEXTS[i % len(TEXTS)]]}})
              for i in range(2000)]
+    # A batch of the same lines ahead of it: its lines run first (the oldest first), so that the cancelled batch's
+    # lines are still queued when it is cancelled (a batch's lines start running as its check queues them).
+    ahead = run_batch(stack, http, [line(f"ahead-{i}", "/v1/fill-mask", {"inputs": {"input_string": [TEXTS[0]]}})
+                                    for i in range(2500)])
     batch = run_batch(stack, http, lines)
     cancelling = http.post(f"{stack.url}/v1/batches/{batch['id']}/cancel").json()
     assert cancelling["status"] in ("cancelling", "cancelled"), cancelling
@@ -173,6 +192,7 @@ def test_a_cancelled_batch_ends_with_each_line_in_the_output_or_the_error_file(
     assert done["request_counts"] == {"total": 2000, "completed": len(output), "failed": len(errors)}
     again = http.post(f"{stack.url}/v1/batches/{batch['id']}/cancel").json()
     assert again["status"] == "cancelled"
+    assert wait_batch(stack, http, ahead["id"])["status"] == "completed"
 
 
 def test_interactive_jobs_run_before_a_batch_s_lines(stack: Stack, http: requests.Session) -> None:

@@ -87,9 +87,10 @@ def add_lines(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClo
                                     inputs={"input_string": [f"Line {i} has a [MASK]."]},
                                     parameters={"top_k": 5}, n_inputs=1, metadata={})
                     for i in range(count)]
-            batches.create_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=file.id,
-                                 endpoint=None, completion_window="24h", webhook=None, metadata=None,
-                                 lines=iter(rows), now=clock())
+            batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=file.id,
+                                endpoint=None, completion_window="24h", webhook=None, metadata=None, now=clock())
+            assert batches.add_checked_lines(sessions, batch_id, rows, len(rows), clock())
+            assert batches.start_batch(session, batch_id, len(rows), clock()) is not None
         clock.advance(0.001)
         return [row["id"] for row in rows]
 

@@ -3,10 +3,11 @@ re-published, expired idempotency keys freed, due webhook events published."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
-from models.tables import Job
+from models.tables import ApiKey, Batch, Job
 from tests.doubles import ManualClock, RecordingEvents
 from tests.unit.conftest import Submit, claim_next
 from worker.sweeper import DEAD_AFTER, Sweeper
@@ -124,3 +125,32 @@ def test_presence_unknown_leaves_the_decision_to_leases(submit: Submit, sessions
     claim_next(sessions, clock, 120, "host:1")
     clock.advance(3 * DEAD_AFTER.total_seconds())
     assert sweeper.sweep()["reclaimed"] == 0
+
+
+def test_a_batch_whose_check_stopped_is_failed_and_its_lines_deleted(sessions: sessionmaker[Session],
+                                                                     api_key: ApiKey, clock: ManualClock) -> None:
+    """The API process checking a batch's file died: beat fails the batch once its check has not moved for
+    `check_lease_s`, and deletes the lines that check queued."""
+    from store import batches, files, jobs
+
+    with sessions() as session:
+        file = files.write_file(session, api_key_id=api_key.id, purpose="batch", filename="lines.jsonl", parts=[],
+                                max_bytes=None, now=clock())
+        batch_id = batches.new_batch_id()
+        batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=file.id, endpoint=None,
+                            completion_window="24h", webhook=None, metadata=None, now=clock())
+    line = jobs.batch_line(batch_id=batch_id, line=1, custom_id="a", task="fill-mask", model="stub",
+                           api_key_id=api_key.id, inputs=ONE["inputs"], parameters={"top_k": 1}, n_inputs=1,
+                           metadata=None, now=clock())
+    assert batches.add_checked_lines(sessions, batch_id, [line], 1, clock())
+    sweeper, _ = make_sweeper(sessions, clock)
+    clock.advance(SETTINGS.check_lease_s - 1)
+    assert sweeper.sweep()["checks_abandoned"] == 0
+    clock.advance(2)
+    assert sweeper.sweep()["checks_abandoned"] == 1
+    with sessions() as session:
+        batch = session.get_one(Batch, batch_id)
+        assert batch.status == "failed" and batch.errors is not None
+        assert [error["code"] for error in batch.errors["data"]] == ["check_interrupted"]
+        assert session.scalars(select(Job).where(Job.batch_id == batch_id)).all() == []
+    assert sweeper.sweep()["checks_abandoned"] == 0
