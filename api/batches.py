@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -109,7 +110,8 @@ class _CheckStopped(Exception):
     `check_lease_s`)."""
 
 
-def _job_row(batch_id: str, api_key_id: str, line: Line, token_ids: bytes | None, now: Any) -> dict[str, Any]:
+def _job_row(batch_id: str, api_key_id: str, line: Line, token_ids: bytes | None,
+             now: datetime) -> dict[str, Any]:
     inputs, parameters = stored_inputs(line.body)
     return jobs.batch_line(batch_id=batch_id, line=line.number, custom_id=line.custom_id, task=line.task,
                            model=app_state().settings.model_id(line.task), api_key_id=api_key_id, inputs=inputs,

@@ -1,5 +1,5 @@
 """`beat`'s sweep on SQLite with a hand-moved clock, no processes: jobs of dead workers handed on, lost messages
-re-published, expired idempotency keys freed, due webhook events published."""
+re-published, expired idempotency keys freed, due webhook events published, a batch whose check stopped failed."""
 
 from __future__ import annotations
 
