@@ -213,7 +213,7 @@ def create() -> Response:
         batches.fail_check(state.sessions, batch_id, errors, utcnow(), total)
         log.info("batch failed validation", extra={"batch": batch_id, "errors": len(errors)})
         return _as_it_is_now(batch_id)
-    if batches.start_batch(db(), batch_id, total, utcnow()) is None:
+    if not batches.start_batch(db(), batch_id, total, utcnow()):
         return _as_it_is_now(batch_id)
     # Its lines may all have run during the check, when no worker could end it (it was not in progress yet).
     sweep_requests.ask(state.redis)

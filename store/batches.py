@@ -81,14 +81,14 @@ def add_checked_lines(sessions: sessionmaker[Session], batch_id: str, lines: Ite
     return True
 
 
-def start_batch(session: Session, batch_id: str, total: int, now: datetime) -> Batch | None:
-    """validating → in_progress, its `total` lines all queued (and maybe run) by the check. Commits; the batch, or
-    None if it was no longer validating (beat failed it as abandoned)."""
+def start_batch(session: Session, batch_id: str, total: int, now: datetime) -> bool:
+    """validating → in_progress, its `total` lines all queued (and maybe run) by the check. Commits; whether it
+    moved (not when beat failed it as abandoned)."""
     moved = rowcount(session.execute(
         update(Batch).where(Batch.id == batch_id, Batch.status == VALIDATING)
         .values(status=IN_PROGRESS, total=total, in_progress_at=now).execution_options(synchronize_session=False)))
     session.commit()
-    return session.get(Batch, batch_id) if moved else None
+    return bool(moved)
 
 
 def fail_check(sessions: sessionmaker[Session], batch_id: str, errors: list[dict[str, Any]], now: datetime,

@@ -70,27 +70,35 @@ def submit(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock)
 AddLines = Callable[[int], list[str]]
 
 
+def begun_batch(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> str:
+    """A batch of an empty file, `validating` as the API's check begins one; its id."""
+    from store import batches, files
+
+    with sessions() as session:
+        file = files.write_file(session, api_key_id=api_key.id, purpose="batch", filename="lines.jsonl", parts=[],
+                                max_bytes=None, now=clock())
+        batch_id = batches.new_batch_id()
+        batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=file.id, endpoint=None,
+                            completion_window="24h", webhook=None, metadata=None, now=clock())
+    return batch_id
+
+
 @pytest.fixture()
 def add_lines(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> AddLines:
     """`add_lines(count)`: a batch file of `count` one-input fill-mask lines, created as the API does; their job
     ids, in line order."""
 
     def add(count: int) -> list[str]:
-        from store import batches, files
+        from store import batches
 
+        batch_id = begun_batch(sessions, api_key, clock)
+        rows = [jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task=TASK_FILL_MASK, model="stub",
+                                api_key_id=api_key.id, now=clock(), parameters={"top_k": 5}, n_inputs=1, metadata={},
+                                inputs={"input_string": [f"Line {i} has a [MASK]."]})
+                for i in range(count)]
+        assert batches.add_checked_lines(sessions, batch_id, rows, len(rows), clock())
         with sessions() as session:
-            file = files.write_file(session, api_key_id=api_key.id, purpose="batch", filename="lines.jsonl",
-                                    parts=[], max_bytes=None, now=clock())
-            batch_id = batches.new_batch_id()
-            rows = [jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task=TASK_FILL_MASK,
-                                    model="stub", api_key_id=api_key.id, now=clock(),
-                                    inputs={"input_string": [f"Line {i} has a [MASK]."]},
-                                    parameters={"top_k": 5}, n_inputs=1, metadata={})
-                    for i in range(count)]
-            batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=file.id,
-                                endpoint=None, completion_window="24h", webhook=None, metadata=None, now=clock())
-            assert batches.add_checked_lines(sessions, batch_id, rows, len(rows), clock())
-            assert batches.start_batch(session, batch_id, len(rows), clock()) is not None
+            assert batches.start_batch(session, batch_id, len(rows), clock())
         clock.advance(0.001)
         return [row["id"] for row in rows]
 

@@ -11,21 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.tasks import TASK_FILL_MASK
 from models.tables import ApiKey, Batch, Job
-from store import batches, files, jobs
+from store import batches, jobs
 from store.jobs import Outcome
 from tests.doubles import ManualClock
+from tests.unit.conftest import begun_batch
 
 ERROR = {"code": "invalid_line", "message": "line 3: not valid JSON", "line": 3, "param": None}
-
-
-def _begin(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> str:
-    with sessions() as session:
-        file = files.write_file(session, api_key_id=api_key.id, purpose="batch", filename="lines.jsonl", parts=[],
-                                max_bytes=None, now=clock())
-        batch_id = batches.new_batch_id()
-        batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=file.id, endpoint=None,
-                            completion_window="24h", webhook=None, metadata=None, now=clock())
-    return batch_id
 
 
 def _rows(batch_id: str, api_key: ApiKey, clock: ManualClock, first: int, count: int) -> list[dict[str, Any]]:
@@ -47,7 +38,7 @@ def _lines(sessions: sessionmaker[Session], batch_id: str) -> int:
 
 def test_checked_lines_run_while_the_rest_of_the_file_is_checked(sessions: sessionmaker[Session], api_key: ApiKey,
                                                                  clock: ManualClock) -> None:
-    batch_id = _begin(sessions, api_key, clock)
+    batch_id = begun_batch(sessions, api_key, clock)
     assert _batch(sessions, batch_id).status == "validating"
     assert batches.add_checked_lines(sessions, batch_id, _rows(batch_id, api_key, clock, 1, 3), 3, clock())
     claimed = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, 60)
@@ -57,15 +48,17 @@ def test_checked_lines_run_while_the_rest_of_the_file_is_checked(sessions: sessi
     assert batches.due_for_finalizing(sessions, 10) == []
     clock.advance(1)
     assert batches.add_checked_lines(sessions, batch_id, _rows(batch_id, api_key, clock, 4, 2), 5, clock())
-    started = batches.start_batch(sessions(), batch_id, 5, clock())
-    assert started is not None and started.status == "in_progress" and started.total == 5
+    with sessions() as session:
+        assert batches.start_batch(session, batch_id, 5, clock())
+    started = _batch(sessions, batch_id)
+    assert started.status == "in_progress" and started.total == 5 and started.in_progress_at is not None
     assert _lines(sessions, batch_id) == 5
     assert batches.due_for_finalizing(sessions, 10) == []  # two lines still queued
 
 
 def test_a_failed_check_deletes_every_line_it_queued_run_or_not(sessions: sessionmaker[Session], api_key: ApiKey,
                                                                 clock: ManualClock) -> None:
-    batch_id = _begin(sessions, api_key, clock)
+    batch_id = begun_batch(sessions, api_key, clock)
     assert batches.add_checked_lines(sessions, batch_id, _rows(batch_id, api_key, clock, 1, 4), 4, clock())
     first = jobs.claim_more(sessions, TASK_FILL_MASK, 1, clock, 60)
     jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in first.claims], clock(), 1, 1.0)
@@ -82,15 +75,17 @@ def test_a_failed_check_deletes_every_line_it_queued_run_or_not(sessions: sessio
     assert not batches.add_checked_lines(sessions, batch_id, _rows(batch_id, api_key, clock, 5, 1), 5, clock())
     assert _lines(sessions, batch_id) == 0
     assert not batches.fail_check(sessions, batch_id, [ERROR], clock())
-    assert batches.start_batch(sessions(), batch_id, 5, clock()) is None
+    with sessions() as session:
+        assert not batches.start_batch(session, batch_id, 5, clock())
 
 
 def test_a_check_that_stopped_moving_is_found_as_abandoned(sessions: sessionmaker[Session], api_key: ApiKey,
                                                            clock: ManualClock) -> None:
-    stalled = _begin(sessions, api_key, clock)
+    stalled = begun_batch(sessions, api_key, clock)
     assert batches.add_checked_lines(sessions, stalled, _rows(stalled, api_key, clock, 1, 2), 2, clock())
-    moving, done = _begin(sessions, api_key, clock), _begin(sessions, api_key, clock)
-    assert batches.start_batch(sessions(), done, 0, clock()) is not None
+    moving, done = begun_batch(sessions, api_key, clock), begun_batch(sessions, api_key, clock)
+    with sessions() as session:
+        assert batches.start_batch(session, done, 0, clock())
     clock.advance(30)
     assert batches.add_checked_lines(sessions, moving, [], 512, clock())  # progress with no line queued
     clock.advance(31)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import Settings
 from models.tables import ApiKey, Batch, Job
 from tests.doubles import ManualClock, RecordingEvents
-from tests.unit.conftest import Submit, claim_next
+from tests.unit.conftest import Submit, begun_batch, claim_next
 from worker.sweeper import DEAD_AFTER, Sweeper
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
@@ -131,14 +131,9 @@ def test_a_batch_whose_check_stopped_is_failed_and_its_lines_deleted(sessions: s
                                                                      api_key: ApiKey, clock: ManualClock) -> None:
     """The API process checking a batch's file died: beat fails the batch once its check has not moved for
     `check_lease_s`, and deletes the lines that check queued."""
-    from store import batches, files, jobs
+    from store import batches, jobs
 
-    with sessions() as session:
-        file = files.write_file(session, api_key_id=api_key.id, purpose="batch", filename="lines.jsonl", parts=[],
-                                max_bytes=None, now=clock())
-        batch_id = batches.new_batch_id()
-        batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=file.id, endpoint=None,
-                            completion_window="24h", webhook=None, metadata=None, now=clock())
+    batch_id = begun_batch(sessions, api_key, clock)
     line = jobs.batch_line(batch_id=batch_id, line=1, custom_id="a", task="fill-mask", model="stub",
                            api_key_id=api_key.id, inputs=ONE["inputs"], parameters={"top_k": 1}, n_inputs=1,
                            metadata=None, now=clock())
