@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import RowMapping, Text, cast, delete, exists, func, select, update
+from sqlalchemy import RowMapping, Text, cast, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
@@ -44,7 +44,7 @@ from models.tables import (
     Job,
 )
 from store.files import write_file
-from store.jobs import add_file_lines, cancel_batch_lines
+from store.jobs import add_file_lines, cancel_batch_lines, delete_batch_lines
 from store.owned import newest_first, own
 from webhooks import record_batch_event
 
@@ -103,7 +103,7 @@ def fail_check(sessions: sessionmaker[Session], batch_id: str, errors: list[dict
         moved = rowcount(session.execute(update(Batch).where(Batch.id == batch_id, Batch.status == VALIDATING)
                                          .values(**values).execution_options(synchronize_session=False)))
         if moved:
-            session.execute(delete(Job).where(Job.batch_id == batch_id).execution_options(synchronize_session=False))
+            delete_batch_lines(session, batch_id)
     return bool(moved)
 
 

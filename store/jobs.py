@@ -5,6 +5,7 @@ row inside the caller's transaction or its own, and records the webhook event it
     claim: queued → running (attempt + 1, lease);  renew the lease;
     finish: running → succeeded | failed (only while the claim holds);  cancel: queued | running → canceled;
     cancel a batch or an evaluation: its queued lines → canceled (running ones finish);
+    a batch's check failed: its lines deleted, whatever their status (as if its file had never run);
     reclaim: running with an expired lease → queued, or failed `worker_lost` after the last attempt;
     requeue: a task's wake-up was lost → its first stale job marked as woken again (`beat` publishes one).
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, bindparam, case, func, insert, or_, select, tuple_, update
+from sqlalchemy import Integer, Table, bindparam, case, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -272,6 +273,13 @@ def cancel_evaluation_examples(session: Session, evaluation_id: str, now: dateti
     """Cancels the evaluation's queued examples in the caller's transaction (running ones finish); how many."""
     return _cancel_lines(session, Job.evaluation_id == evaluation_id, now, "evaluation_canceled",
                          "the evaluation was canceled before this example ran")
+
+
+def delete_batch_lines(session: Session, batch_id: str) -> int:
+    """Deletes every line of a batch whose check failed, queued, running or finished, in the caller's transaction
+    (a worker's write-back to one then finds no row and keeps nothing; lines have no webhook events); how many."""
+    return rowcount(session.execute(delete(Job).where(Job.batch_id == batch_id)
+                                    .execution_options(synchronize_session=False)))
 
 
 def _cancel_lines(session: Session, which: Any, now: datetime, code: str, message: str) -> int:

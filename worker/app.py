@@ -102,7 +102,7 @@ class WorkerContext:
 def _freeze_heap() -> None:
     """Takes every object alive now — the models, torch's and transformers' modules, Celery's worker, hundreds of
     thousands and never garbage — out of the garbage collector's full collections (`gc.freeze`). Each full
-    collection traversed them all: 150–270 ms on the bench's machine, taken on whichever thread allocated last
+    collection traversed them all: up to 270 ms on the bench's machine, taken on whichever thread allocated last
     (an engine's pass, a claim), where a pass's claims and outputs, outliving the young generations, bring one on."""
     gc.collect()
     gc.freeze()
