@@ -110,11 +110,11 @@ class _CheckStopped(Exception):
     `check_lease_s`)."""
 
 
-def _job_row(batch_id: str, api_key_id: str, line: Line, token_ids: bytes | None,
+def _job_row(batch_id: str, api_key_id: str, line: Line, model: str, token_ids: bytes | None,
              now: datetime) -> dict[str, Any]:
     inputs, parameters = stored_inputs(line.body)
     return jobs.batch_line(batch_id=batch_id, line=line.number, custom_id=line.custom_id, task=line.task,
-                           model=app_state().settings.model_id(line.task), api_key_id=api_key_id, inputs=inputs,
+                           model=model, api_key_id=api_key_id, inputs=inputs,
                            parameters=parameters, n_inputs=line.body.n_inputs(), metadata=line.body.metadata,
                            now=now, token_ids=token_ids)
 
@@ -125,6 +125,7 @@ def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,
     together (one tokenizer call per task) and, while no line is bad, queued as jobs of the batch, a worker woken
     for them; raises _CheckStopped."""
     state = app_state()
+    models = {task: state.settings.model_id(task) for task in CHECKS}
     seen: set[str] = set()
     total, errors = 0, list[dict[str, Any]]()
     pending: list[Line] = []
@@ -139,8 +140,8 @@ def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,
                               for item, checked in zip(lines, found, strict=True) if checked.problems)
                 token_ids.update((item.number, checked.token_ids) for item, checked in zip(lines, found, strict=True))
         now = utcnow()
-        rows = [] if errors else [_job_row(batch_id, api_key_id, item, token_ids[item.number], now)
-                                  for item in pending]
+        rows = [] if errors else [_job_row(batch_id, api_key_id, item, models[item.task], token_ids[item.number],
+                                           now) for item in pending]
         if not batches.add_checked_lines(state.sessions, batch_id, rows, total, now):
             raise _CheckStopped
         for task in sorted({item.task for item in pending} if rows else ()):

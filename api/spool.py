@@ -1,7 +1,8 @@
-"""A request's checked lines in a temporary file: a batch's or an evaluation's file is read and judged once, and
-what each good line's job needs is written here as it is checked, then read back to make the jobs — neither held
-in memory whole nor read and judged a second time. This process's own objects, pickled: nothing from outside is
-unpickled."""
+"""A request's checked lines in a temporary file: an evaluation's file is read and judged once, and what each good
+line's job needs is written here as it is checked, then read back to make the jobs once the whole file has passed
+(a seeded sample of them, when asked) — neither held in memory whole nor read and judged a second time. (A batch's
+lines need no spool: they are queued chunk by chunk as they pass, `api/batches.py`.) This process's own objects,
+pickled: nothing from outside is unpickled."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (a batch
-created with them: `add_file_lines`), claimed (`claim_more`) and written back (`finish`), on a fresh SQLite
+"""The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (a batch's
+check queuing them: `add_checked_lines`), claimed (`claim_more`) and written back (`finish`), on a fresh SQLite
 database, in CPU µs a line. What creating a batch and a worker's claimer and writer threads cost a batch file's
 pass — in a run, they share the interpreter with the forward pass. `--backlog N` first queues N lines of the other
 task, never claimed: what a pass costs while a large batch waits in the queue.
@@ -21,14 +21,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.file_lines import CHECK_CHUNK
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory
 from models.tables import ApiKey
 from store import batches, files, jobs, keys
 from store.jobs import Outcome
-
-#: Lines the API's check queues at a time (`api.file_lines.CHECK_CHUNK`; the bench imports no API module).
-LINES_PER_CHECK = 512
 
 #: A top-5 output of a one-input fill-mask line, as the engine makes one.
 _OUTPUT = [[{"score": 0.1, "token": 5, "token_str": "capital", "sequence": "Paris is the capital of France."}] * 5]
@@ -44,7 +42,7 @@ def _lines(count: int, batch_id: str, api_key_id: str, now: datetime,
 
 def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str) -> float:
     """A batch of `count` queued lines of `task`, created as the API does (its check's chunks queued as they
-    pass, LINES_PER_CHECK at a time); the process time its insert began."""
+    pass, CHECK_CHUNK at a time); the process time its insert began."""
     with sessions() as session:
         file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl", parts=[],
                                 max_bytes=None, now=datetime.now(UTC))
@@ -53,9 +51,9 @@ def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: s
         batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id, endpoint=None,
                             completion_window="24h", webhook=None, metadata=None, now=now)
         lines = _lines(count, batch_id, api_key_id, now, task)
-        for checked in range(0, count, LINES_PER_CHECK):
-            batches.add_checked_lines(sessions, batch_id, itertools.islice(lines, LINES_PER_CHECK),
-                                      min(count, checked + LINES_PER_CHECK), now)
+        for checked in range(0, count, CHECK_CHUNK):
+            batches.add_checked_lines(sessions, batch_id, itertools.islice(lines, CHECK_CHUNK),
+                                      min(count, checked + CHECK_CHUNK), now)
         batches.start_batch(session, batch_id, count, now)
     return started
 

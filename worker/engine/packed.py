@@ -22,6 +22,7 @@ computed, so the kept states are exactly those of the full pass.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class PackedPass:
         """Whether `encode` runs attention on this pass's rows padded to the longest (else on its real tokens)."""
         return not (per_row or self.uniform)
 
-    @property
+    @functools.cached_property
     def runs(self) -> list[tuple[int, int]]:
         """(rows, length) of each run of consecutive rows of one length, in packed order."""
         return [(len(list(run)), length) for length, run in itertools.groupby(self.lengths)]

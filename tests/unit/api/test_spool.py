@@ -1,6 +1,6 @@
-"""A batch's or an evaluation's file is read and judged once: what the check made of each good line waits in a
-temporary file (`api/spool.py`) and the jobs are made from there. The app runs in-process (Flask's test client) on
-a real SQLite file; nothing here reaches a worker."""
+"""A batch's or an evaluation's file is read and judged once: an evaluation's checked lines wait in a temporary
+file (`api/spool.py`) and the jobs are made from there; a batch's are queued chunk by chunk as they pass. The app
+runs in-process (Flask's test client) on a real SQLite file; nothing here reaches a worker."""
 
 from __future__ import annotations
 
