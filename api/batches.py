@@ -15,25 +15,25 @@ one part of the file and one chunk of lines at a time.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from concurrent.futures import Future
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from api.batch_lines import LineChunk, Verdict
+from api.check_pool import CheckerModelUnavailable, CheckProcessLost
 from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
-from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, bad_body, json_lines
-from api.model_inputs import check_fill_masks, check_question_answerings
-from api.state import app_state, served
-from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
-from contract.requests import BatchRequest, FillMaskRequest, QuestionAnsweringRequest, stored_inputs
+from api.file_lines import CHECK_CHUNK, CHECK_CHUNK_BYTES, MAX_ERRORS, BadLine, raw_lines
+from api.state import app_state, model_unavailable, served
+from api.validation import parse, query_int, read_json_object, webhook_problems
+from contract.requests import BatchRequest
 from core import sweep_requests, wakeups
 from core.clock import utcnow
-from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
 from models.tables import Batch
-from store import batches, files, jobs
+from store import batches, files
 
 log = logging.getLogger(__name__)
 
@@ -41,132 +41,97 @@ bp = Blueprint("batches", __name__, url_prefix="/v1")
 bp.before_request(authenticate)
 bp.teardown_request(close_db)
 
-#: route → (task, body schema)
-ROUTES: dict[str, tuple[str, Any]] = {
-    "/v1/fill-mask": (TASK_FILL_MASK, FillMaskRequest),
-    "/v1/question-answering": (TASK_QUESTION_ANSWERING, QuestionAnsweringRequest),
-}
-#: task → the model's checks of many bodies
-CHECKS: dict[str, Any] = {TASK_FILL_MASK: check_fill_masks, TASK_QUESTION_ANSWERING: check_question_answerings}
-LINE_KEYS = {"custom_id", "method", "url", "body"}
-
-
-@dataclass(frozen=True)
-class Line:
-    number: int
-    custom_id: str
-    task: str
-    body: FillMaskRequest | QuestionAnsweringRequest
-
-
-def _line(data: dict[str, Any], number: int, endpoint: str | None) -> Line:
-    """One line of the file, judged as its route judges a body, but for the model's checks (`_validate` runs them
-    on many lines at once); raises BadLine."""
-    unknown = sorted(set(data) - LINE_KEYS)
-    if unknown:
-        raise BadLine(number, f"unknown field {unknown[0]!r}", unknown[0])
-    custom_id = data.get("custom_id")
-    if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 512:
-        raise BadLine(number, "custom_id must be a string of 1 to 512 characters", "custom_id")
-    if data.get("method") != "POST":
-        raise BadLine(number, "method must be 'POST'", "method")
-    url = data.get("url")
-    if url not in ROUTES:
-        raise BadLine(number, f"url must be one of {', '.join(ROUTES)}", "url")
-    if endpoint is not None and url != endpoint:
-        raise BadLine(number, f"url must be the batch's endpoint, {endpoint}", "url")
-    body = data.get("body")
-    if not isinstance(body, dict):
-        raise BadLine(number, "body must be a JSON object: the request body of its url", "body")
-    task, schema = ROUTES[url]
-    problems = unstorable(body)
-    if not problems:
-        try:
-            parsed = parse(schema, body)
-        except ApiError as error:
-            problems = error.details
-        else:
-            if parsed.webhook is not None:
-                problems = [detail(["webhook"], "a batch's lines have no webhooks of their own: give the batch one")]
-    if problems:
-        raise bad_body(number, problems, "body")
-    return Line(number, custom_id, task, parsed)
-
-
-def _read(file_id: str, endpoint: str | None) -> Iterator[Line | BadLine]:
-    """Every line of the file (blank lines skipped), judged, or what is wrong with it."""
-    for item in json_lines(file_id, app_state().settings.max_batch_lines):
-        if isinstance(item, BadLine):
-            yield item
-            continue
-        try:
-            yield _line(item[1], item[0], endpoint)
-        except BadLine as bad:
-            yield bad
-
 
 class _CheckStopped(Exception):
     """The batch is no longer validating: beat failed it as abandoned (its check did not move for
     `check_lease_s`)."""
 
 
-def _job_row(batch_id: str, api_key_id: str, line: Line, model: str, token_ids: bytes | None,
-             now: datetime) -> dict[str, Any]:
-    inputs, parameters = stored_inputs(line.body)
-    return jobs.batch_line(batch_id=batch_id, line=line.number, custom_id=line.custom_id, task=line.task,
-                           model=model, api_key_id=api_key_id, inputs=inputs,
-                           parameters=parameters, n_inputs=line.body.n_inputs(), metadata=line.body.metadata,
-                           now=now, token_ids=token_ids)
+def _chunks(file_id: str, endpoint: str | None, batch_id: str,
+            api_key_id: str) -> Iterator[LineChunk | BadLine]:
+    """The file's lines in chunks of CHECK_CHUNK lines (or CHECK_CHUNK_BYTES), and — last — a BadLine that ends
+    the reading (a line too long, too many lines)."""
+    state = app_state()
+    lines: list[tuple[int, bytes]] = []
+    size = 0
+    for item in raw_lines(state.read_sessions, state.settings, file_id):
+        if isinstance(item, BadLine):
+            if lines:
+                yield LineChunk(lines, endpoint, batch_id, api_key_id, utcnow())
+            yield item
+            return
+        lines.append(item)
+        size += len(item[1])
+        if len(lines) == CHECK_CHUNK or size >= CHECK_CHUNK_BYTES:
+            yield LineChunk(lines, endpoint, batch_id, api_key_id, utcnow())
+            lines, size = [], 0
+    if lines:
+        yield LineChunk(lines, endpoint, batch_id, api_key_id, utcnow())
 
 
 def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,
                      api_key_id: str) -> tuple[int, list[dict[str, Any]]]:
-    """The check: how many lines, and the first MAX_ERRORS problems (by line). Each chunk of lines is judged
-    together (one tokenizer call per task) and, while no line is bad, queued as jobs of the batch, a worker woken
-    for them; raises _CheckStopped."""
+    """The check: how many lines, and the first MAX_ERRORS problems (by line). Chunks of lines are judged a few at
+    once (`api/check_pool.py`), their verdicts taken in the file's order; while no line is bad, each chunk's lines
+    are queued as jobs of the batch, a worker woken for them. Raises _CheckStopped."""
     state = app_state()
-    models = {task: state.settings.model_id(task) for task in CHECKS}
+    pool = state.check_pool
     seen: set[str] = set()
     total, errors = 0, list[dict[str, Any]]()
-    pending: list[Line] = []
+    judging: deque[Future[list[Verdict]]] = deque()
 
-    def check_pending() -> None:
-        token_ids: dict[int, bytes | None] = {}
-        for task, check in CHECKS.items():
-            lines = [item for item in pending if item.task == task]
-            if lines:
-                found = check([item.body for item in lines], served(task), state.settings)
-                errors.extend(bad_body(item.number, checked.problems, "body").error
-                              for item, checked in zip(lines, found, strict=True) if checked.problems)
-                token_ids.update((item.number, checked.token_ids) for item, checked in zip(lines, found, strict=True))
+    def take_oldest() -> None:
+        nonlocal total
+        try:
+            verdicts = pool.result(judging.popleft())
+        except CheckerModelUnavailable as error:
+            raise model_unavailable(error.task, error.message) from None
+        rows: list[dict[str, Any]] = []
+        for verdict in verdicts:
+            if len(errors) >= MAX_ERRORS:
+                break
+            if verdict.custom_id is not None:
+                if verdict.custom_id in seen:
+                    errors.append(BadLine(verdict.number, f"custom_id {verdict.custom_id!r} is used by an earlier "
+                                                          "line", "custom_id").error)
+                    continue
+                seen.add(verdict.custom_id)
+                total += 1
+            if verdict.row is not None:
+                rows.append(verdict.row)
+            elif verdict.error is not None:
+                errors.append(verdict.error)
         now = utcnow()
-        rows = [] if errors else [_job_row(batch_id, api_key_id, item, models[item.task], token_ids[item.number],
-                                           now) for item in pending]
-        if not batches.add_checked_lines(state.sessions, batch_id, rows, total, now):
+        queued = [] if errors else rows
+        if not batches.add_checked_lines(state.sessions, batch_id, queued, total, now):
             raise _CheckStopped
-        for task in sorted({item.task for item in pending} if rows else ()):
+        for task in sorted({row["task"] for row in queued}):
             try:
                 wakeups.request(state.celery, state.redis, task)
             except Exception as error:  # the lines are committed: `beat` wakes a worker for them later
                 log.warning("waking a worker for batch %s failed (%s); beat will", batch_id,
                             error.__class__.__name__)
-        pending.clear()
 
-    for item in _read(file_id, endpoint):
-        if isinstance(item, BadLine):
-            errors.append(item.error)
-        elif item.custom_id in seen:
-            errors.append(BadLine(item.number, f"custom_id {item.custom_id!r} is used by an earlier line",
-                                  "custom_id").error)
-        else:
-            seen.add(item.custom_id)
-            total += 1
-            pending.append(item)
-            if len(pending) == CHECK_CHUNK:
-                check_pending()
-        if len(errors) >= MAX_ERRORS:
-            break
-    check_pending()
+    try:
+        for item in _chunks(file_id, endpoint, batch_id, api_key_id):
+            if isinstance(item, BadLine):
+                while judging and len(errors) < MAX_ERRORS:
+                    take_oldest()
+                errors.append(item.error)
+                break
+            judging.append(pool.submit(item, served))
+            while len(judging) >= pool.in_flight or (judging and judging[0].done()):
+                take_oldest()
+            if len(errors) >= MAX_ERRORS:
+                break
+        while judging and len(errors) < MAX_ERRORS:
+            take_oldest()
+    except CheckProcessLost:
+        raise ApiError(503, "check_interrupted", "a process checking the file stopped; create the batch again",
+                       headers={"Retry-After": "5"}) from None
+    finally:
+        for left in judging:
+            left.cancel()
     if not errors and total == 0:
         errors.append({"code": "empty_file", "message": "the file has no lines", "line": None, "param": None})
     return total, sorted(errors, key=lambda error: error["line"] or 0)[:MAX_ERRORS]

@@ -51,7 +51,7 @@ class _Example:
 
 def _schema_checked(task: str, file_id: str) -> Iterator[_Example | BadLine]:
     schema: type[BaseModel] = EXAMPLES[task]
-    for item in json_lines(file_id, app_state().settings.max_batch_lines):
+    for item in json_lines(app_state().read_sessions, app_state().settings, file_id):
         if isinstance(item, BadLine):
             yield item
             continue

@@ -7,13 +7,17 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from api.state import app_state
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import Settings
 from store import files
 
 #: A failed batch or evaluation names at most this many bad lines.
 MAX_ERRORS = 100
 #: Lines whose model checks (token counts) run together, with one tokenizer call.
 CHECK_CHUNK = 512
+#: A batch's chunk of lines ends sooner when its lines hold this many bytes: a check holds a few chunks at once.
+CHECK_CHUNK_BYTES = 4_000_000
 
 
 class BadLine(Exception):
@@ -30,28 +34,38 @@ def bad_body(number: int, problems: list[dict[str, Any]], prefix: str | None = N
     return BadLine(number, f"{where}: {problems[0]['msg']}" if where else problems[0]["msg"], where or None)
 
 
-def json_lines(file_id: str, max_lines: int) -> Iterator[tuple[int, dict[str, Any]] | BadLine]:
-    """Every line of the file as (number, JSON object), blank lines skipped, or what is wrong with it; past
-    `max_lines` lines, one BadLine and the end."""
-    settings = app_state().settings
-    count = 0
+def parse_line(number: int, raw: bytes) -> tuple[int, dict[str, Any]] | BadLine:
+    """One line as (number, JSON object), or what is wrong with it."""
     try:
-        for number, raw in enumerate(files.read_lines(app_state().read_sessions, file_id, settings.max_body_bytes),
-                                     start=1):
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        return BadLine(number, f"not valid JSON ({error})")
+    if not isinstance(data, dict):
+        return BadLine(number, "a line must be a JSON object")
+    return number, data
+
+
+def raw_lines(sessions: sessionmaker[Session], settings: Settings,
+              file_id: str) -> Iterator[tuple[int, bytes] | BadLine]:
+    """Every line of the file as (number, its bytes), blank lines skipped, unparsed; past `max_batch_lines` lines,
+    or at a line longer than `max_body_bytes`, one BadLine and the end."""
+    max_lines, count = settings.max_batch_lines, 0
+    try:
+        for number, raw in enumerate(files.read_lines(sessions, file_id, settings.max_body_bytes), start=1):
             if not raw.strip():
                 continue
             count += 1
             if count > max_lines:
                 yield BadLine(number, f"a file holds at most {max_lines} lines")
                 return
-            try:
-                data = json.loads(raw)
-            except (ValueError, RecursionError) as error:
-                yield BadLine(number, f"not valid JSON ({error})")
-                continue
-            if not isinstance(data, dict):
-                yield BadLine(number, "a line must be a JSON object")
-                continue
-            yield number, data
+            yield number, raw
     except files.LineTooLong as error:
         yield BadLine(error.line, f"longer than {error.limit} bytes (DISTILQ_MAX_BODY_BYTES)")
+
+
+def json_lines(sessions: sessionmaker[Session], settings: Settings,
+               file_id: str) -> Iterator[tuple[int, dict[str, Any]] | BadLine]:
+    """Every line of the file as (number, JSON object), blank lines skipped, or what is wrong with it (as
+    `raw_lines`)."""
+    for item in raw_lines(sessions, settings, file_id):
+        yield item if isinstance(item, BadLine) else parse_line(*item)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.announcements import Announcements
+from api.errors import ApiError
 from api.key_cache import KeyCache
 from api.limits import KeyRateLimiter
 from api.model_inputs import ServedModel, load_served_model
@@ -21,6 +23,9 @@ from core.queue import make_celery
 from core.settings import Settings
 from core.tasks import ModelUnavailable
 from models.db import make_engine, make_read_session_factory, make_session_factory
+
+if TYPE_CHECKING:  # the pool judges lines as the API's validation does, which reads this module's state
+    from api.check_pool import CheckPool
 
 #: A model that failed to load is tried again after this long, in seconds.
 MODEL_RETRY_AFTER_S = 30
@@ -39,6 +44,8 @@ class AppState:
     announcements: Announcements
     key_cache: KeyCache
     wait_slots: WaitSlots
+    #: Where a batch file's lines are judged.
+    check_pool: CheckPool
     _models: dict[str, ServedModel] = field(default_factory=dict)
     #: task → (monotonic time until which the failure stands, its message)
     _failures: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -65,6 +72,8 @@ class AppState:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
+    from api.check_pool import CheckPool
+
     engine = make_engine(settings.resolved_database_url)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     key_cache = KeyCache(trusted=lambda: announcements.subscribed.is_set())
@@ -80,6 +89,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         announcements=announcements,
         key_cache=key_cache,
         wait_slots=WaitSlots(client, settings.max_waiting_per_key),
+        check_pool=CheckPool(settings),
     )
 
 
@@ -89,12 +99,15 @@ def app_state() -> AppState:
 
 
 
-def served(task: str) -> ServedModel:
-    """The served model's tokenizer side, or a 503 (with Retry-After) while it cannot be loaded."""
-    from api.errors import ApiError
+def model_unavailable(task: str, error: object) -> ApiError:
+    """The 503 (with Retry-After) of a request that needs `task`'s model while it cannot be loaded."""
+    return ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
+                    headers={"Retry-After": str(MODEL_RETRY_AFTER_S)})
 
+
+def served(task: str) -> ServedModel:
+    """The served model's tokenizer side, or a 503 (`model_unavailable`) while it cannot be loaded."""
     try:
         return app_state().served_model(task)
     except ModelUnavailable as error:
-        raise ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
-                       headers={"Retry-After": str(MODEL_RETRY_AFTER_S)}) from None
+        raise model_unavailable(task, error) from None

@@ -85,6 +85,7 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_t
             stack.wait_for_workers([task])
             if beat:
                 stack.start("beat", "beat")
+                stack.wait_for_beat()
             assert stack.redis is not None and stack.redis.process is not None
             pids = {"api": stack.processes["api"].pid, "worker": stack.processes["worker"].pid,
                     "redis": stack.redis.process.pid, **({"beat": stack.processes["beat"].pid} if beat else {})}

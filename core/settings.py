@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     #: A batch whose file check has not moved for this long is failed by `beat`, its lines deleted: the API process
     #: checking it stopped. (A check moves every CHECK_CHUNK lines, many times a second.)
     check_lease_s: int = Field(default=60, ge=1)
+    #: Processes beside each API process that judge a batch file's lines (`api/check_pool.py`); 0: the request's
+    #: own thread. None: half the cores, at most 8, and none below 4 cores.
+    check_processes: int | None = Field(default=None, ge=0, le=64)
 
     #: Bounds on what one request may ask for (documented in the README).
     max_inputs_per_job: int = Field(default=256, ge=1)

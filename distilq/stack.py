@@ -191,6 +191,13 @@ class LocalStack:
         wait_until(lambda: not unserved_tasks(client, tasks), timeout_s,
                    f"a worker to load the model of each of {', '.join(tasks)}", self.processes)
 
+    def wait_for_beat(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until a beat holds the beat lock: it has loaded and sweeps (a bench must not time its imports)."""
+        from worker.sweeper import LOCK_NAME
+
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
+        wait_until(lambda: client.exists(LOCK_NAME) or None, timeout_s, "beat to take the beat lock", self.processes)
+
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = STOP_GRACE_S) -> int:
         """Signals the child and waits for it; returns its exit status. SIGKILL after `timeout_s` of SIGTERM."""
         process = self.processes.pop(name)

@@ -107,6 +107,7 @@ def _started_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
                 stack.start("webhooks", "worker", "--queues", "webhooks")
             elif part == "beat":
                 stack.start("beat", "beat")
+                stack.wait_for_beat()
             else:
                 raise ValueError(f"no part {part!r} to start")
         yield stack

@@ -402,11 +402,16 @@ def test_an_evaluation_whose_worker_is_killed_scores_every_example_once(fresh_st
     assert done["metrics"]["mrr"] == pytest.approx(sum(1 / r for r in ranks if r) / 24)
 
 
-def test_a_batch_whose_api_process_dies_mid_check_is_failed_with_no_line_left(fresh_stack: Stack) -> None:
+@pytest.mark.parametrize("check_processes", [0, 2])
+def test_a_batch_whose_api_process_dies_mid_check_is_failed_with_no_line_left(fresh_stack: Stack,
+                                                                               check_processes: int) -> None:
     """A batch's lines run as its file's check queues them; the API process checking it killed halfway leaves the
     batch validating with lines queued, running or done. Beat fails it once its check has not moved for
     `DISTILQ_CHECK_LEASE_S` and deletes every line the check queued: no part of a file whose check did not end
-    runs on, or shows."""
+    runs on, or shows. The API's check processes (`api/check_pool.py`), not killed, leave with it."""
+    fresh_stack.stop("api")
+    fresh_stack.env["DISTILQ_CHECK_PROCESSES"] = str(check_processes)
+    fresh_stack.start_api()
     http = fresh_stack.client(fresh_stack.new_key())
     fresh_stack.start_worker("worker")
     fresh_stack.start("beat", "beat")
@@ -428,9 +433,16 @@ def test_a_batch_whose_api_process_dies_mid_check_is_failed_with_no_line_left(fr
 
     batch_id = wait_for(checking, 60, "the check to queue its first lines")
     api = fresh_stack.processes["api"].pid
-    for pid in reversed(descendants(api)):  # gunicorn's workers, then its master
-        os.kill(pid, signal.SIGKILL)
+    tree = descendants(api)
+    # The check processes, and multiprocessing's resource tracker beside them.
+    pool = [pid for pid in tree if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert sum(b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pool) == check_processes
+    for pid in reversed(tree):  # gunicorn's workers, then its master
+        if pid not in pool:
+            os.kill(pid, signal.SIGKILL)
     creating.join(30)
+    wait_for(lambda: not any(_running(pid) for pid in pool), 30, "the check processes to leave with their API "
+                                                                  "process")
 
     def failed() -> Batch | None:
         with fresh_stack.sessions() as session:
@@ -445,6 +457,14 @@ def test_a_batch_whose_api_process_dies_mid_check_is_failed_with_no_line_left(fr
     fresh_stack.start_api()
     shown = http.get(f"{fresh_stack.url}/v1/batches/{batch_id}").json()
     assert shown["status"] == "failed" and shown["request_counts"]["completed"] == 0
+
+
+def _running(pid: int) -> bool:
+    """Whether the process runs (a zombie no longer does: its new parent may be slow to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _post_quietly(http: requests.Session, url: str, body: dict[str, Any]) -> None:

@@ -1,0 +1,139 @@
+"""Where a batch file's chunks are judged (`api/batch_lines.py`): in check processes beside the API process, or in
+the request's own thread.
+
+Judging — JSON, the schema, the tokenizer, the job rows — is ~80 % of a file's check and pure Python, held by
+one interpreter's lock: one API process judges some 5,000–7,000 lines a second at best, where a GPU's engine runs
+tens of thousands. `DISTILQ_CHECK_PROCESSES` processes judge chunks side by side while the API process keeps the
+order, the custom_ids' uniqueness and the inserts (`api/batches.py`). They are spawned at an API process's first
+batch (each loads the served models' tokenizers, ~60 MB) and kept for its life; spawned, not forked, since an API
+process runs threads. A check process that dies fails the check it was judging for (503, the batch failed) and
+the next batch starts a new pool. With 0 processes, chunks are judged in the request's thread, as the same code.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from api.batch_lines import LineChunk, Verdict, judge
+from api.model_inputs import ServedModel, load_served_model
+from core.settings import Settings
+from core.tasks import ModelUnavailable
+
+
+class CheckerModelUnavailable(Exception):
+    """A check process could not load `task`'s model (its `ModelUnavailable`, with what to do about it)."""
+
+    def __init__(self, task: str, message: str) -> None:
+        super().__init__(task, message)
+        self.task, self.message = task, message
+
+
+class CheckProcessLost(Exception):
+    """A check process stopped (killed, out of memory) while chunks were being judged."""
+
+
+# A check process's own state: its settings and the models it loaded.
+_settings: Settings | None = None
+_models: dict[str, ServedModel] = {}
+
+
+def _start_checker(settings: Settings) -> None:
+    global _settings
+    _settings = settings
+    # The processes are the parallelism: the tokenizer's own thread pool in each would only contend.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # Each check process holds the writing end of the pool's queue of chunks too, so it would never see that queue
+    # end: an API process killed outright would leave its check processes waiting for ever. They leave with it.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True, name="parent-watch").start()
+
+
+def _exit_with(parent: int) -> None:
+    multiprocessing.connection.wait([parent])
+    os._exit(0)
+
+
+def _served_here(task: str) -> ServedModel:
+    assert _settings is not None
+    if task not in _models:
+        try:
+            _models[task] = load_served_model(_settings.model_id(task))
+        except ModelUnavailable as error:
+            raise CheckerModelUnavailable(task, f"{error}{_settings.offline_hint(task)}") from None
+    return _models[task]
+
+
+def _judge_here(chunk: LineChunk) -> list[Verdict]:
+    assert _settings is not None
+    return judge(chunk, _settings, _served_here)
+
+
+def default_processes() -> int:
+    """Half the cores this process may use, at most 8 — none below 4 cores. The other half runs the API's requests,
+    the worker's Python and the database; on two cores a check process only takes the worker's core and adds the
+    lines' pickling (BENCHMARKS.md); beyond 8 the API process's inserts are the bound."""
+    cores = len(os.sched_getaffinity(0))
+    return 0 if cores < 4 else min(8, cores // 2)
+
+
+class CheckPool:
+    """Judges chunks in `processes` check processes (0: in the caller's thread), one pool per API process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.processes = settings.check_processes if settings.check_processes is not None else default_processes()
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        """Chunks a check keeps submitted at once: every process busy, and one more waiting for each."""
+        return max(1, 2 * self.processes)
+
+    def submit(self, chunk: LineChunk, served: Callable[[str], ServedModel]) -> Future[list[Verdict]]:
+        """The chunk's verdicts, to come. `served` gives the models where the chunk is judged in this process."""
+        if self.processes == 0:
+            done: Future[list[Verdict]] = Future()
+            try:
+                done.set_result(judge(chunk, self.settings, served))
+            except BaseException as error:
+                done.set_exception(error)
+            return done
+        try:
+            return self._started().submit(_judge_here, chunk)
+        except BrokenProcessPool:
+            self._forget()
+            raise CheckProcessLost from None
+
+    def result(self, judged: Future[list[Verdict]]) -> list[Verdict]:
+        """The verdicts; raises CheckProcessLost (the pool is then started anew at the next submit) or
+        CheckerModelUnavailable."""
+        try:
+            return judged.result()
+        except BrokenProcessPool:
+            self._forget()
+            raise CheckProcessLost from None
+
+    def _started(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(self.processes, multiprocessing.get_context("spawn"),
+                                                     initializer=_start_checker, initargs=(self.settings,))
+            return self._executor
+
+    def close(self) -> None:
+        """Stops the check processes, if any (an API process's exit does as much)."""
+        self._forget(wait=True)
+
+    def _forget(self, wait: bool = False) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)

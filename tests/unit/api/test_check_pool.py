@@ -1,0 +1,144 @@
+"""A batch's file judged in check processes (`api/check_pool.py`) is judged as in the request's thread: the same
+jobs queued, the same errors named; a check process that dies, or cannot load a model, fails the check with a 503
+and the next batch is checked by a new pool. The app runs in-process (Flask's test client) on a real SQLite file;
+nothing here reaches a worker."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from api import create_app
+from api.check_pool import CheckPool, default_processes
+from core.settings import Settings
+from migrations import run_migrations
+from models.db import make_engine, make_session_factory, transaction
+from models.tables import Job
+from store.keys import create_key
+
+#: A client of an app of its own (a fresh database), its batch files checked by this many check processes.
+MakeClient = Callable[..., FlaskClient]
+
+FILL_MASK = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 3}}
+QA = {"inputs": {"question": ["Where is Paris?"], "context": ["Paris is the capital of France."]}}
+
+
+@pytest.fixture()
+def make_client(tmp_path: Path, tiny_models: dict[str, Path]) -> Iterator[MakeClient]:
+    pools: list[CheckPool] = []
+
+    def make(check_processes: int, **models: str) -> FlaskClient:
+        home = tmp_path / f"app-{len(pools)}"
+        home.mkdir()
+        url = f"sqlite:///{home / 'distilq.db'}"
+        run_migrations(url)
+        settings = Settings(home=home, database_url=url, redis_url="redis://127.0.0.1:1/0",
+                            fill_mask_model=models.get("fill_mask_model", str(tiny_models["fill-mask"])),
+                            qa_model=models.get("qa_model", str(tiny_models["question-answering"])),
+                            check_processes=check_processes)
+        with transaction(make_session_factory(make_engine(url))) as session:
+            key = create_key(session, "unit")
+        app = create_app(settings)
+        pools.append(app.extensions["distilq"].check_pool)
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+        return client
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+def _create(client: FlaskClient, lines: list[str]) -> tuple[int, dict[str, Any]]:
+    content = "".join(line + "\n" for line in lines).encode()
+    file = client.post("/v1/files", data={"purpose": "batch", "file": (io.BytesIO(content), "lines.jsonl")}).json
+    assert file is not None
+    created = client.post("/v1/batches", json={"input_file_id": file["id"]})
+    return created.status_code, created.json or {}
+
+
+def _line(custom_id: str, body: dict[str, Any], url: str = "/v1/fill-mask", **extra: Any) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body, **extra})
+
+
+def _queued(client: FlaskClient) -> list[tuple[Any, ...]]:
+    """What the check queued, less what differs between two databases (ids, times)."""
+    engine = make_engine(client.application.extensions["distilq"].settings.resolved_database_url)
+    with make_session_factory(engine)() as session:
+        return [tuple(row) for row in session.execute(
+            select(Job.batch_line, Job.custom_id, Job.task, Job.model, Job.input, Job.parameters, Job.n_inputs,
+                   Job.meta, Job.token_ids, Job.priority, Job.status).order_by(Job.batch_line))]
+
+
+def test_a_file_is_judged_alike_in_check_processes_and_in_the_request_thread(make_client: MakeClient) -> None:
+    good = [_line(f"r{i}", {**FILL_MASK, "metadata": {"i": i}} if i % 3 else QA,
+                  "/v1/fill-mask" if i % 3 else "/v1/question-answering") for i in range(1300)]
+    inline, pooled = make_client(0), make_client(2)
+    for client in (inline, pooled):
+        status, batch = _create(client, good)
+        assert status == 200 and batch["status"] == "in_progress", batch
+        assert batch["request_counts"]["total"] == 1300
+    assert len(multiprocessing.active_children()) == 2  # the pooled app's check processes judged its chunks
+    assert len(_queued(inline)) == 1300 and _queued(pooled) == _queued(inline)
+
+    bad = list(good)
+    bad[2] = "{not json"
+    bad[9] = _line("r9", FILL_MASK, extra_field=1)
+    bad[599] = _line("r0", FILL_MASK)  # r0 is line 1's
+    bad[699] = _line("r699", {"inputs": {"input_string": ["No mask here."]}})  # the model's check
+    bad[1249] = _line("r1249", FILL_MASK, url="/v1/translate")
+    errors = []
+    for client in (inline, pooled):
+        status, batch = _create(client, bad)
+        assert status == 200 and batch["status"] == "failed", batch
+        errors.append(batch["errors"]["data"])
+    assert [error["line"] for error in errors[0]] == [3, 10, 600, 700, 1250]
+    assert errors[1] == errors[0]
+    assert "used by an earlier line" in errors[0][2]["message"] and "no mask token" in errors[0][3]["message"]
+    assert len(_queued(pooled)) == 1300  # the first batch's alone: nothing of the failed one is left
+
+
+def test_a_check_process_that_dies_fails_the_check_and_a_new_pool_checks_the_next(make_client: MakeClient) -> None:
+    client = make_client(1)
+    lines = [_line(f"r{i}", FILL_MASK) for i in range(600)]
+    assert _create(client, lines)[1]["status"] == "in_progress"
+    (checker,) = multiprocessing.active_children()
+    os.kill(checker.pid or 0, signal.SIGKILL)
+    checker.join(10)
+
+    status, failed = _create(client, lines)
+    assert status == 503 and failed["error"]["code"] == "check_interrupted", failed
+    batches = client.get("/v1/batches").json
+    assert batches is not None and batches["data"][0]["status"] == "failed"
+    assert batches["data"][0]["errors"]["data"][0]["code"] == "check_failed"
+    status, batch = _create(client, lines)
+    assert status == 200 and batch["status"] == "in_progress" and batch["request_counts"]["total"] == 600
+    assert [child.pid for child in multiprocessing.active_children()] != [checker.pid]
+
+
+@pytest.mark.parametrize("check_processes", [0, 1])
+def test_a_model_a_check_cannot_load_is_a_503_wherever_it_is_judged(make_client: MakeClient, tmp_path: Path,
+                                                                    check_processes: int) -> None:
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    client = make_client(check_processes, qa_model=str(empty))
+    status, answer = _create(client, [_line("a", FILL_MASK), _line("b", QA, "/v1/question-answering")])
+    assert status == 503 and answer["error"]["code"] == "model_unavailable", answer
+    assert "question-answering model's tokenizer could not be loaded" in answer["error"]["message"]
+    assert "has no tokenizer.json" in answer["error"]["message"]
+
+
+def test_check_processes_by_default_are_half_the_cores_and_none_below_four(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cores, expected in ((1, 0), (2, 0), (3, 0), (4, 2), (16, 8), (64, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert default_processes() == expected
