@@ -4,10 +4,11 @@ the request's own thread.
 Judging — JSON, the schema, the tokenizer, the job rows — is ~80 % of a file's check and pure Python, held by
 one interpreter's lock: one API process judges some 5,000–7,000 lines a second at best, where a GPU's engine runs
 tens of thousands. `DISTILQ_CHECK_PROCESSES` processes judge chunks side by side while the API process keeps the
-order, the custom_ids' uniqueness and the inserts (`api/batches.py`). They are spawned at an API process's first
-batch (each loads the served models' tokenizers, ~60 MB) and kept for its life; spawned, not forked, since an API
-process runs threads. A check process that dies fails the check it was judging for (503, the batch failed) and
-the next batch starts a new pool. With 0 processes, chunks are judged in the request's thread, as the same code.
+order, the custom_ids' uniqueness and the inserts (`api/batches.py`). They are spawned as an API process starts
+(under gunicorn; elsewhere at the first batch), all at once, each loading the served models' tokenizers, and kept
+for its life; spawned, not forked, since an API process runs threads; they leave with it, even killed outright. A
+check process that dies fails the check it was judging for (503, the batch failed) and the next batch starts a
+new pool. With 0 processes, chunks are judged in the request's thread, as the same code.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from api.batch_lines import LineChunk, Verdict, judge
 from api.model_inputs import ServedModel, load_served_model
 from core.settings import Settings
-from core.tasks import ModelUnavailable
+from core.tasks import TASKS, ModelUnavailable
 
 
 class CheckerModelUnavailable(Exception):
@@ -70,6 +71,15 @@ def _served_here(task: str) -> ServedModel:
     return _models[task]
 
 
+def _warm() -> None:
+    """Loads the served models' tokenizers, those that load: a check process is ready for any chunk."""
+    for task in TASKS:
+        try:
+            _served_here(task)
+        except CheckerModelUnavailable:
+            pass  # a chunk that needs it says so
+
+
 def _judge_here(chunk: LineChunk) -> list[Verdict]:
     assert _settings is not None
     return judge(chunk, _settings, _served_here)
@@ -96,6 +106,12 @@ class CheckPool:
     def in_flight(self) -> int:
         """Chunks a check keeps submitted at once: every process busy, and one more waiting for each."""
         return max(1, 2 * self.processes)
+
+    def start(self) -> None:
+        """Starts the check processes now (an API process's start: `api/gunicorn_conf.py`), not at the first
+        check; none where there are none to start."""
+        if self.processes > 0:
+            self._started()
 
     def submit(self, chunk: LineChunk, served: Callable[[str], ServedModel]) -> Future[list[Verdict]]:
         """The chunk's verdicts, to come. `served` gives the models where the chunk is judged in this process."""
@@ -126,6 +142,10 @@ class CheckPool:
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(self.processes, multiprocessing.get_context("spawn"),
                                                      initializer=_start_checker, initargs=(self.settings,))
+                # All of them at once, each loading the models (the pool would start one a chunk, while none is
+                # idle): the first check does not wait for them one by one.
+                for _ in range(self.processes):
+                    self._executor.submit(_warm)
             return self._executor
 
     def close(self) -> None:

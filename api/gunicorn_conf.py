@@ -35,6 +35,12 @@ def on_starting(server: Any) -> None:
     get_settings().check_api_processes(server.cfg.workers)
 
 
+def post_worker_init(worker: Any) -> None:
+    """Each API process starts its check processes (`api/check_pool.py`) as it starts, in the background, rather
+    than at its first batch's check."""
+    worker.wsgi.extensions["distilq"].check_pool.start()
+
+
 def child_exit(_server: Any, worker: Any) -> None:
     """A dead worker's metric files are merged no more."""
     multiprocess.mark_process_dead(worker.pid)

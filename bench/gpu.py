@@ -40,6 +40,8 @@ class Step:
     #: much is left, and is stopped after twice as long.
     expected_s: int
     postgres: bool = False
+    #: The bench it runs; `bench.run`'s steps run on CUDA at the GPU's sizes, another module with its own arguments.
+    module: str = "bench.run"
 
 
 STEPS = [
@@ -58,6 +60,9 @@ STEPS = [
     Step("postgres", "one-input fill-mask jobs on PostgreSQL, 4 API processes (issue 13: ≥ 2,000 jobs/s)",
          ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
           "--concurrency", "512", "--api-workers", "4"], 70, postgres=True),
+    Step("file-check", "the API's check of a 10,000-line batch file in its own thread and in 4 and 8 check processes "
+         "(issue 15: the check is most of a batch's time on a GPU host)",
+         ["--lines", "10000", "--rounds", "2", "--check-processes", "0,4,8"], 40, module="bench.file_check"),
     Step("bfloat16", "the engine and agreement at bfloat16 (issue 14's item 4)",
          ["--dtype", "bfloat16", "--modes", "ch", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 50),
     Step("float32", "the engine at float32 (issue 14's item 4: exact, and how much slower)",
@@ -66,7 +71,7 @@ STEPS = [
 
 #: What a smoke run divides the sizes by (jobs, clients), on this machine's device.
 SMOKE_DIVISOR = 128
-_SIZED = {"--fill-mask-jobs", "--qa-jobs", "--concurrency"}
+_SIZED = {"--fill-mask-jobs", "--qa-jobs", "--concurrency", "--lines"}
 
 
 def step_command(step: Step, out: Path, models: Path, smoke: bool, database_url: str | None = None) -> list[str]:
@@ -82,6 +87,8 @@ def step_command(step: Step, out: Path, models: Path, smoke: bool, database_url:
         if "--inputs-per-job" in args:  # whole jobs of 64 inputs still
             jobs = args.index("--fill-mask-jobs") + 1
             args[jobs] = str(max(int(args[jobs]), 64 * 4))
+    if step.module != "bench.run":
+        return [sys.executable, "-m", step.module, *args, "--models", str(models)]
     device = [] if smoke else ["--device", "cuda"]
     sizes = ["--batch", "32"] if smoke else GPU_SIZES
     database = ["--database-url", database_url] if database_url else []
@@ -91,7 +98,8 @@ def step_command(step: Step, out: Path, models: Path, smoke: bool, database_url:
 
 def summary_lines(log: str) -> list[str]:
     """The lines of a bench log worth keeping: the machine, the tables and every figure line."""
-    keep = ("machine:", "measured", "###", "|", "ratios", "(c)", "(d)", "(e)", "(g)", "(h)", "Traceback")
+    keep = ("machine:", "measured", "###", "|", "ratios", "(c)", "(d)", "(e)", "(g)", "(h)", "batch of",
+            "evaluation of", "Traceback")
     return [line for line in log.splitlines() if line.lstrip().startswith(keep) or "Error" in line]
 
 
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.monotonic() - started
         (args.out / f"{step.name}.log").write_text(log)
         summary += [f"\n## {step.name}: {step.what} — {status}, {seconds:.0f} s",
-                    "`" + " ".join(["python -m bench.run", *command[3:]]) + "`", *summary_lines(log)]
+                    "`" + " ".join(["python -m", step.module, *command[3:]]) + "`", *summary_lines(log)]
         (args.out / "summary.md").write_text("\n".join(summary) + "\n")
         print(f"{step.name}: {status}, {seconds:.0f} s", flush=True)
     (args.out / "summary.md").write_text("\n".join(summary) + "\n")

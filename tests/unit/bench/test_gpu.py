@@ -34,6 +34,14 @@ def test_a_smoke_step_is_small_on_this_machines_device_and_keeps_whole_64_input_
     assert _value(wide, "--inputs-per-job") == "64" and int(_value(wide, "--fill-mask-jobs")) == 4 * 64
 
 
+def test_the_file_check_step_runs_its_own_bench_with_its_own_arguments() -> None:
+    step = next(step for step in gpu.STEPS if step.name == "file-check")
+    command = gpu.step_command(step, Path("/out"), Path("/models"), smoke=False)
+    assert command[1:3] == ["-m", "bench.file_check"] and "--device" not in command and "--batch" not in command
+    assert _value(command, "--lines") == "10000" and _value(command, "--check-processes") == "0,4,8"
+    assert _value(gpu.step_command(step, Path("/out"), Path("/models"), smoke=True), "--lines") == "78"
+
+
 def test_the_postgres_step_is_given_its_database() -> None:
     step = next(step for step in gpu.STEPS if step.postgres)
     command = gpu.step_command(step, Path("/out"), Path("/models"), smoke=False, database_url="postgresql+psycopg://x")
@@ -49,6 +57,8 @@ def test_steps_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path: Path
 
 @pytest.mark.parametrize(("line", "kept"), [
     ("| (c) | distilq engine | 1089.0 |", True),
+    ("batch of 10000 lines checked and queued: 1.48 s wall, 1.82 CPU s (182 CPU-µs a line), 0.00 CPU s in 0 check "
+     "processes, least of 2", True),
     ("ratios (sequences/s): d/c = 0.84", True),
     ("(h) fill-mask at float16 against the float32 pipeline: top-5 lists 386/400 equal", True),
     ("machine: x86_64, 16 cores, torch 2.13.0, cuda, float16", True),
