@@ -1,6 +1,6 @@
 """The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (a batch's
-check queuing them: `add_checked_lines`), claimed (`claim_more`) and written back (`finish`), on a fresh SQLite
-database, in CPU µs a line. What creating a batch and a worker's claimer and writer threads cost a batch file's
+check queuing them: `add_checked_lines`), claimed (`claim_more`), written back (`finish`) and the batch's output
+file written (`finalize`, beat's), on a fresh SQLite database, in CPU µs a line. What creating a batch and a worker's claimer and writer threads cost a batch file's
 pass — in a run, they share the interpreter with the forward pass. `--backlog N` first queues N lines of the other
 task, never claimed: what a pass costs while a large batch waits in the queue.
 
@@ -40,9 +40,9 @@ def _lines(count: int, batch_id: str, api_key_id: str, now: datetime,
                               parameters={"top_k": 5}, n_inputs=1, metadata={}, now=now, token_ids=bytes(220))
 
 
-def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str) -> float:
+def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str) -> tuple[str, float]:
     """A batch of `count` queued lines of `task`, created as the API does (its check's chunks queued as they
-    pass, CHECK_CHUNK at a time); the process time its insert began."""
+    pass, CHECK_CHUNK at a time); its id, and the process time its insert began."""
     with sessions() as session:
         file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl", parts=[],
                                 max_bytes=None, now=datetime.now(UTC))
@@ -55,7 +55,7 @@ def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: s
             batches.add_checked_lines(sessions, batch_id, itertools.islice(lines, CHECK_CHUNK),
                                       min(count, checked + CHECK_CHUNK), now)
         batches.start_batch(session, batch_id, count, now)
-    return started
+    return batch_id, started
 
 
 def main() -> None:
@@ -74,19 +74,21 @@ def main() -> None:
             api_key_id = session.scalars(select(ApiKey.id)).one()
         if args.backlog:
             _batch(sessions, api_key_id, args.backlog, "question-answering")
-        steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": []}
+        steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": [], "output file": []}
         for _ in range(args.rounds):
-            started = _batch(sessions, api_key_id, args.lines, "fill-mask")
+            batch_id, started = _batch(sessions, api_key_id, args.lines, "fill-mask")
             claimed_at = time.process_time()
             claimed = jobs.claim_more(sessions, "fill-mask", args.lines, lambda: datetime.now(UTC), 60)
             written_at = time.process_time()
             jobs.finish(sessions, [Outcome(claim, output=_OUTPUT) for claim in claimed.claims], datetime.now(UTC),
                         args.lines, 10.0)
             ended = time.process_time()
+            batches.finalize(sessions, batch_id, lambda: datetime.now(UTC))
+            finalized = time.process_time()
             if len(claimed.claims) != args.lines:
                 raise RuntimeError(f"claimed {len(claimed.claims)} of {args.lines} lines")
-            for step, seconds in zip(steps, (claimed_at - started, written_at - claimed_at, ended - written_at),
-                                     strict=True):
+            for step, seconds in zip(steps, (claimed_at - started, written_at - claimed_at, ended - written_at,
+                                             finalized - ended), strict=True):
                 steps[step].append(seconds / args.lines * 1e6)
     print(f"CPU µs a line, {args.lines} lines a pass, median of {args.rounds - 1} passes (range): " + "; ".join(
         f"{step} {statistics.median(us[1:]):.0f} ({min(us[1:]):.0f}–{max(us[1:]):.0f})" for step, us in steps.items()))
