@@ -1,8 +1,9 @@
 """The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (a batch's
 check queuing them: `add_checked_lines`), claimed (`claim_more`), written back (`finish`) and the batch's output
-file written (`finalize`, beat's), on a fresh SQLite database, in CPU µs a line. What creating a batch and a worker's claimer and writer threads cost a batch file's
-pass — in a run, they share the interpreter with the forward pass. `--backlog N` first queues N lines of the other
-task, never claimed: what a pass costs while a large batch waits in the queue.
+file written (`finalize`, beat's), on a fresh SQLite database, in CPU µs a line. What creating a batch, a worker's
+claimer and writer threads and beat cost a batch file's pass — in a run, the claimer and the writer share the
+interpreter with the forward pass. `--backlog N` first queues N lines of the other task, never claimed: what a pass
+costs while a large batch waits in the queue.
 
     python -m bench.store_lines [--lines 500] [--rounds 6] [--backlog 0]
 """
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.file_lines import CHECK_CHUNK
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory
-from models.tables import ApiKey
+from models.tables import ApiKey, Batch
 from store import batches, files, jobs, keys
 from store.jobs import Outcome
 
@@ -87,6 +88,10 @@ def main() -> None:
             finalized = time.process_time()
             if len(claimed.claims) != args.lines:
                 raise RuntimeError(f"claimed {len(claimed.claims)} of {args.lines} lines")
+            with sessions() as session:
+                ended_as = session.get_one(Batch, batch_id).status
+            if ended_as != "completed":
+                raise RuntimeError(f"the batch ended {ended_as}")
             for step, seconds in zip(steps, (claimed_at - started, written_at - claimed_at, ended - written_at,
                                              finalized - ended), strict=True):
                 steps[step].append(seconds / args.lines * 1e6)

@@ -1,5 +1,5 @@
-"""`python -m bench.store_lines`: each pass's lines are inserted, claimed whole and written back, and each step's
-CPU a line is reported."""
+"""`python -m bench.store_lines`: each pass's lines are inserted, claimed whole and written back, and its batch's
+output file written, and each step's CPU a line is reported."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def test_the_store_bench_runs_its_passes_and_reports_each_step(monkeypatch: pyte
                                                                 backlog: str) -> None:
     """With a backlog of the other task's lines too, which no pass claims."""
     monkeypatch.setattr(sys, "argv", ["store_lines", "--lines", "40", "--rounds", "3", "--backlog", backlog])
-    store_lines.main()  # raises unless every pass claims all of its lines
+    store_lines.main()  # raises unless every pass claims all of its lines and its batch completes
     report = capsys.readouterr().out
     assert report.startswith("CPU µs a line, 40 lines a pass, median of 2 passes")
-    for step in ("insert", "claim", "write back"):
+    for step in ("insert", "claim", "write back", "output file"):
         assert re.search(rf"{step} \d+ \(\d+–\d+\)", report), report
