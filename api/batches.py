@@ -8,8 +8,10 @@ once (with the token ids the model's check made, for the worker), so that worker
 rest of the file is checked — at a GPU's speed the check is as long as the run. At the end the batch is
 `in_progress`; or, once a line is bad, nothing more is queued and the check goes on only to name the bad lines
 (the first MAX_ERRORS): the batch fails and every line queued is deleted with it, in one transaction, run or not
-(`store.batches.fail_check`) — as far as anyone can see, a file with a bad line runs not at all. The check holds
-one part of the file and one chunk of lines at a time.
+(`store.batches.fail_check`) — as far as anyone can see, a file with a bad line runs not at all. The chunks are
+judged (`api/batch_lines.py`) in check processes beside this one where there are some (`api/check_pool.py`), or
+in the request's thread; the check holds one part of the file and a few chunks of lines at a time (two for each
+check process, or one; each of at most CHECK_CHUNK lines and about CHECK_CHUNK_BYTES).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import argparse
 import io
 import json
 import logging
-import os
+import multiprocessing
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +30,11 @@ from models.db import make_engine, make_session_factory, transaction
 from store.keys import create_key
 
 
+def _checkers_cpu() -> float:
+    """CPU seconds so far of this process's check processes (multiprocessing's children of it)."""
+    return sum(cpu_seconds(child.pid, with_children=False) for child in multiprocessing.active_children() if child.pid)
+
+
 def _check(client: FlaskClient, kind: str, content: bytes, rounds: int) -> tuple[float, float, float]:
     """(wall, this process's CPU, its check processes' CPU) seconds of the fastest of `rounds` creations."""
     timings = []
@@ -37,11 +42,10 @@ def _check(client: FlaskClient, kind: str, content: bytes, rounds: int) -> tuple
         uploaded = client.post("/v1/files", data={"purpose": kind, "file": (io.BytesIO(content), "f.jsonl")}).get_json()
         route, body = (("/v1/batches", {"input_file_id": uploaded["id"]}) if kind == "batch" else
                        ("/v1/evaluations", {"task": "fill-mask", "input_file_id": uploaded["id"]}))
-        checkers = cpu_seconds(os.getpid()) - cpu_seconds(os.getpid(), with_children=False)
+        checkers = _checkers_cpu()
         wall, cpu = time.perf_counter(), time.process_time()
         created = client.post(route, json=body).get_json()
-        timings.append((time.perf_counter() - wall, time.process_time() - cpu,
-                        cpu_seconds(os.getpid()) - cpu_seconds(os.getpid(), with_children=False) - checkers))
+        timings.append((time.perf_counter() - wall, time.process_time() - cpu, _checkers_cpu() - checkers))
         if created["status"] not in ("in_progress", "queued"):
             raise RuntimeError(f"the {kind} was not created: {created}")
     return min(timings)
@@ -77,9 +81,13 @@ def main() -> None:
                                 fill_mask_model=str(models["fill-mask"]), qa_model=str(models["question-answering"]),
                                 check_processes=processes)
             # An app of its own for each: its check processes start in the first round (the least is reported).
-            with create_app(settings).test_client() as client:
-                client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
-                wall_s, cpu_s, checkers_s = _check(client, kind, files[kind], args.rounds)
+            app = create_app(settings)
+            try:
+                with app.test_client() as client:
+                    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+                    wall_s, cpu_s, checkers_s = _check(client, kind, files[kind], args.rounds)
+            finally:
+                app.extensions["distilq"].check_pool.close()
             beside = f", {checkers_s:.2f} CPU s in {processes} check processes" if kind == "batch" else ""
             print(f"{kind} of {args.lines} lines checked and queued: {wall_s:.2f} s wall, {cpu_s:.2f} CPU s "
                   f"({cpu_s / args.lines * 1e6:.0f} CPU-µs a line){beside}, least of {args.rounds}", flush=True)
