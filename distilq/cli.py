@@ -11,14 +11,14 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from core.logs import configure_logging
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from distilq import batch_commands, eval_commands, job_commands, rest
 
 if TYPE_CHECKING:
@@ -177,16 +177,24 @@ def cmd_beat(_args: argparse.Namespace) -> int:
     return 0
 
 
+def up_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """What `distilq up` sets for its children beyond `environ`: one database for all; webhooks to this machine's
+    own receivers; and no check processes beside the API (`api/check_pool.py`), since on a laptop the worker runs
+    its forward passes on the same cores — unless the environment says otherwise."""
+    env = {"DISTILQ_DATABASE_URL": settings.resolved_database_url}
+    for name, value in (("DISTILQ_WEBHOOK_ALLOW_PRIVATE", "true"), ("DISTILQ_CHECK_PROCESSES", "0")):
+        if name not in environ:
+            env[name] = value
+    return env
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """The whole stack on this machine. A child that dies is started again (with a growing pause while it keeps
     dying); Ctrl-C or SIGTERM stops them all."""
     from distilq.stack import LocalStack
 
     settings = get_settings()
-    env = {"DISTILQ_DATABASE_URL": settings.resolved_database_url}
-    if "DISTILQ_WEBHOOK_ALLOW_PRIVATE" not in os.environ:
-        env["DISTILQ_WEBHOOK_ALLOW_PRIVATE"] = "true"
-    stack = LocalStack(settings.home, env)
+    stack = LocalStack(settings.home, up_environment(settings, os.environ))
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())

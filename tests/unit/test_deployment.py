@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from core import metrics
-from distilq.cli import build_parser
+from core.settings import Settings
+from distilq.cli import build_parser, up_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -91,3 +92,13 @@ def test_the_dashboard_queries_only_metrics_distilq_exports() -> None:
     used = {re.sub(r"_(total|bucket|count|sum)$", "", m) for panel in dashboard["panels"] for target in panel["targets"]
             for m in re.findall(r"distilq_[a-z_]+", target["expr"])}
     assert used and used <= {re.sub(r"_total$", "", m) for m in exported}
+
+
+def test_distilq_up_starts_no_check_process_and_allows_local_webhooks_unless_told_otherwise(tmp_path: Path) -> None:
+    """On a laptop the worker's forward passes run on the API's cores: a check process would only take them."""
+    settings = Settings(home=tmp_path)
+    env = up_environment(settings, {})
+    assert env["DISTILQ_CHECK_PROCESSES"] == "0" and env["DISTILQ_WEBHOOK_ALLOW_PRIVATE"] == "true"
+    assert env["DISTILQ_DATABASE_URL"] == settings.resolved_database_url
+    told = up_environment(settings, {"DISTILQ_CHECK_PROCESSES": "4", "DISTILQ_WEBHOOK_ALLOW_PRIVATE": "false"})
+    assert "DISTILQ_CHECK_PROCESSES" not in told and "DISTILQ_WEBHOOK_ALLOW_PRIVATE" not in told
