@@ -15,8 +15,10 @@ from typing import Any
 
 import urllib3
 
+from api.check_pool import CheckPool
 from bench.e2e import batch_steps, cpu_seconds, descendants, logged_batches, peak_rss_mb, running_stack
 from bench.measure import Result
+from core.settings import Settings
 
 #: Interactive clients measured beside the batch, each holding one one-input job at a time (`Prefer: wait`).
 INTERACTIVE_CLIENTS = 4
@@ -157,10 +159,13 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
         passes = f"alone: {batch_steps(log, before, alone)}; beside interactive jobs: {batch_steps(log, alone)}"
         # gunicorn's worker process is the API's child: the largest of the process tree's peaks.
         peaks = {name: max(peak_rss_mb(member) for member in descendants(pid)) for name, pid in pids.items()}
+    # What the API's processes ran with (DISTILQ_CHECK_PROCESSES of this environment, or the default on this host).
+    checkers = CheckPool(Settings()).processes
     result = Result("e", f"distilq batch file of {len(texts)} one-input lines (upload, check, run, output file)",
                     len(texts), 0, 0, steps["wall"], [steps["wall"]] * len(texts))
     result.notes = [
-        f"upload {steps['upload']:.2f} s, check and queue {steps['check']:.2f} s, run and write the output file "
+        f"upload {steps['upload']:.2f} s, check and queue {steps['check']:.2f} s ({checkers} check processes an API "
+        f"process), run and write the output file "
         f"{steps['run']:.2f} s ({len(output) / 1e6:.1f} MB of output), of which {steps['end']:.2f} s from the last "
         "line written to the batch completed (beat at its default interval, asked by the worker)",
         "CPU seconds during the batch: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()),
