@@ -25,11 +25,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from api.batch_lines import LineChunk, Verdict
-from api.check_pool import CheckerModelUnavailable, CheckProcessLost
 from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
 from api.file_lines import CHECK_CHUNK, CHECK_CHUNK_BYTES, MAX_ERRORS, BadLine, raw_lines
-from api.state import app_state, model_unavailable, served
+from api.state import app_state, served
 from api.validation import parse, query_int, read_json_object, webhook_problems
 from contract.requests import BatchRequest
 from core import sweep_requests, wakeups
@@ -84,10 +83,7 @@ def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,
 
     def take_oldest() -> None:
         nonlocal total
-        try:
-            verdicts = pool.result(judging.popleft())
-        except CheckerModelUnavailable as error:
-            raise model_unavailable(error.task, error.message) from None
+        verdicts = pool.result(judging.popleft())
         rows: list[dict[str, Any]] = []
         for verdict in verdicts:
             if len(errors) >= MAX_ERRORS:
@@ -128,9 +124,6 @@ def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,
                 break
         while judging and len(errors) < MAX_ERRORS:
             take_oldest()
-    except CheckProcessLost:
-        raise ApiError(503, "check_interrupted", "a process checking the file stopped; create the batch again",
-                       headers={"Retry-After": "5"}) from None
     finally:
         for left in judging:
             left.cancel()

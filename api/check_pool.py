@@ -22,7 +22,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from api.batch_lines import LineChunk, Verdict, judge
+from api.errors import ApiError
 from api.model_inputs import ServedModel, load_served_model
+from api.state import model_unavailable
 from core.settings import Settings
 from core.tasks import TASKS, ModelUnavailable
 
@@ -33,10 +35,6 @@ class CheckerModelUnavailable(Exception):
     def __init__(self, task: str, message: str) -> None:
         super().__init__(task, message)
         self.task, self.message = task, message
-
-
-class CheckProcessLost(Exception):
-    """A check process stopped (killed, out of memory) while chunks were being judged."""
 
 
 # A check process's own state: its settings and the models it loaded.
@@ -85,6 +83,17 @@ def _judge_here(chunk: LineChunk) -> list[Verdict]:
     return judge(chunk, _settings, _served_here)
 
 
+def check_interrupted() -> ApiError:
+    """The 503 of a check whose check process stopped (killed, out of memory) while it judged the file's chunks."""
+    return ApiError(503, "check_interrupted", "a process checking the file stopped; create the batch again",
+                    headers={"Retry-After": "5"})
+
+
+def processes_for(settings: Settings) -> int:
+    """The check processes an API process with these settings runs: `check_processes`, or `default_processes`."""
+    return settings.check_processes if settings.check_processes is not None else default_processes()
+
+
 def default_processes() -> int:
     """Half the cores this process may use, at most 8 — none below 4 cores. The other half runs the API's requests,
     the worker's Python and the database; on two cores a check process only takes the worker's core and adds the
@@ -98,7 +107,7 @@ class CheckPool:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.processes = settings.check_processes if settings.check_processes is not None else default_processes()
+        self.processes = processes_for(settings)
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -126,16 +135,18 @@ class CheckPool:
             return self._started().submit(_judge_here, chunk)
         except BrokenProcessPool:
             self._forget()
-            raise CheckProcessLost from None
+            raise check_interrupted() from None
 
     def result(self, judged: Future[list[Verdict]]) -> list[Verdict]:
-        """The verdicts; raises CheckProcessLost (the pool is then started anew at the next submit) or
-        CheckerModelUnavailable."""
+        """The verdicts; raises the API's 503 where a check process stopped (the pool is then started anew at the
+        next submit) or could not load a model (`model_unavailable`, as the request's thread would)."""
         try:
             return judged.result()
         except BrokenProcessPool:
             self._forget()
-            raise CheckProcessLost from None
+            raise check_interrupted() from None
+        except CheckerModelUnavailable as error:
+            raise model_unavailable(error.task, error.message) from None
 
     def _started(self) -> ProcessPoolExecutor:
         with self._lock:

@@ -15,7 +15,7 @@ from typing import Any
 
 import urllib3
 
-from api.check_pool import CheckPool
+from api.check_pool import processes_for
 from bench.e2e import batch_steps, cpu_seconds, descendants, logged_batches, peak_rss_mb, running_stack
 from bench.measure import Result
 from core.settings import Settings
@@ -160,7 +160,7 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
         # gunicorn's worker process is the API's child: the largest of the process tree's peaks.
         peaks = {name: max(peak_rss_mb(member) for member in descendants(pid)) for name, pid in pids.items()}
     # What the API's processes ran with (DISTILQ_CHECK_PROCESSES of this environment, or the default on this host).
-    checkers = CheckPool(Settings()).processes
+    checkers = processes_for(Settings())
     result = Result("e", f"distilq batch file of {len(texts)} one-input lines (upload, check, run, output file)",
                     len(texts), 0, 0, steps["wall"], [steps["wall"]] * len(texts))
     result.notes = [

@@ -113,7 +113,8 @@ def test_a_check_process_that_dies_fails_the_check_and_a_new_pool_checks_the_nex
     lines = [_line(f"r{i}", FILL_MASK) for i in range(600)]
     assert _create(client, lines)[1]["status"] == "in_progress"
     (checker,) = multiprocessing.active_children()
-    os.kill(checker.pid or 0, signal.SIGKILL)
+    assert checker.pid is not None
+    os.kill(checker.pid, signal.SIGKILL)
     checker.join(10)
 
     status, failed = _create(client, lines)
