@@ -1,9 +1,9 @@
-"""The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (a batch's
-check queuing them: `add_checked_lines`), claimed (`claim_more`), written back (`finish`) and the batch's output
-file written (`finalize`, beat's), on a fresh SQLite database, in CPU µs a line. What creating a batch, a worker's
-claimer and writer threads and beat cost a batch file's pass — in a run, the claimer and the writer share the
-interpreter with the forward pass. `--backlog N` first queues N lines of the other task, never claimed: what a pass
-costs while a large batch waits in the queue.
+"""The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (a batch's check
+queuing them: `add_checked_lines`), claimed (`claim_more`), written back (`finish`) and the batch's output file
+written (beat's: `store.batch_output.write_ready`, as lines end in a run; here all by `finalize`), on a fresh SQLite
+database, in CPU µs a line. What creating a batch, a worker's claimer and writer threads and beat cost a batch
+file's pass — in a run, the claimer and the writer share the interpreter with the forward pass. `--backlog N` first
+queues N lines of the other task, never claimed: what a pass costs while a large batch waits in the queue.
 
     python -m bench.store_lines [--lines 500] [--rounds 6] [--backlog 0]
 """

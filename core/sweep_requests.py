@@ -1,12 +1,12 @@
 """Asking `beat` to sweep now rather than at its next interval.
 
-A batch's or an evaluation's end — its output and error files written, its webhook sent — is beat's work
-(`worker/sweeper.py`), done once none of its lines is queued or running. Found only by the periodic sweep, that end
-would come up to `sweep_interval_s` (5 s) after the last line: on a GPU, longer than a 10,000-line batch runs. So
-whoever may have made a file's lines end asks for a sweep: the worker that wrote a file's last line, the API that
-cancelled a batch or an evaluation. The ask is a Redis list of at most one item (any number of asks before beat
-looks make one sweep); the beat that holds the beat lock blocks on it between sweeps. An ask lost with Redis costs
-only the wait for the next periodic sweep.
+A batch's output and error files, written as its lines end, and a batch's or an evaluation's end — the rest of its
+files, its webhook — are beat's work (`worker/sweeper.py`). Found only by the periodic sweep, they would come up
+to `sweep_interval_s` (5 s) late: on a GPU, longer than a 10,000-line batch runs. So whoever may have made a file's
+lines end asks for a sweep of the files (`Sweeper.sweep_files`): the worker after each pass that wrote a file's
+lines, the API that cancelled a batch or an evaluation. The ask is a Redis list of at most one item (any number of
+asks before beat looks make one sweep); the beat that holds the beat lock blocks on it between sweeps. An ask lost
+with Redis costs only the wait for the next periodic sweep.
 """
 
 from __future__ import annotations

@@ -165,8 +165,11 @@ class Batch(Base):
     endpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     completion_window: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
+    #: The output and error files: written as the lines end (`store/batch_output.py`), shown once the batch has.
     output_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     error_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    #: The last line whose output (or error) line those files hold: every line up to it has ended.
+    output_through: Mapped[int] = mapped_column(Integer, server_default="0")
     #: Lines of the input file; what failed validation (`{"object": "list", "data": [...]}`), if it did.
     total: Mapped[int] = mapped_column(Integer)
     errors: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)

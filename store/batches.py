@@ -9,22 +9,20 @@ jobs, and its end — the output and error files written once no line is queued 
       line runs whole or not at all, as far as anyone can see — no output, no count, no job;
     abandoned (beat): validating with no progress for `check_lease_s` (its API process died) → failed, the same way;
     cancel: in_progress → cancelling (queued lines canceled; running ones finish);
-    finalize (beat): in_progress → finalizing → completed, cancelling → cancelled, once no line is in flight.
+    finalize (beat): in_progress → finalizing → completed, cancelling → cancelled, once no line is in flight; the
+      output and error files, written as the lines ended (`store/batch_output.py`), shown.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import RowMapping, Text, cast, exists, func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from contract.job_json import job_to_public
 from core.clock import unix_seconds
 from models.db import each_statement_commits, rowcount, transaction
 from models.tables import (
@@ -43,13 +41,10 @@ from models.tables import (
     Batch,
     Job,
 )
-from store.files import write_file
+from store import batch_output
 from store.jobs import add_file_lines, cancel_batch_lines, delete_batch_lines
 from store.owned import newest_first, own
 from webhooks import record_batch_event
-
-#: Job rows read per query while the output is written.
-CHUNK = 500
 
 
 def new_batch_id() -> str:
@@ -61,7 +56,7 @@ def begin_batch(session: Session, *, batch_id: str, api_key_id: str, input_file_
     """A batch whose file is being checked (validating), no line yet. Commits."""
     batch = Batch(id=batch_id, api_key_id=api_key_id, input_file_id=input_file_id, endpoint=endpoint,
                   completion_window=completion_window, status=VALIDATING, total=0, webhook=webhook, meta=metadata,
-                  created_at=now, checked_at=now)
+                  created_at=now, checked_at=now, output_through=0)
     session.add(batch)
     session.commit()
     return batch
@@ -94,8 +89,8 @@ def start_batch(session: Session, batch_id: str, total: int, now: datetime) -> b
 def fail_check(sessions: sessionmaker[Session], batch_id: str, errors: list[dict[str, Any]], now: datetime,
                total: int | None = None) -> bool:
     """validating → failed with `errors` (and `total` lines, when given), and every line the check queued deleted,
-    whether it ran or not (a worker's write-back to one then finds no row and keeps nothing), in one transaction;
-    whether it moved."""
+    whether it ran or not (a worker's write-back to one then finds no row and keeps nothing), with what beat wrote of
+    their output, in one transaction; whether it moved."""
     values: dict[str, Any] = {"status": BATCH_FAILED, "errors": {"object": "list", "data": errors}, "failed_at": now}
     if total is not None:
         values["total"] = total
@@ -104,6 +99,7 @@ def fail_check(sessions: sessionmaker[Session], batch_id: str, errors: list[dict
                                          .values(**values).execution_options(synchronize_session=False)))
         if moved:
             delete_batch_lines(session, batch_id)
+            batch_output.discard(session, session.get_one(Batch, batch_id))
     return bool(moved)
 
 
@@ -134,11 +130,14 @@ def request_counts(session: Session, batch: Batch) -> dict[str, int]:
 
 
 def batch_to_public(batch: Batch, counts: dict[str, int]) -> dict[str, Any]:
-    """The batch as the OpenAI Batch API shows one (times in Unix seconds)."""
+    """The batch as the OpenAI Batch API shows one (times in Unix seconds); its files once it has ended (before, they
+    are partial: `store/batch_output.py`)."""
+    ended = batch.status in (COMPLETED, CANCELLED)
     return {
         "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": batch.errors,
         "input_file_id": batch.input_file_id, "completion_window": batch.completion_window, "status": batch.status,
-        "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
+        "output_file_id": batch.output_file_id if ended else None,
+        "error_file_id": batch.error_file_id if ended else None,
         "created_at": unix_seconds(batch.created_at), "in_progress_at": unix_seconds(batch.in_progress_at),
         "expires_at": None, "finalizing_at": unix_seconds(batch.finalizing_at),
         "completed_at": unix_seconds(batch.completed_at), "failed_at": unix_seconds(batch.failed_at),
@@ -161,92 +160,50 @@ def cancel_batch(session: Session, batch: Batch, now: datetime) -> bool:
     return bool(moved)
 
 
-def due_for_finalizing(sessions: sessionmaker[Session], limit: int, among: Collection[str] | None = None) -> list[str]:
-    """Batches in progress or cancelling with no line queued or running (of `among` alone, when given: the worker's
-    look after a pass). A read alone: on SQLite it takes no write lock."""
+def running_batches(sessions: sessionmaker[Session], limit: int) -> list[str]:
+    """Batches whose lines may be running: validating, in progress or cancelling. A read alone."""
+    with sessions() as session:
+        each_statement_commits(session)
+        return list(session.scalars(select(Batch.id).where(Batch.status.in_((VALIDATING, IN_PROGRESS, CANCELLING)))
+                                    .order_by(Batch.created_at).limit(limit)))
+
+
+def due_for_finalizing(sessions: sessionmaker[Session], limit: int) -> list[str]:
+    """Batches in progress or cancelling with no line queued or running, and those finalizing (a beat stopped
+    while it wrote their files). A read alone: on SQLite it takes no write lock."""
     in_flight = exists().where(Job.batch_id == Batch.id, Job.status.in_((QUEUED, RUNNING)))
-    due = select(Batch.id).where(Batch.status.in_((IN_PROGRESS, CANCELLING)), ~in_flight)
-    if among is not None:
-        due = due.where(Batch.id.in_(among))
+    due = select(Batch.id).where(Batch.status.in_((IN_PROGRESS, CANCELLING, FINALIZING)), ~in_flight)
     with sessions() as session:
         each_statement_commits(session)
         return list(session.scalars(due.order_by(Batch.created_at).limit(limit)))
 
 
 def finalize(sessions: sessionmaker[Session], batch_id: str, clock: Any) -> list[str]:
-    """Writes the batch's output file (a line per succeeded line, the job as `response.body`) and error file (a
-    line per failed or canceled line), then marks it completed (or cancelled). The files are written in their
-    own transactions first; the batch names them in the last one, so a beat stopped halfway leaves only files
-    nothing names, and the next sweep writes them again. Returns the webhook events recorded."""
+    """Writes what is left of the batch's output and error files (`store/batch_output.py`: beat wrote the rest as
+    the lines ended), then shows them and marks the batch completed (or cancelled), in one transaction that moves it
+    only once every line is in its files — a beat stopped halfway leaves the batch finalizing, and the next sweep
+    goes on from where the files end. Returns the webhook events recorded."""
     with transaction(sessions) as session:
         batch = session.get(Batch, batch_id)
         if batch is None or batch.status not in (IN_PROGRESS, CANCELLING, FINALIZING):
             return []
         if batch.status == IN_PROGRESS:
             batch.status, batch.finalizing_at = FINALIZING, clock()
-        key, cancelling = batch.api_key_id, batch.status == CANCELLING
-    files: dict[str, str] = {}
-    for purpose, kinds in (("output", (SUCCEEDED,)), ("error", (FAILED, CANCELED))):
-        with transaction(sessions) as session:  # reads the jobs in the transaction that writes (SQLite: one writer)
-            file = write_file(session, api_key_id=key, purpose="batch_output",
-                              filename=f"{batch_id}_{purpose}.jsonl",
-                              parts=_result_lines(session, batch_id, kinds), max_bytes=None, now=clock())
-            files[purpose] = file.id
+        cancelling = batch.status == CANCELLING
+    while batch_output.write_ready(sessions, batch_id, clock(), fewest=1):
+        pass
+    last_line = select(func.coalesce(func.max(Job.batch_line), 0)).where(Job.batch_id == batch_id).scalar_subquery()
     with transaction(sessions) as session:
         now = clock()
         finished = {"status": CANCELLED, "cancelled_at": now} if cancelling else {"status": COMPLETED,
                                                                                   "completed_at": now}
-        moved = rowcount(session.execute(
-            update(Batch).where(Batch.id == batch_id, Batch.status.in_((FINALIZING, CANCELLING)))
-            .values(output_file_id=files["output"], error_file_id=files["error"], **finished)
-            .execution_options(synchronize_session=False)))
-        if not moved:
+        if not rowcount(session.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.status.in_((FINALIZING, CANCELLING)),
+                                    Batch.output_through >= last_line)
+                .values(**finished).execution_options(synchronize_session=False))):
             return []
-        batch = session.get(Batch, batch_id)
-        assert batch is not None
+        batch = session.get_one(Batch, batch_id)
+        batch_output.publish(session, batch, now)
+        session.flush()
         event = record_batch_event(session, batch, batch_to_public(batch, request_counts(session, batch)), now)
         return [event] if event else []
-
-
-#: The job columns an output line shows; the JSON ones are read as their stored text (`_as_text`), never parsed.
-_JSON_COLUMNS = ("input", "parameters", "output", "error", "webhook_events_filter", "meta")
-_PLAIN_COLUMNS = ("id", "task", "model", "status", "created_at", "started_at", "completed_at", "queue_ms",
-                  "inference_ms", "batch_size", "attempts", "webhook", "custom_id", "batch_line")
-
-
-def _as_text(column: Any) -> Any:
-    """A JSON column as the text the database holds (PostgreSQL: jsonb's text), which the output line embeds as
-    it is: the output file costs no parse and no re-serialisation of the jobs' outputs."""
-    return cast(column, Text).label(column.key)
-
-
-def _result_lines(session: Session, batch_id: str, statuses: tuple[str, ...]) -> Iterator[bytes]:
-    """The output (or error) file's lines, CHUNK jobs per read, in the input file's order."""
-    columns = [getattr(Job, name) for name in _PLAIN_COLUMNS] + [_as_text(getattr(Job, name))
-                                                                  for name in _JSON_COLUMNS]
-    line = 0
-    while True:
-        rows = session.execute(select(*columns).where(Job.batch_id == batch_id, Job.batch_line > line,
-                                                      Job.status.in_(statuses))
-                               .order_by(Job.batch_line).limit(CHUNK)).mappings().all()
-        if not rows:
-            return
-        yield b"".join(_result_line(row) for row in rows)
-        line = rows[-1]["batch_line"]
-
-
-def _result_line(row: RowMapping) -> bytes:
-    request_id = f"batch_req_{row['id']}"
-    if row["status"] == SUCCEEDED:
-        fields: dict[str, Any] = dict(row)
-        # The stored JSON goes in as it is (`orjson.Fragment`); SQL NULL stays null.
-        fields.update({name: None if row[name] is None else orjson.Fragment(row[name]) for name in _JSON_COLUMNS})
-        body: dict[str, Any] = {"id": request_id, "custom_id": row["custom_id"],
-                                "response": {"status_code": 200, "body": job_to_public(fields)},
-                                "error": None}
-    else:
-        error = (json.loads(row["error"]) if row["error"] is not None else None) or {
-            "code": row["status"], "message": f"the line's job {row['status']}"}
-        body = {"id": request_id, "custom_id": row["custom_id"], "response": None,
-                "error": {"code": error.get("code"), "message": error.get("message")}}
-    return orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -117,14 +117,12 @@ def cancel_evaluation(session: Session, evaluation: Evaluation, now: datetime) -
     return bool(moved)
 
 
-def due_for_finalizing(sessions: sessionmaker[Session], limit: int, among: Collection[str] | None = None) -> list[str]:
-    """Evaluations not yet ended (queued or canceled, no `completed_at`) with no example queued or running (of
-    `among` alone, when given: the worker's look after a pass). A read alone: on SQLite it takes no write lock."""
+def due_for_finalizing(sessions: sessionmaker[Session], limit: int) -> list[str]:
+    """Evaluations not yet ended (queued or canceled, no `completed_at`) with no example queued or running. A read
+    alone: on SQLite it takes no write lock."""
     in_flight = exists().where(Job.evaluation_id == Evaluation.id, Job.status.in_((QUEUED, RUNNING)))
     due = select(Evaluation.id).where(Evaluation.status.in_((EVAL_QUEUED, EVAL_CANCELED)),
                                       Evaluation.completed_at.is_(None), ~in_flight)
-    if among is not None:
-        due = due.where(Evaluation.id.in_(among))
     with sessions() as session:
         each_statement_commits(session)
         return list(session.scalars(due.order_by(Evaluation.created_at).limit(limit)))

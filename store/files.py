@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import unix_seconds
@@ -18,6 +18,9 @@ from models.tables import File, FilePart
 PART_BYTES = 1 << 20
 #: What an uploaded file is for (written ones are `batch_output` and `evaluation_output`).
 UPLOAD_PURPOSES = ("batch", "evaluation")
+#: The purpose of a file still being written (a batch's output while its lines run): no route shows one until it is
+#: published with its own purpose.
+PARTIAL = "partial"
 
 
 class FileTooLarge(Exception):
@@ -62,12 +65,41 @@ def write_file(session: Session, *, api_key_id: str, purpose: str, filename: str
     return file
 
 
+def new_partial_file(session: Session, *, file_id: str, api_key_id: str, filename: str, now: datetime) -> None:
+    """An empty file to be written a piece at a time (`append`), hidden until `publish`."""
+    session.add(File(id=file_id, api_key_id=api_key_id, purpose=PARTIAL, filename=filename, bytes=0, created_at=now))
+    session.flush()
+
+
+def append(session: Session, file_id: str, data: bytes) -> None:
+    """`data` added at the file's end, in parts of at most PART_BYTES, in the caller's transaction."""
+    if not data:
+        return
+    first = session.scalar(select(func.coalesce(func.max(FilePart.number) + 1, 0))
+                           .where(FilePart.file_id == file_id)) or 0
+    session.execute(insert(FilePart), [{"file_id": file_id, "number": first + i, "data": data[start:start + PART_BYTES]}
+                                       for i, start in enumerate(range(0, len(data), PART_BYTES))])
+    session.execute(update(File).where(File.id == file_id).values(bytes=File.bytes + len(data)))
+
+
+def publish(session: Session, file_ids: list[str], purpose: str, now: datetime) -> None:
+    """Partial files shown from now on, as files of `purpose` created `now`."""
+    session.execute(update(File).where(File.id.in_(file_ids), File.purpose == PARTIAL)
+                    .values(purpose=purpose, created_at=now))
+
+
+def delete_files(session: Session, file_ids: list[str]) -> None:
+    session.execute(delete(FilePart).where(FilePart.file_id.in_(file_ids)))
+    session.execute(delete(File).where(File.id.in_(file_ids)))
+
+
 def own_file(session: Session, api_key_id: str, file_id: str) -> File | None:
-    return session.scalars(select(File).where(File.id == file_id, File.api_key_id == api_key_id)).one_or_none()
+    return session.scalars(select(File).where(File.id == file_id, File.api_key_id == api_key_id,
+                                              File.purpose != PARTIAL)).one_or_none()
 
 
 def list_files(session: Session, api_key_id: str, limit: int) -> list[File]:
-    return list(session.scalars(select(File).where(File.api_key_id == api_key_id)
+    return list(session.scalars(select(File).where(File.api_key_id == api_key_id, File.purpose != PARTIAL)
                                 .order_by(File.created_at.desc(), File.id.desc()).limit(limit)))
 
 

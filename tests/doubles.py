@@ -35,7 +35,7 @@ class RecordingEvents:
         #: ("taken" | "backlog", task) in the order the batcher reported them.
         self.wakeups: list[tuple[str, str]] = []
         #: How many times beat was asked for a sweep because a file's last line was written.
-        self.files_ended_asks = 0
+        self.files_moved_asks = 0
 
     def queued(self, jobs: list[tuple[str, str]]) -> None:
         self.queued_jobs += jobs
@@ -52,8 +52,8 @@ class RecordingEvents:
         self.held_by.update((job_id, held_by) for job_id, _, held_by in jobs if held_by)
         self.finished_public.update(public or {})
 
-    def files_ended(self) -> None:
-        self.files_ended_asks += 1
+    def files_moved(self) -> None:
+        self.files_moved_asks += 1
 
     def webhooks(self, event_ids: list[str]) -> None:
         self.webhook_events += event_ids

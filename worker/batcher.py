@@ -39,7 +39,6 @@ from core.metrics import (
     QUEUE_WAIT_SECONDS,
 )
 from core.settings import Settings
-from store import batches, evaluations
 from store.jobs import Claim, ClaimedBatch, Finished, Outcome, claim_more, finish, renew_leases
 from worker.engine import Engine, InputError, JobPayload
 from worker.events import JobEvents
@@ -363,21 +362,12 @@ class Batcher:
                              {done.job_id: done.public for done in written if done.public is not None})
         self.events.webhooks(completed)
         current.ms["announce"] = (time.perf_counter() - started) * 1000
-        # After the announcements: the interactive jobs of the pass do not wait for this read.
-        try:
-            if self._ended_a_file(current.batch.claims):
-                self.events.files_ended()  # beat writes their files now rather than at its next sweep
-        except Exception as error:  # the pass is written; beat's periodic sweep ends the files
-            log.warning("could not tell whether the pass ended its files: %s", error)
+        if any(claim.from_file for claim in current.batch.claims):
+            # Beat appends the lines to their batch's files now, and ends a file whose last line this was, rather
+            # than at its next periodic sweep (`Sweeper.sweep_files`). After the announcements: the interactive
+            # jobs of the pass do not wait for it.
+            self.events.files_moved()
         self._observe(current, written, finished_at)
-
-    def _ended_a_file(self, claims: list[Claim]) -> bool:
-        """Whether a batch or an evaluation with lines in this pass has none left queued or running: what beat's
-        sweep looks for (`due_for_finalizing`), among these files alone."""
-        batch_ids = {claim.batch_id for claim in claims if claim.batch_id is not None}
-        evaluation_ids = {claim.evaluation_id for claim in claims if claim.evaluation_id is not None}
-        return bool(batch_ids and batches.due_for_finalizing(self.sessions, 1, batch_ids)) or bool(
-            evaluation_ids and evaluations.due_for_finalizing(self.sessions, 1, evaluation_ids))
 
     def _observe(self, current: _Pass, written: list[Finished], finished_at: datetime) -> None:
         """Metrics, and one log line per batch and per interactive job (a batch's lines are counted in the batch's

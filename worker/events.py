@@ -44,8 +44,9 @@ class JobEvents:
         except Exception as error:  # this worker drains them anyway; `beat` covers the rest
             log.warning("waking another %s worker failed: %s", task, error)
 
-    def files_ended(self) -> None:
-        """A batch's or an evaluation's last line was written: beat is asked to end it now (`core/sweep_requests`)."""
+    def files_moved(self) -> None:
+        """A pass wrote lines of a batch or an evaluation: beat is asked to write them to their files and end a file
+        whose last line that was, now (`core/sweep_requests`)."""
         sweep_requests.ask(self.client)
 
     def webhooks(self, event_ids: list[str]) -> None:

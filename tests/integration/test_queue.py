@@ -161,34 +161,39 @@ def test_a_worker_whose_model_does_not_load_takes_no_job_and_says_why(fresh_stac
 
 
 def test_the_beat_that_sweeps_sweeps_again_when_asked_and_stops_at_once(redis_server: EmbeddedRedis) -> None:
-    """Between periodic sweeps an hour apart, beat sweeps when asked (`core/sweep_requests.py`); asks made while it
-    sweeps make one sweep more. The sweeper's work is beside the point here: one that records each sweep, with the
-    asks still waiting as it began, and holds its first sweep until the asks are made."""
+    """Between periodic sweeps an hour apart, beat sweeps the files (`Sweeper.sweep_files`) when asked
+    (`core/sweep_requests.py`); asks made while it sweeps make one sweep more. The sweeper's work is beside the
+    point here: one that records each sweep, with the asks still waiting as it began, and holds its first sweep
+    until the asks are made."""
     client = redis.Redis.from_url(redis_server.url.removesuffix("/0") + "/14", socket_timeout=5)
     client.flushdb()
-    sweeps: queue.Queue[int] = queue.Queue()
+    sweeps: queue.Queue[tuple[str, int]] = queue.Queue()
     asked = threading.Event()
 
     class Recording:
         settings = Settings(sweep_interval_s=3600)
 
         def sweep(self) -> dict[str, int]:
-            sweeps.put(client.llen(sweep_requests.KEY))
+            sweeps.put(("all", client.llen(sweep_requests.KEY)))
             asked.wait(30)
+            return {}
+
+        def sweep_files(self) -> dict[str, int]:
+            sweeps.put(("files", client.llen(sweep_requests.KEY)))
             return {}
 
     stop = threading.Event()
     beat = threading.Thread(target=run_forever, args=(Recording(), client, stop))
     beat.start()
     try:
-        assert sweeps.get(timeout=30) == 0  # the first, at start
+        assert sweeps.get(timeout=30) == ("all", 0)  # the first, at start
         for _ in range(3):
             sweep_requests.ask(client)
         asked.set()
-        assert sweeps.get(timeout=30) == 0  # the three asks were one, taken before this sweep
+        assert sweeps.get(timeout=30) == ("files", 0)  # the three asks were one, taken before this sweep
         assert client.get(LOCK_NAME) is not None  # the beat that sweeps holds the lock
         sweep_requests.ask(client)
-        assert sweeps.get(timeout=30) == 0
+        assert sweeps.get(timeout=30) == ("files", 0)
     finally:
         stop.set()
         beat.join(timeout=30)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
@@ -305,31 +304,16 @@ def test_while_interactive_jobs_are_about_a_pass_takes_only_lines_pass_ms_of_lin
     assert all(stored(sessions, job_id).status == "succeeded" for job_id in lines + more)
 
 
-def test_the_pass_that_writes_a_file_s_last_line_asks_beat_to_end_the_file(
+def test_every_pass_with_a_file_s_lines_asks_beat_to_write_them(
         submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock) -> None:
-    """Rather than leave it to beat's next periodic sweep: on a GPU that comes later than a whole batch runs."""
+    """Beat appends them to the batch's files and ends a file whose last line the pass wrote, rather than at its
+    next periodic sweep: on a GPU that comes later than a whole batch runs."""
     engine = StubEngine("fill-mask")
     batcher, events = make_batcher(sessions, clock, engine, max_batch_size=32)
     add_lines(40)
     batcher.drain("fill-mask")
     assert [len(call) for call in engine.calls] == [32, 8]
-    assert events.files_ended_asks == 1  # the second pass's: the first left lines queued or running
+    assert events.files_moved_asks == 2
     submit(ONE)
     batcher.drain("fill-mask")
-    assert len(engine.calls) == 3 and events.files_ended_asks == 1  # no file's line in that pass
-
-
-def test_a_failed_look_at_the_files_end_leaves_the_pass_written(
-        add_lines: AddLines, sessions: sessionmaker[Session], clock: ManualClock,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The look comes after the write-back: the database failing it costs the file only the wait for beat's next
-    periodic sweep, not the drain."""
-    def database_away(*_args: object) -> list[str]:
-        raise OperationalError("SELECT batches.id …", {}, Exception("database is locked"))
-
-    monkeypatch.setattr("store.batches.due_for_finalizing", database_away)
-    lines = add_lines(3)
-    batcher, events = make_batcher(sessions, clock, StubEngine("fill-mask"))
-    batcher.drain("fill-mask")
-    assert all(stored(sessions, job_id).status == "succeeded" for job_id in lines)
-    assert events.files_ended_asks == 0
+    assert len(engine.calls) == 3 and events.files_moved_asks == 2  # no file's line in that pass

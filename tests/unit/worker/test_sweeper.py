@@ -149,3 +149,36 @@ def test_a_batch_whose_check_stopped_is_failed_and_its_lines_deleted(sessions: s
         assert [error["code"] for error in batch.errors["data"]] == ["check_interrupted"]
         assert session.scalars(select(Job).where(Job.batch_id == batch_id)).all() == []
     assert sweeper.sweep()["checks_abandoned"] == 0
+
+
+def test_asked_beat_writes_a_batch_s_ended_lines_a_part_at_a_time_then_ends_it(
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> None:
+    """What a worker's ask after a pass makes beat do (`Sweeper.sweep_files`): nothing until a part's worth of a
+    batch's lines have ended (`FEWEST_LINES`); then those lines; once none is in flight, the rest and the end."""
+    from store import batch_output, batches, jobs
+    from store.jobs import Outcome
+
+    count = batch_output.FEWEST_LINES + 3
+    batch_id = begun_batch(sessions, api_key, clock)
+    rows = [jobs.batch_line(batch_id=batch_id, line=n, custom_id=f"r{n}", task="fill-mask", model="stub",
+                            api_key_id=api_key.id, inputs=ONE["inputs"], parameters={"top_k": 1}, n_inputs=1,
+                            metadata=None, now=clock()) for n in range(1, count + 1)]
+    assert batches.add_checked_lines(sessions, batch_id, rows, count, clock())
+    with sessions() as session:
+        assert batches.start_batch(session, batch_id, count, clock())
+    sweeper, events = make_sweeper(sessions, clock)
+
+    def run(lines: int) -> None:
+        claims = jobs.claim_more(sessions, "fill-mask", lines, clock, SETTINGS.lease_s).claims
+        jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in claims], clock(), lines, 1.0)
+
+    run(batch_output.FEWEST_LINES - 1)
+    assert sweeper.sweep_files() == {"batch_lines_written": 0, "batches_finalized": 0, "evaluations_finalized": 0}
+    run(2)
+    assert sweeper.sweep_files()["batch_lines_written"] == batch_output.FEWEST_LINES + 1
+    run(2)
+    assert sweeper.sweep_files() == {"batch_lines_written": 0, "batches_finalized": 1, "evaluations_finalized": 0}
+    assert len(events.webhook_events) == 0  # the batch asked for no webhook
+    with sessions() as session:
+        batch = session.get_one(Batch, batch_id)
+    assert batch.status == "completed" and batch.output_through == count

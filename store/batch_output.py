@@ -1,0 +1,167 @@
+"""A batch's output and error files, written while its lines run rather than all at its end.
+
+A file of 10,000 lines took beat 0.5–0.9 s to write at the batch's end (~60 µs a line: the rows, the job objects,
+their JSON), after every line had run: on a GPU, longer than the lines themselves. So beat writes the files as
+the lines end (`write_ready`, asked by the worker after each pass with a batch's lines), and a batch's end writes
+only what is left and shows the files (`store.batches.finalize`).
+
+The files are written in the input file's order, a prefix at a time: the lines up to the first one still queued
+or running (and no further than the check has reached, while it runs), from `Batch.output_through` on. Every line
+in that prefix has ended, and an ended line never changes, so the rows are read outside the transaction that
+writes (SQLite's one writer is held only for the append). That transaction first moves `output_through` from
+what it read — a second beat that wrote the same lines meanwhile makes it move nothing, and nothing is appended —
+and takes the batch's row before touching the files, in the order `store.batches.fail_check` does: a check that
+fails meanwhile waits for it or is waited for, never deadlocks with it, and deletes the files (`discard`).
+
+Until the batch ends, its files are partial (`store.files.PARTIAL`): no route shows them, and the batch does not
+name them (`store.batches.batch_to_public`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import RowMapping, Text, cast, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from contract.job_json import job_to_public
+from models.db import each_statement_commits, rowcount, transaction
+from models.tables import (
+    CANCELED,
+    CANCELLING,
+    FAILED,
+    FINALIZING,
+    IN_PROGRESS,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    VALIDATING,
+    Batch,
+    Job,
+)
+from store import files
+
+#: Job rows read per query.
+CHUNK = 500
+#: The most lines one `write_ready` writes: what it holds in memory (~2 KB a fill-mask line's output).
+MOST_LINES = 5000
+#: While the lines run, fewer ended lines than this wait for more: the files grow by a part of ~1 MB at a time,
+#: not by a few lines at each of the worker's passes.
+FEWEST_LINES = 500
+#: The batch statuses in which its files are written.
+WRITING = (VALIDATING, IN_PROGRESS, CANCELLING, FINALIZING)
+KINDS = {"output": (SUCCEEDED,), "error": (FAILED, CANCELED)}
+
+
+def write_ready(sessions: sessionmaker[Session], batch_id: str, now: datetime, fewest: int = FEWEST_LINES) -> int:
+    """Appends to the batch's files the lines that have ended since they were last written, when there are at
+    least `fewest` (at most MOST_LINES); how many lines it wrote (0: none, or another beat wrote them first)."""
+    with sessions() as session:
+        each_statement_commits(session)
+        batch = session.execute(select(Batch.status, Batch.output_through, Batch.api_key_id, Batch.output_file_id,
+                                       Batch.error_file_id).where(Batch.id == batch_id)).one_or_none()
+        if batch is None or batch.status not in WRITING:
+            return 0
+        after = batch.output_through
+        of_batch = select(Job.batch_line).where(Job.batch_id == batch_id)
+        in_flight = session.scalar(of_batch.where(Job.batch_line > after, Job.status.in_((QUEUED, RUNNING)))
+                                   .order_by(Job.batch_line).limit(1))
+        # No line in flight: up to the last line queued so far (the check queues the file's lines in its order;
+        # a number below the last with no line is a blank line of the file).
+        last = in_flight - 1 if in_flight is not None else session.scalar(
+            of_batch.order_by(Job.batch_line.desc()).limit(1)) or 0
+        until = min(last, after + MOST_LINES)
+        if until - after < max(fewest, 1):
+            return 0
+        data = {kind: b"".join(_result_lines(session, batch_id, statuses, after, until))
+                for kind, statuses in KINDS.items()}
+    fresh = batch.output_file_id is None or batch.error_file_id is None  # these are the batch's first lines
+    if fresh:
+        ids = {kind: files.new_file_id() for kind in KINDS}
+    else:
+        ids = {"output": batch.output_file_id, "error": batch.error_file_id}
+    with transaction(sessions) as session:
+        # The batch's row first (see the module's docstring), and its files' ids with it.
+        if not rowcount(session.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.output_through == after, Batch.status.in_(WRITING))
+                .values(output_through=until, output_file_id=ids["output"], error_file_id=ids["error"])
+                .execution_options(synchronize_session=False))):
+            return 0
+        if fresh:
+            _new_files(session, batch.api_key_id, batch_id, ids, now)
+        for kind, file_id in ids.items():
+            files.append(session, file_id, data[kind])
+    return until - after
+
+
+def publish(session: Session, batch: Batch, now: datetime) -> None:
+    """The batch's files shown, in the caller's transaction; made now, empty, when no line was ever written (the
+    batch then names them)."""
+    if batch.output_file_id is None or batch.error_file_id is None:
+        ids = {kind: files.new_file_id() for kind in KINDS}
+        _new_files(session, batch.api_key_id, batch.id, ids, now)
+        batch.output_file_id, batch.error_file_id = ids["output"], ids["error"]
+    files.publish(session, [batch.output_file_id, batch.error_file_id], "batch_output", now)
+
+
+def discard(session: Session, batch: Batch) -> None:
+    """The batch's partial files deleted, in the caller's transaction (its check failed: no line of it shows)."""
+    ids = [file_id for file_id in (batch.output_file_id, batch.error_file_id) if file_id is not None]
+    if ids:
+        files.delete_files(session, ids)
+
+
+def _new_files(session: Session, api_key_id: str, batch_id: str, ids: dict[str, str], now: datetime) -> None:
+    for kind, file_id in ids.items():
+        files.new_partial_file(session, file_id=file_id, api_key_id=api_key_id, filename=f"{batch_id}_{kind}.jsonl",
+                               now=now)
+
+
+#: The job columns an output line shows; the JSON ones are read as their stored text (`_as_text`), never parsed.
+_JSON_COLUMNS = ("input", "parameters", "output", "error", "webhook_events_filter", "meta")
+_PLAIN_COLUMNS = ("id", "task", "model", "status", "created_at", "started_at", "completed_at", "queue_ms",
+                  "inference_ms", "batch_size", "attempts", "webhook", "custom_id", "batch_line")
+
+
+def _as_text(column: Any) -> Any:
+    """A JSON column as the text the database holds (PostgreSQL: jsonb's text), which the output line embeds as
+    it is: the output file costs no parse and no re-serialisation of the jobs' outputs."""
+    return cast(column, Text).label(column.key)
+
+
+def _result_lines(session: Session, batch_id: str, statuses: tuple[str, ...], after: int,
+                  until: int) -> Iterator[bytes]:
+    """The output (or error) file's lines of the input's lines after `after` up to `until`, CHUNK jobs per read, in
+    the input file's order."""
+    columns = [getattr(Job, name) for name in _PLAIN_COLUMNS] + [_as_text(getattr(Job, name))
+                                                                  for name in _JSON_COLUMNS]
+    line = after
+    while True:
+        rows = session.execute(select(*columns).where(Job.batch_id == batch_id, Job.batch_line > line,
+                                                      Job.batch_line <= until, Job.status.in_(statuses))
+                               .order_by(Job.batch_line).limit(CHUNK)).mappings().all()
+        if not rows:
+            return
+        yield b"".join(_result_line(row) for row in rows)
+        line = rows[-1]["batch_line"]
+
+
+def _result_line(row: RowMapping) -> bytes:
+    request_id = f"batch_req_{row['id']}"
+    if row["status"] == SUCCEEDED:
+        fields: dict[str, Any] = dict(row)
+        # The stored JSON goes in as it is (`orjson.Fragment`); SQL NULL stays null.
+        fields.update({name: None if row[name] is None else orjson.Fragment(row[name]) for name in _JSON_COLUMNS})
+        body: dict[str, Any] = {"id": request_id, "custom_id": row["custom_id"],
+                                "response": {"status_code": 200, "body": job_to_public(fields)},
+                                "error": None}
+    else:
+        error = (json.loads(row["error"]) if row["error"] is not None else None) or {
+            "code": row["status"], "message": f"the line's job {row['status']}"}
+        body = {"id": request_id, "custom_id": row["custom_id"], "response": None,
+                "error": {"code": error.get("code"), "message": error.get("message")}}
+    return orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)

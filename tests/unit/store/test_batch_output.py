@@ -1,0 +1,203 @@
+"""`store.batch_output`: a batch's output and error files written as its lines end, in the input's order, a
+prefix at a time; hidden until the batch ends; the same bytes as written whole at the end; a second writer's
+lines never appended twice; deleted with a check that fails — on SQLite with a hand-moved clock, no processes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.tasks import TASK_FILL_MASK
+from models.tables import ApiKey, Batch, File
+from store import batch_output, batches, files, jobs
+from store.jobs import Claim, Outcome
+from tests.doubles import ManualClock
+from tests.unit.conftest import begun_batch
+
+ERROR = {"code": "invalid_line", "message": "line 3: not valid JSON", "line": 3, "param": None}
+
+
+def _queue(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock, batch_id: str,
+           numbers: list[int], checked: int) -> None:
+    """The check's progress: lines `numbers` (file line numbers: a gap is a blank line) queued, `checked` so far."""
+    rows = [jobs.batch_line(batch_id=batch_id, line=n, custom_id=f"r{n}", task=TASK_FILL_MASK, model="stub",
+                            api_key_id=api_key.id, inputs={"input_string": [f"Line {n} has a [MASK]."]},
+                            parameters={"top_k": 1}, n_inputs=1, metadata=None, now=clock())
+            for n in numbers]
+    assert batches.add_checked_lines(sessions, batch_id, rows, checked, clock())
+
+
+def _run(sessions: sessionmaker[Session], clock: ManualClock, count: int, fail: tuple[int, ...] = ()) -> list[Claim]:
+    """A worker's pass over the next `count` queued lines, in line order: those whose line is in `fail` failed."""
+    claims = jobs.claim_more(sessions, TASK_FILL_MASK, count, clock, 60).claims
+    outcomes = [Outcome(claim, error={"code": "input_error", "message": "bad"}) if _line(claim) in fail
+                else Outcome(claim, output=[[{"token_str": f"w{_line(claim)}", "score": 0.5}]]) for claim in claims]
+    jobs.finish(sessions, outcomes, clock(), len(claims), 1.0)
+    return claims
+
+
+def _line(claim: Claim) -> int:
+    return int(claim.input["input_string"][0].split()[1])
+
+
+def _batch(sessions: sessionmaker[Session], batch_id: str) -> Batch:
+    with sessions() as session:
+        return session.get_one(Batch, batch_id)
+
+
+def _content(sessions: sessionmaker[Session], file_id: str | None) -> bytes:
+    assert file_id is not None
+    return b"".join(files.read_parts(sessions, file_id))
+
+
+def _custom_ids(data: bytes) -> list[str]:
+    return [json.loads(line)["custom_id"] for line in data.splitlines()]
+
+
+def _started(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock, count: int) -> str:
+    batch_id = begun_batch(sessions, api_key, clock)
+    _queue(sessions, api_key, clock, batch_id, list(range(1, count + 1)), count)
+    with sessions() as session:
+        assert batches.start_batch(session, batch_id, count, clock())
+    return batch_id
+
+
+def test_lines_are_written_as_they_end_up_to_the_first_still_in_flight(
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> None:
+    batch_id = _started(sessions, api_key, clock, 10)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 0  # every line queued
+    _run(sessions, clock, 4, fail=(2,))
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=5) == 0  # 4 ended: fewer than asked
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=4) == 4
+    batch = _batch(sessions, batch_id)
+    assert batch.output_through == 4
+    assert _custom_ids(_content(sessions, batch.output_file_id)) == ["r1", "r3", "r4"]
+    assert _custom_ids(_content(sessions, batch.error_file_id)) == ["r2"]
+    # Lines 5 and 6 claimed (running), 7 and 8 ended: nothing past line 4 is written before 5 has ended.
+    running = jobs.claim_more(sessions, TASK_FILL_MASK, 2, clock, 60).claims
+    _run(sessions, clock, 2)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 0
+    jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in running], clock(), 2, 1.0)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 4
+    assert _custom_ids(_content(sessions, _batch(sessions, batch_id).output_file_id)) == [
+        "r1", "r3", "r4", "r5", "r6", "r7", "r8"]
+
+
+def test_the_files_are_hidden_until_the_batch_ends_and_hold_what_a_whole_write_holds(
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> None:
+    """One batch written a few lines at a time as they end, one written whole at its end: the same lines, byte for
+    byte (but for the ids); neither file shown, nor named by its batch, before the batch has ended."""
+    progressive, whole = _started(sessions, api_key, clock, 9), _started(sessions, api_key, clock, 9)
+    for _ in range(3):
+        _run(sessions, clock, 3, fail=(4, 8))  # the first batch's lines, three a pass
+        assert batch_output.write_ready(sessions, progressive, clock(), fewest=1) == 3
+        partial = _batch(sessions, progressive)
+        with sessions() as session:
+            assert files.own_file(session, api_key.id, str(partial.output_file_id)) is None
+            listed = {file.id for file in files.list_files(session, api_key.id, 100)}
+            assert listed and not listed & {partial.output_file_id, partial.error_file_id}
+            public = batches.batch_to_public(partial, batches.request_counts(session, partial))
+        assert (public["output_file_id"], public["error_file_id"]) == (None, None)
+    _run(sessions, clock, 9, fail=(4, 8))  # the other batch's, in one pass: its files are written at its end
+    assert _batch(sessions, whole).output_file_id is None
+    for batch_id in (progressive, whole):
+        assert batches.due_for_finalizing(sessions, 10).count(batch_id) == 1
+        batches.finalize(sessions, batch_id, clock)
+    ended = {batch_id: _batch(sessions, batch_id) for batch_id in (progressive, whole)}
+    assert ended[progressive].status == ended[whole].status == "completed"
+
+    def comparable(data: bytes) -> list[dict[str, Any]]:
+        """Less what names the job, and the size of the pass it ran in."""
+        lines = [json.loads(line) for line in data.splitlines()]
+        for line in lines:
+            line.pop("id")
+            if line["response"]:
+                body = line["response"]["body"]
+                body.pop("id"), body.pop("urls"), body["metrics"].pop("batch_size")
+        return lines
+
+    for kind in ("output_file_id", "error_file_id"):
+        written = {batch_id: _content(sessions, getattr(batch, kind)) for batch_id, batch in ended.items()}
+        assert comparable(written[progressive]) == comparable(written[whole])
+        assert len(written[progressive].splitlines()) == (7 if kind == "output_file_id" else 2)
+    with sessions() as session:
+        public = batches.batch_to_public(ended[progressive], batches.request_counts(session, ended[progressive]))
+        assert public["output_file_id"] == ended[progressive].output_file_id
+        shown = files.own_file(session, api_key.id, str(public["output_file_id"]))
+    assert shown is not None and shown.purpose == "batch_output"
+    assert shown.bytes == len(_content(sessions, shown.id))
+
+
+def test_a_second_writer_of_the_same_lines_appends_nothing(sessions: sessionmaker[Session], api_key: ApiKey,
+                                                           clock: ManualClock,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two beats (one about to lose its lock) reading the same ended lines: the one that writes second finds the
+    batch's files moved on, and appends nothing."""
+    batch_id = _started(sessions, api_key, clock, 6)
+    _run(sessions, clock, 3)
+    read_lines = batch_output._result_lines
+    raced: list[int] = []
+
+    def another_beat_writes_first(*args: Any) -> Any:
+        if not raced:
+            raced.append(0)  # once: the other beat's own reads go on as usual
+            raced[0] = batch_output.write_ready(sessions, batch_id, clock(), fewest=1)
+        return read_lines(*args)
+
+    monkeypatch.setattr(batch_output, "_result_lines", another_beat_writes_first)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 0
+    assert raced == [3]
+    assert _custom_ids(_content(sessions, _batch(sessions, batch_id).output_file_id)) == ["r1", "r2", "r3"]
+
+
+def test_blank_lines_of_the_file_leave_gaps_the_writer_passes_over(sessions: sessionmaker[Session], api_key: ApiKey,
+                                                                   clock: ManualClock) -> None:
+    """Written while the file is still checked: up to the last line queued so far, across line numbers that have
+    no line."""
+    batch_id = begun_batch(sessions, api_key, clock)
+    _queue(sessions, api_key, clock, batch_id, [1, 3, 4, 7], 4)  # lines 2, 5 and 6 blank
+    _run(sessions, clock, 4)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 7
+    _queue(sessions, api_key, clock, batch_id, [9], 5)
+    _run(sessions, clock, 1)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 2
+    assert _custom_ids(_content(sessions, _batch(sessions, batch_id).output_file_id)) == ["r1", "r3", "r4", "r7", "r9"]
+
+
+def test_a_failed_check_deletes_what_was_written_of_its_lines(sessions: sessionmaker[Session], api_key: ApiKey,
+                                                              clock: ManualClock) -> None:
+    batch_id = begun_batch(sessions, api_key, clock)
+    _queue(sessions, api_key, clock, batch_id, [1, 2], 2)
+    _run(sessions, clock, 2)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 2
+    written = _batch(sessions, batch_id)
+    assert batches.fail_check(sessions, batch_id, [ERROR], clock(), total=3)
+    with sessions() as session:
+        assert session.get(File, written.output_file_id) is None
+        assert session.get(File, written.error_file_id) is None
+    assert _content(sessions, written.output_file_id) == b""
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 0  # failed: nothing more
+
+
+def test_a_batch_left_finalizing_by_a_stopped_beat_is_ended_by_the_next_sweep(
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    batch_id = _started(sessions, api_key, clock, 3)
+    _run(sessions, clock, 3)
+
+    def beat_stops(*_args: Any, **_kwargs: Any) -> int:
+        raise SystemExit("beat stopped")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(batch_output, "write_ready", beat_stops)
+        with pytest.raises(SystemExit):
+            batches.finalize(sessions, batch_id, clock)
+    assert _batch(sessions, batch_id).status == "finalizing"
+    assert batches.due_for_finalizing(sessions, 10) == [batch_id]
+    batches.finalize(sessions, batch_id, clock)
+    ended = _batch(sessions, batch_id)
+    assert ended.status == "completed" and ended.output_through == 3
+    assert _custom_ids(_content(sessions, ended.output_file_id)) == ["r1", "r2", "r3"]
