@@ -27,7 +27,7 @@ from flask import Blueprint, Response, jsonify, request
 from api.batch_lines import LineChunk, Verdict
 from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
-from api.file_lines import CHECK_CHUNK, CHECK_CHUNK_BYTES, MAX_ERRORS, BadLine, raw_lines
+from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, raw_lines
 from api.state import app_state, served
 from api.validation import parse, query_int, read_json_object, webhook_problems
 from contract.requests import BatchRequest
@@ -37,6 +37,9 @@ from models.tables import Batch
 from store import batches, files
 
 log = logging.getLogger(__name__)
+
+#: A chunk of lines ends sooner when its lines hold this many bytes: a check holds a few chunks at once.
+CHECK_CHUNK_BYTES = 4_000_000
 
 bp = Blueprint("batches", __name__, url_prefix="/v1")
 bp.before_request(authenticate)
@@ -147,7 +150,7 @@ def own_batch(batch_id: str) -> Batch:
 def create() -> Response:
     body = parse(BatchRequest, read_json_object())
     key = current_key().id
-    problems = webhook_problems(body.webhook)
+    problems = webhook_problems(body.webhook, app_state().settings.webhook_allow_private)
     if problems:
         raise invalid(problems)
     file = files.own_file(read_db(), key, body.input_file_id)

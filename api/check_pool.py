@@ -23,8 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from api.batch_lines import LineChunk, Verdict, judge
 from api.errors import ApiError
-from api.model_inputs import ServedModel, load_served_model
-from api.state import model_unavailable
+from api.model_inputs import ServedModel, load_served_model, model_unavailable
 from core.settings import Settings
 from core.tasks import TASKS, ModelUnavailable
 

@@ -16,8 +16,6 @@ from store import files
 MAX_ERRORS = 100
 #: Lines whose model checks (token counts) run together, with one tokenizer call.
 CHECK_CHUNK = 512
-#: A batch's chunk of lines ends sooner when its lines hold this many bytes: a check holds a few chunks at once.
-CHECK_CHUNK_BYTES = 4_000_000
 
 
 class BadLine(Exception):

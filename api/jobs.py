@@ -100,7 +100,7 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
     body = parse(schema, raw)
     state = app_state()
     checked = check(body, served(task), state.settings)
-    problems = checked.problems + webhook_problems(body.webhook)
+    problems = checked.problems + webhook_problems(body.webhook, state.settings.webhook_allow_private)
     if problems:
         raise invalid(problems)
     idempotency_key = _idempotency_key(request.headers.get("Idempotency-Key"))

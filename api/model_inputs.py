@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from tokenizers import Tokenizer
 
-from api.errors import detail
+from api.errors import ApiError, detail
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest
 from contract.tokens import (
     MAX_QA_TOKENS_PER_INPUT,
@@ -28,6 +28,15 @@ from contract.tokens import (
 )
 from core.settings import Settings
 from core.tasks import ModelUnavailable
+
+#: A model that failed to load is tried again after this long, in seconds.
+MODEL_RETRY_AFTER_S = 30
+
+
+def model_unavailable(task: str, error: object) -> ApiError:
+    """The 503 (with Retry-After) of a request that needs `task`'s model while it cannot be loaded."""
+    return ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
+                    headers={"Retry-After": str(MODEL_RETRY_AFTER_S)})
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery
@@ -14,21 +13,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.announcements import Announcements
-from api.errors import ApiError
+from api.check_pool import CheckPool
 from api.key_cache import KeyCache
 from api.limits import KeyRateLimiter
-from api.model_inputs import ServedModel, load_served_model
+from api.model_inputs import MODEL_RETRY_AFTER_S, ServedModel, load_served_model, model_unavailable
 from api.waiting import WaitSlots
 from core.queue import make_celery
 from core.settings import Settings
 from core.tasks import ModelUnavailable
 from models.db import make_engine, make_read_session_factory, make_session_factory
-
-if TYPE_CHECKING:  # the pool judges lines as the API's validation does, which reads this module's state
-    from api.check_pool import CheckPool
-
-#: A model that failed to load is tried again after this long, in seconds.
-MODEL_RETRY_AFTER_S = 30
 
 
 @dataclass
@@ -72,8 +65,6 @@ class AppState:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    from api.check_pool import CheckPool
-
     engine = make_engine(settings.resolved_database_url)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     key_cache = KeyCache(trusted=lambda: announcements.subscribed.is_set())
@@ -97,12 +88,6 @@ def app_state() -> AppState:
     state: AppState = current_app.extensions["distilq"]
     return state
 
-
-
-def model_unavailable(task: str, error: object) -> ApiError:
-    """The 503 (with Retry-After) of a request that needs `task`'s model while it cannot be loaded."""
-    return ApiError(503, "model_unavailable", f"the {task} model's tokenizer could not be loaded: {error}",
-                    headers={"Retry-After": str(MODEL_RETRY_AFTER_S)})
 
 
 def served(task: str) -> ServedModel:

@@ -11,7 +11,6 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from api.errors import ApiError, Loc, detail, from_validation_error, invalid
-from api.state import app_state
 from webhooks import LookupFailed, UnsafeTarget, check_target
 
 #: Deeper JSON than this is refused: no body of the contract nests beyond a few levels.
@@ -99,13 +98,13 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     return value
 
 
-def webhook_problems(url: str | None) -> list[dict[str, Any]]:
-    """What is wrong with a webhook URL (the SSRF guard: `webhooks.check_target`), naming the field `webhook`; a
-    passing DNS failure is a 503, to be retried."""
+def webhook_problems(url: str | None, allow_private: bool) -> list[dict[str, Any]]:
+    """What is wrong with a webhook URL (the SSRF guard: `webhooks.check_target`; `allow_private`:
+    `DISTILQ_WEBHOOK_ALLOW_PRIVATE`), naming the field `webhook`; a passing DNS failure is a 503, to be retried."""
     if url is None:
         return []
     try:
-        check_target(url, app_state().settings.webhook_allow_private)
+        check_target(url, allow_private)
     except UnsafeTarget as error:
         return [detail(["webhook"], str(error))]
     except LookupFailed as error:
