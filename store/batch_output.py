@@ -67,14 +67,16 @@ def write_ready(sessions: sessionmaker[Session], batch_id: str, now: datetime, f
         if batch is None or batch.status not in WRITING:
             return 0
         after = batch.output_through
+        # The last line queued so far, first: the check queues the file's lines in its order, a chunk a transaction,
+        # so every line up to it exists now (a number with no line is a blank line of the file). Read after the
+        # look for lines in flight, it could take in a chunk queued in between, whose lines that look never saw —
+        # and skip them, written as nothing (each statement reads what is committed when it runs).
         of_batch = select(Job.batch_line).where(Job.batch_id == batch_id)
-        in_flight = session.scalar(of_batch.where(Job.batch_line > after, Job.status.in_((QUEUED, RUNNING)))
+        last = session.scalar(of_batch.order_by(Job.batch_line.desc()).limit(1)) or 0
+        in_flight = session.scalar(of_batch.where(Job.batch_line > after, Job.batch_line <= last,
+                                                  Job.status.in_((QUEUED, RUNNING)))
                                    .order_by(Job.batch_line).limit(1))
-        # No line in flight: up to the last line queued so far (the check queues the file's lines in its order;
-        # a number below the last with no line is a blank line of the file).
-        last = in_flight - 1 if in_flight is not None else session.scalar(
-            of_batch.order_by(Job.batch_line.desc()).limit(1)) or 0
-        until = min(last, after + MOST_LINES)
+        until = min(last if in_flight is None else in_flight - 1, after + MOST_LINES)
         if until - after < max(fewest, 1):
             return 0
         data = {kind: b"".join(_result_lines(session, batch_id, statuses, after, until))

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.tasks import TASK_FILL_MASK
@@ -201,3 +202,31 @@ def test_a_batch_left_finalizing_by_a_stopped_beat_is_ended_by_the_next_sweep(
     ended = _batch(sessions, batch_id)
     assert ended.status == "completed" and ended.output_through == 3
     assert _custom_ids(_content(sessions, ended.output_file_id)) == ["r1", "r2", "r3"]
+
+
+def test_a_chunk_queued_while_the_writer_looks_is_not_skipped(sessions: sessionmaker[Session], api_key: ApiKey,
+                                                              clock: ManualClock) -> None:
+    """Found by CI on PostgreSQL (a 1,000-line batch whose output lacked its first 512 lines): the check queued a
+    chunk between the writer's look for lines in flight and its read of the last line, so lines it took as ended
+    were still queued, and it moved past them having written nothing of them. Here a chunk is queued right after
+    the writer's first read of the batch's lines."""
+    batch_id = begun_batch(sessions, api_key, clock)
+    _queue(sessions, api_key, clock, batch_id, [1, 2], 2)
+    _run(sessions, clock, 2)
+    engine = sessions.kw["bind"]
+    queued: list[bool] = []
+
+    def queue_a_chunk(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not queued and statement.lstrip().startswith("SELECT jobs.batch_line"):
+            queued.append(True)
+            _queue(sessions, api_key, clock, batch_id, [3, 4], 4)
+
+    event.listen(engine, "after_cursor_execute", queue_a_chunk)
+    try:
+        written = batch_output.write_ready(sessions, batch_id, clock(), fewest=1)
+    finally:
+        event.remove(engine, "after_cursor_execute", queue_a_chunk)
+    assert queued and written == 2 and _batch(sessions, batch_id).output_through == 2
+    _run(sessions, clock, 2)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 2
+    assert _custom_ids(_content(sessions, _batch(sessions, batch_id).output_file_id)) == ["r1", "r2", "r3", "r4"]
