@@ -1,7 +1,7 @@
 """A batch's output and error files, written while its lines run rather than all at its end.
 
 A file of 10,000 lines took beat 0.5–0.9 s to write at the batch's end (~60 µs a line: the rows, the job objects,
-their JSON), after every line had run: on a GPU, longer than the lines themselves. So beat writes the files as
+their JSON), after every line had run: a wait that no faster device shortens. So beat writes the files as
 the lines end (`write_ready`, asked by the worker after each pass with a batch's lines), and a batch's end writes
 only what is left and shows the files (`store.batches.finalize`).
 
