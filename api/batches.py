@@ -149,14 +149,14 @@ def own_batch(batch_id: str) -> Batch:
 @bp.post("/batches")
 def create() -> Response:
     body = parse(BatchRequest, read_json_object())
-    key = current_key().id
-    problems = webhook_problems(body.webhook, app_state().settings.webhook_allow_private)
+    state, key = app_state(), current_key().id
+    problems = webhook_problems(body.webhook, state.settings.webhook_allow_private)
     if problems:
         raise invalid(problems)
     file = files.own_file(read_db(), key, body.input_file_id)
     if file is None or file.purpose != "batch":
         raise invalid([detail(["input_file_id"], "names no file of yours uploaded with purpose 'batch'")])
-    state, batch_id = app_state(), batches.new_batch_id()
+    batch_id = batches.new_batch_id()
     batches.begin_batch(db(), batch_id=batch_id, api_key_id=key, input_file_id=file.id, endpoint=body.endpoint,
                         completion_window=body.completion_window, webhook=body.webhook, metadata=body.metadata,
                         now=utcnow())

@@ -210,7 +210,7 @@ def create() -> Response:
     body = parse(EvaluationRequest, read_json_object())
     state, key = app_state(), current_key().id
     served_model = state.settings.model_id(body.task)
-    problems = webhook_problems(body.webhook, app_state().settings.webhook_allow_private)
+    problems = webhook_problems(body.webhook, state.settings.webhook_allow_private)
     if body.model is not None and body.model != served_model:
         problems.append(detail(["model"], f"this service serves {served_model} for {body.task}"))
     file = files.own_file(read_db(), key, body.input_file_id)

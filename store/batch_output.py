@@ -59,7 +59,8 @@ KINDS = {"output": (SUCCEEDED,), "error": (FAILED, CANCELED)}
 
 def write_ready(sessions: sessionmaker[Session], batch_id: str, now: datetime, fewest: int = FEWEST_LINES) -> int:
     """Appends to the batch's files the lines that have ended since they were last written, when there are at
-    least `fewest` (at most MOST_LINES); how many lines it wrote (0: none, or another beat wrote them first)."""
+    least `fewest` (at most MOST_LINES); how far the files moved, in the input's line numbers (blank lines
+    included), 0 when they did not (too few ended, or another beat wrote those lines first)."""
     with sessions() as session:
         each_statement_commits(session)
         batch = session.execute(select(Batch.status, Batch.output_through, Batch.api_key_id, Batch.output_file_id,
@@ -111,10 +112,12 @@ def publish(session: Session, batch: Batch, now: datetime) -> None:
 
 
 def discard(session: Session, batch: Batch) -> None:
-    """The batch's partial files deleted, in the caller's transaction (its check failed: no line of it shows)."""
+    """The batch's partial files deleted, and no longer named, in the caller's transaction (its check failed: no
+    line of it shows)."""
     ids = [file_id for file_id in (batch.output_file_id, batch.error_file_id) if file_id is not None]
     if ids:
         files.delete_files(session, ids)
+        batch.output_file_id = batch.error_file_id = None
 
 
 def _new_files(session: Session, api_key_id: str, batch_id: str, ids: dict[str, str], now: datetime) -> None:

@@ -179,6 +179,8 @@ def test_a_failed_check_deletes_what_was_written_of_its_lines(sessions: sessionm
     with sessions() as session:
         assert session.get(File, written.output_file_id) is None
         assert session.get(File, written.error_file_id) is None
+    failed = _batch(sessions, batch_id)
+    assert (failed.output_file_id, failed.error_file_id) == (None, None)  # no longer named
     assert _content(sessions, written.output_file_id) == b""
     assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 0  # failed: nothing more
 
@@ -230,3 +232,21 @@ def test_a_chunk_queued_while_the_writer_looks_is_not_skipped(sessions: sessionm
     _run(sessions, clock, 2)
     assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 2
     assert _custom_ids(_content(sessions, _batch(sessions, batch_id).output_file_id)) == ["r1", "r2", "r3", "r4"]
+
+
+def test_an_append_larger_than_a_part_is_split_and_numbered_after_the_file_s_parts(
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> None:
+    """`store.files.append`, as the writer uses it: each append's bytes in parts of at most PART_BYTES, numbered on
+    from the file's last part, so that a download reads them in order."""
+    first, second = b"a" * (2 * files.PART_BYTES + 10), b"b" * 5
+    with sessions() as session:
+        files.new_partial_file(session, file_id="file-big", api_key_id=api_key.id, filename="big", now=clock())
+        files.append(session, "file-big", first)
+        files.append(session, "file-big", second)
+        files.append(session, "file-big", b"")
+        session.commit()
+    assert [len(part) for part in files.read_parts(sessions, "file-big")] == [files.PART_BYTES, files.PART_BYTES,
+                                                                               10, 5]
+    assert _content(sessions, "file-big") == first + second
+    with sessions() as session:
+        assert session.get_one(File, "file-big").bytes == len(first) + len(second)
