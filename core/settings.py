@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     #: Threads of a worker's tensor operations on the CPU. None: one per core the process may use.
     torch_threads: int | None = Field(default=None, ge=1, le=1024)
+    #: Whether a worker runs its models in a process of their own (`worker/engine/device_process.py`), so that its
+    #: database and Redis threads never hold the interpreter lock a forward pass waits for. None: on CUDA only.
+    device_process: bool | None = None
 
     #: Inputs claimed into one batch, and rows per forward pass. None: the device's default
     #: (`worker/engine/runtime.py`: 32 on the CPU, 512 on CUDA).

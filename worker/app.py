@@ -52,7 +52,7 @@ class WorkerContext:
 
     @functools.cached_property
     def engines(self) -> EngineRegistry:
-        return EngineRegistry(self.settings)
+        return EngineRegistry(self.settings, self.served_tasks)
 
     @functools.cached_property
     def sessions(self) -> sessionmaker[Session]:

@@ -40,7 +40,7 @@ from core.metrics import (
 )
 from core.settings import Settings
 from store.jobs import Claim, ClaimedBatch, Finished, Outcome, claim_more, finish, renew_leases
-from worker.engine import Engine, InputError, JobPayload
+from worker.engine import Engine, EngineLost, InputError, JobPayload
 from worker.events import JobEvents
 from worker.pass_cost import PassCost
 
@@ -313,7 +313,7 @@ class Batcher:
             prepared = current.prepared if current.prepared is not None else engine.prepare(payloads)
             current.inferred = engine.infer(payloads, prepared)
         except BaseException as error:  # the tokenizers library panics with a BaseException
-            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
+            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit | EngineLost):
                 raise
             current.outcomes = self._failed(engine, claims, error)
         current.ms["inference"] = (time.perf_counter() - started) * 1000
@@ -332,7 +332,7 @@ class Batcher:
             outputs = engine.finish(current.payloads, current.inferred)
             current.outcomes = [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
         except BaseException as error:
-            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
+            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit | EngineLost):
                 raise
             current.outcomes = self._failed(engine, claims, error)
         current.inferred = None
@@ -406,7 +406,7 @@ class Batcher:
             outputs = engine.run([JobPayload(c.input, c.parameters, c.token_ids) for c in claims])
             return [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
         except BaseException as error:  # the tokenizers library panics with a BaseException
-            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
+            if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit | EngineLost):
                 raise
             return self._failed(engine, claims, error)
 

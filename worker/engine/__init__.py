@@ -34,7 +34,8 @@ class Engine(Protocol):
         ...
 
     def infer(self, jobs: list[JobPayload], prepared: Any) -> Any:
-        """The device's work on a prepared batch, up to its results back on the host."""
+        """The device's work on a prepared batch, up to its results back on the host. From `prepared` alone: a
+        device process (`worker/engine/device_process.py`) is sent that, not the jobs."""
         ...
 
     def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
@@ -47,6 +48,15 @@ class Engine(Protocol):
         """prepare (unless `prepared` is given), infer and finish, in this thread."""
         ...
 
+    def detach(self, inferred: Any) -> Any:
+        """What `infer` found, without the prepared batch it holds: what a device process sends back
+        (`worker/engine/device_process.py`), where the batch was prepared and will be finished."""
+        ...
+
+    def attach(self, prepared: Any, found: Any) -> Any:
+        """`infer`'s result again, from the prepared batch and what `detach` kept of it."""
+        ...
+
     def warm_up(self) -> None:
         """One small pass, so that the first real batch does not pay for lazy initialisation."""
         ...
@@ -54,6 +64,10 @@ class Engine(Protocol):
 
 class InputError(ValueError):
     """An input the model cannot take; fails its own job only."""
+
+
+class EngineLost(RuntimeError):
+    """The engine can run no batch any more (its device process is gone): no job's fault, so none fails for it."""
 
 
 class StagedEngine:
@@ -74,3 +88,9 @@ class StagedEngine:
         inferred = self.infer(jobs, prepared if prepared is not None else self.prepare(jobs))
         with self.phases.timed("postprocess"):
             return self.finish(jobs, inferred)
+
+    def detach(self, inferred: Any) -> Any:
+        return inferred
+
+    def attach(self, prepared: Any, found: Any) -> Any:
+        return found

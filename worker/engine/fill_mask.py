@@ -78,7 +78,7 @@ class FillMaskEngine(ModelEngine):
     def __init__(self, model_id: str, runtime: Runtime, max_batch_size: int, max_batch_tokens: int) -> None:
         super().__init__(AutoModelForMaskedLM, model_id, runtime, max_batch_size, max_batch_tokens)
         self.mask_id: int = self.tokenizer.mask_token_id
-        self.max_tokens: int = self.model.config.max_position_embeddings
+        self.max_tokens: int = self.config.max_position_embeddings
         self.backend = self.tokenizer.backend_tokenizer
         self.fingerprint = tokenizer_fingerprint(self.backend)
         self.detokenizer = Detokenizer(self.tokenizer)
@@ -144,6 +144,13 @@ class FillMaskEngine(ModelEngine):
             selected = self._select(logits, rows_of_input[:asked], ready.requests)
         log_probs = self._gather(logits, rows_of_input[asked:], ready.scoring.targets)
         return _Inferred(ready, rows_of_input, selected, log_probs)
+
+    def detach(self, inferred: Any) -> tuple[list[list[int]], list[tuple[list[float], list[int]]], list[list[float]]]:
+        done: _Inferred = inferred
+        return done.rows_of_input, done.selected, done.log_probs
+
+    def attach(self, prepared: Any, found: Any) -> _Inferred:
+        return _Inferred(prepared, *found)
 
     @torch.inference_mode()
     def _gather(self, logits: torch.Tensor, rows: list[list[int]], targets: list[list[int]]) -> list[list[float]]:

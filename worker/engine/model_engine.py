@@ -1,14 +1,19 @@
 """What both engines share: a tokenizer and a model loaded with `from_pretrained`, the bounds of a forward pass,
-and the loop that plans passes, packs them and moves them to the device."""
+and the loop that plans passes, packs them and moves them to the device.
+
+The model's weights load on first use (`model`): an engine whose device stage runs in a device process
+(`worker/engine/device_process.py`) prepares and finishes batches with its tokenizer and configuration alone, and never
+loads them."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from worker.engine import StagedEngine
 from worker.engine.batching import attention_width, plan_batches
@@ -33,15 +38,20 @@ class ModelEngine(StagedEngine):
         self.runtime = runtime
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.model_class, self.model_id = model_class, model_id
         self.tokenizer = AutoTokenizer.from_pretrained(model_id)
-        self.model = load_model(model_class, model_id, runtime)
+        self.config = config = AutoConfig.from_pretrained(model_id)
         self.pad_id: int = self.tokenizer.pad_token_id
-        config = self.model.config
         # Attention row by row (the CPU's way, `worker/engine/packed.py`): then padding costs a pass nothing, and
         # the planner weighs only the passes' own cost.
         self.attention_width = (math.inf if runtime.attention_per_row
                                 else attention_width(config.dim, config.hidden_dim))
         self.phases = Phases()
+
+    @functools.cached_property
+    def model(self) -> Any:
+        """The model on its device, loaded on first use (the engine's `warm_up`, or its first batch)."""
+        return load_model(self.model_class, self.model_id, self.runtime)
 
     def encode(self, batch: PackedPass, keep: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's final states of a pass (`worker/engine/packed.py`), attention laid out as the device wants."""

@@ -41,6 +41,13 @@ class Phases:
         """Time spent elsewhere on this batch's behalf (its tokenizing, prepared ahead in another thread)."""
         self.seconds[phase] += seconds
 
+    def merge(self, seconds: dict[str, float], counts: dict[str, int]) -> None:
+        """What another `Phases` reset (a device process's, for a batch of this engine's) added to this one."""
+        for phase, value in seconds.items():
+            self.seconds[phase] += value
+        for name, count in counts.items():
+            self.counts[name] += count
+
     def reset(self) -> tuple[dict[str, float], dict[str, int]]:
         taken: tuple[dict[str, float], dict[str, int]] = (dict(self.seconds), dict(self.counts))
         self.seconds.clear()

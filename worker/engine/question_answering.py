@@ -192,6 +192,13 @@ class QuestionAnsweringEngine(ModelEngine):
         self.phases.add("tokenize", ready.seconds)
         return ready, self._spans(ready)
 
+    def detach(self, inferred: Any) -> list[Spans]:
+        spans: list[Spans] = inferred[1]
+        return spans
+
+    def attach(self, prepared: Any, found: Any) -> tuple[_Prepared, list[Spans]]:
+        return prepared, found
+
     def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
         ready, spans = inferred
         by_pair: dict[int, list[int]] = defaultdict(list)

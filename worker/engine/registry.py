@@ -1,10 +1,12 @@
-"""The engines of one worker process, each loaded on first use (so after any fork) and kept for its life."""
+"""The engines of one worker process, each loaded on first use (so after any fork) and kept for its life: in this
+process, or with their device stage in the worker's device process (`worker/engine/device_process.py`)."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from core.settings import Settings
@@ -12,14 +14,17 @@ from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
 from worker.engine import Engine
 
 if TYPE_CHECKING:
+    from worker.engine.device_process import DeviceProcess
     from worker.engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
 class EngineRegistry:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tasks: Sequence[str] = ()) -> None:
         self.settings = settings
+        #: The tasks this worker serves: a device process loads all of their models at once.
+        self.tasks = list(tasks)
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
 
@@ -36,6 +41,19 @@ class EngineRegistry:
         defaults. The batcher claims up to that many inputs per batch."""
         return self.runtime.pass_limits(self.settings.max_batch_size, self.settings.max_batch_tokens)
 
+    @property
+    def in_device_process(self) -> bool:
+        """Whether the engines' device stage runs in a device process: as `DISTILQ_DEVICE_PROCESS` says, else on
+        CUDA (whose kernels are launched one Python call at a time, behind the worker's other threads)."""
+        chosen = self.settings.device_process
+        return self.runtime.is_cuda if chosen is None else chosen
+
+    @functools.cached_property
+    def device_process(self) -> DeviceProcess:
+        from worker.engine.device_process import DeviceProcess
+
+        return DeviceProcess(self.settings, self.tasks or [TASK_FILL_MASK, TASK_QUESTION_ANSWERING])
+
     def get(self, task: str) -> Engine:
         with self._lock:
             if task not in self._engines:
@@ -48,13 +66,21 @@ class EngineRegistry:
 
         runtime = self.runtime
         rows, tokens = self.pass_limits()
-        engine: Engine
+        engine: FillMaskEngine | QuestionAnsweringEngine
         if task == TASK_FILL_MASK:
             engine = FillMaskEngine(self.settings.fill_mask_model, runtime, rows, tokens)
         elif task == TASK_QUESTION_ANSWERING:
             engine = QuestionAnsweringEngine(self.settings.qa_model, runtime, rows, tokens)
         else:
             raise ValueError(f"no engine for task {task!r}")
+        if self.in_device_process:
+            from worker.engine.device_process import RemoteEngine
+
+            # This engine prepares and finishes batches here with its tokenizer; its weights load there only.
+            remote = RemoteEngine(engine, self.device_process)
+            log.info("%s engine's device stage in the device process (pid %d)", task,
+                     self.device_process.process.pid or 0)
+            return remote
         engine.warm_up()
         log.info("loaded %s engine on %s (%s)", task, runtime.device, runtime.dtype)
         return engine

@@ -100,6 +100,7 @@ class StubEngine(StagedEngine):
         return jobs
 
     def infer(self, jobs: list[JobPayload], prepared: Any) -> list[JobPayload]:
+        jobs = prepared  # as a real engine, from the prepared batch alone (`Engine.infer`)
         self.calls.append(jobs)
         self.running.set()
         try:

@@ -15,6 +15,7 @@ from models.tables import Job
 from tests.doubles import ManualClock, RecordingEvents
 from tests.unit.conftest import AddLines, Submit
 from worker.batcher import Batcher
+from worker.engine import EngineLost, JobPayload
 from worker.engine.stub import StubEngine, fill_mask_output, question_answering_output
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 2}}
@@ -86,6 +87,23 @@ def test_a_bad_input_fails_its_own_job_only(submit: Submit, sessions: sessionmak
     assert failed.status == "failed" and failed.output is None
     assert failed.error is not None and failed.error["code"] == "invalid_input"
     assert sorted(events.finished_jobs) == sorted([(good.id, "succeeded"), (bad.id, "failed")])
+
+
+class _LostEngine(StubEngine):
+    def infer(self, jobs: list[JobPayload], prepared: object) -> list[JobPayload]:
+        raise EngineLost("the device process is gone")
+
+
+def test_a_lost_engine_fails_no_job_and_stops_the_drain(submit: Submit, sessions: sessionmaker[Session],
+                                                        clock: ManualClock) -> None:
+    """Not the jobs' fault: they are neither failed nor run one by one, but left to their claims' expiry (the worker
+    exits on it, `worker/engine/device_process.py`)."""
+    ids = [submit(ONE).id for _ in range(3)]
+    batcher, events = make_batcher(sessions, clock, _LostEngine("fill-mask"))
+    with pytest.raises(EngineLost):
+        batcher.drain("fill-mask")
+    assert [stored(sessions, job_id).status for job_id in ids] == ["running"] * 3
+    assert events.finished_jobs == []
 
 
 def test_question_answering_jobs_get_the_engines_answers(submit: Submit, sessions: sessionmaker[Session],
