@@ -127,12 +127,49 @@ def test_redis_killed_and_restarted_empty_every_job_finishes(fresh_stack: Stack,
         assert_reference_output(http.get(f"{fresh_stack.url}/v1/jobs/{job_id}").json(), reference)
 
 
-def test_sigterm_lets_the_worker_finish_its_batch(fresh_stack: Stack) -> None:
+def device_process_of(stack: Stack, worker: str) -> int:
+    """The pid of a worker's device process (`worker/engine/device_process.py`): its one spawned child."""
+    [pid] = [pid for pid in descendants(stack.processes[worker].pid)
+             if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return pid
+
+
+def test_a_worker_whose_device_process_is_killed_exits_and_every_job_finishes_once(fresh_stack: Stack,
+                                                                                  reference: Any) -> None:
+    """The models' process dies mid-batch: its worker can run nothing, so it exits as if killed (status 70), and
+    its pass's jobs run again on the next worker, once."""
+    from worker.engine.device_process import EXIT_DEVICE_LOST
+
     http = fresh_stack.client(fresh_stack.new_key())
-    fresh_stack.start_worker("worker-1")
+    fresh_stack.start_worker("worker-1", env={"DISTILQ_DEVICE_PROCESS": "true"})
+    fresh_stack.start("beat", "beat")
+    device = device_process_of(fresh_stack, "worker-1")
+    ids = submit_all(fresh_stack, http, texts(24))
+    wait_for(lambda: running(fresh_stack, ids), 60, "a batch to start")
+    os.kill(device, signal.SIGKILL)
+    assert fresh_stack.processes["worker-1"].wait(60) == EXIT_DEVICE_LOST
+    in_flight = running(fresh_stack, ids)
+    assert in_flight
+    fresh_stack.start_worker("worker-2", env={"DISTILQ_DEVICE_PROCESS": "true"})
+    wait_for(lambda: all_finished(fresh_stack, ids), 180, "every job to finish")
+    final = rows(fresh_stack, ids)
+    assert all(job.status == "succeeded" for job in final.values())
+    for job_id in in_flight:
+        assert final[job_id].attempts == 2, "the lost pass's jobs ran again, once"
+    for job_id in ids:
+        assert_reference_output(http.get(f"{fresh_stack.url}/v1/jobs/{job_id}").json(), reference)
+
+
+@pytest.mark.parametrize("device_process", ["false", "true"])
+def test_sigterm_lets_the_worker_finish_its_batch(fresh_stack: Stack, device_process: str) -> None:
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker-1", env={"DISTILQ_DEVICE_PROCESS": device_process})
+    family = descendants(fresh_stack.processes["worker-1"].pid)
     ids = submit_all(fresh_stack, http, texts(24))
     in_flight = wait_for(lambda: running(fresh_stack, ids), 60, "a batch to start")
     assert fresh_stack.stop("worker-1", signal.SIGTERM, timeout_s=120) == 0
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in family), 30,
+             "the worker's processes to exit with it")
     after = rows(fresh_stack, ids)
     for job_id in in_flight:
         assert after[job_id].status == "succeeded" and after[job_id].attempts == 1
