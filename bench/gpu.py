@@ -18,13 +18,14 @@ Here, the same steps on this machine's device at a hundredth of the sizes, to ch
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Every step at the GPU's sizes: the pipeline's and the service's batch of 512 rows, 131,072 tokens a pass.
@@ -42,6 +43,8 @@ class Step:
     postgres: bool = False
     #: The bench it runs; `bench.run`'s steps run on CUDA at the GPU's sizes, another module with its own arguments.
     module: str = "bench.run"
+    #: Settings of the stack it starts, beside the environment's.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 STEPS = [
@@ -57,6 +60,10 @@ STEPS = [
     Step("batch", "a 10,000-line batch file beside the engine alone (issue 15: e/c ≥ 0.8) and interactive latency "
          "beside it", ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"],
          70),
+    Step("batch-in-worker", "the same batch file with the engine's passes in the worker's own process rather than a "
+         "device process (`DISTILQ_DEVICE_PROCESS`, on CUDA by default: what it is worth there)",
+         ["--dtype", "float16", "--modes", "e", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 60,
+         env={"DISTILQ_DEVICE_PROCESS": "false"}),
     Step("postgres", "one-input fill-mask jobs on PostgreSQL, 4 API processes (issue 13: ≥ 2,000 jobs/s)",
          ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
           "--concurrency", "512", "--api-workers", "4"], 70, postgres=True),
@@ -94,6 +101,12 @@ def step_command(step: Step, out: Path, models: Path, smoke: bool, database_url:
     database = ["--database-url", database_url] if database_url else []
     return [sys.executable, "-m", "bench.run", *args, *device, *sizes, *database, "--models", str(models),
             "--output", str(out / f"{step.name}.json")]
+
+
+def shown(step: Step, command: list[str]) -> str:
+    """`command` as the summary shows it, to be run again: with the step's settings before it."""
+    return " ".join([*(f"{name}={value}" for name, value in step.env.items()), "python -m", step.module,
+                     *command[3:]])
 
 
 def summary_lines(log: str) -> list[str]:
@@ -147,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             command = step_command(step, args.out, args.models, args.smoke, database_url)
             started = time.monotonic()
             try:
-                done = subprocess.run(command, capture_output=True, text=True,
+                done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **step.env},
                                       timeout=max(1.0, min(2 * step.expected_s, deadline - started)))
                 log, status = done.stdout + done.stderr, f"exit {done.returncode}"
                 failed += done.returncode != 0
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.monotonic() - started
         (args.out / f"{step.name}.log").write_text(log)
         summary += [f"\n## {step.name}: {step.what} — {status}, {seconds:.0f} s",
-                    "`" + " ".join(["python -m", step.module, *command[3:]]) + "`", *summary_lines(log)]
+                    f"`{shown(step, command)}`", *summary_lines(log)]
         (args.out / "summary.md").write_text("\n".join(summary) + "\n")
         print(f"{step.name}: {status}, {seconds:.0f} s", flush=True)
     (args.out / "summary.md").write_text("\n".join(summary) + "\n")

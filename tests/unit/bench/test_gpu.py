@@ -48,6 +48,15 @@ def test_the_postgres_step_is_given_its_database() -> None:
     assert _value(command, "--database-url") == "postgresql+psycopg://x" and _value(command, "--api-workers") == "4"
 
 
+def test_the_batch_runs_again_without_a_device_process_to_weigh_it() -> None:
+    step = next(step for step in gpu.STEPS if step.name == "batch-in-worker")
+    batch = next(step for step in gpu.STEPS if step.name == "batch")
+    assert step.env == {"DISTILQ_DEVICE_PROCESS": "false"} and not batch.env
+    command = gpu.step_command(step, Path("/out"), Path("/models"), smoke=False)
+    assert _value(command, "--modes") == "e" and _value(command, "--fill-mask-jobs") == "10000"
+    assert gpu.shown(step, command).startswith("DISTILQ_DEVICE_PROCESS=false python -m bench.run ")
+
+
 def test_steps_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path: Path) -> None:
     assert gpu.main(["--out", str(tmp_path), "--budget-s", "5", "--steps", "float16,batch"]) == 0
     summary = (tmp_path / "summary.md").read_text()
