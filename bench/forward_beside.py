@@ -1,7 +1,9 @@
 """The engine's forward pass beside other Python: alone, beside a thread of pure Python in its own interpreter (as the
 worker's claimer and writer threads are, `worker/batcher.py`) at the default switch interval and a short one, and
-beside a process of pure Python. The tiny checkpoint's engine on the bench's one-input fill-mask lines (the token
-ids the API's check stores), one torch thread, in ms a pass: what sharing the worker's interpreter costs the engine.
+beside a process of pure Python; and its passes in a device process (`worker/engine/device_process.py`, the pipe's
+round trip included) beside such a thread here. The tiny checkpoint's engine on the bench's one-input fill-mask lines
+(the token ids the API's check stores), one torch thread, in ms a pass: what sharing the worker's interpreter costs
+the engine, and what a device process gives back.
 
     python -m bench.forward_beside [--lines 512] [--seconds 3]
 """
@@ -22,7 +24,10 @@ import torch
 from bench.modes import TOP_K
 from bench.workload import make_workload
 from contract.tokens import pack_token_ids
-from worker.engine import JobPayload
+from core.settings import Settings
+from core.tasks import TASK_FILL_MASK
+from worker.engine import JobPayload, StagedEngine
+from worker.engine.device_process import DeviceProcess, RemoteEngine
 from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.runtime import Runtime
 
@@ -59,7 +64,7 @@ def _beside(kind: str | None) -> Iterator[None]:
         yield
 
 
-def _ms_a_pass(engine: FillMaskEngine, jobs: list[JobPayload], seconds: float) -> float:
+def _ms_a_pass(engine: StagedEngine, jobs: list[JobPayload], seconds: float) -> float:
     """The mean time of the engine's forward passes (`infer`) over `jobs`, each prepared anew, for `seconds`."""
     spent, passes = 0.0, 0
     while spent < seconds or passes < 2:
@@ -97,6 +102,15 @@ def main() -> None:
         finally:
             sys.setswitchinterval(default)
         print(f"{label}, switch interval {interval * 1000:g} ms: {ms:.1f} ms a forward pass of {args.lines} lines")
+    device = DeviceProcess(Settings(fill_mask_model=str(model), device="cpu", torch_threads=1,
+                                    max_batch_size=args.lines, max_batch_tokens=1 << 20), [TASK_FILL_MASK])
+    try:
+        with _beside("thread"):
+            ms = _ms_a_pass(RemoteEngine(engine, device), jobs, args.seconds)
+    finally:
+        device.close()
+    print(f"in a device process, beside a thread of pure Python, switch interval {default * 1000:g} ms: {ms:.1f} ms "
+          f"a forward pass of {args.lines} lines")
 
 
 if __name__ == "__main__":

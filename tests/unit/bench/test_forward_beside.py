@@ -1,5 +1,6 @@
 """`python -m bench.forward_beside`: the tiny checkpoint's engine timed alone, beside a thread of pure Python at two
-switch intervals and beside a process of pure Python, each case reported once; the interpreter left as it was."""
+switch intervals, beside a process of pure Python and in a device process beside such a thread, each case reported
+once; the interpreter left as it was."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def test_the_bench_times_the_forward_pass_in_each_case_and_leaves_the_switch_int
                        re.MULTILINE)
     assert [(label, float(ms)) for label, ms, _ in cases] == [
         ("alone", interval * 1000), ("beside a thread of pure Python", interval * 1000),
-        ("beside a thread of pure Python", 0.2), ("beside a process of pure Python", interval * 1000)], report
+        ("beside a thread of pure Python", 0.2), ("beside a process of pure Python", interval * 1000),
+        ("in a device process, beside a thread of pure Python", interval * 1000)], report
     assert all(float(ms) > 0 for _, _, ms in cases)
     assert sys.getswitchinterval() == interval
