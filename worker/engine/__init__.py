@@ -34,8 +34,13 @@ class Engine(Protocol):
         ...
 
     def infer(self, jobs: list[JobPayload], prepared: Any) -> Any:
-        """The device's work on a prepared batch, up to its results back on the host. From `prepared` alone: a
-        device process (`worker/engine/device_process.py`) is sent that, not the jobs."""
+        """The device's work on a prepared batch, up to its results back on the host. From `prepared` alone, or
+        what `for_device` kept of it: a device process (`worker/engine/device_process.py`) is sent that, not the
+        jobs."""
+        ...
+
+    def for_device(self, prepared: Any) -> Any:
+        """What `infer` reads of a prepared batch: what a device process is sent."""
         ...
 
     def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
@@ -88,6 +93,9 @@ class StagedEngine:
         inferred = self.infer(jobs, prepared if prepared is not None else self.prepare(jobs))
         with self.phases.timed("postprocess"):
             return self.finish(jobs, inferred)
+
+    def for_device(self, prepared: Any) -> Any:
+        return prepared
 
     def detach(self, inferred: Any) -> Any:
         return inferred

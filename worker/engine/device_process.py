@@ -8,8 +8,9 @@ waits as long. So the device's stage of each batch — the engine's `infer`: pas
 the selection on the device — runs in a child process that holds the models and does nothing else, while the
 worker's process prepares batches with its tokenizers, finishes them and keeps the database and Redis.
 
-What crosses the pipe is small: a prepared batch (token ids, mask places, QA chunk bounds) one way, and the
-engine's `detach`ed findings (top-k scores and ids, QA spans) with its phase timings back. One batch at a time,
+What crosses the pipe is small: what the device stage reads of a prepared batch (`for_device`: token ids, mask
+places, QA chunk bounds and parameters) one way, and the engine's `detach`ed findings (top-k scores and ids, QA
+spans) with its phase timings back. One batch at a time,
 as the batcher runs them.
 
 The device process lives and dies with its worker: it reads requests until the worker's end of the pipe closes
@@ -111,7 +112,7 @@ class RemoteEngine(StagedEngine):
         return self.host.prepare(jobs)
 
     def infer(self, jobs: list[JobPayload], prepared: Any) -> Any:
-        found, seconds, counts = self.device.infer(self.task, prepared)
+        found, seconds, counts = self.device.infer(self.task, self.host.for_device(prepared))
         self.phases.merge(seconds, counts)
         return self.host.attach(prepared, found)
 

@@ -66,20 +66,14 @@ class _ContextTokens:
 
 
 @dataclass
-class Chunk:
+class ChunkIds:
+    """What the device stage reads of a chunk (`QuestionAnsweringEngine._spans`)."""
+
     pair: int  # index of the question/context pair in the batch
     input_ids: list[int]
     #: Where the context's tokens start; they end before the last token (the closing [SEP]).
     context_start: int
-    #: The tokenizer's encoding of the chunk, or its context tokens as the API stored them.
-    encoding: Encoding | _ContextTokens
     cls_id: int  # the model's CLS token
-
-    def char_span(self, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
-        """Where tokens s..e lie in the context, in characters."""
-        if isinstance(self.encoding, _ContextTokens):
-            return self.encoding.char_span(s, e, align_to_words)
-        return _char_span(self.encoding, s, e, align_to_words)
 
     def allowed(self) -> np.ndarray:
         """Which tokens may start or end an answer: the context's, and CLS wherever it is (the pipeline keeps it:
@@ -87,6 +81,20 @@ class Chunk:
         allowed = np.array(self.input_ids) == self.cls_id
         allowed[self.context_start: len(self.input_ids) - 1] = True
         return allowed
+
+
+@dataclass
+class Chunk(ChunkIds):
+    #: The tokenizer's encoding of the chunk, or its context tokens as the API stored them: `finish` reads the
+    #: answers' characters from them.
+    encoding: Encoding | _ContextTokens | None = None
+
+    def char_span(self, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
+        """Where tokens s..e lie in the context, in characters."""
+        if isinstance(self.encoding, _ContextTokens):
+            return self.encoding.char_span(s, e, align_to_words)
+        assert self.encoding is not None, "a chunk of a prepared batch has its encoding"
+        return _char_span(self.encoding, s, e, align_to_words)
 
 
 def _char_span(encoding: Encoding, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
@@ -108,6 +116,17 @@ class _Prepared:
 
     pairs: list[tuple[str, str, dict[str, Any]]]
     chunks: list[Chunk]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _DeviceBatch:
+    """What the device stage reads of a prepared batch: each pair's parameters and each chunk's ids and bounds —
+    not the texts, nor the context tokens' offsets and words, which only `finish` reads. What a device process is
+    sent: for the bench's 512 pairs, 6.2 MB of pickle with them."""
+
+    params: list[dict[str, Any]]
+    chunks: list[ChunkIds]
     seconds: float
 
 
@@ -181,16 +200,21 @@ class QuestionAnsweringEngine(ModelEngine):
                     break
         head, context_start = [self.cls_id, *question, self.sep_id], len(question) + 2
         ordered = all(map(operator.le, words, words[1:]))
-        return [Chunk(pair, [*head, *context[start:stop], self.sep_id], context_start,
-                      _ContextTokens(context_start, starts[start:stop], ends[start:stop], words[start:stop], ordered),
-                      self.cls_id)
+        return [Chunk(pair, [*head, *context[start:stop], self.sep_id], context_start, self.cls_id,
+                      _ContextTokens(context_start, starts[start:stop], ends[start:stop], words[start:stop], ordered))
                 for start, stop in windows]
 
-    def infer(self, jobs: list[JobPayload], prepared: Any) -> tuple[_Prepared, list[Spans]]:
-        """The prepared batch and each chunk's candidate spans, on the host."""
+    def for_device(self, prepared: Any) -> _DeviceBatch:
         ready: _Prepared = prepared
-        self.phases.add("tokenize", ready.seconds)
-        return ready, self._spans(ready)
+        return _DeviceBatch([params for _, _, params in ready.pairs],
+                            [ChunkIds(c.pair, c.input_ids, c.context_start, c.cls_id) for c in ready.chunks],
+                            ready.seconds)
+
+    def infer(self, jobs: list[JobPayload], prepared: Any) -> tuple[Any, list[Spans]]:
+        """The prepared batch (or what `for_device` kept of it) and each chunk's candidate spans, on the host."""
+        batch = prepared if isinstance(prepared, _DeviceBatch) else self.for_device(prepared)
+        self.phases.add("tokenize", batch.seconds)
+        return prepared, self._spans(batch)
 
     def detach(self, inferred: Any) -> list[Spans]:
         spans: list[Spans] = inferred[1]
@@ -233,7 +257,7 @@ class QuestionAnsweringEngine(ModelEngine):
             for member, encoding in zip(members, encodings, strict=True):
                 # The question is whole in every chunk ("only_second" truncation): its context starts at one place.
                 context_start = encoding.type_ids.index(1)
-                chunks += [Chunk(member, chunk.ids, context_start, chunk, self.cls_id)
+                chunks += [Chunk(member, chunk.ids, context_start, self.cls_id, chunk)
                            for chunk in (encoding, *encoding.overflowing)]
         return chunks
 
@@ -250,7 +274,7 @@ class QuestionAnsweringEngine(ModelEngine):
                 raise InputError(f"input {member}: {error}") from error
 
     @torch.inference_mode()
-    def _spans(self, ready: _Prepared) -> list[Spans]:
+    def _spans(self, ready: _DeviceBatch) -> list[Spans]:
         """Every chunk's candidate spans: scored on the device for all passes at once (`worker/engine/spans.py`),
         back to the host in one copy; a chunk with too few spans above zero from its logits, on the host."""
         chunks = ready.chunks
@@ -260,7 +284,7 @@ class QuestionAnsweringEngine(ModelEngine):
                 passes.append((batch, self.model.qa_outputs(self.encode(batch)).float()))
         order = [index for batch, _ in passes for index in batch.rows]  # the chunks' rows in the padded layout
         bounds = torch.tensor([(chunks[i].context_start, len(chunks[i].input_ids) - 1) for i in order])
-        params = [ready.pairs[chunk.pair][2] for chunk in chunks]
+        params = [ready.params[chunk.pair] for chunk in chunks]
         wanted = [_candidates(p) for p in params]
         k = max(wanted)
         by_length: dict[int, list[int]] = defaultdict(list)  # rows, by max_answer_len
