@@ -123,7 +123,7 @@ class _Prepared:
 class _DeviceBatch:
     """What the device stage reads of a prepared batch: each pair's parameters and each chunk's ids and bounds —
     not the texts, nor the context tokens' offsets and words, which only `finish` reads. What a device process is
-    sent: for the bench's 512 pairs, 6.2 MB of pickle with them."""
+    sent: 1.6 MB of pickle for the bench's 512 pairs, where the whole prepared batch is 6.2 MB."""
 
     params: list[dict[str, Any]]
     chunks: list[ChunkIds]
