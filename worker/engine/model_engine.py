@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from worker.engine import StagedEngine
 from worker.engine.batching import attention_width, plan_batches
-from worker.engine.packed import PackedPass, encode, moved, pack
+from worker.engine.packed import PackedPass, TokenRows, encode, moved, pack
 from worker.engine.phases import Phases
 from worker.engine.runtime import Runtime, load_model, to_device
 
@@ -57,9 +57,9 @@ class ModelEngine(StagedEngine):
         """The encoder's final states of a pass (`worker/engine/packed.py`), attention laid out as the device wants."""
         return encode(self.model.distilbert, batch, keep=keep, per_row=self.runtime.attention_per_row)
 
-    def passes(self, sequences: list[list[int]]) -> Iterator[PackedPass]:
+    def passes(self, sequences: list[list[int]] | TokenRows) -> Iterator[PackedPass]:
         """Each planned forward pass of `sequences`, packed, on the device."""
-        lengths = [len(ids) for ids in sequences]
+        lengths = sequences.lengths() if isinstance(sequences, TokenRows) else [len(ids) for ids in sequences]
         plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens,
                             self.attention_width)
         for rows in plan:

@@ -77,13 +77,45 @@ class PackedPass:
         return starts
 
 
-def pack(sequences: Sequence[Sequence[int]], rows: list[int]) -> PackedPass:
+@dataclass(frozen=True)
+class TokenRows:
+    """Rows of token ids as one flat array and where each row starts: how a batch's ids cross to a device process
+    (`worker/engine/device_process.py`). An array pickles as its bytes, a list of ints as an object each: 512 QA
+    pairs' chunks (750,000 ids) read back in 0.1 ms rather than 15."""
+
+    ids: np.ndarray  # (tokens,) int32
+    starts: np.ndarray  # (rows + 1,) int64: row i is ids[starts[i]:starts[i + 1]]
+
+    @classmethod
+    def of(cls, sequences: Sequence[Sequence[int]]) -> TokenRows:
+        starts = np.zeros(len(sequences) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences)), out=starts[1:])
+        ids = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int32, count=int(starts[-1]))
+        return cls(ids, starts)
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        return self.ids[self.starts[row]: self.starts[row + 1]]
+
+    def lengths(self) -> list[int]:
+        lengths: list[int] = np.diff(self.starts).tolist()
+        return lengths
+
+
+def pack(sequences: Sequence[Sequence[int]] | TokenRows, rows: list[int]) -> PackedPass:
     """The pass of `rows` (indices into `sequences`), on the CPU. NumPy builds it: `torch.tensor` of a Python list
     costs ~60 ns a token, `np.fromiter` ~15, and a Python loop of `arange` per row more than both."""
-    lengths = [len(sequences[i]) for i in rows]
+    if isinstance(sequences, TokenRows):
+        ids = np.concatenate([sequences[i] for i in rows]).astype(np.int64)
+        lengths = [len(sequences[i]) for i in rows]
+    else:
+        lengths = [len(sequences[i]) for i in rows]
+        ids = np.fromiter(itertools.chain.from_iterable(sequences[i] for i in rows), dtype=np.int64,
+                          count=sum(lengths))
     sizes = np.array(lengths)
     longest, total = int(sizes.max()), int(sizes.sum())
-    ids = np.fromiter(itertools.chain.from_iterable(sequences[i] for i in rows), dtype=np.int64, count=total)
     row_of_token = np.repeat(np.arange(len(rows)), sizes)
     positions = np.arange(total) - (np.cumsum(sizes) - sizes)[row_of_token]
     key_mask = (np.arange(longest)[None, :] < sizes[:, None])[:, None, None, :]

@@ -178,3 +178,23 @@ def test_each_layout_makes_the_attention_calls_it_says(loaded: tuple[object, obj
         calls.clear()
         encode(model.distilbert, batch, per_row=per_row)  # type: ignore[attr-defined]
         assert calls == expected, (per_row, batch.lengths)
+
+
+def test_rows_as_one_array_pack_as_the_lists_do_and_pickle_as_bytes() -> None:
+    """`TokenRows`, how a batch's ids cross to a device process: the same pass from it as from the lists, in any
+    order of rows, and its pickle holds no object per id."""
+    import pickle
+
+    from worker.engine.packed import TokenRows
+
+    sequences = [[2, 17, 4, 3], [2, 3], [2, 9, 9, 9, 9, 30000, 3], [2, 4, 3]]
+    rows = TokenRows.of(sequences)
+    assert len(rows) == 4 and rows.lengths() == [4, 2, 7, 3] and rows[2].tolist() == sequences[2]
+    for order in ([0, 1, 2, 3], [2, 0, 3], [1]):
+        from_lists, from_rows = pack(sequences, order), pack(rows, order)
+        assert (from_rows.rows, from_rows.lengths) == (from_lists.rows, from_lists.lengths)
+        for name in ("input_ids", "positions", "slots", "key_mask"):
+            assert torch.equal(getattr(from_rows, name), getattr(from_lists, name)), name
+    read = pickle.loads(pickle.dumps(rows))
+    assert read.ids.tolist() == [token for sequence in sequences for token in sequence]
+    assert read.starts.tolist() == [0, 4, 6, 13, 16]
