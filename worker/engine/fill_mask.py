@@ -72,7 +72,9 @@ class _Inferred:
     """A batch back from the device: for each row the rows of its masks, per mask row of an input its best
     (scores, token ids), and per scored row the log-probabilities of its targets — on the host."""
 
-    prepared: _Prepared
+    #: What `infer` was given: the prepared batch (in a device process, what `for_device` kept, which `detach`
+    #: leaves behind and `attach` replaces with the prepared batch).
+    prepared: _Prepared | _DeviceBatch
     rows_of_input: list[list[int]]
     selected: list[tuple[list[float], list[int]]]
     log_probs: list[list[float]]
@@ -193,6 +195,7 @@ class FillMaskEngine(ModelEngine):
     def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
         done: _Inferred = inferred
         ready, asked = done.prepared, len(done.prepared.requests)
+        assert isinstance(ready, _Prepared), "finished from the prepared batch (`attach`)"
         scored = set(ready.scoring.jobs)
         answered = iter(self._outputs([job for i, job in enumerate(jobs) if i not in scored], ready.encoded[:asked],
                                       ready.positions[:asked], done.rows_of_input[:asked], ready.requests,
