@@ -10,8 +10,7 @@ worker's process prepares batches with its tokenizers, finishes them and keeps t
 
 What crosses the pipe is small: what the device stage reads of a prepared batch (`for_device`: token ids, mask
 places, QA chunk bounds and parameters) one way, and the engine's `detach`ed findings (top-k scores and ids, QA
-spans) with its phase timings back. One batch at a time,
-as the batcher runs them.
+spans) with its phase timings back. One batch at a time, as the batcher runs them.
 
 The device process lives and dies with its worker: it reads requests until the worker's end of the pipe closes
 (the worker exited, or was killed), and ignores SIGINT, which a terminal sends to both (the worker finishes its
@@ -105,7 +104,7 @@ class RemoteEngine(StagedEngine):
 
     def __init__(self, host: ModelEngine, device: DeviceProcess) -> None:
         self.host, self.device = host, device
-        self.task: str = host.task  # type: ignore[attr-defined]  # each real engine's class names its task
+        self.task = host.task
         self.phases = host.phases
 
     def prepare(self, jobs: list[JobPayload]) -> Any:

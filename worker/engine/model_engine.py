@@ -33,6 +33,9 @@ def per_job(outputs: list[Any], counts: list[int]) -> list[list[Any]]:
 
 
 class ModelEngine(StagedEngine):
+    #: The task it serves: each engine's class names it.
+    task: str
+
     def __init__(self, model_class: Any, model_id: str, runtime: Runtime, max_batch_size: int,
                  max_batch_tokens: int) -> None:
         self.runtime = runtime
@@ -57,11 +60,10 @@ class ModelEngine(StagedEngine):
         """The encoder's final states of a pass (`worker/engine/packed.py`), attention laid out as the device wants."""
         return encode(self.model.distilbert, batch, keep=keep, per_row=self.runtime.attention_per_row)
 
-    def passes(self, sequences: list[list[int]] | TokenRows) -> Iterator[PackedPass]:
+    def passes(self, sequences: TokenRows) -> Iterator[PackedPass]:
         """Each planned forward pass of `sequences`, packed, on the device."""
-        lengths = sequences.lengths() if isinstance(sequences, TokenRows) else [len(ids) for ids in sequences]
-        plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.runtime.pass_overhead_tokens,
-                            self.attention_width)
+        plan = plan_batches(sequences.lengths(), self.max_batch_size, self.max_batch_tokens,
+                            self.runtime.pass_overhead_tokens, self.attention_width)
         for rows in plan:
             batch = pack(sequences, rows)
             self.phases.count_pass(batch.lengths, batch.attention_padded(self.runtime.attention_per_row))

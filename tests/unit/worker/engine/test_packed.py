@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from worker.engine.packed import _attend_per_row, encode, pack
+from worker.engine.packed import TokenRows, _attend_per_row, encode, pack
 
 TEXTS = [
     "Paris is the [MASK] of France.",
@@ -33,7 +33,7 @@ def test_packed_states_equal_the_padded_forward(loaded: tuple[object, object]) -
     padded = tokenizer(TEXTS, padding=True, return_tensors="pt")  # type: ignore[operator]
     reference = model.distilbert(**padded).last_hidden_state[padded["attention_mask"].bool()]  # type: ignore[attr-defined]
     sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
-    states = encode(model.distilbert, pack(sequences, list(range(len(TEXTS)))))  # type: ignore[attr-defined]
+    states = encode(model.distilbert, pack(TokenRows.of(sequences), list(range(len(TEXTS)))))  # type: ignore[attr-defined]
     assert states.shape == reference.shape
     torch.testing.assert_close(states, reference, atol=1e-5, rtol=1e-5)
 
@@ -42,8 +42,8 @@ def test_packed_states_equal_the_padded_forward(loaded: tuple[object, object]) -
 def test_rows_in_any_order_give_the_same_states(loaded: tuple[object, object]) -> None:
     tokenizer, model = loaded
     sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
-    forward = encode(model.distilbert, pack(sequences, [0, 1, 2, 3]))  # type: ignore[attr-defined]
-    backward_pass = pack(sequences, [3, 2, 1, 0])
+    forward = encode(model.distilbert, pack(TokenRows.of(sequences), [0, 1, 2, 3]))  # type: ignore[attr-defined]
+    backward_pass = pack(TokenRows.of(sequences), [3, 2, 1, 0])
     backward = encode(model.distilbert, backward_pass)  # type: ignore[attr-defined]
     offsets = backward_pass.offsets
     reordered = torch.cat([backward[offsets[3 - i] : offsets[4 - i]] for i in range(4)])
@@ -56,7 +56,7 @@ def test_kept_tokens_equal_the_full_pass_and_only_they_reach_the_last_feed_forwa
 ) -> None:
     tokenizer, model = loaded
     sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
-    batch = pack(sequences, list(range(len(TEXTS))))
+    batch = pack(TokenRows.of(sequences), list(range(len(TEXTS))))
     keep = torch.nonzero(batch.input_ids == tokenizer.mask_token_id).squeeze(1)  # type: ignore[attr-defined]
     full = encode(model.distilbert, batch)  # type: ignore[attr-defined]
 
@@ -87,13 +87,13 @@ def test_rows_of_one_length_take_the_unpadded_path_and_equal_the_forward(loaded:
     first = tokenizer(TEXTS[1])["input_ids"]  # type: ignore[operator]
     middle = first[1:-1]
     sequences = [first, [first[0], *middle[::-1], first[-1]], [first[0], *middle[1:], middle[0], first[-1]]]
-    batch = pack(sequences, [0, 1, 2])
+    batch = pack(TokenRows.of(sequences), [0, 1, 2])
     assert batch.uniform
     reference = model.distilbert(torch.tensor(sequences)).last_hidden_state  # type: ignore[attr-defined]
     reference = reference.reshape(-1, reference.shape[-1])
     states = encode(model.distilbert, batch)  # type: ignore[attr-defined]
     torch.testing.assert_close(states, reference, atol=1e-5, rtol=1e-5)
-    beside = pack([*sequences, sequences[0][:3]], [0, 1, 2, 3])
+    beside = pack(TokenRows.of([*sequences, sequences[0][:3]]), [0, 1, 2, 3])
     assert not beside.uniform
     mixed = encode(model.distilbert, beside)  # type: ignore[attr-defined]
     torch.testing.assert_close(mixed[: len(states)], states, atol=1e-5, rtol=1e-5)
@@ -105,7 +105,7 @@ def test_attention_row_by_row_equals_the_padded_pass(loaded: tuple[object, objec
     states, with and without kept tokens; and both equal transformers' padded forward."""
     tokenizer, model = loaded
     sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
-    batch = pack(sequences, [2, 0, 3, 1])
+    batch = pack(TokenRows.of(sequences), [2, 0, 3, 1])
     assert not batch.uniform and batch.attention_padded(per_row=False) and not batch.attention_padded(per_row=True)
     padded = encode(model.distilbert, batch)  # type: ignore[attr-defined]
     per_row = encode(model.distilbert, batch, per_row=True)  # type: ignore[attr-defined]
@@ -128,7 +128,7 @@ def test_rows_of_one_length_attend_in_one_call_exactly_as_each_alone(loaded: tup
     first = sequences[0]
     sequences += [[first[0], token, *first[2:]] for token in (7, 8)]  # two more rows of the first one's length
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    batch = pack(sequences, order)
+    batch = pack(TokenRows.of(sequences), order)
     assert len(batch.runs) == len(order) - 2 and (3, len(first)) in batch.runs
     heads, dim = 2, 32
     query, key, value = (torch.randn(len(batch.input_ids), dim) for _ in range(3))
@@ -172,7 +172,7 @@ def test_each_layout_makes_the_attention_calls_it_says(loaded: tuple[object, obj
     monkeypatch.setattr(functional, "scaled_dot_product_attention", counted)
     layers = model.config.n_layers  # type: ignore[attr-defined]
     sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
-    mixed, same = pack(sequences, [0, 1, 2, 3]), pack([sequences[0]] * 3, [0, 1, 2])
+    mixed, same = pack(TokenRows.of(sequences), [0, 1, 2, 3]), pack(TokenRows.of([sequences[0]] * 3), [0, 1, 2])
     for batch, per_row, expected in ((mixed, True, [False] * 4 * layers), (mixed, False, [True] * layers),
                                      (same, True, [False] * layers), (same, False, [False] * layers)):
         calls.clear()
@@ -180,21 +180,19 @@ def test_each_layout_makes_the_attention_calls_it_says(loaded: tuple[object, obj
         assert calls == expected, (per_row, batch.lengths)
 
 
-def test_rows_as_one_array_pack_as_the_lists_do_and_pickle_as_bytes() -> None:
-    """`TokenRows`, how a batch's ids cross to a device process: the same pass from it as from the lists, in any
-    order of rows, and its pickle holds no object per id."""
+def test_rows_as_one_array_keep_each_row_and_pickle_as_bytes() -> None:
+    """`TokenRows`, what passes are cut from and how a batch's ids cross to a device process: each row as it was,
+    a pass of any rows in their order, and a pickle that holds no object per id."""
     import pickle
-
-    from worker.engine.packed import TokenRows
 
     sequences = [[2, 17, 4, 3], [2, 3], [2, 9, 9, 9, 9, 30000, 3], [2, 4, 3]]
     rows = TokenRows.of(sequences)
-    assert len(rows) == 4 and rows.lengths() == [4, 2, 7, 3] and rows[2].tolist() == sequences[2]
-    for order in ([0, 1, 2, 3], [2, 0, 3], [1]):
-        from_lists, from_rows = pack(sequences, order), pack(rows, order)
-        assert (from_rows.rows, from_rows.lengths) == (from_lists.rows, from_lists.lengths)
-        for name in ("input_ids", "positions", "slots", "key_mask"):
-            assert torch.equal(getattr(from_rows, name), getattr(from_lists, name)), name
+    assert len(rows) == 4 and rows.lengths() == [4, 2, 7, 3]
+    assert [rows[i].tolist() for i in range(4)] == sequences
+    batch = pack(rows, [2, 0, 3])
+    assert batch.rows == [2, 0, 3] and batch.lengths == [7, 4, 3]
+    assert batch.input_ids.tolist() == [*sequences[2], *sequences[0], *sequences[3]]
+    assert batch.positions.tolist() == [*range(7), *range(4), *range(3)]
     read = pickle.loads(pickle.dumps(rows))
     assert read.ids.tolist() == [token for sequence in sequences for token in sequence]
     assert read.starts.tolist() == [0, 4, 6, 13, 16]

@@ -118,3 +118,14 @@ def test_pass_limits_fill_the_device_unless_set() -> None:
     assert cpu.pass_limits(None, None) == (32, 16_384)
     assert cuda.pass_limits(None, None) == (512, 131_072)
     assert cuda.pass_limits(64, None) == (64, 131_072) and cpu.pass_limits(8, 2048) == (8, 2048)
+
+
+@pytest.mark.parametrize(("device", "chosen", "expected"), [
+    ("cpu", None, False), ("cuda", None, True), ("cpu", True, True), ("cuda", False, False)])
+def test_the_device_process_is_on_cuda_unless_the_settings_say(device: str, chosen: bool | None,
+                                                                expected: bool) -> None:
+    from core.settings import Settings
+    from worker.engine.registry import EngineRegistry
+
+    registry = EngineRegistry(Settings(device=device, device_process=chosen, torch_threads=1))
+    assert registry.in_device_process is expected  # (a CUDA runtime is a description only: no CUDA needed)
