@@ -107,13 +107,17 @@ class RemoteEngine(StagedEngine):
         self.task = host.task
         self.phases = host.phases
 
-    def prepare(self, jobs: list[JobPayload]) -> Any:
-        return self.host.prepare(jobs)
+    def prepare(self, jobs: list[JobPayload]) -> tuple[Any, Any]:
+        """The host engine's prepared batch and what of it the device process is sent, both made here: in the
+        batcher's claimer thread, ahead, not while the device waits (QA: ~10 ms for 512 pairs)."""
+        prepared = self.host.prepare(jobs)
+        return prepared, self.host.for_device(prepared)
 
     def infer(self, jobs: list[JobPayload], prepared: Any) -> Any:
-        found, seconds, counts = self.device.infer(self.task, self.host.for_device(prepared))
+        whole, sent = prepared
+        found, seconds, counts = self.device.infer(self.task, sent)
         self.phases.merge(seconds, counts)
-        return self.host.attach(prepared, found)
+        return self.host.attach(whole, found)
 
     def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
         return self.host.finish(jobs, inferred)
