@@ -52,6 +52,15 @@ def test_matches_the_pipeline(engine: FillMaskEngine, reference: Any, parameters
         assert_same(output, reference(text, **parameters))
 
 
+@pytest.mark.parametrize("text", ["Paris [MASK] the [PAD] [MASK] of France.", "[PAD] [MASK] [SEP] [MASK] [PAD]",
+                                  "[MASK] [PAD] [CLS] is here.", "[CLS] [PAD] [MASK] [UNK] [MASK]"])
+def test_special_tokens_typed_in_the_text_match_the_pipeline(engine: FillMaskEngine, reference: Any,
+                                                             text: str) -> None:
+    """The pipeline leaves padding out of every sequence, and with one mask the other special tokens too."""
+    [[output]] = engine.run([JobPayload({"input_string": [text]}, {"top_k": 12})])
+    assert_same(output, reference(text, top_k=12))
+
+
 def test_targets_score_only_those_tokens(engine: FillMaskEngine, reference: Any) -> None:
     targets = ["Paris", "day", "capital", "Berlin", "Paris", "xyzzy"]  # a duplicate, and one outside the vocab
     [outputs] = engine.run([JobPayload({"input_string": TEXTS[:4]}, {"top_k": 3, "targets": targets})])
