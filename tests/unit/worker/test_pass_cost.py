@@ -61,3 +61,13 @@ def test_a_fitted_pass_is_never_timed_below_zero() -> None:
     for n in [1, 2, 3, 4] * 5:
         falling.add(n, 0.5 - 0.1 * n)  # noise that makes bigger passes look shorter: no negative slope
     assert falling.seconds(10) == pytest.approx(0.25, rel=0.05)  # the mean pass, whatever its size
+
+
+def test_a_fit_is_never_longer_than_the_last_pass_allows() -> None:
+    """A slow first pass and one a few inputs smaller make a steep slope of noise: the next pass is timed by what
+    the last one took, not by that slope (its claim would come late, and the device wait)."""
+    cost = PassCost()
+    for n, seconds in [(512, 0.9), (488, 0.1)]:
+        cost.add(n, seconds)
+    assert cost.seconds(512) == pytest.approx(0.1 / 488 * 512)
+    assert cost.seconds(100) == pytest.approx(0.1)  # fewer inputs: at most what the last pass took
