@@ -1,9 +1,10 @@
 """The engine's forward pass beside other Python: alone, beside a thread of pure Python in its own interpreter (as the
 worker's claimer and writer threads are, `worker/batcher.py`) at the default switch interval and a short one, and
 beside a process of pure Python; and its passes in a device process (`worker/engine/device_process.py`, the pipe's
-round trip included) beside such a thread here. The tiny checkpoint's engine on the bench's one-input fill-mask lines
-(the token ids the API's check stores), one torch thread, in ms a pass: what sharing the worker's interpreter costs
-the engine, and what a device process gives back.
+round trip included) beside such a thread here — and a loop of passes there, each prepared here and sent as the one
+before ends, or sent while the one before runs (`Engine.start`, as the batcher's claimer thread does). The tiny
+checkpoint's engine on the bench's one-input fill-mask lines (the token ids the API's check stores), one torch thread,
+in ms a pass: what sharing the worker's interpreter costs the engine, and what a device process gives back.
 
     python -m bench.forward_beside [--lines 512] [--seconds 3]
 """
@@ -76,6 +77,23 @@ def _ms_a_pass(engine: StagedEngine, jobs: list[JobPayload], seconds: float) -> 
     return spent / passes * 1000
 
 
+def _ms_a_pass_in_turn(engine: StagedEngine, jobs: list[JobPayload], seconds: float, ahead: bool) -> float:
+    """The wall time a pass of a loop that prepares passes and runs them one after another, for `seconds`: with
+    `ahead`, each pass is handed to the device (`start`) before the one before is waited for."""
+    passes, started = 0, time.perf_counter()
+    waiting = engine.start(engine.prepare(jobs)) if ahead else None
+    while time.perf_counter() - started < seconds or passes < 2:
+        current = waiting
+        if ahead:
+            waiting = engine.start(engine.prepare(jobs))
+        engine.infer(jobs, current if current is not None else engine.prepare(jobs))
+        passes += 1
+    elapsed = time.perf_counter() - started
+    if waiting is not None:
+        engine.infer(jobs, waiting)  # the one sent ahead, not counted
+    return elapsed / passes * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=512, help="lines a pass")
@@ -104,13 +122,17 @@ def main() -> None:
         print(f"{label}, switch interval {interval * 1000:g} ms: {ms:.1f} ms a forward pass of {args.lines} lines")
     device = DeviceProcess(Settings(fill_mask_model=str(model), device="cpu", torch_threads=1,
                                     max_batch_size=args.lines, max_batch_tokens=1 << 20), [TASK_FILL_MASK])
+    remote = RemoteEngine(engine, device)
     try:
         with _beside("thread"):
-            ms = _ms_a_pass(RemoteEngine(engine, device), jobs, args.seconds)
+            ms = _ms_a_pass(remote, jobs, args.seconds)
+            in_turn = [_ms_a_pass_in_turn(remote, jobs, args.seconds, ahead) for ahead in (False, True)]
     finally:
         device.close()
     print(f"in a device process, beside a thread of pure Python, switch interval {default * 1000:g} ms: {ms:.1f} ms "
           f"a forward pass of {args.lines} lines")
+    print(f"passes in turn there, each prepared here: sent as the one before ends {in_turn[0]:.1f} ms a pass, sent "
+          f"while it runs {in_turn[1]:.1f} ms")
 
 
 if __name__ == "__main__":

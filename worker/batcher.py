@@ -3,9 +3,13 @@ jobs: claim a batch of as many as fit in `max_batch_size` inputs, run all their 
 write every job back in one transaction — until none is left. Three stages overlap, so that the device never
 waits on the database while jobs are queued:
 
-    claimer thread:  claim N+1, tokenize it ──────────┐
-    this thread:     engine N on the device ──────────┴─ engine N+1 ─ …
+    claimer thread:  claim N+1, tokenize it, hand it to the device ─┐
+    this thread:     engine N on the device ────────────────────────┴─ engine N+1 ─ …
     writer thread:   finish N−1 (outputs), write, announce ─ finish N, write, announce ─ …
+
+With the engines' device stage in a device process (`worker/engine/device_process.py`), batch N+1 is sent to it as
+soon as it is prepared (`Engine.start`), and it runs as N ends: the device does not wait for this thread to take
+N's result and send the next.
 
 Batch sizes follow the load: a wake-up finds the device idle and claims at once, topping the batch up once
 `max_batch_wait_ms` later, so a lone job goes within that and a burst's first pass is not a pass of one; while
@@ -72,6 +76,10 @@ class _Pass:
     interactive_about: bool = False
     #: What the engine's `prepare` made of the batch's inputs, in the claimer thread (None: prepared when run).
     prepared: Any = None
+    #: Whether `prepared` was handed to the device as it was made (`Engine.start`): then it is not topped up.
+    started: bool = False
+    #: The engine's time for the batch: the device's own where it reports it (a batch started ahead waits less).
+    engine_s: float = 0.0
     #: What the engine's `infer` returned, for the writer thread to `finish` (None: `outcomes` are set already).
     inferred: Any = None
     outcomes: list[Outcome] = field(default_factory=list)
@@ -240,7 +248,10 @@ class Batcher:
         self._claimed(claimed, batch)
         claimed.ms["claim"], claimed.claimed_at = (time.perf_counter() - started) * 1000, time.monotonic()
         if batch.claims:
-            claimed.prepared = self._prepare(task, claimed.payloads)
+            # Handed to the device at once (a device process runs it as soon as the pass before ends), unless it is
+            # to be topped up as its pass starts.
+            claimed.started = top_up or not self._tops_up_late(claimed)
+            claimed.prepared = self._prepare(task, claimed.payloads, claimed.started)
         return claimed
 
     def _room(self, batch: ClaimedBatch) -> int:
@@ -276,9 +287,7 @@ class Batcher:
         without this they would wait a whole pass more while this one runs part-full. On a GPU, where a pass
         takes about as long as a claim, the device would wait for the claim: not done. What it adds is prepared
         with the rest, in this thread."""
-        pass_s = self._engine_cost[current.task].seconds(current.batch.n_inputs)
-        long_pass = pass_s is not None and pass_s >= LATE_TOP_UP_PASS_CLAIMS * current.ms["claim"] / 1000
-        if self._room(current.batch) <= 0 or not long_pass:
+        if current.started or not self._tops_up_late(current):
             return
         started = time.perf_counter()
         try:
@@ -292,12 +301,22 @@ class Batcher:
             self._claimed(current, more)
             current.prepared = None  # prepared again whole by `_infer`
 
-    def _prepare(self, task: str, payloads: list[JobPayload]) -> Any:
+    def _tops_up_late(self, current: _Pass) -> bool:
+        """Whether `current`, claimed ahead, is topped up as its pass starts (`_top_up_late`): it has room, and
+        passes are long against a claim."""
+        pass_s = self._engine_cost[current.task].seconds(current.batch.n_inputs)
+        long_pass = pass_s is not None and pass_s >= LATE_TOP_UP_PASS_CLAIMS * current.ms["claim"] / 1000
+        return self._room(current.batch) > 0 and long_pass
+
+    def _prepare(self, task: str, payloads: list[JobPayload], start: bool) -> Any:
         """The engine's host-side work for the batch (tokenizing), done here — in the claimer thread while the
-        engine runs the batch before — so that on a GPU the device does not wait for it. A failure prepares
-        nothing: `_infer` meets the same error preparing it again, and the batch is run job by job."""
+        engine runs the batch before — so that on a GPU the device does not wait for it; and with `start`, the
+        batch handed to the device (`Engine.start`). A failure prepares nothing: `_infer` meets the same error
+        preparing it again, and the batch is run job by job."""
         try:
-            return self.engines(task).prepare(payloads)
+            engine = self.engines(task)
+            prepared = engine.prepare(payloads)
+            return engine.start(prepared) if start else prepared
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
                 raise
@@ -317,8 +336,9 @@ class Batcher:
                 raise
             current.outcomes = self._failed(engine, claims, error)
         current.ms["inference"] = (time.perf_counter() - started) * 1000
-        self._engine_cost[current.task].add(current.batch.n_inputs, current.ms["inference"] / 1000)
         current.phase_seconds, current.counts = engine.phases.reset()
+        current.engine_s = current.phase_seconds.get("device", current.ms["inference"] / 1000)
+        self._engine_cost[current.task].add(current.batch.n_inputs, current.engine_s)
 
     def _finish(self, current: _Pass) -> None:
         """The engine's host work after the device's (fill-mask's strings, QA's spans), in the writer thread, so
@@ -354,7 +374,7 @@ class Batcher:
         current.ms["write"] = (time.perf_counter() - started) * 1000
         # What an interactive job in this pass waited on: its claim, the engine and the write, each longer by
         # every line the pass held.
-        turnaround_s = (current.ms["claim"] + current.ms["inference"] + current.ms["write"]) / 1000
+        turnaround_s = (current.ms["claim"] + current.ms["write"]) / 1000 + current.engine_s
         self._pass_cost[current.task].add(current.batch.n_inputs, turnaround_s)
         started = time.perf_counter()
         # Announced to the API process holding each job's request; a batch's lines and unheld jobs to nobody.

@@ -167,7 +167,8 @@ def test_sigterm_lets_the_worker_finish_its_batch(fresh_stack: Stack, device_pro
     family = descendants(fresh_stack.processes["worker-1"].pid)
     ids = submit_all(fresh_stack, http, texts(24))
     in_flight = wait_for(lambda: running(fresh_stack, ids), 60, "a batch to start")
-    assert fresh_stack.stop("worker-1", signal.SIGTERM, timeout_s=120) == 0
+    status = fresh_stack.stop("worker-1", signal.SIGTERM, timeout_s=120)
+    assert status == 0, fresh_stack.log("worker-1")[-3000:]
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in family), 30,
              "the worker's processes to exit with it")
     after = rows(fresh_stack, ids)

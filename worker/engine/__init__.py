@@ -43,6 +43,12 @@ class Engine(Protocol):
         """What `infer` reads of a prepared batch: what a device process is sent."""
         ...
 
+    def start(self, prepared: Any) -> Any:
+        """The prepared batch handed to the device now, ahead of its `infer` (which takes what this returns): a
+        device process runs it as soon as the batches handed before are done. Where the device stage runs in
+        `infer`'s own thread, the batch as it is."""
+        ...
+
     def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
         """The host's work after the device's: one output list per job, in job order, each with one entry per
         input of that job. Thread-safe and device-free, so that the batcher finishes a batch in its writer
@@ -95,6 +101,9 @@ class StagedEngine:
             return self.finish(jobs, inferred)
 
     def for_device(self, prepared: Any) -> Any:
+        return prepared
+
+    def start(self, prepared: Any) -> Any:
         return prepared
 
     def detach(self, inferred: Any) -> Any:

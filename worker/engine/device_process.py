@@ -10,7 +10,11 @@ worker's process prepares batches with its tokenizers, finishes them and keeps t
 
 What crosses the pipe is small: what the device stage reads of a prepared batch (`for_device`: token ids, mask
 places, QA chunk bounds and parameters) one way, and the engine's `detach`ed findings (top-k scores and ids, QA
-spans) with its phase timings back. One batch at a time, as the batcher runs them.
+spans) with its phase timings back. Batches run in the order they are sent, and a batch may be sent while the one
+before runs (`submit`; the batcher's claimer thread sends the next batch as soon as it is prepared, `Engine.start`):
+the device process reads it as it ends the one before, and does not wait for the worker's process to take that
+one's result, then claim, prepare and send — a wait of the worker's interpreter lock, behind its claimer and
+writer threads, on every pass. A thread of the worker's reads the replies and hands each to its batch's future.
 
 The device process lives and dies with its worker: it reads requests until the worker's end of the pipe closes
 (the worker exited, or was killed), and ignores SIGINT, which a terminal sends to both (the worker finishes its
@@ -21,13 +25,18 @@ up`, the compose stack's restart policy) starts it again with a new one.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -48,6 +57,10 @@ def exit_worker(reason: str) -> None:
     os._exit(EXIT_DEVICE_LOST)
 
 
+#: What a batch's future holds: the engine's `detach`ed findings, and its phases' seconds and counts.
+Reply = tuple[Any, dict[str, float], dict[str, int]]
+
+
 class DeviceProcess:
     """The child that runs the device stage of `tasks`' engines; started here, ready once its models are loaded
     and warm (raises RuntimeError saying why they did not load)."""
@@ -61,7 +74,6 @@ class DeviceProcess:
                                        name="distilq-device", daemon=True)
         self.process.start()
         child_end.close()  # the child's end lives in the child only: its exit reads as EOF here
-        self._lock = threading.Lock()
         try:
             kind, detail = self._connection.recv()
         except EOFError:
@@ -69,28 +81,79 @@ class DeviceProcess:
             raise RuntimeError(f"the device process exited (status {self.process.exitcode}) before its models "
                                "loaded") from None
         if kind != "ready":
-            self.close()
+            self._connection.close()
+            self.process.join(10)
             raise RuntimeError(detail)
+        #: The futures of the batches sent and not answered yet, in the order they were sent (and are run).
+        self._pending: collections.deque[Future[Reply]] = collections.deque()
+        #: Held to send a batch and queue its future together: the replies come back in the order sent.
+        self._sending = threading.Lock()
+        #: Why the device process is gone, once it is.
+        self._lost: str | None = None
+        self._receiver = threading.Thread(target=self._receive, name="device-replies", daemon=True)
+        self._receiver.start()
+        # Closed as the worker exits, unless multiprocessing's exit handler ends it first (Celery's billiard
+        # registers that one again, to run first): the reader knows that end from a lost device process.
+        atexit.register(self.close)
 
-    def infer(self, task: str, prepared: Any) -> tuple[Any, dict[str, float], dict[str, int]]:
-        """The engine of `task`'s `infer` on `prepared`, `detach`ed, with its phases' seconds and counts. Raises
-        what the engine raised there; EngineLost if the device process is gone (after `on_lost`)."""
-        with self._lock:  # one batch at a time: a failed batch's jobs may be run alone from the writer thread
+    def submit(self, task: str, prepared: Any) -> Future[Reply]:
+        """Sends a batch for the engine of `task`'s `infer` on `prepared`, and returns at once: the future holds its
+        `detach`ed findings with its phases' seconds and counts, or raises what the engine raised there, or
+        EngineLost when the device process is gone (after `on_lost`). Batches run in the order they are sent."""
+        future: Future[Reply] = Future()
+        with self._sending:
+            if self._lost is not None:
+                raise EngineLost(self._lost)
+            self._pending.append(future)
             try:
                 self._connection.send((task, prepared))
+            except OSError:
+                pass  # the device process is gone: the reader finds its end, and fails this batch with the rest
+            except BaseException:  # not picklable: nothing was sent
+                self._pending.remove(future)
+                raise
+        return future
+
+    def infer(self, task: str, prepared: Any) -> Reply:
+        """`submit`, and its reply."""
+        return self.submit(task, prepared).result()
+
+    def _receive(self) -> None:
+        """Hands each reply to the future of its batch, until the pipe ends: then, unless the worker closed it, the
+        device process is gone — `on_lost`, and every batch sent and not answered fails with EngineLost."""
+        while True:
+            try:
                 reply = self._connection.recv()
-            except (EOFError, OSError) as error:
-                self.process.join(1)
-                reason = f"the device process is gone (status {self.process.exitcode})"
-                self.on_lost(reason)
-                raise EngineLost(reason) from error
-        if reply[0] == "error":
-            raise reply[1]
-        _, found, seconds, counts = reply
-        return found, seconds, counts
+            except (EOFError, OSError):
+                break
+            if reply[0] == "closed":
+                return
+            future = self._pending.popleft()
+            if reply[0] == "error":
+                future.set_exception(reply[1])
+            else:
+                future.set_result(reply[1:])
+        if multiprocessing.util.is_exiting():
+            return  # the worker is exiting, and multiprocessing's exit handler ended its daemonic children
+        self.process.join(1)
+        reason = f"the device process is gone (status {self.process.exitcode})"
+        self.on_lost(reason)  # first: by default the worker exits here, and no batch is failed for it
+        with self._sending:
+            self._lost = reason
+            lost = list(self._pending)
+            self._pending.clear()
+        for future in lost:
+            future.set_exception(EngineLost(reason))
 
     def close(self) -> None:
-        """Ends the device process: it reads the end of its pipe and exits."""
+        """Ends the device process: it answers the batches sent, says it is closing, and exits. Again: nothing."""
+        atexit.unregister(self.close)
+        with self._sending:
+            try:
+                self._connection.send(None)
+            except OSError:
+                pass  # gone already, or closed
+        self._receiver.join(10)
         self._connection.close()
         self.process.join(10)
         if self.process.is_alive():
@@ -113,9 +176,14 @@ class RemoteEngine(StagedEngine):
         prepared = self.host.prepare(jobs)
         return prepared, self.host.for_device(prepared)
 
-    def infer(self, jobs: list[JobPayload], prepared: Any) -> Any:
+    def start(self, prepared: Any) -> tuple[Any, Future[Reply]]:
+        """Sends the batch to the device process now (it runs after those sent before); `infer` takes its result."""
         whole, sent = prepared
-        found, seconds, counts = self.device.infer(self.task, sent)
+        return prepared if isinstance(sent, Future) else (whole, self.device.submit(self.task, sent))
+
+    def infer(self, jobs: list[JobPayload], prepared: Any) -> Any:
+        whole, pending = self.start(prepared)
+        found, seconds, counts = pending.result()
         self.phases.merge(seconds, counts)
         return self.host.attach(whole, found)
 
@@ -143,14 +211,23 @@ def _serve(connection: Connection, settings: Settings, tasks: list[str]) -> None
     connection.send(("ready", None))
     while True:
         try:
-            task, prepared = connection.recv()
+            request = connection.recv()
         except (EOFError, OSError):
             return  # the worker is gone
+        if request is None:  # the worker closes: it has every reply
+            connection.send(("closed",))
+            return
+        started = time.perf_counter()
+        task, prepared = request
         engine = engines[task]
         engine.phases.reset()
         try:
             # Every engine's infer works from the prepared batch alone (`Engine.infer`).
-            reply: tuple[Any, ...] = ("ok", engine.detach(engine.infer([], prepared)), *engine.phases.reset())
+            found = engine.detach(engine.infer([], prepared))
+            # The batch's whole time here, from its arrival: the device's time for it, which the batcher times its
+            # next claim by (its own wait for a batch sent ahead is shorter).
+            engine.phases.add("device", time.perf_counter() - started)
+            reply: tuple[Any, ...] = ("ok", found, *engine.phases.reset())
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
                 raise

@@ -85,8 +85,9 @@ class StubEngine(StagedEngine):
         self.delay_per_input_s = delay_per_input_s
         self.phases = Phases()
         self.calls: list[list[JobPayload]] = []
-        #: (thread name, jobs) of each `prepare` and `finish` call.
+        #: (thread name, jobs) of each `prepare`, `start` and `finish` call.
         self.prepared: list[tuple[str, list[JobPayload]]] = []
+        self.started: list[tuple[str, list[JobPayload]]] = []
         self.finished: list[tuple[str, list[JobPayload]]] = []
         #: Set while a call is inside the engine; a test waits on it rather than sleeping.
         self.running = threading.Event()
@@ -98,6 +99,11 @@ class StubEngine(StagedEngine):
         """Nothing to tokenize; records which thread prepared which batch."""
         self.prepared.append((threading.current_thread().name, jobs))
         return jobs
+
+    def start(self, prepared: Any) -> Any:
+        """Nothing to hand over (the device stage runs in `infer`); records which thread started which batch."""
+        self.started.append((threading.current_thread().name, prepared))
+        return prepared
 
     def infer(self, jobs: list[JobPayload], prepared: Any) -> list[JobPayload]:
         jobs = prepared  # as a real engine, from the prepared batch alone (`Engine.infer`)

@@ -152,9 +152,11 @@ def test_the_next_batch_is_claimed_while_the_engine_runs_the_current_one(
     assert engine.running.wait(10)
     # While the first batch is on the engine, the second is claimed (running, not yet on the engine).
     wait_until(lambda: [stored(sessions, i).status for i in ids] == ["running"] * 4, 10, "the second claim")
-    # …and prepared (tokenized) there, in the claimer thread, while the first is still on the engine.
-    wait_until(lambda: len(engine.prepared) == 2, 10, "the second batch to be prepared")
+    # …and prepared (tokenized) there, in the claimer thread, and handed to the device (which a device process
+    # starts as the first ends), while the first is still on the engine.
+    wait_until(lambda: len(engine.started) == 2, 10, "the second batch to be prepared and started")
     assert len(engine.calls) == 1 and engine.prepared[1][0].startswith("claimer")
+    assert engine.started[1] == engine.prepared[1]
     engine.proceed.set()
     worker.join(10)
     assert [len(call) for call in engine.calls] == [2, 2]
@@ -281,22 +283,26 @@ def test_a_batch_claimed_ahead_of_a_long_pass_is_topped_up_with_the_jobs_sent_af
 
 def test_only_a_pass_long_against_its_claim_is_topped_up_as_it_starts(
         submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
-    """A GPU's pass takes about as long as a claim: the device would wait for a top-up, so none is made there."""
+    """A GPU's pass takes about as long as a claim: the device would wait for a top-up, so the batch claimed ahead
+    goes to the device as it is prepared (`Engine.start`), as claimed. On a CPU it waits to be topped up as its pass
+    starts, and is started then."""
     engine = StubEngine("fill-mask")
     batcher, _ = make_batcher(sessions, clock, engine, max_batch_size=4)
+    batcher._engine_cost["fill-mask"].add(1, 0.001)  # a pass as long as a claim
     first = submit(ONE)
     ahead = batcher._claim("fill-mask")
-    ahead.ms["claim"] = 10.0
     late = submit(ONE)
-    batcher._engine_cost["fill-mask"].add(1, 0.1)  # a pass of 100 ms: 10 claims' time, not 20
     batcher._top_up_late(ahead)
-    assert [claim.job_id for claim in ahead.batch.claims] == [first.id] and ahead.prepared is not None
-    assert stored(sessions, late.id).status == "queued"
-    batcher._engine_cost["fill-mask"].add(1, 0.4)  # passes of 400 ms: 40 claims' time
+    assert [claim.job_id for claim in ahead.batch.claims] == [first.id] and ahead.started
+    assert [jobs for _, jobs in engine.started] == [ahead.prepared] and stored(sessions, late.id).status == "queued"
+    batcher._engine_cost["fill-mask"].add(1, 100.0)  # passes of 100 s: long against any claim
+    ahead = batcher._claim("fill-mask")
+    latest = submit(ONE)
+    assert [claim.job_id for claim in ahead.batch.claims] == [late.id] and not ahead.started
     batcher._top_up_late(ahead)
-    assert [claim.job_id for claim in ahead.batch.claims] == [first.id, late.id]
-    assert len(ahead.payloads) == 2 and ahead.prepared is None  # prepared again, whole, when it runs
-    assert stored(sessions, late.id).status == "running"
+    assert [claim.job_id for claim in ahead.batch.claims] == [late.id, latest.id]
+    assert len(ahead.payloads) == 2 and ahead.prepared is None  # prepared again, whole, and started when it runs
+    assert stored(sessions, latest.id).status == "running" and len(engine.started) == 1
 
 
 def test_while_interactive_jobs_are_about_a_pass_takes_only_lines_pass_ms_of_lines(

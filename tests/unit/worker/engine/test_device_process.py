@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,63 @@ def test_a_device_process_that_dies_is_reported_as_lost(tiny_models: dict[str, P
     assert reasons == [f"the device process is gone (status {-signal.SIGKILL})"]
 
 
+def test_a_device_process_that_dies_between_batches_is_reported_at_once(tiny_models: dict[str, Path]) -> None:
+    """The worker hears of it when it happens, not at its next batch: it exits, and its supervisor starts another."""
+    lost = threading.Event()
+    device = DeviceProcess(_settings(tiny_models), [TASK_FILL_MASK], on_lost=lambda reason: lost.set())
+    assert device.process.pid is not None
+    os.kill(device.process.pid, signal.SIGKILL)
+    assert lost.wait(10)
+    with pytest.raises(EngineLost):  # refused, or failed once the reader has let every batch sent go
+        device.submit(TASK_FILL_MASK, None).result(10)
+
+
+def test_batches_sent_before_the_first_is_answered_each_get_their_own_result(remote: EngineRegistry,
+                                                                            local: EngineRegistry) -> None:
+    """The batcher sends the next batch while the device process runs the one before (`Engine.start`)."""
+    device = remote.device_process
+    batches = [(TASK_FILL_MASK, FILL_MASK_JOBS[:2]), (TASK_QUESTION_ANSWERING, QA_JOBS[:5]),
+               (TASK_FILL_MASK, FILL_MASK_JOBS[2:])]
+    engines = {task: local.get(task) for task, _ in batches}
+    prepared = [engines[task].prepare(jobs) for task, jobs in batches]
+    pending = [device.submit(task, engines[task].for_device(ready))
+               for (task, _), ready in zip(batches, prepared, strict=True)]
+    for (task, jobs), ready, future in reversed(list(zip(batches, prepared, pending, strict=True))):
+        found, seconds, _ = future.result(30)
+        assert found == engines[task].detach(engines[task].infer(jobs, ready))
+        assert seconds["device"] >= seconds["forward"] > 0  # the batch's whole time there, and its passes'
+
+
+def test_a_device_process_killed_with_batches_sent_fails_each_and_is_reported_once(
+        tiny_models: dict[str, Path]) -> None:
+    reasons: list[str] = []
+    device = DeviceProcess(_settings(tiny_models), [TASK_FILL_MASK], on_lost=reasons.append)
+    engine = EngineRegistry(_settings(tiny_models, device_process=False)).get(TASK_FILL_MASK)
+    sent = engine.for_device(engine.prepare(FILL_MASK_JOBS[2:3] * 64))
+    pending = [device.submit(TASK_FILL_MASK, sent) for _ in range(3)]
+    assert device.process.pid is not None
+    os.kill(device.process.pid, signal.SIGKILL)
+    for future in pending:
+        with pytest.raises(EngineLost):
+            future.result(30)
+    assert reasons == [f"the device process is gone (status {-signal.SIGKILL})"]
+
+
 def test_a_device_process_ends_with_its_worker_s_end_of_the_pipe(tiny_models: dict[str, Path]) -> None:
     device = DeviceProcess(_settings(tiny_models), [TASK_FILL_MASK])
     device.close()
     assert device.process.exitcode == 0
+
+
+def test_closing_answers_the_batches_sent_first(tiny_models: dict[str, Path]) -> None:
+    reasons: list[str] = []
+    device = DeviceProcess(_settings(tiny_models), [TASK_FILL_MASK], on_lost=reasons.append)
+    engine = EngineRegistry(_settings(tiny_models, device_process=False)).get(TASK_FILL_MASK)
+    prepared = engine.prepare(FILL_MASK_JOBS)
+    pending = [device.submit(TASK_FILL_MASK, engine.for_device(prepared)) for _ in range(2)]
+    device.close()
+    assert [future.result(0)[0] for future in pending] == [engine.detach(engine.infer([], prepared))] * 2
+    assert device.process.exitcode == 0 and reasons == []
 
 
 def test_a_model_the_device_process_cannot_load_is_named(tiny_models: dict[str, Path], tmp_path: Path) -> None:
