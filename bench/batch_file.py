@@ -136,9 +136,12 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
                        beat=True) as (url, key, pids, log):
         client = _Client(url, key)
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        worker_own_before = cpu_seconds(pids["worker"], with_children=False)
         before = len(logged_batches(log))
         batch, steps, _ = client.batch(lines, len(texts), None)
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        # The worker's own process apart from its device process (when it has one): which of the two bounds it.
+        worker_own = cpu_seconds(pids["worker"], with_children=False) - worker_own_before
         alone = len(logged_batches(log))
         output = client.call("GET", f"/v1/files/{batch['output_file_id']}/content")
         evaluated = None
@@ -168,7 +171,9 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
         f"process), run and write the output file "
         f"{steps['run']:.2f} s ({len(output) / 1e6:.1f} MB of output), of which {steps['end']:.2f} s from the last "
         "line written to the batch completed (beat at its default interval, asked by the worker)",
-        "CPU seconds during the batch: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()),
+        "CPU seconds during the batch: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
+        + (f" (the worker's own process {worker_own:.1f}, its device process {cpu['worker'] - worker_own:.1f})"
+           if cpu["worker"] - worker_own > 0.05 else ""),
         f"interactive one-input jobs, {INTERACTIVE_CLIENTS} clients holding `Prefer: wait`: idle {_ms(idle)}; "
         f"beside the same batch again {_ms(busy)}: p95 {_p95(busy) / _p95(idle):.2f}x idle (that batch took "
         f"{beside_steps['wall']:.2f} s)",

@@ -103,11 +103,12 @@ def logged_batches(log: Path) -> list[dict[str, Any]]:
 def batch_steps(log: Path, first: int = 1, last: int | None = None) -> str:
     """Where a batch's time went, from the worker's log lines: mean milliseconds of each stage over the batches
     `first` (by default, after the warm-up one) to `last`. Claim and write overlap the engine's passes; `idle` is
-    the time the engine waited for a batch's claim after its last pass, within a drain."""
+    the time the engine waited for a batch's claim after its last pass, within a drain; `device`, with a device
+    process, the batch's whole time there (`inference` is then the wait for a batch sent ahead)."""
     batches = logged_batches(log)[first:last]
     if len(batches) < 2:
         return "too few batches to break down"
-    names = ("claim", "inference", "write", "announce", "idle")
+    names = ("claim", "inference", "write", "announce", "idle", *(("device",) if "device_ms" in batches[0] else ()))
     means = {n: sum(b.get(f"{n}_ms", 0.0) for b in batches) / len(batches) for n in names}
     inputs = sum(b["inputs"] for b in batches) / len(batches)
     return (f"per batch ({len(batches)}, {inputs:.1f} inputs on average), mean ms: "
