@@ -88,8 +88,9 @@ class DeviceProcess:
         self._pending: collections.deque[Future[Reply]] = collections.deque()
         #: Held to send a batch and queue its future together: the replies come back in the order sent.
         self._sending = threading.Lock()
-        #: Why the device process is gone, once it is.
+        #: Why the device process is gone, once it is; whether the worker is closing it.
         self._lost: str | None = None
+        self._closing = False
         self._receiver = threading.Thread(target=self._receive, name="device-replies", daemon=True)
         self._receiver.start()
         # Closed as the worker exits, unless multiprocessing's exit handler ends it first (Celery's billiard
@@ -133,8 +134,8 @@ class DeviceProcess:
                 future.set_exception(reply[1])
             else:
                 future.set_result(reply[1:])
-        if multiprocessing.util.is_exiting():
-            return  # the worker is exiting, and multiprocessing's exit handler ended its daemonic children
+        if self._closing or multiprocessing.util.is_exiting():
+            return  # the worker closed it, or is exiting and multiprocessing's exit handler ended it
         self.process.join(1)
         reason = f"the device process is gone (status {self.process.exitcode})"
         self.on_lost(reason)  # first: by default the worker exits here, and no batch is failed for it
@@ -149,6 +150,7 @@ class DeviceProcess:
         """Ends the device process: it answers the batches sent, says it is closing, and exits. Again: nothing."""
         atexit.unregister(self.close)
         with self._sending:
+            self._closing = True
             try:
                 self._connection.send(None)
             except OSError:
