@@ -4,6 +4,7 @@ call and writes every job back; a bad input fails its own job only; a job cancel
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -100,6 +101,30 @@ def test_a_lost_engine_fails_no_job_and_stops_the_drain(submit: Submit, sessions
     exits on it, `worker/engine/device_process.py`)."""
     ids = [submit(ONE).id for _ in range(3)]
     batcher, events = make_batcher(sessions, clock, _LostEngine("fill-mask"))
+    with pytest.raises(EngineLost):
+        batcher.drain("fill-mask")
+    assert [stored(sessions, job_id).status for job_id in ids] == ["running"] * 3
+    assert events.finished_jobs == []
+
+
+class _LostWhileFinishing(StubEngine):
+    """Its first batch's outputs fail, and the device is gone by the time the batcher runs its jobs one by one."""
+
+    def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
+        raise ValueError("an output could not be made")
+
+    def infer(self, jobs: list[JobPayload], prepared: object) -> list[JobPayload]:
+        if self.calls:
+            raise EngineLost("the device process is gone")
+        return super().infer(jobs, prepared)
+
+
+def test_an_engine_lost_while_a_failed_batch_runs_job_by_job_fails_no_job(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """The writer thread's path: a batch whose outputs failed runs again job by job there, and meets the lost
+    device — which fails none of them either, and stops the drain."""
+    ids = [submit(ONE).id for _ in range(3)]
+    batcher, events = make_batcher(sessions, clock, _LostWhileFinishing("fill-mask"))
     with pytest.raises(EngineLost):
         batcher.drain("fill-mask")
     assert [stored(sessions, job_id).status for job_id in ids] == ["running"] * 3
