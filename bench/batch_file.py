@@ -126,23 +126,25 @@ class _Client:
 
 
 def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str],
-                   evaluate: bool = False) -> list[Result]:
-    """(e): one fill-mask line per text, top_k 5; and with `evaluate`, (f): the texts as an evaluation."""
+                   evaluate: bool = False, workers: int = 1) -> list[Result]:
+    """(e): one fill-mask line per text, top_k 5; and with `evaluate`, (f): the texts as an evaluation. `workers`
+    inference workers run it."""
     lines = "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/fill-mask",
                                 "body": {"inputs": {"input_string": [text]}, "parameters": {"top_k": 5}}}) + "\n"
                     for i, text in enumerate(texts)).encode()
     # beat at its default interval: a batch's end comes from the ask of the worker that wrote its last line.
-    with running_stack(models, "fill-mask", env, INTERACTIVE_CLIENTS + 8,
-                       beat=True) as (url, key, pids, log):
+    with running_stack(models, "fill-mask", env, INTERACTIVE_CLIENTS + 8, beat=True,
+                       workers=workers) as (url, key, pids, logs):
         client = _Client(url, key)
+        workers_of = [name for name in pids if name.startswith("worker")]
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        worker_own_before = cpu_seconds(pids["worker"], with_children=False)
-        before = len(logged_batches(log))
+        own_before = {name: cpu_seconds(pids[name], with_children=False) for name in workers_of}
+        before = len(logged_batches(logs))
         batch, steps, _ = client.batch(lines, len(texts), None)
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
-        # The worker's own process apart from its device process (when it has one): which of the two bounds it.
-        worker_own = cpu_seconds(pids["worker"], with_children=False) - worker_own_before
-        alone = len(logged_batches(log))
+        # Each worker's own process apart from its device process (when it has one): which of the two bounds it.
+        own = {name: cpu_seconds(pids[name], with_children=False) - own_before[name] for name in workers_of}
+        alone = len(logged_batches(logs))
         output = client.call("GET", f"/v1/files/{batch['output_file_id']}/content")
         evaluated = None
         if evaluate:
@@ -159,7 +161,7 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
         # seconds keeps a batch's passes short for those seconds (interactive first), which "alone" must not see.
         idle = client.interactive(texts, None, IDLE_SAMPLES // INTERACTIVE_CLIENTS)
         _, beside_steps, busy = client.batch(lines, len(texts), texts)
-        passes = f"alone: {batch_steps(log, before, alone)}; beside interactive jobs: {batch_steps(log, alone)}"
+        passes = f"alone: {batch_steps(logs, before, alone)}; beside interactive jobs: {batch_steps(logs, alone)}"
         # gunicorn's worker process is the API's child: the largest of the process tree's peaks.
         peaks = {name: max(peak_rss_mb(member) for member in descendants(pid)) for name, pid in pids.items()}
     # What the API's processes ran with (DISTILQ_CHECK_PROCESSES of this environment, or the default on this host).
@@ -171,9 +173,10 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
         f"process), run and write the output file "
         f"{steps['run']:.2f} s ({len(output) / 1e6:.1f} MB of output), of which {steps['end']:.2f} s from the last "
         "line written to the batch completed (beat at its default interval, asked by the worker)",
-        "CPU seconds during the batch: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
-        + (f" (the worker's own process {worker_own:.1f}, its device process {cpu['worker'] - worker_own:.1f})"
-           if cpu["worker"] - worker_own > 0.05 else ""),
+        "CPU seconds during the batch: " + ", ".join(
+            f"{name} {seconds:.1f}" + (f" (its own process {own[name]:.1f}, its device process "
+                                       f"{seconds - own[name]:.1f})" if seconds - own.get(name, seconds) > 0.05 else "")
+            for name, seconds in cpu.items()),
         f"interactive one-input jobs, {INTERACTIVE_CLIENTS} clients holding `Prefer: wait`: idle {_ms(idle)}; "
         f"beside the same batch again {_ms(busy)}: p95 {_p95(busy) / _p95(idle):.2f}x idle (that batch took "
         f"{beside_steps['wall']:.2f} s)",

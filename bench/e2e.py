@@ -1,5 +1,5 @@
-"""Mode (d): distilq end to end — gunicorn API, Redis, the database and one worker, as separate processes —
-with concurrent clients each submitting one-input jobs and holding them with `Prefer: wait`."""
+"""Mode (d): distilq end to end — gunicorn API, Redis, the database and one worker (or `--workers` of them), as
+separate processes — with concurrent clients each submitting one-input jobs and holding them with `Prefer: wait`."""
 
 from __future__ import annotations
 
@@ -66,10 +66,10 @@ def peak_rss_mb(pid: int) -> float:
 
 @contextmanager
 def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_threads: int,
-                  api_workers: int = API_PROCESSES,
-                  beat: bool = False) -> Iterator[tuple[str, str, dict[str, int], Path]]:
-    """(base URL, API key, pids of api, worker and redis, the worker's log) of a fresh stack serving `task` (and
-    `beat`, which finalizes batches, when asked).
+                  api_workers: int = API_PROCESSES, beat: bool = False,
+                  workers: int = 1) -> Iterator[tuple[str, str, dict[str, int], list[Path]]]:
+    """(base URL, API key, pids of api, the workers (`worker`, `worker-2`…) and redis, the workers' logs) of a fresh
+    stack serving `task` with `workers` inference workers (and `beat`, which finalizes batches, when asked).
     `Prefer: wait` holds an API thread per request, so the API needs a thread per concurrent client, or clients
     queue for threads and the worker sees fewer jobs than there are clients."""
     with tempfile.TemporaryDirectory(prefix="distilq-bench-") as tmp:
@@ -81,31 +81,34 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_t
             stack.run("migrate")
             key = stack.run("keys", "create", "--name", "bench").stdout.strip()
             url = stack.start_api("127.0.0.1", None, "--threads", str(api_threads), "--workers", str(api_workers))
-            stack.start("worker", "worker", "--queues", task, "--metrics-port", "0")
-            stack.wait_for_workers([task])
+            names = ["worker", *(f"worker-{i}" for i in range(2, workers + 1))]
+            for name in names:
+                stack.start(name, "worker", "--queues", task, "--metrics-port", "0")
+            stack.wait_for_workers([task], count=workers)
             if beat:
                 stack.start("beat", "beat")
                 stack.wait_for_beat()
             assert stack.redis is not None and stack.redis.process is not None
-            pids = {"api": stack.processes["api"].pid, "worker": stack.processes["worker"].pid,
+            pids = {"api": stack.processes["api"].pid, **{name: stack.processes[name].pid for name in names},
                     "redis": stack.redis.process.pid, **({"beat": stack.processes["beat"].pid} if beat else {})}
-            yield url, key, pids, home / "worker.log"
+            yield url, key, pids, [home / f"{name}.log" for name in names]
         finally:
             stack.stop_all()
 
 
-def logged_batches(log: Path) -> list[dict[str, Any]]:
-    """The worker's "batch finished" log lines (`worker/batcher.py`), parsed."""
-    return [json.loads(line) for line in log.read_text("utf-8", errors="replace").splitlines()
-            if '"batch finished"' in line]
+def logged_batches(logs: list[Path]) -> list[dict[str, Any]]:
+    """The workers' "batch finished" log lines (`worker/batcher.py`), parsed, in the order they were logged."""
+    batches = [json.loads(line) for log in logs for line in log.read_text("utf-8", errors="replace").splitlines()
+               if '"batch finished"' in line]
+    return sorted(batches, key=lambda batch: str(batch["time"]))
 
 
-def batch_steps(log: Path, first: int = 1, last: int | None = None) -> str:
+def batch_steps(logs: list[Path], first: int = 1, last: int | None = None) -> str:
     """Where a batch's time went, from the worker's log lines: mean milliseconds of each stage over the batches
     `first` (by default, after the warm-up one) to `last`. Claim and write overlap the engine's passes; `idle` is
     the time the engine waited for a batch's claim after its last pass, within a drain; `device`, with a device
     process, the batch's whole time there (`inference` is then the wait for a batch sent ahead)."""
-    batches = logged_batches(log)[first:last]
+    batches = logged_batches(logs)[first:last]
     if len(batches) < 2:
         return "too few batches to break down"
     names = ("claim", "inference", "write", "announce", "idle", *(("device",) if "device_ms" in batches[0] else ()))
@@ -129,13 +132,14 @@ def _postgres_cpu_seconds() -> float:
 
 
 def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, Any]], concurrency: int,
-                   env: dict[str, str], api_workers: int = API_PROCESSES) -> tuple[Result, float]:
-    """The (d) result and the worker's resident memory (MB) after the run. On PostgreSQL (`DISTILQ_DATABASE_URL`
-    in `env`) the server's CPU is counted as the database's; SQLite's is inside the API and the worker."""
+                   env: dict[str, str], api_workers: int = API_PROCESSES, workers: int = 1) -> tuple[Result, float]:
+    """The (d) result and the (first) worker's resident memory (MB) after the run. On PostgreSQL
+    (`DISTILQ_DATABASE_URL` in `env`) the server's CPU is counted as the database's; SQLite's is inside the API and
+    the worker."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"
     postgres = env.get("DISTILQ_DATABASE_URL", "").startswith("postgresql")
     threads = -(-concurrency // api_workers) + 8
-    with running_stack(models, task, env, threads, api_workers) as (url, key, pids, log):
+    with running_stack(models, task, env, threads, api_workers, workers=workers) as (url, key, pids, logs):
         # urllib3 rather than requests: the clients share the machine with the stack, so they should cost little.
         http = urllib3.PoolManager(maxsize=concurrency, timeout=urllib3.Timeout(total=120), retries=False,
                                    headers={"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
@@ -169,7 +173,7 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
         wall = time.perf_counter() - started
         cpu = {name: seconds - cpu_before[name] for name, seconds in usage().items()}
         rss = _rss_mb(pids["worker"])
-        steps = batch_steps(log)
+        steps = batch_steps(logs)
     failed = [job for _, job in outcomes if job["status"] != "succeeded"]
     if failed:
         raise RuntimeError(f"{len(failed)} jobs failed, e.g. {failed[0]['error']}")
@@ -177,7 +181,8 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
     mean = lambda key: sum(j["metrics"][key] for j in jobs) / len(jobs)  # noqa: E731
     inputs = sum(len(next(iter(body["inputs"].values()))) for body in bodies)
     service_s = sum(seconds for name, seconds in cpu.items() if name != "clients")
-    where = f"{'PostgreSQL' if postgres else 'SQLite'}, {api_workers} API process{'es' if api_workers > 1 else ''}"
+    where = (f"{'PostgreSQL' if postgres else 'SQLite'}, {api_workers} API process{'es' if api_workers > 1 else ''}"
+             + (f", {workers} workers" if workers > 1 else ""))
     result = Result("d", f"distilq end to end ({where}), {concurrency} concurrent clients, {inputs // len(bodies)} "
                          "input(s) per job", inputs, 0, 0, wall, [latency for latency, _ in outcomes])
     result.notes = [f"mean queue_ms {mean('queue_ms'):.0f}, mean batch inference_ms {mean('inference_ms'):.0f}, "

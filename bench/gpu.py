@@ -1,7 +1,7 @@
 """Every GPU figure the open issues ask for, in one command that fits a lent GPU machine's time (one `run` call of the
 device tool: at most 10 minutes, of a session's 15): the engine, the bare encoder and the outputs' agreement per
-dtype; one-input and 64-input jobs end to end; a 10,000-line batch file; one-input jobs on PostgreSQL with several
-API processes. Each step is one `python -m bench.run` with its own log and JSON under `--out`; a step that would not
+dtype; one-input and 64-input jobs end to end; a 10,000-line batch file (with and without the device process, and
+on two workers sharing the GPU); one-input jobs on PostgreSQL with several API processes. Each step is one `python -m bench.run` with its own log and JSON under `--out`; a step that would not
 fit in what is left of `--budget-s` is skipped (and said so), one that overruns is stopped, and the next goes on.
 `--out`/summary.md gathers every step's tables and ratios, to copy into BENCHMARKS.md.
 
@@ -70,6 +70,10 @@ STEPS = [
     Step("file-check", "the API's check of a 10,000-line batch file in its own thread and in 4 and 8 check processes "
          "(issue 15: the check is most of a batch's time on a GPU host)",
          ["--lines", "10000", "--rounds", "2", "--check-processes", "0,4,8"], 40, module="bench.file_check"),
+    Step("batch-2-workers", "the same batch file run by two workers sharing the GPU, each with its device process "
+         "(whether one worker's own process bounds the batch: then add workers, not devices)",
+         ["--dtype", "float16", "--modes", "e", "--tasks", "fill-mask", "--fill-mask-jobs", "10000", "--workers", "2"],
+         70),
     Step("bfloat16", "the engine and agreement at bfloat16 (issue 14's item 4)",
          ["--dtype", "bfloat16", "--modes", "ch", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 50),
     Step("float32", "the engine at float32 (issue 14's item 4: exact, and how much slower)",

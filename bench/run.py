@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic: words of a made-up lexicon (the figures tracked since the first bench); "
                              "english: the same shapes cut from real English prose (bench/english.txt)")
     parser.add_argument("--inputs-per-job", type=int, default=1, help="inputs in each job of mode (d)")
+    parser.add_argument("--workers", type=int, default=1, help="inference workers in modes (d) and (e) (on a GPU they "
+                        "share the device, each with its own device process)")
     parser.add_argument("--database-url", help="mode (d) on this (empty, migrated by the bench) database rather than "
                                                "SQLite, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/bench")
     parser.add_argument("--api-workers", type=int, default=API_PROCESSES,
@@ -188,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{agreement['top1_equal']}/{agreement['inputs']}", flush=True)
             report["fill-mask agreement"] = agreement
         if "e" in args.modes:
-            results += run_batch_file(models, texts, env, evaluate="f" in args.modes)
+            results += run_batch_file(models, texts, env, evaluate="f" in args.modes, workers=args.workers)
         if "d" in args.modes:
             d, rss = run_end_to_end(models, "fill-mask",
                                     [{"inputs": {"input_string": texts[i: i + per_job]}, "parameters": {"top_k": 5}}
                                      for i in range(0, len(texts), per_job)], args.concurrency, env,
-                                    args.api_workers)
+                                    args.api_workers, args.workers)
             d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
             results.append(d)
         print(_table("fill-mask", results, peak), flush=True)
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             bodies = [{"inputs": {"question": [q for q, _ in pairs[i: i + per_job]],
                                   "context": [c for _, c in pairs[i: i + per_job]]}, "parameters": QA_PARAMS}
                       for i in range(0, len(pairs), per_job)]
-            d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env, args.api_workers)
+            d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env, args.api_workers,
+                                    args.workers)
             d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
             results.append(d)
         print(_table("question-answering", results, peak), flush=True)

@@ -4,6 +4,7 @@ on the jobs of a worker that is gone) read them."""
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -66,7 +67,7 @@ def ready_workers(client: redis.Redis) -> list[dict[str, Any]]:
     return workers
 
 
-def unserved_tasks(client: redis.Redis, tasks: Collection[str]) -> list[str]:
-    """The tasks no ready worker serves."""
-    served = {task for worker in ready_workers(client) for task in worker.get("tasks", ())}
-    return [task for task in tasks if task not in served]
+def unserved_tasks(client: redis.Redis, tasks: Collection[str], count: int = 1) -> list[str]:
+    """The tasks fewer than `count` ready workers serve (no ready worker, by default)."""
+    serving = collections.Counter(task for worker in ready_workers(client) for task in worker.get("tasks", ()))
+    return [task for task in tasks if serving[task] < count]

@@ -185,11 +185,12 @@ class LocalStack:
         wait_until(healthy, START_TIMEOUT_S, "the API", {"api": self.processes["api"]})
         return url
 
-    def wait_for_workers(self, tasks: Collection[str] = TASKS, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Until, for each of `tasks`, an inference worker has loaded and warmed its model (presence keys)."""
+    def wait_for_workers(self, tasks: Collection[str] = TASKS, timeout_s: float = START_TIMEOUT_S,
+                         count: int = 1) -> None:
+        """Until, for each of `tasks`, `count` inference workers have loaded and warmed its model (presence keys)."""
         client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
-        wait_until(lambda: not unserved_tasks(client, tasks), timeout_s,
-                   f"a worker to load the model of each of {', '.join(tasks)}", self.processes)
+        wait_until(lambda: not unserved_tasks(client, tasks, count), timeout_s,
+                   f"{count} worker(s) to load the model of each of {', '.join(tasks)}", self.processes)
 
     def wait_for_beat(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Until a beat holds the beat lock: it has loaded and sweeps (a bench must not time its imports)."""

@@ -61,6 +61,17 @@ def test_bench_measures_the_service_on_the_tiny_checkpoint(tmp_path: Path) -> No
     assert any("jobs/s; CPU ms per job: api" in note for note in d["notes"])
 
 
+def test_bench_runs_the_stack_with_several_workers(tmp_path: Path) -> None:
+    """`--workers 2`: (d) and (e) on a stack of two inference workers, each one's CPU reported."""
+    run, output = _bench(tmp_path, 600, "--checkpoint tiny --tasks fill-mask --modes de --fill-mask-jobs 40 --batch 4 "
+                         "--concurrency 4 --workers 2")
+    rows = {row["mode"]: row for row in json.loads(output.read_text())["fill-mask"]}
+    assert "2 workers" in rows["d"]["label"]
+    for mode in ("d", "e"):
+        notes = " ".join(rows[mode]["notes"])
+        assert "worker " in notes and "worker-2 " in notes, notes
+
+
 def test_bench_runs_only_the_modes_asked_for(tmp_path: Path) -> None:
     """`--modes c`: the engine alone, both tasks, with its CPU work outside the model; no pipeline, no stack."""
     run, output = _bench(tmp_path, 600, "--checkpoint tiny --modes c --fill-mask-jobs 8 --qa-jobs 4 --batch 4")

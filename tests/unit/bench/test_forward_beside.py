@@ -27,4 +27,7 @@ def test_the_bench_times_the_forward_pass_in_each_case_and_leaves_the_switch_int
         ("beside a thread of pure Python", 0.2), ("beside a process of pure Python", interval * 1000),
         ("in a device process, beside a thread of pure Python", interval * 1000)], report
     assert all(float(ms) > 0 for _, _, ms in cases)
+    in_turn = re.search(r"^passes in turn there, each prepared here: sent as the one before ends ([\d.]+) ms a pass, "
+                        r"sent while it runs ([\d.]+) ms$", report, re.MULTILINE)
+    assert in_turn is not None and all(float(ms) > 0 for ms in in_turn.groups()), report
     assert sys.getswitchinterval() == interval

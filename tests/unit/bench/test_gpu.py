@@ -57,6 +57,13 @@ def test_the_batch_runs_again_without_a_device_process_to_weigh_it() -> None:
     assert gpu.shown(step, command).startswith("DISTILQ_DEVICE_PROCESS=false python -m bench.run ")
 
 
+def test_the_batch_runs_again_on_two_workers_sharing_the_device() -> None:
+    step = next(step for step in gpu.STEPS if step.name == "batch-2-workers")
+    command = gpu.step_command(step, Path("/out"), Path("/models"), smoke=False)
+    assert _value(command, "--workers") == "2" and _value(command, "--modes") == "e" and not step.env
+    assert _value(command, "--device") == "cuda"
+
+
 def test_steps_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path: Path) -> None:
     assert gpu.main(["--out", str(tmp_path), "--budget-s", "5", "--steps", "float16,batch"]) == 0
     summary = (tmp_path / "summary.md").read_text()
