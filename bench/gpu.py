@@ -1,8 +1,9 @@
 """Every GPU figure the open issues ask for, in one command that fits a lent GPU machine's time (one `run` call of the
 device tool: at most 10 minutes, of a session's 15): the engine, the bare encoder and the outputs' agreement per
 dtype; one-input and 64-input jobs end to end; a 10,000-line batch file (with and without the device process, and
-on two workers sharing the GPU); one-input jobs on PostgreSQL with several API processes. Each step is one `python -m bench.run` with its own log and JSON under `--out`; a step that would not
-fit in what is left of `--budget-s` is skipped (and said so), one that overruns is stopped, and the next goes on.
+on two workers sharing the GPU); one-input jobs on PostgreSQL with several API processes. Each step is one
+`python -m bench.run` with its own log and JSON under `--out`; a step that would not fit in what is left of
+`--budget-s` is skipped (and said so), one that overruns is stopped, and the next goes on.
 `--out`/summary.md gathers every step's tables and ratios, to copy into BENCHMARKS.md.
 
 On the GPU host (../shared/gpu/README.md; `prepare --postgres` here: no step needs the 4.57.6 reference, and the

@@ -103,8 +103,8 @@ class DeviceProcess:
         EngineLost when the device process is gone (after `on_lost`). Batches run in the order they are sent."""
         future: Future[Reply] = Future()
         with self._sending:
-            if self._lost is not None:
-                raise EngineLost(self._lost)
+            if self._lost is not None or self._closing:
+                raise EngineLost(self._lost or "the device process is closed")
             self._pending.append(future)
             try:
                 self._connection.send((task, prepared))

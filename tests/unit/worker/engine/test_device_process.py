@@ -165,6 +165,8 @@ def test_closing_answers_the_batches_sent_first(tiny_models: dict[str, Path]) ->
     device.close()
     assert [future.result(0)[0] for future in pending] == [engine.detach(engine.infer([], prepared))] * 2
     assert device.process.exitcode == 0 and reasons == []
+    with pytest.raises(EngineLost, match="closed"):  # refused, not left waiting for a reply that will not come
+        device.submit(TASK_FILL_MASK, engine.for_device(prepared))
 
 
 def test_a_model_the_device_process_cannot_load_is_named(tiny_models: dict[str, Path], tmp_path: Path) -> None:
