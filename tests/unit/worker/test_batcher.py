@@ -95,18 +95,6 @@ class _LostEngine(StubEngine):
         raise EngineLost("the device process is gone")
 
 
-def test_a_lost_engine_fails_no_job_and_stops_the_drain(submit: Submit, sessions: sessionmaker[Session],
-                                                        clock: ManualClock) -> None:
-    """Not the jobs' fault: they are neither failed nor run one by one, but left to their claims' expiry (the worker
-    exits on it, `worker/engine/device_process.py`)."""
-    ids = [submit(ONE).id for _ in range(3)]
-    batcher, events = make_batcher(sessions, clock, _LostEngine("fill-mask"))
-    with pytest.raises(EngineLost):
-        batcher.drain("fill-mask")
-    assert [stored(sessions, job_id).status for job_id in ids] == ["running"] * 3
-    assert events.finished_jobs == []
-
-
 class _LostWhileFinishing(StubEngine):
     """Its first batch's outputs fail, and the device is gone by the time the batcher runs its jobs one by one."""
 
@@ -119,12 +107,14 @@ class _LostWhileFinishing(StubEngine):
         return super().infer(jobs, prepared)
 
 
-def test_an_engine_lost_while_a_failed_batch_runs_job_by_job_fails_no_job(
-        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
-    """The writer thread's path: a batch whose outputs failed runs again job by job there, and meets the lost
-    device — which fails none of them either, and stops the drain."""
+@pytest.mark.parametrize("engine", [_LostEngine, _LostWhileFinishing], ids=["on-the-device", "running-job-by-job"])
+def test_a_lost_engine_fails_no_job_and_stops_the_drain(submit: Submit, sessions: sessionmaker[Session],
+                                                        clock: ManualClock, engine: type[StubEngine]) -> None:
+    """Not the jobs' fault: they are neither failed nor run one by one, but left to their claims' expiry (the worker
+    exits on it, `worker/engine/device_process.py`) — lost on the device, or in the writer thread while a batch
+    whose outputs failed runs again job by job."""
     ids = [submit(ONE).id for _ in range(3)]
-    batcher, events = make_batcher(sessions, clock, _LostWhileFinishing("fill-mask"))
+    batcher, events = make_batcher(sessions, clock, engine("fill-mask"))
     with pytest.raises(EngineLost):
         batcher.drain("fill-mask")
     assert [stored(sessions, job_id).status for job_id in ids] == ["running"] * 3
