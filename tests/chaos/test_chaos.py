@@ -89,6 +89,12 @@ def all_finished(stack: Stack, ids: list[str]) -> bool:
     return all(job.status in ("succeeded", "failed", "canceled") for job in rows(stack, ids).values())
 
 
+def batch_ended(stack: Stack, http: requests.Session, batch_id: str) -> dict[str, Any] | None:
+    """The batch, once it has ended."""
+    now: dict[str, Any] = http.get(f"{stack.url}/v1/batches/{batch_id}").json()
+    return now if now["status"] in ("completed", "failed", "cancelled") else None
+
+
 def test_worker_killed_mid_batch_every_job_finishes_once(fresh_stack: Stack, reference: Any) -> None:
     http = fresh_stack.client(fresh_stack.new_key())
     fresh_stack.start_worker("worker-1")
@@ -382,12 +388,7 @@ def test_a_batch_whose_worker_is_killed_ends_with_every_line_run_once(fresh_stac
     in_flight = running(fresh_stack, ids)
     assert in_flight
     fresh_stack.start_worker("worker-2")
-
-    def ended() -> dict[str, Any] | None:
-        now = http.get(f"{fresh_stack.url}/v1/batches/{batch['id']}").json()
-        return now if now["status"] in ("completed", "failed", "cancelled") else None
-
-    done = wait_for(ended, 240, "the batch to end")
+    done = wait_for(lambda: batch_ended(fresh_stack, http, batch["id"]), 240, "the batch to end")
     assert done["status"] == "completed" and done["request_counts"] == {"total": 24, "completed": 24, "failed": 0}
     final = rows(fresh_stack, ids)
     assert all(final[job_id].attempts == 2 for job_id in in_flight), "the killed pass's lines ran again, once"
@@ -396,6 +397,36 @@ def test_a_batch_whose_worker_is_killed_ends_with_every_line_run_once(fresh_stac
     assert [item["custom_id"] for item in output] == [f"line-{i}" for i in range(24)]
     for item in output:
         assert_reference_output(item["response"]["body"], reference)
+
+
+def test_beat_killed_after_writing_part_of_a_batch_s_output_leaves_each_line_once(fresh_stack: Stack) -> None:
+    """Beat writes a running batch's output file a part at a time (`store/batch_output.py`), each part and the
+    batch's `output_through` in one transaction: killed once a part is written and before the batch ends, the beat
+    started after it goes on from there — each `custom_id` once, in order."""
+    http = fresh_stack.client(fresh_stack.new_key())
+    fresh_stack.start_worker("worker-1")
+    fresh_stack.start("beat", "beat")
+    count = 700  # a part is at least 500 lines while the batch runs: one part before the end, the rest after
+    lines = [json.dumps({"custom_id": f"line-{i}", "method": "POST", "url": "/v1/fill-mask",
+                         "body": {"inputs": {"input_string": [text]}, "parameters": {"top_k": 1}}})
+             for i, text in enumerate(texts(count, words=1))]
+    file = http.post(f"{fresh_stack.url}/v1/files", data={"purpose": "batch"},
+                     files={"file": ("lines.jsonl", "\n".join(lines).encode())}).json()
+    batch = http.post(f"{fresh_stack.url}/v1/batches", json={"input_file_id": file["id"]}).json()
+
+    def part_written() -> int | None:
+        with fresh_stack.sessions() as session:
+            through = session.scalar(select(Batch.output_through).where(Batch.id == batch["id"]))
+        return through if through and through < count else None
+
+    wait_for(part_written, 240, "beat to write a part of the output file")
+    fresh_stack.stop("beat", signal.SIGKILL)
+    fresh_stack.start("beat", "beat")
+    done = wait_for(lambda: batch_ended(fresh_stack, http, batch["id"]), 240, "the batch to end")
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == count, done
+    output = [json.loads(text) for text in
+              http.get(f"{fresh_stack.url}/v1/files/{done['output_file_id']}/content").text.splitlines()]
+    assert [item["custom_id"] for item in output] == [f"line-{i}" for i in range(count)]
 
 
 def test_an_evaluation_whose_worker_is_killed_scores_every_example_once(fresh_stack: Stack, reference: Any) -> None:
