@@ -78,13 +78,17 @@ class _Pass:
     prepared: Any = None
     #: Whether `prepared` was handed to the device as it was made (`Engine.start`): then it is not topped up.
     started: bool = False
-    #: The engine's time for the batch: the device's own where it reports it (a batch started ahead waits less).
-    engine_s: float = 0.0
     #: What the engine's `infer` returned, for the writer thread to `finish` (None: `outcomes` are set already).
     inferred: Any = None
     outcomes: list[Outcome] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def engine_s(self) -> float:
+        """The engine's time for the batch, once run: the device's own where it reports it (the wait for a batch
+        started ahead is shorter)."""
+        return self.phase_seconds.get("device", self.ms["inference"] / 1000)
 
 
 def _joined(batch: ClaimedBatch, more: ClaimedBatch) -> ClaimedBatch:
@@ -337,7 +341,6 @@ class Batcher:
             current.outcomes = self._failed(engine, claims, error)
         current.ms["inference"] = (time.perf_counter() - started) * 1000
         current.phase_seconds, current.counts = engine.phases.reset()
-        current.engine_s = current.phase_seconds.get("device", current.ms["inference"] / 1000)
         self._engine_cost[current.task].add(current.batch.n_inputs, current.engine_s)
 
     def _finish(self, current: _Pass) -> None:

@@ -89,12 +89,6 @@ def all_finished(stack: Stack, ids: list[str]) -> bool:
     return all(job.status in ("succeeded", "failed", "canceled") for job in rows(stack, ids).values())
 
 
-def batch_ended(stack: Stack, http: requests.Session, batch_id: str) -> dict[str, Any] | None:
-    """The batch, once it has ended."""
-    now: dict[str, Any] = http.get(f"{stack.url}/v1/batches/{batch_id}").json()
-    return now if now["status"] in ("completed", "failed", "cancelled") else None
-
-
 def test_worker_killed_mid_batch_every_job_finishes_once(fresh_stack: Stack, reference: Any) -> None:
     http = fresh_stack.client(fresh_stack.new_key())
     fresh_stack.start_worker("worker-1")
@@ -388,7 +382,7 @@ def test_a_batch_whose_worker_is_killed_ends_with_every_line_run_once(fresh_stac
     in_flight = running(fresh_stack, ids)
     assert in_flight
     fresh_stack.start_worker("worker-2")
-    done = wait_for(lambda: batch_ended(fresh_stack, http, batch["id"]), 240, "the batch to end")
+    done = fresh_stack.wait_batch(http, batch["id"], 240)
     assert done["status"] == "completed" and done["request_counts"] == {"total": 24, "completed": 24, "failed": 0}
     final = rows(fresh_stack, ids)
     assert all(final[job_id].attempts == 2 for job_id in in_flight), "the killed pass's lines ran again, once"
@@ -422,7 +416,7 @@ def test_beat_killed_after_writing_part_of_a_batch_s_output_leaves_each_line_onc
     wait_for(part_written, 240, "beat to write a part of the output file")
     fresh_stack.stop("beat", signal.SIGKILL)
     fresh_stack.start("beat", "beat")
-    done = wait_for(lambda: batch_ended(fresh_stack, http, batch["id"]), 240, "the batch to end")
+    done = fresh_stack.wait_batch(http, batch["id"], 240)
     assert done["status"] == "completed" and done["request_counts"]["completed"] == count, done
     output = [json.loads(text) for text in
               http.get(f"{fresh_stack.url}/v1/files/{done['output_file_id']}/content").text.splitlines()]

@@ -144,3 +144,10 @@ class Stack(LocalStack):
             return job if job["status"] in ("succeeded", "failed", "canceled") else None
 
         return wait_for(finished, timeout_s, f"job {job_id} to finish")
+
+    def wait_batch(self, http: requests.Session, batch_id: str, timeout_s: float = 180) -> dict[str, Any]:
+        def ended() -> dict[str, Any] | None:
+            batch = http.get(f"{self.url}/v1/batches/{batch_id}", timeout=5).json()
+            return batch if batch["status"] in ("completed", "failed", "cancelled") else None
+
+        return wait_for(ended, timeout_s, f"batch {batch_id} to end")

@@ -70,14 +70,6 @@ def run_batch(stack: Stack, http: requests.Session, lines: list[str], **fields: 
     return response.json()
 
 
-def wait_batch(stack: Stack, http: requests.Session, batch_id: str, timeout_s: float = 180) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        batch = http.get(f"{stack.url}/v1/batches/{batch_id}", timeout=5).json()
-        return batch if batch["status"] in ("completed", "failed", "cancelled") else None
-
-    return wait_for(ended, timeout_s, f"batch {batch_id} to end")
-
-
 def file_lines(stack: Stack, http: requests.Session, file_id: str | None) -> list[dict[str, Any]]:
     assert file_id is not None
     response = http.get(f"{stack.url}/v1/files/{file_id}/content")
@@ -92,7 +84,7 @@ def test_a_mixed_file_completes_with_every_custom_id_once_and_outputs_equal_to_t
     assert batch["status"] == "in_progress" and batch["object"] == "batch"
     assert batch["request_counts"]["total"] == 1000 and batch["metadata"] == {"run": "nightly"}
 
-    done = wait_batch(stack, http, batch["id"])
+    done = stack.wait_batch(http, batch["id"])
     assert done["status"] == "completed", done
     assert done["request_counts"] == {"total": 1000, "completed": 1000, "failed": 0}
     assert done["completed_at"] >= done["in_progress_at"] >= done["created_at"]
@@ -183,7 +175,7 @@ def test_a_cancelled_batch_ends_with_each_line_in_the_output_or_the_error_file(
     batch = run_batch(stack, http, lines)
     cancelling = http.post(f"{stack.url}/v1/batches/{batch['id']}/cancel").json()
     assert cancelling["status"] in ("cancelling", "cancelled"), cancelling
-    done = wait_batch(stack, http, batch["id"])
+    done = stack.wait_batch(http, batch["id"])
     assert done["status"] == "cancelled" and done["cancelled_at"] is not None
     output = file_lines(stack, http, done["output_file_id"])
     errors = file_lines(stack, http, done["error_file_id"])
@@ -192,7 +184,7 @@ def test_a_cancelled_batch_ends_with_each_line_in_the_output_or_the_error_file(
     assert done["request_counts"] == {"total": 2000, "completed": len(output), "failed": len(errors)}
     again = http.post(f"{stack.url}/v1/batches/{batch['id']}/cancel").json()
     assert again["status"] == "cancelled"
-    assert wait_batch(stack, http, ahead["id"])["status"] == "completed"
+    assert stack.wait_batch(http, ahead["id"])["status"] == "completed"
 
 
 def test_interactive_jobs_run_before_a_batch_s_lines(stack: Stack, http: requests.Session) -> None:
@@ -205,7 +197,7 @@ def test_interactive_jobs_run_before_a_batch_s_lines(stack: Stack, http: request
     assert response.status_code == 200 and response.json()["status"] == "succeeded"
     progress = http.get(f"{stack.url}/v1/batches/{batch['id']}").json()["request_counts"]
     assert progress["completed"] < 2000
-    assert wait_batch(stack, http, batch["id"])["status"] == "completed"
+    assert stack.wait_batch(http, batch["id"])["status"] == "completed"
 
 
 def test_files_are_bounded_and_private(stack: Stack, http: requests.Session) -> None:

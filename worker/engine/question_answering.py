@@ -73,7 +73,6 @@ class Chunk:
     context_start: int
     #: The tokenizer's encoding of the chunk, or its context tokens as the API stored them.
     encoding: Encoding | _ContextTokens
-    cls_id: int  # the model's CLS token
 
     def char_span(self, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
         """Where tokens s..e lie in the context, in characters."""
@@ -197,8 +196,7 @@ class QuestionAnsweringEngine(ModelEngine):
         head, context_start = [self.cls_id, *question, self.sep_id], len(question) + 2
         ordered = all(map(operator.le, words, words[1:]))
         return [Chunk(pair, [*head, *context[start:stop], self.sep_id], context_start,
-                      _ContextTokens(context_start, starts[start:stop], ends[start:stop], words[start:stop], ordered),
-                      self.cls_id)
+                      _ContextTokens(context_start, starts[start:stop], ends[start:stop], words[start:stop], ordered))
                 for start, stop in windows]
 
     def for_device(self, prepared: Any) -> _DeviceBatch:
@@ -255,7 +253,7 @@ class QuestionAnsweringEngine(ModelEngine):
             for member, encoding in zip(members, encodings, strict=True):
                 # The question is whole in every chunk ("only_second" truncation): its context starts at one place.
                 context_start = encoding.type_ids.index(1)
-                chunks += [Chunk(member, chunk.ids, context_start, chunk, self.cls_id)
+                chunks += [Chunk(member, chunk.ids, context_start, chunk)
                            for chunk in (encoding, *encoding.overflowing)]
         return chunks
 

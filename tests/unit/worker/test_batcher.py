@@ -180,6 +180,22 @@ def test_the_next_batch_is_claimed_while_the_engine_runs_the_current_one(
     assert [name.startswith("writer") for name, _ in engine.finished] == [True, True]
 
 
+class _TimedOnTheDevice(StubEngine):
+    """Reports the device's own time for each batch, as a device process does (`device_ms`): 3 s."""
+
+    def infer(self, jobs: list[JobPayload], prepared: object) -> list[JobPayload]:
+        self.phases.add("device", 3.0)
+        return super().infer(jobs, prepared)
+
+
+def test_the_next_claim_is_timed_by_the_device_s_own_time_not_the_wait_for_a_batch_started_ahead(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    submit(ONE)
+    batcher, _ = make_batcher(sessions, clock, _TimedOnTheDevice("fill-mask"))
+    batcher.drain("fill-mask")
+    assert batcher._engine_cost["fill-mask"].seconds(1) == pytest.approx(3.0)  # the wait itself took milliseconds
+
+
 def test_a_drain_gives_its_turn_back_after_its_slice_and_asks_for_another(
         submit: Submit, sessions: sessionmaker[Session], clock: ManualClock,
         monkeypatch: pytest.MonkeyPatch) -> None:
