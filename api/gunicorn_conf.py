@@ -1,6 +1,7 @@
 """gunicorn settings `distilq api` loads (`--config python:api.gunicorn_conf`); also right for starting
 `gunicorn api.wsgi:app` directly with this config: JSON log lines, the contract's error shape for the errors
-gunicorn answers itself (414, 431, malformed requests), and the production checks before any process forks."""
+gunicorn answers itself (414, 431, malformed requests), the access line as fields (`api/access_log.py`), and the
+production checks before any process forks."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Any
 from gunicorn import util
 from prometheus_client import multiprocess
 
+from api.access_log import AccessLogger
 from api.errors import error_body
 from core.logs import logging_config
 from core.settings import get_settings
 
 logconfig_dict = logging_config()
+logger_class = AccessLogger
 
 
 def _write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:

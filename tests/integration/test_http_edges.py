@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import redis
@@ -70,6 +71,28 @@ def test_every_line_the_api_logs_is_json(stack: Stack) -> None:
     for line in lines:
         record = json.loads(line)
         assert {"time", "level", "logger", "message"} <= set(record), line
+
+
+def test_an_access_line_has_the_request_s_parts_as_fields_and_never_the_key(stack: Stack) -> None:
+    key = stack.new_key()
+    http = stack.client(key)
+    answer = http.get(f"{stack.url}/v1/jobs?limit=1", headers={"User-Agent": "access-line-test/1"})
+    assert answer.status_code == 200
+    missing = http.get(f"{stack.url}/v1/jobs/no-such-job", headers={"User-Agent": "access-line-test/1"})
+    assert missing.status_code == 404
+
+    def both_access_lines() -> list[dict[str, Any]] | None:
+        records = [json.loads(line) for line in stack.log("api").splitlines() if line.strip()]
+        lines = [r for r in records if r["logger"] == "gunicorn.access" and r.get("user_agent") == "access-line-test/1"]
+        return lines if len(lines) == 2 else None
+
+    listed, refused = wait_for(both_access_lines, 10, "both access lines")
+    assert {key: listed[key] for key in ("method", "path", "status", "remote_addr")} == {
+        "method": "GET", "path": "/v1/jobs?limit=1", "status": 200, "remote_addr": "127.0.0.1"}
+    assert listed["bytes"] == len(answer.content) and listed["duration_ms"] >= 0
+    assert listed["message"] == f"GET /v1/jobs?limit=1 200 {listed['duration_ms']:.1f} ms"
+    assert (refused["path"], refused["status"]) == ("/v1/jobs/no-such-job", 404)
+    assert key not in stack.log("api")
 
 
 def test_one_key_cannot_hold_more_than_its_share_of_waiting_requests(stack: Stack) -> None:
