@@ -42,8 +42,10 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def slow_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny tokenizer on a wider encoder: a batch of long inputs takes about a second on a 2-core CPU.
-    Weights scaled about 1/sqrt(dim), like a trained model's, so activations stay in a realistic range."""
+    """The tiny tokenizer on a wider encoder, so that the chaos tests can catch a batch while it runs: 8 texts of
+    120–160 words (~1,000 tokens) take ~0.1 s on a recent 2-core Xeon, several times that on slower machines; a test
+    that needs a batch still running after some step must give it more work than that. Weights scaled about
+    1/sqrt(dim), like a trained model's, so activations stay in a realistic range."""
     from tests.tiny_model import build
 
     return build(tmp_path_factory.mktemp("slow-distilbert"), dim=384, n_layers=4, hidden_dim=1536, weight_std=0.05)
