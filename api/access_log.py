@@ -1,7 +1,7 @@
 """The API's access log: one line per request, its parts as fields of the JSON line (`method`, `path`, `status`,
 `duration_ms`, `bytes`, `remote_addr`, `user_agent`) rather than an Apache-format string in `message`, so that a log
 query filters on them. gunicorn's own logger builds a dict of every request header, response header and environ
-entry for each line whatever its format uses: ~5 % of an API process's interpreter time per one-input job in a
+entry for each line whatever its format uses: ~7 % of an API process's interpreter time per one-input job in a
 profile (BENCHMARKS.md, session 20). Keys are never logged: the Authorization header is not read."""
 
 from __future__ import annotations
