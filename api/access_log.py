@@ -20,11 +20,11 @@ class AccessLogger(glogging.Logger):
         if not self.access_log_enabled:
             return
         try:
-            status = resp.status
-            code = int(status.split(None, 1)[0] if isinstance(status, str) else status)
-            method, path = environ["REQUEST_METHOD"], environ["RAW_URI"]
+            # "202 ACCEPTED" (or 202); None when the response was cut off before its status was set.
+            code = int(str(resp.status).split(None, 1)[0]) if resp.status else None
+            method, path = environ.get("REQUEST_METHOD"), environ.get("RAW_URI")
             duration_ms = round(request_time.total_seconds() * 1000, 1)
-            self.access_log.info("%s %s %d %.1f ms", method, path, code, duration_ms, extra={
+            self.access_log.info("%s %s %s %.1f ms", method, path, code, duration_ms, extra={
                 "method": method, "path": path, "status": code, "duration_ms": duration_ms,
                 "bytes": getattr(resp, "sent", None), "remote_addr": environ.get("REMOTE_ADDR"),
                 "user_agent": environ.get("HTTP_USER_AGENT"),
