@@ -34,9 +34,10 @@ def logged() -> Any:
     def access(status: Any, sent: int | None = 12) -> logging.LogRecord:
         environ = {"REQUEST_METHOD": "POST", "RAW_URI": "/v1/fill-mask?x=1", "REMOTE_ADDR": "10.0.0.7",
                    "HTTP_USER_AGENT": "curl/8", "HTTP_AUTHORIZATION": "Bearer dq_secret"}
+        before = len(records.records)
         logger.access(SimpleNamespace(status=status, sent=sent, headers=[]), None, environ,
                       timedelta(milliseconds=12.345))
-        [record] = records.records[-1:]
+        [record] = records.records[before:]  # one line a request
         return record
 
     yield access
