@@ -11,7 +11,6 @@ no first read.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.announcements import Announcements, Watch
 from contract.job_json import job_to_public
+from core.json_text import json_text
 from models.tables import TERMINAL_STATUSES, Job
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def wait_for_job(
                 with sessions() as session:
                     job = session.get(Job, job_id)
                     if job is not None and job.status in TERMINAL_STATUSES:
-                        return json.dumps(job_to_public(job), separators=(",", ":"), ensure_ascii=False)
+                        return json_text(job_to_public(job))
             read_now = True
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -4,13 +4,13 @@ inference queue carries, wake-ups rather than jobs, is `core/wakeups.py`'s."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from celery import Celery
 from kombu import Queue
 
+from core.json_text import json_text
 from core.tasks import TASKS
 
 #: Webhook delivery; its only argument is the event id (a row of webhook_events).
@@ -79,7 +79,7 @@ def announcement(job_id: str, status: str, public: dict[str, Any] | None = None)
     with `{`) when given and at most ANNOUNCED_JOB_MAX_BYTES, else its status. Neither holds a newline (compact JSON
     escapes every one in its strings), so announcements are joined by newlines (`announcements`)."""
     if public is not None:
-        body = json.dumps(public, separators=(",", ":"), ensure_ascii=False)
+        body = json_text(public)
         if len(body) <= ANNOUNCED_JOB_MAX_BYTES:
             return f"{job_id}\n{body}"
     return f"{job_id}\n{status}"

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import orjson
 from sqlalchemy import Connection, CursorResult, DateTime, Engine, Result, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from core.json_text import json_text, json_value
 
 #: Pause between an eager writer's tries for SQLite's write lock.
 EAGER_RETRY_S = 0.001
@@ -99,28 +99,10 @@ def _configure_sqlite(engine: Engine, eager_writer: bool) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def json_text(value: Any) -> str:
-    """A JSON column's value as the text stored. orjson writes a job's JSON (its inputs; a line's top-5 output) in a
-    tenth of the time Python's json takes — which was ~40 % of a batch line's insert and of its write-back. An
-    integer beyond 64 bits, which orjson refuses, is written by Python's json."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(value)
-
-
-def json_value(text: str | bytes) -> Any:
-    """A JSON column's stored text parsed; Python's json reads what orjson refuses (`NaN`, which an earlier
-    version's json.dumps could write)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
 def make_engine(url: str, eager_writer: bool = False) -> Engine:
     """`eager_writer`: on SQLite, this process's transactions retry for the write lock every millisecond rather
     than back off (the worker's; see `_begin_eagerly`). No effect on PostgreSQL."""
+    # A JSON column's value is stored as `json_text` writes it and read by `json_value`.
     codec: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": json_value}
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **codec)

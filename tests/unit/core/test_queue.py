@@ -21,6 +21,12 @@ def test_a_small_job_is_announced_whole_and_a_large_one_by_its_status() -> None:
     assert read_announcements(announcement("k", "canceled").encode()) == [("k", None)]
 
 
+def test_a_job_whose_metadata_orjson_refuses_is_announced_whole_all_the_same() -> None:
+    job = {"id": "j", "status": "succeeded", "metadata": {"big": 2**70, "name": "é\nx"}}
+    [(_, public)] = read_announcements(announcement("j", "succeeded", job).encode())
+    assert public is not None and json.loads(public) == job
+
+
 def test_many_jobs_ride_one_message_and_each_is_read_back() -> None:
     jobs = [(f"job-{i}", {"id": f"job-{i}", "output": [[f"line\n{i}"]]} if i % 2 else None) for i in range(5)]
     [message] = announcements(announcement(job_id, "failed", public) for job_id, public in jobs)

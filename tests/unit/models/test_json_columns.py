@@ -9,7 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import JSON, Column, Integer, MetaData, Table, insert, select
 
-from models.db import json_text, json_value, make_engine
+from core.json_text import json_text, json_value
+from models.db import make_engine
 
 
 def _table() -> Table:
