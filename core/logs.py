@@ -19,7 +19,9 @@ def logging_config() -> dict[str, Any]:
     if os.environ.get("DISTILQ_LOG_FORMAT", "json") == "text":
         formatter: dict[str, Any] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
     else:
-        formatter = {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "rename_fields": RENAMED}
+        # python-json-logger's orjson formatter: a line in ~60 % of its json one's time (the API writes one a
+        # request, the worker one a job).
+        formatter = {"()": "pythonjsonlogger.orjson.OrjsonFormatter", "fmt": JSON_FIELDS, "rename_fields": RENAMED}
     handler = {"class": "logging.StreamHandler", "formatter": "distilq", "stream": "ext://sys.stderr"}
     gunicorn = {"level": "INFO", "handlers": ["distilq"], "propagate": False}
     return {
