@@ -58,6 +58,17 @@ class Result:
     def flops_per_s(self) -> float | None:
         return self.flops / self.wall_s if self.flops is not None else None
 
+    def bracketed(self, after: Result, between: str) -> Result:
+        """This mode's result with its run again after `between`: the two runs' rate together (their mean wall), and
+        each run's rate in a note. A shared machine's speed moves by half and more over minutes (BENCHMARKS.md,
+        session 21); a ratio against one run made before minutes of end-to-end modes reads the machine's phase."""
+        merged = Result(self.mode, self.label, self.sequences, self.real_tokens, self.padded_tokens,
+                        (self.wall_s + after.wall_s) / 2, self.latencies_s + after.latencies_s, dict(self.phases_s),
+                        list(self.notes), self.flops)
+        merged.notes.append(f"run before and after {between}: {self.sequences_per_s:.2f} and "
+                            f"{after.sequences_per_s:.2f} seq/s; the table's rate is the two together")
+        return merged
+
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies_s, q) * 1000)
 

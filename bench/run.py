@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                                     args.api_workers, args.workers)
             d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
             results.append(d)
+        if "a" in args.modes and ("d" in args.modes or "e" in args.modes):
+            at = [r.mode for r in results].index("a")
+            results[at] = results[at].bracketed(fill_mask_pipeline(models["fill-mask"], texts, None, runtime),
+                                                "the end-to-end modes")
         print(_table("fill-mask", results, peak), flush=True)
         report["fill-mask"] = [r.as_dict() for r in results]
     if "question-answering" in tasks:
