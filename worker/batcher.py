@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -412,12 +412,15 @@ class Batcher:
             **{f"{k}_ms": round(v * 1000, 1) for k, v in current.phase_seconds.items()},
         })
         by_id = {claim.job_id: claim for claim in claims}
+        # Each metric's child looked up once a pass, not once a job: a pass of 500 lines made 1,500 lookups.
+        queue_wait, latency = QUEUE_WAIT_SECONDS.labels(task), JOB_LATENCY_SECONDS.labels(task)
+        for status, count in Counter(done.status for done in written).items():
+            JOBS_FINISHED.labels(task, status).inc(count)
         for done in written:
             job_id, status, claim = done.job_id, done.status, by_id[done.job_id]
             queue_ms = claim.queue_ms
-            JOBS_FINISHED.labels(task, status).inc()
-            QUEUE_WAIT_SECONDS.labels(task).observe(queue_ms / 1000)
-            JOB_LATENCY_SECONDS.labels(task).observe((finished_at - claim.created_at).total_seconds())
+            queue_wait.observe(queue_ms / 1000)
+            latency.observe((finished_at - claim.created_at).total_seconds())
             if claim.from_file:
                 continue
             log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "pass_id": pass_id,
