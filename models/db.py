@@ -56,7 +56,7 @@ def _begin_eagerly(connection: Any) -> None:
     ever longer (up to 100 ms a try), so a writer that waits behind a burst of short transactions keeps missing
     the moments the lock is free; the worker's claims and write-backs, which everyone's jobs wait on, should not.
     The tries go to the sqlite3 connection itself: through SQLAlchemy each statement costs ~15 µs more, and a
-    refused try ~100 µs of its error's wrapping — the worker's thread spent 5 % of its interpreter's time there
+    refused try ~100 µs of its error's wrapping — the worker spent 6 % of its interpreter's time there
     while a batch file's check held the lock (BENCHMARKS.md, session 21). The last try, the deadline passed, is
     SQLAlchemy's: it raises SQLAlchemy's error, as every other statement would."""
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
