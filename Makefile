@@ -25,7 +25,7 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy $(PACKAGES) client/distilq_client
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
