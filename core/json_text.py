@@ -1,5 +1,6 @@
-"""JSON text as distilq writes it where it is written per job — its database columns, a held job's announcement:
-compact, by orjson (a tenth of the time Python's json takes), and by Python's json for what orjson refuses."""
+"""JSON text as distilq writes it where it is written per job — its database columns, a held job's announcement,
+a webhook event's body, an evaluation's scored line: compact, by orjson (a tenth of the time Python's json takes),
+and by Python's json for what orjson refuses."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ loses no example and scores none twice.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -22,6 +21,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import unix_seconds
+from core.json_text import json_text
 from evaluations import Totals, score
 from models.db import each_statement_commits, rowcount, transaction
 from models.tables import (
@@ -178,7 +178,7 @@ def _scored_lines(session: Session, evaluation_id: str, task: str, totals: Total
         for job in jobs:
             scored = score(task, job.batch_line or 0, job.input, job.meta, job.output, job.error)
             totals.add(scored)
-            out.append(json.dumps(scored, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n")
+            out.append(json_text(scored).encode("utf-8") + b"\n")
             session.expunge(job)  # written out: the session need not hold a whole evaluation
         yield b"".join(out)
         line = jobs[-1].batch_line or 0

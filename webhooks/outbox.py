@@ -3,7 +3,6 @@ outbox: the event exists exactly when the status change does)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from contract.job_json import job_to_public
 from core.clock import isoformat
+from core.json_text import json_text
 from models.tables import (
     EVENT_BATCH_COMPLETED,
     EVENT_EVALUATION_COMPLETED,
@@ -33,8 +33,7 @@ def record_event(session: Session, job_id: str, event_type: str, now: datetime) 
     if job.webhook is None or event_type not in wanted:
         return None
     event_id = f"msg_{uuid.uuid4().hex}"
-    payload = json.dumps({"type": event_type, "timestamp": isoformat(now), "data": job_to_public(job)},
-                         separators=(",", ":"), ensure_ascii=False)
+    payload = json_text({"type": event_type, "timestamp": isoformat(now), "data": job_to_public(job)})
     session.add(WebhookEvent(id=event_id, job_id=job.id, api_key_id=job.api_key_id, type=event_type,
                              url=job.webhook, payload=payload, status=PENDING, attempts=0, next_attempt_at=now,
                              # The caller puts it on the queue once the transaction commits; should that be lost,
@@ -61,8 +60,7 @@ def _record_end(session: Session, event_type: str, owner: Batch | Evaluation, pu
     if owner.webhook is None:
         return None
     event_id = f"msg_{uuid.uuid4().hex}"
-    payload = json.dumps({"type": event_type, "timestamp": isoformat(now), "data": public},
-                         separators=(",", ":"), ensure_ascii=False)
+    payload = json_text({"type": event_type, "timestamp": isoformat(now), "data": public})
     session.add(WebhookEvent(id=event_id, api_key_id=owner.api_key_id, type=event_type, url=owner.webhook,
                              payload=payload, status=PENDING, attempts=0, next_attempt_at=now, published_at=now,
                              created_at=now, **about))
