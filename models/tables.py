@@ -50,6 +50,12 @@ class ApiKey(Base):
 
 #: Rows whose idempotency key is still held (the partial index beat's sweep searches).
 _KEY_HELD = text("idempotency_key IS NOT NULL")
+#: The lines of a batch's file, and the examples of an evaluation: the indexes that find a file's rows hold only
+#: them, so that an interactive job's insert, claim and write-back touch none of those four indexes (nor a batch's
+#: line the evaluations' two, nor an example the batches'). Every query of them names its batch or evaluation (`=`),
+#: which implies the condition: SQLite's and PostgreSQL's planners use them as before.
+OF_BATCH = text("batch_id IS NOT NULL")
+OF_EVALUATION = text("evaluation_id IS NOT NULL")
 
 
 class Job(Base):
@@ -59,10 +65,12 @@ class Job(Base):
         Index("ix_jobs_api_key_created", "api_key_id", "created_at", "id"),
         Index("ix_jobs_status_task_priority_created", "status", "task", "priority", "created_at"),
         Index("ix_jobs_api_key_status_priority", "api_key_id", "status", "priority"),
-        Index("ix_jobs_batch_status", "batch_id", "status"),
-        Index("ix_jobs_batch_line", "batch_id", "batch_line"),
-        Index("ix_jobs_evaluation_line", "evaluation_id", "batch_line"),
-        Index("ix_jobs_evaluation_status", "evaluation_id", "status"),
+        Index("ix_jobs_batch_status", "batch_id", "status", sqlite_where=OF_BATCH, postgresql_where=OF_BATCH),
+        Index("ix_jobs_batch_line", "batch_id", "batch_line", sqlite_where=OF_BATCH, postgresql_where=OF_BATCH),
+        Index("ix_jobs_evaluation_line", "evaluation_id", "batch_line", sqlite_where=OF_EVALUATION,
+              postgresql_where=OF_EVALUATION),
+        Index("ix_jobs_evaluation_status", "evaluation_id", "status", sqlite_where=OF_EVALUATION,
+              postgresql_where=OF_EVALUATION),
         # The keys still held, by expiry: beat's sweep that frees them reads only those due, never the table.
         Index("ix_jobs_idempotency_expires", "idempotency_expires_at", sqlite_where=_KEY_HELD,
               postgresql_where=_KEY_HELD),

@@ -1,0 +1,68 @@
+"""The migrations build the schema the models declare, on each backend: the same tables, columns and indexes
+(Alembic's own comparison), and the same partial indexes' conditions, which that comparison does not look at. And
+the planner finds a file's rows through the partial indexes that hold only those rows (`models.tables.OF_BATCH`,
+`OF_EVALUATION`): a query that names its batch or evaluation implies the condition."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, Table, create_engine, inspect
+
+from models.db import Base
+from models.tables import Job
+
+_JOBS = cast(Table, Job.__table__)
+
+
+@pytest.fixture(scope="module")
+def engine(backend: tuple[str, str]) -> Iterator[Engine]:
+    engine = create_engine(backend[0])  # migrated by `backend`
+    yield engine
+    engine.dispose()
+
+
+def _condition(text: object) -> str:
+    """A partial index's condition without the brackets and spacing that each backend writes it back with ("" for
+    an index of every row)."""
+    return "" if text is None else re.sub(r"[()\s]", "", str(text)).lower()
+
+
+def test_the_migrations_build_the_models_schema(engine: Engine) -> None:
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_partial_indexes_hold_the_models_conditions(engine: Engine) -> None:
+    option = f"{engine.dialect.name}_where"
+    reflected = {index["name"]: index.get("dialect_options", {}).get(option)
+                 for index in inspect(engine).get_indexes("jobs")}
+    declared = {index.name: index.dialect_options[engine.dialect.name]["where"] for index in _JOBS.indexes}
+    partial = {name for name, condition in declared.items() if condition is not None}
+    assert {"ix_jobs_batch_status", "ix_jobs_batch_line", "ix_jobs_evaluation_line",
+            "ix_jobs_evaluation_status"} <= partial
+    for name, condition in declared.items():
+        assert _condition(reflected.get(name)) == _condition(condition), name
+
+
+@pytest.mark.parametrize(("query", "index"), [
+    ("SELECT status, count(*) FROM jobs WHERE batch_id = 'b' GROUP BY status", "ix_jobs_batch_status"),
+    ("SELECT batch_line FROM jobs WHERE batch_id = 'b' AND batch_line > 5 ORDER BY batch_line LIMIT 100",
+     "ix_jobs_batch_line"),
+    ("SELECT status, count(*) FROM jobs WHERE evaluation_id = 'e' GROUP BY status", "ix_jobs_evaluation_status"),
+    ("SELECT id FROM jobs WHERE evaluation_id = 'e' AND batch_line > 5 ORDER BY batch_line LIMIT 100",
+     "ix_jobs_evaluation_line"),
+])
+def test_a_files_rows_are_found_through_its_partial_index(engine: Engine, query: str, index: str) -> None:
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect() as connection:
+        if postgres:  # an empty table: the planner would rather read it whole than any index
+            connection.exec_driver_sql("SET enable_seqscan = off")
+        plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(
+            ("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + query))
+    assert index in plan, plan
