@@ -3,7 +3,7 @@ written back (`finish`), one at a time — on two fresh SQLite databases migrate
 running on both in one process, rounds alternating between them: what a migration (an index, a column) changes on
 the hot path, with the machine's phases falling on both alike. CPU µs a job, least and median of the rounds.
 
-    python -m bench.schema_ab [--base 0011] [--head head] [--rounds 20] [--jobs 200]
+    python -m bench.schema_ab --base REVISION [--head head] [--rounds 20] [--jobs 200]
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import argparse
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.requests import FillMaskRequest
+from core.clock import utcnow
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory, transaction
 from models.tables import ApiKey
@@ -29,10 +29,6 @@ from store.keys import create_key
 STEPS = ("submit", "claim", "write back")
 BODY = FillMaskRequest.model_validate({"inputs": {"input_string": ["The capital of France is [MASK]."]}})
 OUTPUT = [[{"score": 0.5, "token": 1012, "token_str": "Paris", "sequence": "The capital of France is Paris."}]]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _database(home: Path, revision: str) -> tuple[sessionmaker[Session], str]:
@@ -54,11 +50,11 @@ def _round(sessions: sessionmaker[Session], key: str, count: int) -> dict[str, f
         started = time.process_time()
         with sessions() as session:
             jobs.submit(session, task="fill-mask", model="bench", api_key_id=key, body=BODY, raw_body=raw,
-                        idempotency_key=None, idempotency_ttl_s=60, max_in_flight=10**6, now=_now())
+                        idempotency_key=None, idempotency_ttl_s=60, max_in_flight=10**6, now=utcnow())
         submitted = time.process_time()
-        claimed = jobs.claim_more(sessions, "fill-mask", 32, _now, 60, "bench")
+        claimed = jobs.claim_more(sessions, "fill-mask", 32, utcnow, 60, "bench")
         taken = time.process_time()
-        finished, _ = jobs.finish(sessions, [Outcome(claim, output=OUTPUT) for claim in claimed.claims], _now(),
+        finished, _ = jobs.finish(sessions, [Outcome(claim, output=OUTPUT) for claim in claimed.claims], utcnow(),
                                   len(claimed.claims), 1.0)
         written = time.process_time()
         if len(finished) != 1:
@@ -70,7 +66,7 @@ def _round(sessions: sessionmaker[Session], key: str, count: int) -> dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="0011", help="the revision to compare with")
+    parser.add_argument("--base", required=True, help="the revision to compare with (e.g. 0011)")
     parser.add_argument("--head", default="head")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=200, help="jobs a round")

@@ -1,21 +1,26 @@
 """The migrations build the schema the models declare, on each backend: the same tables, columns and indexes
 (Alembic's own comparison), and the same partial indexes' conditions, which that comparison does not look at. And
 the planner finds a file's rows through the partial indexes that hold only those rows (`models.tables.OF_BATCH`,
-`OF_EVALUATION`): a query that names its batch or evaluation implies the condition."""
+`OF_EVALUATION`): a query that names its batch or evaluation implies the condition. Their migration goes down
+and up again."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, Table, create_engine, inspect
 
+from migrations import alembic_config, run_migrations
 from models.db import Base
 from models.tables import Job
+from tests.integration.backends import BACKENDS, create_postgres_database, drop_postgres_database
 
 _JOBS = cast(Table, Job.__table__)
 
@@ -66,3 +71,30 @@ def test_a_files_rows_are_found_through_its_partial_index(engine: Engine, query:
         plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(
             ("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + query))
     assert index in plan, plan
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_the_partial_indexes_migration_goes_down_and_up_again(kind: str, tmp_path: Path) -> None:
+    """0012 on a database of its own: down to 0011 the file indexes hold every row again, up to head they are
+    partial again."""
+    admin, url = create_postgres_database() if kind == "postgres" else ("", f"sqlite:///{tmp_path / 'down.db'}")
+    engine = create_engine(url)
+    try:
+        def file_indexes() -> dict[str, str]:
+            option = f"{engine.dialect.name}_where"
+            found = {str(index["name"]): index.get("dialect_options", {}).get(option)
+                     for index in inspect(engine).get_indexes("jobs")}
+            return {name: _condition(condition) for name, condition in found.items()
+                    if "batch" in name or "evaluation" in name}
+
+        run_migrations(url)
+        partial = file_indexes()
+        assert len(partial) == 4 and all(partial.values()), partial
+        command.downgrade(alembic_config(url), "0011")
+        assert file_indexes() == dict.fromkeys(partial, "")
+        run_migrations(url)
+        assert file_indexes() == partial
+    finally:
+        engine.dispose()
+        if admin:
+            drop_postgres_database(admin, url)
