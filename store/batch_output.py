@@ -19,13 +19,15 @@ name them (`store.batches.batch_to_public`).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import RowMapping, Text, cast, select, update
+from sqlalchemy import Text, bindparam, cast, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
@@ -132,33 +134,47 @@ _PLAIN_COLUMNS = ("id", "task", "model", "status", "created_at", "started_at", "
                   "inference_ms", "batch_size", "attempts", "webhook", "custom_id", "batch_line")
 
 
-def _as_text(column: Any) -> Any:
+def _as_text(column: Any, name: str) -> Any:
     """A JSON column as the text the database holds (PostgreSQL: jsonb's text), which the output line embeds as
     it is: the output file costs no parse and no re-serialisation of the jobs' outputs."""
-    return cast(column, Text).label(column.key)
+    return cast(column, Text).label(name)
+
+
+@functools.cache
+def _lines_statement(statuses: tuple[str, ...]) -> Any:
+    """The next CHUNK result lines' columns of :batch_id's lines after :after up to :until with one of `statuses`,
+    by attribute name, in the input's order; built once, run on the session's connection (Core: no ORM loading of
+    each row, a fifth of the file's CPU)."""
+    table = sa_inspect(Job).columns  # the table's columns by attribute name (`meta` is the `metadata` column)
+    columns = ([table[name].label(name) for name in _PLAIN_COLUMNS]
+               + [_as_text(table[name], name) for name in _JSON_COLUMNS])
+    line = table["batch_line"]
+    return (select(*columns)
+            .where(table["batch_id"] == bindparam("batch_id"), line > bindparam("after"), line <= bindparam("until"),
+                   table["status"].in_(statuses))
+            .order_by(line).limit(CHUNK))
 
 
 def _result_lines(session: Session, batch_id: str, statuses: tuple[str, ...], after: int,
                   until: int) -> Iterator[bytes]:
     """The output (or error) file's lines of the input's lines after `after` up to `until`, CHUNK jobs per read, in
     the input file's order."""
-    columns = [getattr(Job, name) for name in _PLAIN_COLUMNS] + [_as_text(getattr(Job, name))
-                                                                  for name in _JSON_COLUMNS]
-    line = after
+    statement, connection, line = _lines_statement(statuses), session.connection(), after
     while True:
-        rows = session.execute(select(*columns).where(Job.batch_id == batch_id, Job.batch_line > line,
-                                                      Job.batch_line <= until, Job.status.in_(statuses))
-                               .order_by(Job.batch_line).limit(CHUNK)).mappings().all()
+        result = connection.execute(statement, {"batch_id": batch_id, "after": line, "until": until})
+        # Tuples made dicts by names read once: a RowMapping builds its keys' view again for each row's `dict()`.
+        names = list(result.keys())
+        rows = [dict(zip(names, values, strict=True)) for values in result]
         if not rows:
             return
         yield b"".join(_result_line(row) for row in rows)
         line = rows[-1]["batch_line"]
 
 
-def _result_line(row: RowMapping) -> bytes:
+def _result_line(row: dict[str, Any]) -> bytes:
     request_id = f"batch_req_{row['id']}"
     if row["status"] == SUCCEEDED:
-        fields: dict[str, Any] = dict(row)
+        fields = dict(row)
         # The stored JSON goes in as it is (`orjson.Fragment`); SQL NULL stays null.
         fields.update({name: None if row[name] is None else orjson.Fragment(row[name]) for name in _JSON_COLUMNS})
         body: dict[str, Any] = {"id": request_id, "custom_id": row["custom_id"],

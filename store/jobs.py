@@ -426,8 +426,11 @@ def _claim(session: Session, job_ids: list[str], line_ids: list[str], clock: Clo
             continue
         result = connection.execute(_claim_statement(lines), {"ids": ids, "now": now, "worker": worker,
                                                               "lease_until": now + timedelta(seconds=lease_s)})
-        for mapping in result.mappings():
-            row = {_ATTRIBUTES[name]: value for name, value in mapping.items()}
+        # The names once, the rows as tuples: a RowMapping builds its keys' view again at each `items()` — a
+        # quarter of a 500-line claim's CPU went there.
+        names = [_ATTRIBUTES[name] for name in result.keys()]
+        for values in result:
+            row = dict(zip(names, values, strict=True))
             claims.append(Claim(row, max(now, row["created_at"])))
     # `job.started` once per job: a retry after a lost worker is not a new start.
     events = [record_event(session, c.job_id, EVENT_STARTED, now) for c in claims if c.webhook and c.attempt == 1]
