@@ -31,7 +31,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
-from models.db import each_statement_commits, rowcount, transaction
+from models.db import each_statement_commits, row_dicts, rowcount, transaction
 from models.tables import (
     CANCELED,
     CANCELLING,
@@ -161,10 +161,7 @@ def _result_lines(session: Session, batch_id: str, statuses: tuple[str, ...], af
     the input file's order."""
     statement, connection, line = _lines_statement(statuses), session.connection(), after
     while True:
-        result = connection.execute(statement, {"batch_id": batch_id, "after": line, "until": until})
-        # Tuples made dicts by names read once: a RowMapping builds its keys' view again for each row's `dict()`.
-        names = list(result.keys())
-        rows = [dict(zip(names, values, strict=True)) for values in result]
+        rows = list(row_dicts(connection.execute(statement, {"batch_id": batch_id, "after": line, "until": until})))
         if not rows:
             return
         yield b"".join(_result_line(row) for row in rows)
@@ -174,11 +171,10 @@ def _result_lines(session: Session, batch_id: str, statuses: tuple[str, ...], af
 def _result_line(row: dict[str, Any]) -> bytes:
     request_id = f"batch_req_{row['id']}"
     if row["status"] == SUCCEEDED:
-        fields = dict(row)
-        # The stored JSON goes in as it is (`orjson.Fragment`); SQL NULL stays null.
-        fields.update({name: None if row[name] is None else orjson.Fragment(row[name]) for name in _JSON_COLUMNS})
+        # The stored JSON goes in as it is (`orjson.Fragment`); SQL NULL stays null. (The row is this read's own.)
+        row.update({name: None if row[name] is None else orjson.Fragment(row[name]) for name in _JSON_COLUMNS})
         body: dict[str, Any] = {"id": request_id, "custom_id": row["custom_id"],
-                                "response": {"status_code": 200, "body": job_to_public(fields)},
+                                "response": {"status_code": 200, "body": job_to_public(row)},
                                 "error": None}
     else:
         error = (json.loads(row["error"]) if row["error"] is not None else None) or {
