@@ -30,6 +30,7 @@ from core.settings import Settings
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
 from models.tables import CANCELED, STATUSES, TERMINAL_STATUSES, Job
 from store import job_reads, jobs
+from store.jobs import JobAttributes
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ MAX_IDEMPOTENCY_KEY_LEN = 255
 Check = Callable[[Any, ServedModel, Settings], Checked]
 
 
-def _job_response(job: Job | str, status: int, extra_headers: dict[str, str] | None = None) -> Response:
-    """The job (a row, or its JSON text as announced) as the response body."""
+def _job_response(job: Job | JobAttributes | str, status: int, extra_headers: dict[str, str] | None = None) -> Response:
+    """The job (a row, its attributes, or its JSON text as announced) as the response body."""
     if isinstance(job, str):
         response = Response(job, status=status, mimetype="application/json")
     else:
@@ -68,14 +69,15 @@ def _idempotency_key(key: str | None) -> str | None:
 
 
 def _submit(task: str, body: FillMaskRequest | QuestionAnsweringRequest, raw: dict[str, Any],
-            idempotency_key: str | None, job_id: str, token_ids: bytes | None, held_by: str | None) -> tuple[Job, bool]:
+            idempotency_key: str | None, job_id: str, token_ids: bytes | None,
+            held_by: str | None) -> tuple[JobAttributes, bool]:
     """Stores the job (or finds the one this Idempotency-Key made) and wakes a worker for a new one. `held_by`: this
     process's announcement token when it holds the request (`Job.held_by`)."""
     state = app_state()
     try:
         job, created = jobs.submit(
-            db(), task=task, model=state.settings.model_id(task), api_key_id=current_key().id, body=body, raw_body=raw,
-            idempotency_key=idempotency_key, idempotency_ttl_s=state.settings.idempotency_ttl_s,
+            state.engine, task=task, model=state.settings.model_id(task), api_key_id=current_key().id, body=body,
+            raw_body=raw, idempotency_key=idempotency_key, idempotency_ttl_s=state.settings.idempotency_ttl_s,
             max_in_flight=state.settings.max_jobs_in_flight, now=utcnow(), job_id=job_id, token_ids=token_ids,
             held_by=held_by,
         )
@@ -91,7 +93,7 @@ def _submit(task: str, body: FillMaskRequest | QuestionAnsweringRequest, raw: di
         try:
             wakeups.request(state.celery, state.redis, task)
         except Exception as error:  # the row is committed: `beat` wakes a worker for it later
-            log.warning("waking a worker for job %s failed (%s); beat will", job.id, error.__class__.__name__)
+            log.warning("waking a worker for job %s failed (%s); beat will", job["id"], error.__class__.__name__)
     return job, created
 
 
@@ -115,17 +117,17 @@ def _create(task: str, schema: type[FillMaskRequest] | type[QuestionAnsweringReq
         heard = state.announcements.subscribed.is_set()  # else announcements made now may be missed
         job, created = _submit(task, body, raw, idempotency_key, job_id, checked.token_ids,
                                state.announcements.token if may_wait else None)
-        headers = {"Location": f"/v1/jobs/{job.id}"}
+        headers = {"Location": f"/v1/jobs/{job['id']}"}
         if wait_s is not None and may_wait:  # else the key holds its most waits already: the job as it is, at once
             headers["Preference-Applied"] = f"wait={wait_s}"
-            if job.status not in TERMINAL_STATUSES:
+            if job["status"] not in TERMINAL_STATUSES:
                 # An idempotent replay answers with an older job, which this watch is not of.
-                finished = wait_for_job(state.read_sessions, state.announcements, job.id, wait_s,
+                finished = wait_for_job(state.read_sessions, state.announcements, job["id"], wait_s,
                                         watch if created else None, read_first=not (created and heard),
-                                        announced_here=job.held_by == state.announcements.token)
+                                        announced_here=job["held_by"] == state.announcements.token)
                 if finished is not None:
                     return _job_response(finished, 200, headers)
-    return _job_response(job, 200 if job.status in TERMINAL_STATUSES else 202, headers)
+    return _job_response(job, 200 if job["status"] in TERMINAL_STATUSES else 202, headers)
 
 
 @bp.post("/fill-mask")

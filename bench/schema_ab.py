@@ -48,9 +48,8 @@ def _round(sessions: sessionmaker[Session], key: str, count: int) -> dict[str, f
     raw = BODY.model_dump()
     for _ in range(count):
         started = time.process_time()
-        with sessions() as session:
-            jobs.submit(session, task="fill-mask", model="bench", api_key_id=key, body=BODY, raw_body=raw,
-                        idempotency_key=None, idempotency_ttl_s=60, max_in_flight=10**6, now=utcnow())
+        jobs.submit(sessions.kw["bind"], task="fill-mask", model="bench", api_key_id=key, body=BODY, raw_body=raw,
+                    idempotency_key=None, idempotency_ttl_s=60, max_in_flight=10**6, now=utcnow())
         submitted = time.process_time()
         claimed = jobs.claim_more(sessions, "fill-mask", 32, utcnow, 60, "bench")
         taken = time.process_time()

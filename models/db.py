@@ -127,15 +127,19 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
-def each_statement_commits(session: Session) -> None:
-    """On SQLite, makes the session's next transaction one in which each statement commits by itself (nothing on
-    PostgreSQL, nor in a session already in a transaction). For a caller whose writes are each one statement: a
-    transaction of BEGIN IMMEDIATE, the statement and COMMIT holds the database's one write lock across each
-    return to the interpreter between them — in a process of many threads, each a wait for the GIL of up to its
-    switch interval, and every other writer (the worker's claims and write-backs) waits that long too; a statement
-    that commits by itself takes and frees the lock inside one call into SQLite."""
-    if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
-        session.connection(execution_options={EACH_STATEMENT_COMMITS: True})
+def each_statement_commits(on: Session | Connection) -> None:
+    """On SQLite, makes the session's next transaction, or every transaction of the connection, one in which each
+    statement commits by itself (nothing on PostgreSQL, nor in a session or connection already in a transaction).
+    For a caller whose writes are each one statement: a transaction of BEGIN IMMEDIATE, the statement and COMMIT
+    holds the database's one write lock across each return to the interpreter between them — in a process of many
+    threads, each a wait for the GIL of up to its switch interval, and every other writer (the worker's claims and
+    write-backs) waits that long too; a statement that commits by itself takes and frees the lock inside one call
+    into SQLite."""
+    if isinstance(on, Connection):
+        if on.dialect.name == "sqlite" and not on.in_transaction():
+            on.execution_options(**{EACH_STATEMENT_COMMITS: True})
+    elif on.get_bind().dialect.name == "sqlite" and not on.in_transaction():
+        on.connection(execution_options={EACH_STATEMENT_COMMITS: True})
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -24,7 +24,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, bindparam, case, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,26 +84,32 @@ def request_hash(task: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _by_idempotency_key(session: Session, api_key_id: str, idempotency_key: str, digest: str,
-                        now: datetime) -> Job | None:
+def _by_idempotency_key(connection: Connection, api_key_id: str, idempotency_key: str, digest: str,
+                        now: datetime) -> JobAttributes | None:
     """The live job stored under this key; raises IdempotencyKeyReused when it was made from another body."""
-    job = session.scalars(
-        select(Job).where(Job.api_key_id == api_key_id, Job.idempotency_key == idempotency_key)
-    ).one_or_none()
+    table = cast(Table, Job.__table__)
+    result = connection.execute(select(table).where(table.c.api_key_id == api_key_id,
+                                                    table.c.idempotency_key == idempotency_key))
+    job = next(row_dicts(result, _ATTRIBUTES), None)
     if job is None:
         return None
-    if job.idempotency_expires_at is not None and job.idempotency_expires_at <= now:
+    if job["idempotency_expires_at"] is not None and job["idempotency_expires_at"] <= now:
         # Expired: free the key for this new request.
-        session.execute(update(Job).where(Job.id == job.id).values(idempotency_key=None))
-        session.commit()
+        connection.execute(update(table).where(table.c.id == job["id"]).values(idempotency_key=None))
+        connection.commit()
         return None
-    if job.request_hash != digest:
+    if job["request_hash"] != digest:
         raise IdempotencyKeyReused(idempotency_key)
     return job
 
 
 #: Column name of each attribute of Job (they differ where a name is reserved: `meta` is the `metadata` column).
 _COLUMNS = {attr.key: attr.columns[0].name for attr in sa_inspect(Job).column_attrs}
+#: Attribute name of each column of Job.
+_ATTRIBUTES = {column: attribute for attribute, column in _COLUMNS.items()}
+#: A job's attributes by name (`Job`'s, every one: None where unset): what `submit` returns, and what
+#: `contract.job_json.job_to_public` reads as well as a row.
+JobAttributes = dict[str, Any]
 
 
 #: On PostgreSQL a submission checks its key's cap without locking the key while the key has more than this many
@@ -123,7 +143,7 @@ def _insert_if_room(dialect: Any, attributes: tuple[str, ...]) -> ManyRows:
 
 
 def submit(
-    session: Session,
+    engine: Engine,
     *,
     task: str,
     model: str,
@@ -137,7 +157,7 @@ def submit(
     job_id: str | None = None,
     token_ids: bytes | None = None,
     held_by: str | None = None,
-) -> tuple[Job, bool]:
+) -> tuple[JobAttributes, bool]:
     """Stores a new `queued` job (id `job_id`, or a new one) and commits; returns it and whether it is new (False:
     an idempotent replay, also when a concurrent copy of the request committed first). Raises TooManyJobsInFlight
     when the key already has `max_in_flight` jobs queued or running. Publishing it is the caller's, after this
@@ -149,64 +169,69 @@ def submit(
     than UNLOCKED_CAP_MARGIN jobs below its cap, the INSERT runs unlocked (the cap holds as long as fewer than that
     many of one key's submissions race at once); nearer, the key's row is locked first, so that they count in
     turn. Locking always made one key's submissions wait for each other's commit — its WAL flush included — and
-    held one key to ~120 jobs/s on a 2-core machine (BENCHMARKS.md). The returned job is built here, not
-    loaded: no ORM unit of work, no read back. `token_ids`: the inputs' ids from the API's check, for the worker
-    (`contract.tokens.pack_token_ids`); `held_by`: the API process holding the request (`Job.held_by`)."""
+    held one key to ~120 jobs/s on a 2-core machine (BENCHMARKS.md). It runs on a connection of its own, and
+    the returned job's attributes are those it stored, not read back: no ORM session, no ORM object (together
+    ~6 % of the API's CPU a job: BENCHMARKS.md, session 24). `token_ids`: the inputs' ids from the API's check,
+    for the worker (`contract.tokens.pack_token_ids`); `held_by`: the API process holding the request
+    (`Job.held_by`)."""
     # Only an Idempotency-Key needs the body's hash: canonical JSON and SHA-256 are ~5 % of the API's CPU a job.
     digest = request_hash(task, raw_body) if idempotency_key is not None else ""
-    # No write below needs another beside it in one transaction: on SQLite each commits by itself, holding the
-    # write lock only while it runs (after an expired idempotency key is freed and committed, the INSERT runs in a
-    # transaction of its own, as it did before).
-    each_statement_commits(session)
-    if idempotency_key is not None:
-        found = _by_idempotency_key(session, api_key_id, idempotency_key, digest, now)
-        if found is not None:
-            return found, False
-    inputs, parameters = stored_inputs(body)
-    fields: dict[str, Any] = {
-        "id": job_id or str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
-        "input": inputs, "parameters": parameters,
-        "n_inputs": body.n_inputs(), "created_at": now, "attempts": 0, "priority": INTERACTIVE_PRIORITY,
-        "webhook": body.webhook,
-        "webhook_events_filter": list(body.webhook_events_filter), "meta": body.metadata, "token_ids": token_ids,
-        "held_by": held_by,
-    }
-    if idempotency_key is not None:
-        fields.update(idempotency_key=idempotency_key, request_hash=digest,
-                      idempotency_expires_at=now + timedelta(seconds=idempotency_ttl_s))
-    dialect = session.get_bind().dialect
-    sqlite = dialect.name == "sqlite"
-    present = {name: value for name, value in fields.items() if value is not None}
-    statement = _insert_if_room(dialect, tuple(present))
-    values = {f"v_{name}": value for name, value in present.items()}
+    with engine.connect() as connection:
+        # No write below needs another beside it in one transaction: on SQLite each commits by itself, holding the
+        # write lock only while it runs.
+        each_statement_commits(connection)
+        if idempotency_key is not None:
+            found = _by_idempotency_key(connection, api_key_id, idempotency_key, digest, now)
+            if found is not None:
+                return found, False
+        inputs, parameters = stored_inputs(body)
+        fields: dict[str, Any] = {
+            "id": job_id or str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model,
+            "status": QUEUED, "input": inputs, "parameters": parameters, "n_inputs": body.n_inputs(),
+            "created_at": now, "attempts": 0, "priority": INTERACTIVE_PRIORITY, "webhook": body.webhook,
+            "webhook_events_filter": list(body.webhook_events_filter), "meta": body.metadata,
+            "token_ids": token_ids, "held_by": held_by,
+        }
+        if idempotency_key is not None:
+            fields.update(idempotency_key=idempotency_key, request_hash=digest,
+                          idempotency_expires_at=now + timedelta(seconds=idempotency_ttl_s))
+        sqlite = connection.dialect.name == "sqlite"
+        present = {name: value for name, value in fields.items() if value is not None}
+        statement = _insert_if_room(connection.dialect, tuple(present))
+        values = {f"v_{name}": value for name, value in present.items()}
 
-    def insert_if_below(cap: int) -> bool:
-        result = statement.run_one(session.connection(), {**values, "v_key": api_key_id, "v_cap": cap})
-        return rowcount(result) == 1 if sqlite else result.first() is not None
+        def insert_if_below(cap: int) -> bool:
+            result = statement.run_one(connection, {**values, "v_key": api_key_id, "v_cap": cap})
+            return rowcount(result) == 1 if sqlite else result.first() is not None
 
-    try:
-        if sqlite:  # one writer at a time: the count is exact
-            inserted = insert_if_below(max_in_flight)
-        else:
-            inserted = max_in_flight > UNLOCKED_CAP_MARGIN and insert_if_below(max_in_flight - UNLOCKED_CAP_MARGIN)
-            if not inserted:  # near the cap: the key's row locked, so that submissions count in turn
-                session.execute(select(ApiKey.id).where(ApiKey.id == api_key_id).with_for_update())
+        try:
+            if sqlite:  # one writer at a time: the count is exact
                 inserted = insert_if_below(max_in_flight)
-        if not inserted:
-            in_flight = session.scalar(select(_in_flight(api_key_id))) or 0
-            session.rollback()
-            raise TooManyJobsInFlight(in_flight)
-        session.commit()
-    except IntegrityError:
-        # Another copy of this request committed first: answer with its job.
-        session.rollback()
-        if idempotency_key is None:
-            raise
-        found = _by_idempotency_key(session, api_key_id, idempotency_key, digest, now)
-        if found is None:
-            raise
-        return found, False
-    return Job(**fields), True
+            else:
+                inserted = (max_in_flight > UNLOCKED_CAP_MARGIN
+                            and insert_if_below(max_in_flight - UNLOCKED_CAP_MARGIN))
+                if not inserted:  # near the cap: the key's row locked, so that submissions count in turn
+                    connection.execute(select(ApiKey.id).where(ApiKey.id == api_key_id).with_for_update())
+                    inserted = insert_if_below(max_in_flight)
+            if not inserted:
+                in_flight = connection.scalar(select(_in_flight(api_key_id))) or 0
+                connection.rollback()
+                raise TooManyJobsInFlight(in_flight)
+            connection.commit()
+        except IntegrityError:
+            # Another copy of this request committed first: answer with its job.
+            connection.rollback()
+            if idempotency_key is None:
+                raise
+            found = _by_idempotency_key(connection, api_key_id, idempotency_key, digest, now)
+            if found is None:
+                raise
+            return found, False
+    return {**_UNSET, **fields}, True
+
+
+#: Every attribute of a job, None: what a new job's attributes are beside those `submit` sets.
+_UNSET: JobAttributes = dict.fromkeys(_COLUMNS)
 
 
 #: A file's line has no webhook events of its own (one shared value: `add_file_lines` converts it once).
@@ -407,9 +432,6 @@ def _claim_statement(lines: bool) -> Any:
         )
         .returning(*([table.c[_COLUMNS[name]] for name in _LINE_CLAIMED] if lines else table.c))
     )
-
-
-_ATTRIBUTES = {column: attribute for attribute, column in _COLUMNS.items()}
 
 
 def _claim(session: Session, job_ids: list[str], line_ids: list[str], clock: Clock, lease_s: int,

@@ -38,10 +38,9 @@ def test_the_cap_holds_and_only_submissions_near_it_lock_the_key(backend: tuple[
     def submit() -> int:
         """One more submission; how many times it locked the key."""
         locked.clear()
-        with sessions() as session:
-            jobs.submit(session, task=TASK_FILL_MASK, model="stub", api_key_id=key_id,
-                        body=FillMaskRequest.model_validate(BODY), raw_body=BODY, idempotency_key=None,
-                        idempotency_ttl_s=60, max_in_flight=cap, now=clock())
+        jobs.submit(engine, task=TASK_FILL_MASK, model="stub", api_key_id=key_id,
+                    body=FillMaskRequest.model_validate(BODY), raw_body=BODY, idempotency_key=None,
+                    idempotency_ttl_s=60, max_in_flight=cap, now=clock())
         return len(locked)
 
     postgres = engine.dialect.name == "postgresql"

@@ -51,18 +51,21 @@ def api_key(sessions: sessionmaker[Session]) -> ApiKey:
 
 @pytest.fixture()
 def submit(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> Submit:
-    """`submit(body, task=…, idempotency_key=…, max_in_flight=…, held_by=…)`: stores a job as POST would."""
+    """`submit(body, task=…, idempotency_key=…, max_in_flight=…, held_by=…)`: stores a job as POST would; the
+    stored row (`jobs.submit`'s own answer is `test_jobs.py`'s)."""
 
     def submit_job(body: dict[str, Any], task: str = TASK_FILL_MASK, idempotency_key: str | None = None,
                    max_in_flight: int = 1000, token_ids: bytes | None = None, held_by: str | None = None) -> Job:
         schema = FillMaskRequest if task == TASK_FILL_MASK else QuestionAnsweringRequest
-        with sessions() as session:
-            job, _ = jobs.submit(session, task=task, model="stub", api_key_id=api_key.id,
-                                 body=schema.model_validate(body), raw_body=body, idempotency_key=idempotency_key,
-                                 idempotency_ttl_s=60, max_in_flight=max_in_flight, now=clock(), token_ids=token_ids,
-                                 held_by=held_by)
+        job, _ = jobs.submit(sessions.kw["bind"], task=task, model="stub", api_key_id=api_key.id,
+                             body=schema.model_validate(body), raw_body=body, idempotency_key=idempotency_key,
+                             idempotency_ttl_s=60, max_in_flight=max_in_flight, now=clock(), token_ids=token_ids,
+                             held_by=held_by)
         clock.advance(0.001)  # submissions in order, as created_at orders them
-        return job
+        with sessions() as session:
+            stored = session.get(Job, job["id"])
+        assert stored is not None
+        return stored
 
     return submit_job
 

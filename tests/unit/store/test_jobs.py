@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
+from contract.requests import FillMaskRequest
 from core.tasks import TASK_FILL_MASK
 from models.tables import Job, WebhookEvent
 from store import batches, jobs
@@ -41,6 +43,31 @@ def test_submit_stores_a_queued_job_with_every_default(submit: Submit, sessions:
     assert (stored.status, stored.n_inputs, stored.attempts) == ("queued", 2, 0)
     assert stored.parameters == {"top_k": 5}  # the contract's default, written once, filled in here
     assert stored.webhook_events_filter == ["start", "completed"]
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "k"])
+def test_submit_answers_with_every_attribute_of_the_row_it_stored(
+    sessions: sessionmaker[Session], api_key: Any, clock: ManualClock, idempotency_key: str | None
+) -> None:
+    """`submit` builds its answer rather than reading the row back: it must be that row, every attribute of it (a
+    held request's response and its `held_by` check are made from it), and a replay's answer the first job's."""
+    body = {**HOOKED, "metadata": {"team": "a"}, "parameters": {"top_k": 2}}
+
+    def submitted() -> tuple[dict[str, Any], bool]:
+        return jobs.submit(sessions.kw["bind"], task=TASK_FILL_MASK, model="stub", api_key_id=api_key.id,
+                           body=FillMaskRequest.model_validate(body), raw_body=body, idempotency_key=idempotency_key,
+                           idempotency_ttl_s=60, max_in_flight=10, now=clock(), token_ids=b"\x01\x02",
+                           held_by="api-1")
+
+    job, created = submitted()
+    with sessions() as session:
+        stored = session.get_one(Job, job["id"])
+        attributes = {attribute.key: getattr(stored, attribute.key) for attribute in sa_inspect(Job).column_attrs}
+    assert created and job == attributes
+    assert job_to_public(job) == job_to_public(stored)
+    if idempotency_key is not None:
+        replay, created_again = submitted()
+        assert not created_again and replay == attributes
 
 
 @pytest.mark.parametrize("idempotency_key", [None, "k"])
