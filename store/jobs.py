@@ -171,7 +171,7 @@ def submit(
     turn. Locking always made one key's submissions wait for each other's commit — its WAL flush included — and
     held one key to ~120 jobs/s on a 2-core machine (BENCHMARKS.md). It runs on a connection of its own, and
     the returned job's attributes are those it stored, not read back: no ORM session, no ORM object (together
-    ~6 % of the API's CPU a job: BENCHMARKS.md, session 24). `token_ids`: the inputs' ids from the API's check,
+    ~5 % of the API's CPU a job: BENCHMARKS.md, session 24). `token_ids`: the inputs' ids from the API's check,
     for the worker (`contract.tokens.pack_token_ids`); `held_by`: the API process holding the request
     (`Job.held_by`)."""
     # Only an Idempotency-Key needs the body's hash: canonical JSON and SHA-256 are ~5 % of the API's CPU a job.
