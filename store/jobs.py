@@ -110,6 +110,8 @@ _ATTRIBUTES = {column: attribute for attribute, column in _COLUMNS.items()}
 #: A job's attributes by name (`Job`'s, every one: None where unset): what `submit` returns, and what
 #: `contract.job_json.job_to_public` reads as well as a row.
 JobAttributes = dict[str, Any]
+#: Every attribute of a job, None: what a new job's attributes are beside those `submit` sets.
+_UNSET: JobAttributes = dict.fromkeys(_COLUMNS)
 
 
 #: On PostgreSQL a submission checks its key's cap without locking the key while the key has more than this many
@@ -229,9 +231,6 @@ def submit(
             return found, False
     return {**_UNSET, **fields}, True
 
-
-#: Every attribute of a job, None: what a new job's attributes are beside those `submit` sets.
-_UNSET: JobAttributes = dict.fromkeys(_COLUMNS)
 
 
 #: A file's line has no webhook events of its own (one shared value: `add_file_lines` converts it once).
