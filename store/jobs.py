@@ -90,9 +90,11 @@ def _by_idempotency_key(connection: Connection, api_key_id: str, idempotency_key
     table = cast(Table, Job.__table__)
     result = connection.execute(select(table).where(table.c.api_key_id == api_key_id,
                                                     table.c.idempotency_key == idempotency_key))
-    job = next(row_dicts(result, _ATTRIBUTES), None)
-    if job is None:
+    # Read to the end (the key is unique: one row at most), so that no statement is left open on the connection.
+    found = list(row_dicts(result, _ATTRIBUTES))
+    if not found:
         return None
+    job = found[0]
     if job["idempotency_expires_at"] is not None and job["idempotency_expires_at"] <= now:
         # Expired: free the key for this new request.
         connection.execute(update(table).where(table.c.id == job["id"]).values(idempotency_key=None))
