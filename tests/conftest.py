@@ -13,7 +13,6 @@ A module says what its stack runs with a marker, e.g.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,12 @@ import redis
 
 from distilq.stack import EmbeddedRedis
 from migrations import run_migrations
-from tests.integration.backends import BACKENDS, create_postgres_database, drop_postgres_database
+from tests.integration.backends import (
+    BACKENDS,
+    create_postgres_database,
+    drop_postgres_database,
+    machine_redis_url,
+)
 from tests.integration.stack import Stack
 
 _REDIS_DBS = itertools.count(1)
@@ -31,6 +35,21 @@ _REDIS_DBS = itertools.count(1)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "stack(start, env, models, own_redis): what the module's stack runs")
+
+
+#: Module-scoped fixtures that start processes: the tests sharing one are kept on one pytest-xdist worker.
+_SHARED_PROCESSES = {"stack", "receiver"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` deals the tests out to pytest-xdist workers one by one (`--dist loadgroup`), except those that
+    share a module's stack or webhook receiver: each module's (and backend's) such tests are one group, run in
+    order on one worker, so that the stack starts once, as without xdist."""
+    for item in items:
+        if _SHARED_PROCESSES & set(getattr(item, "fixturenames", ())):
+            callspec = getattr(item, "callspec", None)
+            backend = callspec.params.get("backend", "") if callspec else ""
+            item.add_marker(pytest.mark.xdist_group(f"{item.nodeid.split('::')[0]}[{backend}]"))
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +90,7 @@ def backend(request: pytest.FixtureRequest, redis_server: EmbeddedRedis,
         yield database_url, redis_url
         return
     admin_url, database_url = create_postgres_database()
-    redis_url = os.environ["DISTILQ_TEST_REDIS_URL"]
+    redis_url = machine_redis_url()
     redis.Redis.from_url(redis_url).flushdb()
     run_migrations(database_url)
     yield database_url, redis_url

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -13,6 +14,16 @@ from sqlalchemy.engine import make_url
 BACKENDS = ["sqlite"] + (
     ["postgres"] if os.environ.get("DISTILQ_TEST_POSTGRES_URL") and os.environ.get("DISTILQ_TEST_REDIS_URL") else []
 )
+
+
+def machine_redis_url() -> str:
+    """DISTILQ_TEST_REDIS_URL on a database of this pytest-xdist worker's own (gw0 the URL's, gw1 the next, …,
+    modulo Redis's 16): every module's stack flushes its database as it starts, which must not empty another
+    worker's."""
+    parts = urlsplit(os.environ["DISTILQ_TEST_REDIS_URL"])
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    database = (int(parts.path.strip("/") or 0) + worker) % 16
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def create_postgres_database() -> tuple[str, str]:
