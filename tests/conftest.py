@@ -7,7 +7,7 @@ A module says what its stack runs with a marker, e.g.
 - `env`: settings for every part;
 - `models`: `tiny` (default) or `slow` (a wider encoder: a batch takes about a second);
 - `own_redis`: a Redis of the test's own, which the test may kill (only with `fresh_stack`).
-`stack` is shared by a module's tests; `fresh_stack` is the same, started anew for each test.
+`stack` is shared by a module's tests; `fresh_stack` is the same, started anew for each test on a database of its own.
 """
 
 from __future__ import annotations
@@ -78,23 +78,33 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.kill()
 
 
+@contextmanager
+def _database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a fresh, migrated database of `kind` (sqlite, postgres), dropped afterwards."""
+    if kind == "sqlite":
+        database_url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'distilq.db'}"
+        run_migrations(database_url)
+        yield database_url
+        return
+    admin_url, database_url = create_postgres_database()
+    try:
+        run_migrations(database_url)
+        yield database_url
+    finally:
+        drop_postgres_database(admin_url, database_url)
+
+
 @pytest.fixture(params=BACKENDS, scope="module")
 def backend(request: pytest.FixtureRequest, redis_server: EmbeddedRedis,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(database URL, Redis URL) of a fresh, migrated database and an empty Redis database."""
     if request.param == "sqlite":
-        database_url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'distilq.db'}"
         redis_url = redis_server.url.replace("/0", f"/{1 + next(_REDIS_DBS) % 15}")
-        redis.Redis.from_url(redis_url).flushdb()
-        run_migrations(database_url)
-        yield database_url, redis_url
-        return
-    admin_url, database_url = create_postgres_database()
-    redis_url = machine_redis_url()
+    else:
+        redis_url = machine_redis_url()
     redis.Redis.from_url(redis_url).flushdb()
-    run_migrations(database_url)
-    yield database_url, redis_url
-    drop_postgres_database(admin_url, database_url)
+    with _database(request.param, tmp_path_factory) as database_url:
+        yield database_url, redis_url
 
 
 @pytest.fixture()
@@ -146,5 +156,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture()
 def fresh_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                 backend: tuple[str, str]) -> Iterator[Stack]:
-    with _started_stack(request, tmp_path_factory, backend) as started:
+    """On a database of its own too: what an earlier test left queued or running (a chaos test may stop with jobs
+    in flight) is not this test's to run, whatever order the tests run in."""
+    with (_database(request.node.callspec.params["backend"], tmp_path_factory) as database_url,
+          _started_stack(request, tmp_path_factory, (database_url, backend[1])) as started):
         yield started

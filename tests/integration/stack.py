@@ -14,16 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
 import requests
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.queue import read_announcements
 from distilq.stack import LocalStack, free_port, wait_until
 from models.db import make_engine, make_session_factory, transaction
 from store.keys import create_key
 
 T = TypeVar("T")
 
-__all__ = ["Stack", "Up", "distilq_up", "free_port", "processes_with", "wait_for"]
+__all__ = ["Stack", "Up", "announcement_of", "distilq_up", "free_port", "processes_with", "wait_for"]
 
 
 def wait_for(check: Callable[[], T | None], timeout_s: float = 60, what: str = "condition") -> T:
@@ -32,6 +34,17 @@ def wait_for(check: Callable[[], T | None], timeout_s: float = 60, what: str = "
         return wait_until(check, timeout_s, what)
     except TimeoutError as error:
         raise AssertionError(str(error)) from None
+
+
+def announcement_of(observer: redis.client.PubSub, job_ids: set[str]) -> dict[str, Any] | None:
+    """The next message `observer` hears that announces one of `job_ids`, or None when none comes within a second.
+    Other messages are passed over: Redis's pub/sub ignores the database number, so an observer of a server that
+    other stacks use (another pytest-xdist process's, on the machine's Redis) hears their announcements too."""
+    while (message := observer.get_message(timeout=1)) is not None:
+        if message["type"] in ("message", "pmessage") and {
+                job_id for job_id, _ in read_announcements(message["data"])} & job_ids:
+            return message
+    return None
 
 
 def processes_with(marker: str, argument: str | None = None) -> list[int]:

@@ -15,7 +15,7 @@ from transformers import pipeline
 
 from core.queue import read_announcements, waiter_channel
 from models.tables import Job
-from tests.integration.stack import Stack, wait_for
+from tests.integration.stack import Stack, announcement_of, wait_for
 from tests.unit.worker.engine.test_fill_mask import assert_same
 from tests.unit.worker.engine.test_question_answering import REFERENCE, assert_same_answers
 
@@ -71,7 +71,8 @@ def test_a_finish_is_announced_to_the_process_holding_its_request_alone(stack: S
         assert stack.wait_job(http, unheld["id"])["status"] == "succeeded"
         held = http.post(f"{stack.url}/v1/fill-mask", json=SEED_REQUEST, headers={"Prefer": "wait=30"}).json()
         assert held["status"] == "succeeded"
-        heard = wait_for(lambda: observer.get_message(timeout=1), 30, "the held job's announcement")
+        heard = wait_for(lambda: announcement_of(observer, {unheld["id"], held["id"]}), 30,
+                         "the held job's announcement")
     # The worker announces in the order it writes, and the observer hears in the order announced: had the unheld
     # job been announced, it would have been heard first.
     with stack.sessions() as session:

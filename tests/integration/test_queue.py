@@ -20,7 +20,7 @@ from core.queue import read_announcements, waiter_channel
 from core.settings import Settings
 from distilq.stack import EmbeddedRedis
 from models.tables import Job
-from tests.integration.stack import Stack, wait_for
+from tests.integration.stack import Stack, announcement_of, wait_for
 from worker.sweeper import LOCK_NAME, run_forever
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 1}}
@@ -62,7 +62,7 @@ def test_a_cancel_is_announced_to_the_process_holding_the_request(fresh_stack: S
                           "the held request's job to be stored")
         job_id = queued[0]["id"]
         assert other.post(f"{fresh_stack.url}/v1/jobs/{job_id}/cancel").json()["status"] == "canceled"
-        heard = wait_for(lambda: observer.get_message(timeout=1), 30, "the cancel's announcement")
+        heard = wait_for(lambda: announcement_of(observer, {job_id}), 30, "the cancel's announcement")
         answered = held.result(timeout=90)
     assert (answered["id"], answered["status"]) == (job_id, "canceled")
     with fresh_stack.sessions() as session:
