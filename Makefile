@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 #: Every package of the repository, top layer first (ARCHITECTURE.md).
 PACKAGES := bench distilq api worker store migrations webhooks evaluations contract models core
 #: pytest in TEST_PROCESSES processes (pytest-xdist): most of the suite's time is waiting on the processes it starts,
-#: so two keep a 2-core machine busy (1.7 cores against 0.7–1.1 in one). Tests that share a module's stack stay on
+#: so two keep a 2-core machine busy (1.7 cores against ~1.1 in one). Tests that share a module's stack stay on
 #: one process (tests/conftest.py); TEST_PROCESSES=0 runs everything in this one.
 TEST_PROCESSES ?= 2
 PYTEST := $(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadgroup
