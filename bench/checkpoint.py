@@ -2,7 +2,13 @@
 random weights: its cost per token is the real model's. The tokenizer is a cased WordPiece of 28996 entries
 over the benchmark's lexicon, so that words split into pieces as they would; the English workload's checkpoint
 (`build(..., words=english_words())`) holds every word of its prose too, as bert-base-cased holds common English
-words whole."""
+words whole.
+
+`build(..., shape="tiny")` writes the same tokenizer over the tiny test checkpoint's shape (2 layers, dim 32): a
+forward pass nearly free, as a GPU's is, while the API's and the worker's work per input — tokens per word,
+sequence lengths — is the base checkpoint's. (The test suite's tiny checkpoint, `tests/tiny_model.py`, has a
+character-level vocabulary for the bench's made-up words: ~104 tokens a sentence rather than ~40, which makes its
+forward pass and its tokenizer three times dearer than the words are.)"""
 
 from __future__ import annotations
 
@@ -62,14 +68,20 @@ def _tokenizer(words: Sequence[str]) -> DistilBertTokenizerFast:
                                    mask_token="[MASK]")
 
 
-def build(out_dir: Path, words: Sequence[str] = ()) -> dict[str, Path]:
-    """Writes (once) out_dir/fill-mask and out_dir/question-answering, their vocabulary holding `words` whole;
-    returns {task: directory}."""
+#: The model's shape (dim, layers, heads, FFN width): distilbert-base's, or the tiny test checkpoint's
+#: (`tests/tiny_model.py`).
+SHAPES = {"base": (768, 6, 12, 3072), "tiny": (32, 2, 2, 64)}
+
+
+def build(out_dir: Path, words: Sequence[str] = (), shape: str = "base") -> dict[str, Path]:
+    """Writes (once) out_dir/fill-mask and out_dir/question-answering, their vocabulary holding `words` whole, the
+    model of `shape` (a key of SHAPES); returns {task: directory}."""
     dirs = {"fill-mask": out_dir / "fill-mask", "question-answering": out_dir / "question-answering"}
     if all((d / "model.safetensors").exists() for d in dirs.values()):
         return dirs
     tokenizer = _tokenizer(words)
-    config = DistilBertConfig(vocab_size=VOCAB_SIZE, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
+    dim, layers, heads, hidden = SHAPES[shape]
+    config = DistilBertConfig(vocab_size=VOCAB_SIZE, dim=dim, n_layers=layers, n_heads=heads, hidden_dim=hidden,
                               max_position_embeddings=512)
     torch.manual_seed(0)
     for task, cls in (("fill-mask", DistilBertForMaskedLM), ("question-answering", DistilBertForQuestionAnswering)):

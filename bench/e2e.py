@@ -4,12 +4,13 @@ separate processes — with concurrent clients each submitting one-input jobs an
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -131,47 +132,75 @@ def _postgres_cpu_seconds() -> float:
     return total
 
 
+def _started(_: int) -> int:
+    return os.getpid()
+
+
+def clients(url: str, key: str, route: str, bodies: list[dict[str, Any]],
+            threads: int) -> tuple[list[tuple[float, dict[str, Any]]], float]:
+    """`threads` clients in this process, each submitting the next of `bodies` to `route` and holding it with
+    `Prefer: wait` (polling if the hold ends first) until it ends: (seconds, job) of each body, in order, and
+    this process's CPU seconds meanwhile (its threads are all clients)."""
+    cpu = time.process_time()
+    # urllib3 rather than requests: the clients share the machine with the stack, so they should cost little.
+    http = urllib3.PoolManager(maxsize=threads, timeout=urllib3.Timeout(total=120), retries=False,
+                               headers={"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = http.request(method, f"{url}{path}", json=body)
+        if response.status >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status} {response.data[:500]!r}")
+        job: dict[str, Any] = response.json()
+        return job
+
+    def submit(body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        t0 = time.perf_counter()
+        job = call("POST", f"/v1/{route}", body)
+        while job["status"] not in ("succeeded", "failed", "canceled"):
+            job = call("GET", f"/v1/jobs/{job['id']}")
+        return time.perf_counter() - t0, job
+
+    with ThreadPoolExecutor(threads) as pool:
+        outcomes = list(pool.map(submit, bodies))
+    return outcomes, time.process_time() - cpu
+
+
 def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, Any]], concurrency: int,
-                   env: dict[str, str], api_workers: int = API_PROCESSES, workers: int = 1) -> tuple[Result, float]:
+                   env: dict[str, str], api_workers: int = API_PROCESSES, workers: int = 1,
+                   client_processes: int = 1) -> tuple[Result, float]:
     """The (d) result and the (first) worker's resident memory (MB) after the run. On PostgreSQL
     (`DISTILQ_DATABASE_URL` in `env`) the server's CPU is counted as the database's; SQLite's is inside the API and
-    the worker."""
+    the worker. The clients are threads of this process, or (`client_processes` > 1) of that many processes, the
+    `concurrency` clients and the bodies dealt out among them: a Python process's clients cost ~0.5 CPU-ms a job,
+    all under one interpreter lock, so that one process cannot hold 2,000 jobs/s."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"
     postgres = env.get("DISTILQ_DATABASE_URL", "").startswith("postgresql")
     threads = -(-concurrency // api_workers) + 8
     with running_stack(models, task, env, threads, api_workers, workers=workers) as (url, key, pids, logs):
-        # urllib3 rather than requests: the clients share the machine with the stack, so they should cost little.
-        http = urllib3.PoolManager(maxsize=concurrency, timeout=urllib3.Timeout(total=120), retries=False,
-                                   headers={"Authorization": f"Bearer {key}", "Prefer": "wait=60"})
+        clients(url, key, route, bodies[:1], 1)  # warm-up
 
-        def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-            response = http.request(method, f"{url}{path}", json=body)
-            if response.status >= 400:
-                raise RuntimeError(f"{method} {path}: {response.status} {response.data[:500]!r}")
-            job: dict[str, Any] = response.json()
-            return job
-
-        call("POST", f"/v1/{route}", bodies[0])  # warm-up
-
-        def submit(body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-            t0 = time.perf_counter()
-            job = call("POST", f"/v1/{route}", body)
-            while job["status"] not in ("succeeded", "failed", "canceled"):
-                job = call("GET", f"/v1/jobs/{job['id']}")
-            return time.perf_counter() - t0, job
-
-        # The clients are this process's threads; the stack's processes are its children, counted on their own.
         def usage() -> dict[str, float]:
             return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
-                    **({"database": _postgres_cpu_seconds()} if postgres else {}),
-                    "clients": cpu_seconds(os.getpid(), with_children=False)}
+                    **({"database": _postgres_cpu_seconds()} if postgres else {})}
 
-        cpu_before = usage()
-        started = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            outcomes = list(pool.map(submit, bodies))
-        wall = time.perf_counter() - started
-        cpu = {name: seconds - cpu_before[name] for name, seconds in usage().items()}
+        shares = [(bodies[i::client_processes], len(range(i, concurrency, client_processes)))
+                  for i in range(client_processes)]
+        # Forked, not spawned: a spawned child would import this bench (torch and all) before its first request.
+        with (ProcessPoolExecutor(client_processes, mp_context=multiprocessing.get_context("fork"))
+              if client_processes > 1 else nullcontext()) as pool:
+            if pool is not None:  # every process started before the clock does
+                list(pool.map(_started, range(client_processes)))
+            cpu_before = usage()
+            started = time.perf_counter()
+            if pool is None:
+                ran = [clients(url, key, route, bodies, concurrency)]
+            else:
+                ran = [future.result() for future in
+                       [pool.submit(clients, url, key, route, share, count) for share, count in shares]]
+            wall = time.perf_counter() - started
+            cpu = {name: seconds - cpu_before[name] for name, seconds in usage().items()}
+        cpu["clients"] = sum(seconds for _, seconds in ran)
+        outcomes = [outcome for of_process, _ in ran for outcome in of_process]
         rss = _rss_mb(pids["worker"])
         steps = batch_steps(logs)
     failed = [job for _, job in outcomes if job["status"] != "succeeded"]
@@ -182,7 +211,8 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
     inputs = sum(len(next(iter(body["inputs"].values()))) for body in bodies)
     service_s = sum(seconds for name, seconds in cpu.items() if name != "clients")
     where = (f"{'PostgreSQL' if postgres else 'SQLite'}, {api_workers} API process{'es' if api_workers > 1 else ''}"
-             + (f", {workers} workers" if workers > 1 else ""))
+             + (f", {workers} workers" if workers > 1 else "")
+             + (f", clients in {client_processes} processes" if client_processes > 1 else ""))
     result = Result("d", f"distilq end to end ({where}), {concurrency} concurrent clients, {inputs // len(bodies)} "
                          "input(s) per job", inputs, 0, 0, wall, [latency for latency, _ in outcomes])
     result.notes = [f"mean queue_ms {mean('queue_ms'):.0f}, mean batch inference_ms {mean('inference_ms'):.0f}, "

@@ -105,6 +105,10 @@ def _table(task: str, results: list[Result], peak: Peak) -> str:
     return "\n".join(lines)
 
 
+CHECKPOINTS = {"base": "distilbert-base shape", "tiny": "the tiny test checkpoint",
+               "tiny-lexicon": "the tiny shape with the bench's tokenizer"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--fill-mask-jobs", type=int, default=256)
@@ -125,20 +129,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=os.environ.get("DISTILQ_DEVICE", "auto"), help="as DISTILQ_DEVICE")
     parser.add_argument("--dtype", default=os.environ.get("DISTILQ_DTYPE", "auto"), help="as DISTILQ_DTYPE")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
-    parser.add_argument("--checkpoint", choices=("base", "tiny"), default="base",
+    parser.add_argument("--checkpoint", choices=("base", "tiny", "tiny-lexicon"), default="base",
                         help="base: distilbert-base's shape; tiny: the test suite's tiny model, whose forward pass is "
-                             "small (as on a GPU), so that what is left is mostly the service's own cost")
+                             "small (as on a GPU), so that what is left is mostly the service's own cost; "
+                             "tiny-lexicon: the tiny model's shape with base's tokenizer (the workload's words whole "
+                             "or in a few pieces, as a real vocabulary holds its language's words, where the test "
+                             "suite's spells the bench's made-up words letter by letter)")
     parser.add_argument("--workload", choices=("synthetic", "english"), default="synthetic",
                         help="synthetic: words of a made-up lexicon (the figures tracked since the first bench); "
                              "english: the same shapes cut from real English prose (bench/english.txt)")
     parser.add_argument("--inputs-per-job", type=int, default=1, help="inputs in each job of mode (d)")
     parser.add_argument("--workers", type=int, default=1, help="inference workers in modes (d) and (e) (on a GPU they "
                         "share the device, each with its own device process)")
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="processes the clients of mode (d) run in (one holds ~1,500 jobs/s at most: its threads "
+                             "share one interpreter lock)")
     parser.add_argument("--database-url", help="mode (d) on this (empty, migrated by the bench) database rather than "
                                                "SQLite, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/bench")
     parser.add_argument("--api-workers", type=int, default=API_PROCESSES,
                         help=f"API processes of mode (d) (default {API_PROCESSES}, as `distilq api`'s)")
     args = parser.parse_args(argv)
+    if not 1 <= args.client_processes <= args.concurrency:
+        parser.error("--client-processes must be between 1 and --concurrency")
 
     # The worker's thread count (DISTILQ_TORCH_THREADS) for the modes in this process too, so that (c) is the engine
     # (d) and (e) run, and (a)/(b) the pipeline beside it on the same footing.
@@ -148,12 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         from tests.tiny_model import build as build_tiny
 
         models = build_tiny(args.models / "tiny")
-    elif args.workload == "english":
-        words = english_words()
-        # Named by its words: a checkpoint built from another english.txt is not taken for this one.
-        models = build(args.models / f"english-{hashlib.sha256(' '.join(words).encode()).hexdigest()[:8]}", words)
     else:
-        models = build(args.models)
+        shape = "tiny" if args.checkpoint == "tiny-lexicon" else "base"
+        # The base checkpoint's directory is the models folder itself, as the first benches wrote it.
+        root = args.models / args.checkpoint if shape == "tiny" else args.models
+        if args.workload == "english":
+            words = english_words()
+            # Named by its words: a checkpoint built from another english.txt is not taken for this one.
+            models = build(root / f"english-{hashlib.sha256(' '.join(words).encode()).hexdigest()[:8]}", words, shape)
+        else:
+            models = build(root, shape=shape)
     workload = (make_english_workload if args.workload == "english" else make_workload)(args.fill_mask_jobs,
                                                                                          args.qa_jobs)
     # One key stands for every client: the per-key limits must not be what is measured.
@@ -167,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.device}, "
           f"{str(runtime.dtype).removeprefix('torch.')}; model: "
-          f"{'the tiny test checkpoint' if args.checkpoint == 'tiny' else 'distilbert-base shape'}, random weights; "
+          f"{CHECKPOINTS[args.checkpoint]}, random weights; "
           f"workload: {args.workload}; (d): {per_job} input(s) per job\n{measured}")
     report: dict[str, object] = {"peak": {"flops_per_s": peak.flops_per_s, "what": peak.label}}
     tasks = args.tasks.split(",")
@@ -195,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             d, rss = run_end_to_end(models, "fill-mask",
                                     [{"inputs": {"input_string": texts[i: i + per_job]}, "parameters": {"top_k": 5}}
                                      for i in range(0, len(texts), per_job)], args.concurrency, env,
-                                    args.api_workers, args.workers)
+                                    args.api_workers, args.workers, args.client_processes)
             d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
             results.append(d)
         if "a" in args.modes and ("d" in args.modes or "e" in args.modes):
@@ -223,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "context": [c for _, c in pairs[i: i + per_job]]}, "parameters": QA_PARAMS}
                       for i in range(0, len(pairs), per_job)]
             d, rss = run_end_to_end(models, "question-answering", bodies, args.concurrency, env, args.api_workers,
-                                    args.workers)
+                                    args.workers, args.client_processes)
             d.notes.append(f"worker RSS after the run: {rss:.0f} MB")
             results.append(d)
         print(_table("question-answering", results, peak), flush=True)

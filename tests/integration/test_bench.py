@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
+
+from bench.workload import make_workload
 
 pytestmark = pytest.mark.integration
 
@@ -63,15 +67,32 @@ def test_bench_measures_the_service_on_the_tiny_checkpoint(tmp_path: Path) -> No
     assert any("jobs/s; CPU ms per job: api" in note for note in d["notes"])
 
 
-def test_bench_runs_the_stack_with_several_workers(tmp_path: Path) -> None:
-    """`--workers 2`: (d) and (e) on a stack of two inference workers, each one's CPU reported."""
+def test_bench_runs_the_stack_with_several_workers_and_client_processes(tmp_path: Path) -> None:
+    """`--workers 2`: (d) and (e) on a stack of two inference workers, each one's CPU reported; `--client-processes
+    2`: (d)'s clients in two processes, every job still held to its end and their CPU counted."""
     run, output = _bench(tmp_path, 600, "--checkpoint tiny --tasks fill-mask --modes de --fill-mask-jobs 40 --batch 4 "
-                         "--concurrency 4 --workers 2")
+                         "--concurrency 4 --workers 2 --client-processes 2")
     rows = {row["mode"]: row for row in json.loads(output.read_text())["fill-mask"]}
-    assert "2 workers" in rows["d"]["label"]
+    assert "2 workers" in rows["d"]["label"] and "clients in 2 processes" in rows["d"]["label"]
+    assert rows["d"]["sequences"] == 40 and rows["d"]["p50_ms"] > 0
+    clients = re.search(r"clients ([0-9.]+) \(the service", " ".join(rows["d"]["notes"]))
+    assert clients is not None and float(clients[1]) > 0
     for mode in ("d", "e"):
         notes = " ".join(rows[mode]["notes"])
         assert "worker " in notes and "worker-2 " in notes, notes
+
+
+def test_bench_builds_the_tiny_shape_with_the_bench_tokenizer(tmp_path: Path, tiny_models: dict[str, Path]) -> None:
+    """`--checkpoint tiny-lexicon`: the tiny model's shape under the base checkpoint's tokenizer — the bench's words
+    whole or in pieces, not letter by letter as the test checkpoint spells them."""
+    run, output = _bench(tmp_path, 600, "--checkpoint tiny-lexicon --modes c --fill-mask-jobs 8 --qa-jobs 2 --batch 4")
+    assert "the tiny shape with the bench's tokenizer" in run.stdout
+    config = json.loads((tmp_path / "models" / "tiny-lexicon" / "fill-mask" / "config.json").read_text())
+    assert (config["dim"], config["n_layers"], config["vocab_size"]) == (32, 2, 28996)
+    texts = make_workload(8, 0).fill_mask
+    lexicon, letters = (AutoTokenizer.from_pretrained(str(path)) for path in (
+        tmp_path / "models" / "tiny-lexicon" / "fill-mask", tiny_models["fill-mask"]))
+    assert sum(map(len, lexicon(texts)["input_ids"])) * 2 < sum(map(len, letters(texts)["input_ids"]))
 
 
 def test_bench_runs_only_the_modes_asked_for(tmp_path: Path) -> None:

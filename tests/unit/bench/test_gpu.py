@@ -22,6 +22,8 @@ def test_a_gpu_step_runs_on_cuda_at_the_gpus_sizes() -> None:
     assert _value(command, "--batch") == "512" and _value(command, "--max-batch-tokens") == "131072"
     assert _value(command, "--fill-mask-jobs") == "8192" and _value(command, "--concurrency") == "512"
     assert _value(command, "--output") == "/out/jobs.json" and "--database-url" not in command
+    # 2,000 jobs/s is more than one Python process of clients holds.
+    assert _value(command, "--client-processes") == "4"
 
 
 def test_a_smoke_step_is_small_on_this_machines_device_and_keeps_whole_64_input_jobs() -> None:
@@ -30,6 +32,7 @@ def test_a_smoke_step_is_small_on_this_machines_device_and_keeps_whole_64_input_
     assert "--device" not in small and _value(small, "--dtype") == "auto"
     assert _value(small, "--fill-mask-jobs") == "64" and _value(small, "--concurrency") == "4"
     assert _value(small, "--batch") == "32"
+    assert int(_value(small, "--client-processes")) <= int(_value(small, "--concurrency"))
     wide = gpu.step_command(jobs_64, Path("/out"), Path("/models"), smoke=True)
     assert _value(wide, "--inputs-per-job") == "64" and int(_value(wide, "--fill-mask-jobs")) == 4 * 64
 
@@ -46,6 +49,7 @@ def test_the_postgres_step_is_given_its_database() -> None:
     step = next(step for step in gpu.STEPS if step.postgres)
     command = gpu.step_command(step, Path("/out"), Path("/models"), smoke=False, database_url="postgresql+psycopg://x")
     assert _value(command, "--database-url") == "postgresql+psycopg://x" and _value(command, "--api-workers") == "4"
+    assert _value(command, "--client-processes") == "4"
 
 
 def test_the_batch_runs_again_without_a_device_process_to_weigh_it() -> None:
