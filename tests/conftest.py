@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _SHARED_PROCESSES & set(getattr(item, "fixturenames", ())):
             callspec = getattr(item, "callspec", None)
-            backend = callspec.params.get("backend", "") if callspec else ""
+            backend = callspec.params.get("backend_kind", "") if callspec else ""
             item.add_marker(pytest.mark.xdist_group(f"{item.nodeid.split('::')[0]}[{backend}]"))
 
 
@@ -95,15 +95,21 @@ def _database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 
 
 @pytest.fixture(params=BACKENDS, scope="module")
-def backend(request: pytest.FixtureRequest, redis_server: EmbeddedRedis,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(database URL, Redis URL) of a fresh, migrated database and an empty Redis database."""
+def backend_kind(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> tuple[str, str]:
+    """(the kind of database: sqlite or postgres, the URL of an empty Redis database) of the module's tests."""
     if request.param == "sqlite":
         redis_url = redis_server.url.replace("/0", f"/{1 + next(_REDIS_DBS) % 15}")
     else:
         redis_url = machine_redis_url()
     redis.Redis.from_url(redis_url).flushdb()
-    with _database(request.param, tmp_path_factory) as database_url:
+    return request.param, redis_url
+
+
+@pytest.fixture(scope="module")
+def backend(backend_kind: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(database URL, Redis URL) of a fresh, migrated database and an empty Redis database, the module's."""
+    kind, redis_url = backend_kind
+    with _database(kind, tmp_path_factory) as database_url:
         yield database_url, redis_url
 
 
@@ -155,9 +161,11 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture()
 def fresh_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                backend: tuple[str, str]) -> Iterator[Stack]:
-    """On a database of its own too: what an earlier test left queued or running (a chaos test may stop with jobs
-    in flight) is not this test's to run, whatever order the tests run in."""
-    with (_database(request.node.callspec.params["backend"], tmp_path_factory) as database_url,
-          _started_stack(request, tmp_path_factory, (database_url, backend[1])) as started):
+                backend_kind: tuple[str, str]) -> Iterator[Stack]:
+    """On a database of its own too (not the module's `backend`, which a module of fresh stacks never makes): what
+    an earlier test left queued or running (a chaos test may stop with jobs in flight) is not this test's to run,
+    whatever order the tests run in."""
+    kind, redis_url = backend_kind
+    with (_database(kind, tmp_path_factory) as database_url,
+          _started_stack(request, tmp_path_factory, (database_url, redis_url)) as started):
         yield started

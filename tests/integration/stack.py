@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,11 +37,16 @@ def wait_for(check: Callable[[], T | None], timeout_s: float = 60, what: str = "
         raise AssertionError(str(error)) from None
 
 
-def announcement_of(observer: redis.client.PubSub, job_ids: set[str]) -> dict[str, Any] | None:
-    """The next message `observer` hears that announces one of `job_ids`, or None when none comes within a second.
-    Other messages are passed over: Redis's pub/sub ignores the database number, so an observer of a server that
-    other stacks use (another pytest-xdist process's, on the machine's Redis) hears their announcements too."""
-    while (message := observer.get_message(timeout=1)) is not None:
+def announcement_of(observer: redis.client.PubSub, job_ids: set[str], within_s: float = 1.0) -> dict[str, Any] | None:
+    """The next message `observer` hears that announces one of `job_ids`, or None when none comes within
+    `within_s` (however many others do: the caller's `wait_for` deadline holds). Other messages are passed over:
+    Redis's pub/sub ignores the database number, so an observer of a server that other stacks use (another
+    pytest-xdist process's, on the machine's Redis) hears their announcements too."""
+    deadline = time.monotonic() + within_s
+    while (left := deadline - time.monotonic()) > 0:
+        message = observer.get_message(timeout=left)
+        if message is None:
+            return None
         if message["type"] in ("message", "pmessage") and {
                 job_id for job_id, _ in read_announcements(message["data"])} & job_ids:
             return message
