@@ -3,12 +3,12 @@ and what is wrong with a bad one (its number, the field) — a part of the file 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.json_text import json_value
 from core.settings import Settings
 from store import files
 
@@ -35,7 +35,7 @@ def bad_body(number: int, problems: list[dict[str, Any]], prefix: str | None = N
 def parse_line(number: int, raw: bytes) -> tuple[int, dict[str, Any]] | BadLine:
     """One line as (number, JSON object), or what is wrong with it."""
     try:
-        data = json.loads(raw)
+        data = json_value(raw)
     except (ValueError, RecursionError) as error:
         return BadLine(number, f"not valid JSON ({error})")
     if not isinstance(data, dict):

@@ -3,7 +3,6 @@ index."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, TypeVar
 
@@ -11,6 +10,7 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from api.errors import ApiError, Loc, detail, from_validation_error, invalid
+from core.json_text import json_value
 from webhooks import LookupFailed, UnsafeTarget, check_target
 
 #: Deeper JSON than this is refused: no body of the contract nests beyond a few levels.
@@ -25,7 +25,7 @@ def read_json_object() -> dict[str, Any]:
                        "send the body as JSON, with the header 'Content-Type: application/json'")
     raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises 413 before reading it all
     try:
-        data = json.loads(raw)
+        data = json_value(raw)
     except (ValueError, RecursionError) as error:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
     if not isinstance(data, dict):

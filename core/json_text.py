@@ -21,9 +21,33 @@ def json_text(value: Any) -> str:
 
 
 def json_value(text: str | bytes) -> Any:
-    """JSON text parsed; Python's json reads what orjson refuses (`NaN`, which an earlier version's json.dumps could
-    write to a column)."""
+    """JSON text parsed as Python's json parses it — by orjson, in a fifth to a half of the time, where orjson reads
+    it alike. Python's json reads the rest: what orjson refuses (`NaN`, which an earlier version's json.dumps could
+    write to a column; a lone surrogate's escape; UTF-16 or -32 text) and integers beyond 64 bits (which orjson
+    makes floats: 123456789012345678901 would come back as 1.2345678901234568e+20); and raises what it raises
+    (ValueError, RecursionError) for text that is not JSON, so that what a client is told of its body or its file's
+    line is Python's json's verdict."""
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+    return json.loads(text) if _holds_huge_float(value) else value
+
+
+def _holds_huge_float(value: Any) -> bool:
+    """Whether a float as large as 2**63 is anywhere in `value`: what orjson makes of an integer beyond 64 bits (or
+    a float that large, which Python's json then reads alike)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float and not -_HUGE < item < _HUGE:
+            return True
+    return False
+
+
+_HUGE = float(2**63)

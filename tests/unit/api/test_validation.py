@@ -202,6 +202,21 @@ def test_numbers_json_cannot_carry_are_422(client: FlaskClient, settings: Settin
     assert job_count(settings) == before
 
 
+def test_metadata_comes_back_as_it_was_sent(client: FlaskClient) -> None:
+    """Integers beyond 64 bits and their neighbours, exactly: orjson, which reads the job's columns, makes an integer
+    beyond 64 bits a float (123456789012345678901234567890 came back as 1.2345678901234568e+29 until
+    `core.json_text.json_value` handed such text to Python's json)."""
+    metadata = {"order": 123456789012345678901234567890, "negative": -(2**64) - 7, "u64": 2**64 - 1,
+                "nested": [{"id": 98765432109876543210987}], "large float": 1e300, "ratio": 0.1}
+    raw = json.dumps({"inputs": {"input_string": ["a [MASK]"]}, "metadata": metadata}).encode()
+    created = client.post(FM, data=raw, content_type="application/json")
+    assert created.status_code == 202, created.data
+    read = json.loads(client.get(f"/v1/jobs/{created.json['id']}").data)
+    assert read["metadata"] == metadata
+    assert [type(read["metadata"][name]) for name in metadata] == [type(value) for value in metadata.values()]
+    assert type(read["metadata"]["nested"][0]["id"]) is int
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", None, "application/x-www-form-urlencoded"])
 def test_a_body_that_is_not_declared_json_is_415(client: FlaskClient, settings: Settings,
                                                  content_type: str | None) -> None:
