@@ -5,10 +5,10 @@ over the benchmark's lexicon, so that words split into pieces as they would; the
 words whole.
 
 `build(..., shape="tiny")` writes the same tokenizer over the tiny test checkpoint's shape (2 layers, dim 32): a
-forward pass nearly free, as a GPU's is, while the API's and the worker's work per input — tokens per word,
-sequence lengths — is the base checkpoint's. (The test suite's tiny checkpoint, `tests/tiny_model.py`, has a
-character-level vocabulary for the bench's made-up words: ~104 tokens a sentence rather than ~40, which makes its
-forward pass and its tokenizer three times dearer than the words are.)"""
+small encoder, while the API's and the worker's work per input — tokens per word, sequence lengths — is the base
+checkpoint's (~40 tokens a bench sentence, where the test suite's tiny checkpoint, `tests/tiny_model.py`, spells
+the bench's made-up words letter by letter: ~104). Its 28,996-entry head is then most of the model's time on a CPU,
+and transformers' pipeline computes it at every token: see BENCHMARKS.md (session 26) before reading its ratios."""
 
 from __future__ import annotations
 

@@ -171,8 +171,8 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
     """The (d) result and the (first) worker's resident memory (MB) after the run. On PostgreSQL
     (`DISTILQ_DATABASE_URL` in `env`) the server's CPU is counted as the database's; SQLite's is inside the API and
     the worker. The clients are threads of this process, or (`client_processes` > 1) of that many processes, the
-    `concurrency` clients and the bodies dealt out among them: a Python process's clients cost ~0.5 CPU-ms a job,
-    all under one interpreter lock, so that one process cannot hold 2,000 jobs/s."""
+    `concurrency` clients and the bodies dealt out among them: a Python process's clients cost 0.6–0.9 CPU-ms a
+    job (2-core bench machines), all under one interpreter lock, so that one process cannot hold 2,000 jobs/s."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"
     postgres = env.get("DISTILQ_DATABASE_URL", "").startswith("postgresql")
     threads = -(-concurrency // api_workers) + 8
