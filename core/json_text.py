@@ -34,6 +34,10 @@ def json_value(text: str | bytes) -> Any:
     return json.loads(text) if _holds_huge_float(value) else value
 
 
+#: What an integer orjson cannot hold (below -2**63, above 2**64 - 1) becomes as a float is at least this large.
+_HUGE = float(2**63)
+
+
 def _holds_huge_float(value: Any) -> bool:
     """Whether a float as large as 2**63 is anywhere in `value`: what orjson makes of an integer beyond 64 bits (or
     a float that large, which Python's json then reads alike)."""
@@ -49,5 +53,3 @@ def _holds_huge_float(value: Any) -> bool:
             return True
     return False
 
-
-_HUGE = float(2**63)
