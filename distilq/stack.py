@@ -6,6 +6,7 @@ their stacks with `LocalStack`."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,9 +41,35 @@ SUPERVISE_POLL_S = 0.5
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port of 127.0.0.1 nothing listens on now, drawn from below the kernel's ephemeral range (`listening_ports`):
+    a port the kernel hands out for a bind to port 0 is handed next to outgoing connections too, and one of those
+    may hold it by the time a slow starter binds it — a worker opening its metrics port once its models are loaded,
+    a killed redis-server started again on its port. (A test's worker once found its metrics port taken so, and
+    served no metrics.)"""
+    low, high = listening_ports()
+    draw = random.SystemRandom()  # not a forked parent's sequence
+    for _ in range(100):
+        port = draw.randint(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # that range is crowded: the kernel's choice, as before
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listening_ports() -> tuple[int, int]:
+    """The ports `free_port` draws from: 10000 up to below the kernel's ephemeral range (Linux's, where it says; else
+    from 32768, below Linux's default and the IANA range, 49152 up, that macOS uses)."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32_768
+    high = min(ephemeral, 32_768) - 1
+    return (10_000 if high > 11_000 else 1_024), high
 
 
 def wait_until(check: Callable[[], T | None], timeout_s: float, what: str,
