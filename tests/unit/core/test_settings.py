@@ -94,3 +94,13 @@ def test_gunicorn_started_directly_refuses_unsafe_production(tmp_path: Path, set
         env=_production_env(tmp_path, **settings), capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_every_setting_is_in_the_readmes_configuration_table() -> None:
+    """The README's Configuration table is where an operator looks; a setting missing there (the idempotency keys'
+    lifetime once was) is one nobody knows to set."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `DISTILQ_")]
+    missing = [name for name in Settings.model_fields if not any(f"`DISTILQ_{name.upper()}`" in row for row in rows)]
+    assert missing == []
