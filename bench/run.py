@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=os.environ.get("DISTILQ_DEVICE", "auto"), help="as DISTILQ_DEVICE")
     parser.add_argument("--dtype", default=os.environ.get("DISTILQ_DTYPE", "auto"), help="as DISTILQ_DTYPE")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
-    parser.add_argument("--checkpoint", choices=("base", "tiny", "tiny-lexicon"), default="base",
+    parser.add_argument("--checkpoint", choices=tuple(CHECKPOINTS), default="base",
                         help="base: distilbert-base's shape; tiny: the test suite's tiny model, whose forward pass is "
                              "small (as on a GPU), so that what is left is mostly the service's own cost; "
                              "tiny-lexicon: the tiny model's shape with base's tokenizer (the workload's words whole "

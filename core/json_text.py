@@ -1,6 +1,7 @@
 """JSON text as distilq writes it where it is written per job — its database columns, a held job's announcement,
 a webhook event's body, an evaluation's scored line: compact, by orjson (a tenth of the time Python's json takes),
-and by Python's json for what orjson refuses."""
+and by Python's json for what orjson refuses; and JSON text read — those columns, a request's body, a file's line —
+by orjson where it reads as Python's json does, by Python's json otherwise."""
 
 from __future__ import annotations
 
@@ -52,4 +53,3 @@ def _holds_huge_float(value: Any) -> bool:
         elif kind is float and not -_HUGE < item < _HUGE:
             return True
     return False
-
