@@ -24,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from api.batch_lines import LineChunk, Verdict, judge
 from api.errors import ApiError
 from api.model_inputs import ServedModel, load_served_model, model_unavailable
+from core.heap import freeze_heap
 from core.settings import Settings
 from core.tasks import TASKS, ModelUnavailable
 
@@ -51,6 +52,7 @@ def _start_checker(settings: Settings) -> None:
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True, name="parent-watch").start()
+    freeze_heap()  # the modules it imported: each chunk's rows would bring on full collections of them
 
 
 def _exit_with(parent: int) -> None:

@@ -13,6 +13,7 @@ from prometheus_client import multiprocess
 
 from api.access_log import AccessLogger
 from api.errors import error_body
+from core.heap import freeze_heap
 from core.logs import logging_config
 from core.settings import get_settings
 
@@ -40,8 +41,9 @@ def on_starting(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Each API process starts its check processes (`api/check_pool.py`) as it starts, in the background, rather
-    than at its first batch's check."""
+    than at its first batch's check; then its heap is frozen (`core.heap`)."""
     worker.wsgi.extensions["distilq"].check_pool.start()
+    freeze_heap()
 
 
 def child_exit(_server: Any, worker: Any) -> None:

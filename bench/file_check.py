@@ -24,6 +24,7 @@ from flask.testing import FlaskClient
 from api import create_app
 from bench.e2e import cpu_seconds
 from bench.workload import make_workload
+from core.heap import freeze_heap
 from core.settings import Settings
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory, transaction
@@ -82,6 +83,7 @@ def main() -> None:
                                 check_processes=processes)
             # An app of its own for each: its check processes start in the first round (the least is reported).
             app = create_app(settings)
+            freeze_heap()  # as each API process does once started (`api.gunicorn_conf.post_worker_init`)
             try:
                 with app.test_client() as client:
                     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"

@@ -158,6 +158,7 @@ def cmd_beat(_args: argparse.Namespace) -> int:
     import redis
 
     from core.clock import utcnow
+    from core.heap import freeze_heap
     from core.presence import ready_workers
     from core.queue import make_celery
     from models.db import make_engine, make_session_factory
@@ -173,6 +174,7 @@ def cmd_beat(_args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     logging.getLogger(__name__).info("beat sweeping every %.1f s", settings.sweep_interval_s)
+    freeze_heap()  # a batch's output lines, written as its lines end, would bring on full collections of it
     run_forever(sweeper, client, stop)
     return 0
 

@@ -5,7 +5,6 @@ that runs tasks (the solo pool: the worker's own process), never before a fork."
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
+from core.heap import freeze_heap
 from core.metrics import WORKER_READY
 from core.presence import announce, worker_name
 from core.queue import DELIVER_TASK, make_celery
@@ -85,7 +85,7 @@ class WorkerContext:
 
     def ready(self) -> None:
         """Once consuming: open the metrics port and announce this worker (its models are loaded and warm)."""
-        _freeze_heap()
+        freeze_heap()
         WORKER_READY.set(1)
         port = self.metrics_port if self.metrics_port is not None else (
             INFERENCE_METRICS_PORT if self.served_tasks else WEBHOOK_METRICS_PORT)
@@ -97,15 +97,6 @@ class WorkerContext:
         announce(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5), self.served_tasks,
                  self.presence_stop)
         log.info("worker ready: %s", ", ".join(self.served_tasks) or "webhooks")
-
-
-def _freeze_heap() -> None:
-    """Takes every object alive now — the models, torch's and transformers' modules, Celery's worker, hundreds of
-    thousands and never garbage — out of the garbage collector's full collections (`gc.freeze`). Each full
-    collection traversed them all: up to 270 ms on the bench's machine, taken on whichever thread allocated last
-    (an engine's pass, a claim), where a pass's claims and outputs, outliving the young generations, bring one on."""
-    gc.collect()
-    gc.freeze()
 
 
 def create_worker_app(settings: Settings, served_tasks: list[str],

@@ -5,6 +5,7 @@ nothing here reaches a worker."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import multiprocessing
@@ -143,3 +144,14 @@ def test_check_processes_by_default_are_half_the_cores_and_none_below_four(monke
     for cores, expected in ((1, 0), (2, 0), (3, 0), (4, 2), (16, 8), (64, 8)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
         assert default_processes() == expected
+
+
+def test_a_check_process_takes_its_loaded_objects_out_of_full_collections(tiny_models: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    pool = CheckPool(Settings(home=tmp_path, fill_mask_model=str(tiny_models["fill-mask"]),
+                              qa_model=str(tiny_models["question-answering"]), check_processes=1))
+    try:
+        # What it imported to judge lines (pydantic's, the tokenizers', SQLAlchemy's through the store).
+        assert pool._started().submit(gc.get_freeze_count).result(timeout=60) > 10_000
+    finally:
+        pool.close()
