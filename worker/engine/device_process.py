@@ -40,8 +40,9 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
 
+from core.heap import freeze_heap
 from core.settings import Settings
-from worker.engine import EngineLost, JobPayload, StagedEngine
+from worker.engine import Engine, EngineLost, JobPayload, StagedEngine
 from worker.engine.model_engine import ModelEngine
 
 log = logging.getLogger(__name__)
@@ -200,13 +201,11 @@ def _serve(connection: Connection, settings: Settings, tasks: list[str]) -> None
     """The device process: loads and warms the engines of `tasks`, says so, then runs each batch it is sent until
     the worker's end of the pipe closes."""
     from core.logs import configure_logging
-    from worker.engine.registry import EngineRegistry
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the worker finishes its batch, with us
     configure_logging()
-    registry = EngineRegistry(settings.model_copy(update={"device_process": False}), tasks)
     try:
-        engines = {task: registry.get(task) for task in tasks}
+        engines = _load(settings, tasks)
     except Exception as error:
         connection.send(("unavailable", f"{error.__class__.__name__}: {error}"))
         return
@@ -238,6 +237,18 @@ def _serve(connection: Connection, settings: Settings, tasks: list[str]) -> None
             connection.send(reply)
         except OSError:
             return
+
+
+def _load(settings: Settings, tasks: list[str]) -> dict[str, Engine]:
+    """The engines of `tasks`, loaded and warm; then this process's heap — torch's, transformers', the models' —
+    frozen (`core.heap`), as a worker's is: a pass's batch and findings, alive across young collections, would
+    otherwise bring on full collections of it, each a stall of the device's stage."""
+    from worker.engine.registry import EngineRegistry
+
+    registry = EngineRegistry(settings.model_copy(update={"device_process": False}), tasks)
+    engines = {task: registry.get(task) for task in tasks}
+    freeze_heap()
+    return engines
 
 
 def _portable(error: BaseException) -> bool:

@@ -4,6 +4,7 @@ batch there is that batch's; a device process that dies is reported, one that ca
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -20,7 +21,7 @@ from contract.requests import QuestionAnsweringParameters
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
 from worker.engine import EngineLost, JobPayload
-from worker.engine.device_process import DeviceProcess, RemoteEngine
+from worker.engine.device_process import DeviceProcess, RemoteEngine, _load
 from worker.engine.registry import EngineRegistry
 
 QA_CASES = json.loads((Path(__file__).parents[3] / "fixtures" / "qa_reference.json").read_text("utf-8"))["cases"]
@@ -173,3 +174,13 @@ def test_a_model_the_device_process_cannot_load_is_named(tiny_models: dict[str, 
     missing = tmp_path / "no-such-model"
     with pytest.raises(RuntimeError, match="no-such-model"):
         DeviceProcess(_settings(tiny_models, fill_mask_model=str(missing)), [TASK_FILL_MASK])
+
+
+def test_a_device_process_takes_its_loaded_models_out_of_full_collections(tiny_models: dict[str, Path]) -> None:
+    gc.unfreeze()
+    try:
+        engines = _load(_settings(tiny_models), [TASK_FILL_MASK])  # what the device process does before it is ready
+        assert list(engines) == [TASK_FILL_MASK]
+        assert gc.get_freeze_count() > 10_000  # every object alive then: torch's, transformers', the model's
+    finally:
+        gc.unfreeze()
