@@ -17,7 +17,7 @@ from core.heap import freeze_heap
 from core.logs import logging_config
 from core.settings import get_settings
 
-logconfig_dict = logging_config()
+logconfig_dict = logging_config(background=True)
 logger_class = AccessLogger
 
 
