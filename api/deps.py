@@ -80,5 +80,10 @@ def own_job(job_id: str, session: Session | None = None) -> Job:
     as absent as a missing one."""
     job = job_reads.own_job(db() if session is None else session, current_key().id, job_id)
     if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id}")
+        raise no_such_job(job_id)
     return job
+
+
+def no_such_job(job_id: str) -> ApiError:
+    """A job the calling key does not have: missing, or another key's."""
+    return ApiError(404, "not_found", f"no job {job_id}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.deps import authenticate, close_db, current_key, db, own_job, read_db
+from api.deps import authenticate, close_db, current_key, db, no_such_job, own_job, read_db
 from api.errors import ApiError, detail, invalid
 from api.model_inputs import Checked, ServedModel, check_fill_mask, check_question_answering
 from api.state import app_state, served
@@ -142,7 +142,10 @@ def create_question_answering() -> Response:
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    return _job_response(own_job(job_id, read_db()), 200)
+    job = job_reads.own_job_json(app_state().engine, current_key().id, job_id)
+    if job is None:
+        raise no_such_job(job_id)
+    return Response(job, status=200, mimetype="application/json")
 
 
 def _encode_cursor(job: Job) -> str:

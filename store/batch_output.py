@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, bindparam, cast, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,6 +46,7 @@ from models.tables import (
     Job,
 )
 from store import files
+from store.job_text import embed_json, public_columns
 
 #: Job rows read per query.
 CHUNK = 500
@@ -128,28 +129,15 @@ def _new_files(session: Session, api_key_id: str, batch_id: str, ids: dict[str, 
                                now=now)
 
 
-#: The job columns an output line shows; the JSON ones are read as their stored text (`_as_text`), never parsed.
-_JSON_COLUMNS = ("input", "parameters", "output", "error", "webhook_events_filter", "meta")
-_PLAIN_COLUMNS = ("id", "task", "model", "status", "created_at", "started_at", "completed_at", "queue_ms",
-                  "inference_ms", "batch_size", "attempts", "webhook", "custom_id", "batch_line")
-
-
-def _as_text(column: Any, name: str) -> Any:
-    """A JSON column as the text the database holds (PostgreSQL: jsonb's text), which the output line embeds as
-    it is: the output file costs no parse and no re-serialisation of the jobs' outputs."""
-    return cast(column, Text).label(name)
-
-
 @functools.cache
 def _lines_statement(statuses: tuple[str, ...]) -> Any:
     """The next CHUNK result lines' columns of :batch_id's lines after :after up to :until with one of `statuses`,
-    by attribute name, in the input's order; built once, run on the session's connection (Core: no ORM loading of
-    each row, a fifth of the file's CPU)."""
-    table = sa_inspect(Job).columns  # the table's columns by attribute name (`meta` is the `metadata` column)
-    columns = ([table[name].label(name) for name in _PLAIN_COLUMNS]
-               + [_as_text(table[name], name) for name in _JSON_COLUMNS])
+    by attribute name, in the input's order — the JSON ones as their stored text, which the output line embeds as
+    it is (`store/job_text.py`): the output file costs no parse and no re-serialisation of the jobs' outputs; built
+    once, run on the session's connection (Core: no ORM loading of each row, a fifth of the file's CPU)."""
+    table = sa_inspect(Job).columns  # the table's columns by attribute name
     line = table["batch_line"]
-    return (select(*columns)
+    return (select(*public_columns("custom_id", "batch_line"))
             .where(table["batch_id"] == bindparam("batch_id"), line > bindparam("after"), line <= bindparam("until"),
                    table["status"].in_(statuses))
             .order_by(line).limit(CHUNK))
@@ -171,10 +159,8 @@ def _result_lines(session: Session, batch_id: str, statuses: tuple[str, ...], af
 def _result_line(row: dict[str, Any]) -> bytes:
     request_id = f"batch_req_{row['id']}"
     if row["status"] == SUCCEEDED:
-        # The stored JSON goes in as it is (`orjson.Fragment`); SQL NULL stays null. (The row is this read's own.)
-        row.update({name: None if row[name] is None else orjson.Fragment(row[name]) for name in _JSON_COLUMNS})
         body: dict[str, Any] = {"id": request_id, "custom_id": row["custom_id"],
-                                "response": {"status_code": 200, "body": job_to_public(row)},
+                                "response": {"status_code": 200, "body": job_to_public(embed_json(row))},
                                 "error": None}
     else:
         error = (json.loads(row["error"]) if row["error"] is not None else None) or {

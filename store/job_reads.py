@@ -3,17 +3,41 @@ flight across keys (the metrics). The writes, and the reads the worker and `beat
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, tuple_
+import orjson
+from sqlalchemy import Engine, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from contract.job_json import job_to_public
+from models.db import each_statement_commits, row_dicts
 from models.tables import INTERACTIVE_PRIORITY, QUEUED, RUNNING, Job
+from store.job_text import embed_json, public_columns
 
 
 def own_job(session: Session, api_key_id: str, job_id: str) -> Job | None:
     """The key's job; another key's is as absent as a missing one."""
     return session.scalars(select(Job).where(Job.id == job_id, Job.api_key_id == api_key_id)).one_or_none()
+
+
+def own_job_json(engine: Engine, api_key_id: str, job_id: str) -> bytes | None:
+    """The key's job as its public JSON (`job_to_public`), or None (another key's is as absent as a missing one):
+    what a client's poll reads — one statement on a connection of its own (on SQLite outside any transaction: no
+    BEGIN and ROLLBACK around it), no ORM session or object, the stored JSON embedded as it is
+    (`store/job_text.py`). The ORM's read and Flask's JSON made a poll cost more of the API's CPU than a
+    submission (BENCHMARKS.md, session 27)."""
+    with engine.connect() as connection:
+        each_statement_commits(connection)
+        rows = row_dicts(connection.execute(_own_job_statement(), {"job_id": job_id, "api_key_id": api_key_id}))
+        row = next(rows, None)
+    return None if row is None else orjson.dumps(job_to_public(embed_json(row)))
+
+
+@functools.cache
+def _own_job_statement() -> Any:
+    return select(*public_columns()).where(Job.id == bindparam("job_id"), Job.api_key_id == bindparam("api_key_id"))
 
 
 def list_jobs(session: Session, api_key_id: str, *, status: str | None, task: str | None, limit: int,

@@ -142,3 +142,18 @@ def test_agreement_at_float32_is_complete(tmp_path: Path) -> None:
     report = json.loads(output.read_text())
     assert report["fill-mask agreement"]["top5_lists_equal"] == 10
     assert report["question-answering agreement"]["best_span_equal"] == 4
+
+
+def test_api_requests_bench_measures_each_kind_of_request(tmp_path: Path) -> None:
+    """`python -m bench.api_requests`: each kind's requests all answered as asked (it raises otherwise: a held one
+    must come back succeeded), and each kind's CPU a request reported for every process of the stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILQ_")}
+    run = subprocess.run([sys.executable, "-m", "bench.api_requests", "--requests", "30", "--concurrency", "4",
+                          "--models", str(tmp_path / "models")],
+                         env={**env, "DISTILQ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if "CPU ms a request" in line]
+    assert [line.split(":")[0] for line in lines] == ["healthz", "poll", "submit", "wait"]
+    for line in lines:
+        assert re.search(r"[\d.]+ requests/s; CPU ms a request: api [\d.]+, worker [\d.]+, redis [\d.]+$", line), line
