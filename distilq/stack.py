@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -29,6 +29,8 @@ T = TypeVar("T")
 STOP_GRACE_S = 30
 #: How long the API gets to answer, and a worker to load and warm its models, in seconds.
 START_TIMEOUT_S = 300
+#: Ports the API is started on, one after another, when another process takes the one drawn before it binds it.
+API_PORT_TRIES = 3
 #: Pause between two looks while waiting for something to come up, in seconds.
 POLL_S = 0.05
 #: The `distilq` command, run with the same interpreter as this process.
@@ -59,6 +61,39 @@ def free_port() -> int:
     with socket.socket() as sock:  # that range is crowded: the kernel's choice, as before
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something on 127.0.0.1 holds `port` now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process `pid` holds a listening TCP socket on `port`, from Linux's /proc (its sockets' inodes against
+    those listening on the port); None where /proc says nothing (another system)."""
+    try:
+        listening = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # local address "ADDR:PORT" in hex, state 0A: LISTEN; the socket's inode in the tenth field
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    listening.add(f"socket:[{fields[9]}]")
+        return any(_link(fd) in listening for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _link(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed meanwhile
+        return ""
 
 
 def listening_ports() -> tuple[int, int]:
@@ -200,16 +235,31 @@ class LocalStack:
                     started[name] = time.monotonic()
 
     def start_api(self, host: str = "127.0.0.1", port: int | None = None, *args: str) -> str:
-        """The API (`distilq api`); returns its URL once /healthz answers."""
-        port = port or free_port()
-        self.start("api", "api", "--host", host, "--port", str(port), *args)
+        """The API (`distilq api`); returns its URL once /healthz answers from it. Without `port`, on a free one —
+        drawn again, up to API_PORT_TRIES times, when another process took it before the API bound it (it exits
+        then: gunicorn gives up on a port in use)."""
+        for attempt in range(1, API_PORT_TRIES + 1):
+            chosen = port or free_port()
+            try:
+                return self._start_api_on(host, chosen, args)
+            except RuntimeError:
+                if port is not None or attempt == API_PORT_TRIES or not port_in_use(chosen):
+                    raise
+        raise AssertionError("not reached")
+
+    def _start_api_on(self, host: str, port: int, args: Sequence[str]) -> str:
+        api = self.start("api", "api", "--host", host, "--port", str(port), *args)
         url = f"http://{host}:{port}"
 
         def healthy() -> bool:
+            # Its own answer: where another process took the port first, that one answers while this one waits to
+            # bind it (gunicorn retries for a few seconds, then exits).
+            if listens_on(api.pid, port) is False:
+                return False
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
                 return bool(response.status == 200)
 
-        wait_until(healthy, START_TIMEOUT_S, "the API", {"api": self.processes["api"]})
+        wait_until(healthy, START_TIMEOUT_S, "the API", {"api": api})
         return url
 
     def wait_for_workers(self, tasks: Collection[str] = TASKS, timeout_s: float = START_TIMEOUT_S,

@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 import requests
 from sqlalchemy import create_engine, inspect
 
+from distilq import stack
+from distilq.stack import LocalStack, free_port
 from tests.integration.stack import distilq_up, processes_with
 
 
@@ -60,3 +65,36 @@ def test_keys_create_prints_the_key_alone_and_says_which_database(tmp_path: Path
     assert "warning: there was no database" in first.stderr
     assert "Running upgrade" not in first.stderr and "alembic" not in first.stderr
     assert "warning" not in create().stderr  # the same directory: the same database
+
+
+def test_the_api_starts_on_another_port_when_another_server_took_the_one_drawn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process (another test process's stack) may take the port drawn for the API before the API binds it:
+    that one answers /healthz while this one waits to bind, then gives up. The launcher waits for its own API's
+    answer, and draws another port."""
+
+    class Answers(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    taken = other.server_address[1]
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    draws = iter([taken])
+    monkeypatch.setattr(stack, "free_port", lambda: next(draws, None) or free_port())
+    launcher = LocalStack(tmp_path, {"DISTILQ_REDIS_URL": "redis://127.0.0.1:1/0"}, log_dir=tmp_path)
+    try:
+        launcher.run("migrate")
+        url = launcher.start_api()
+        port = int(url.rsplit(":", 1)[1])
+        assert port != taken
+        assert stack.listens_on(launcher.processes["api"].pid, port) is not False
+        assert requests.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}  # ours: the other sends no body
+        assert "Connection in use" in (tmp_path / "api.log").read_text()  # the first try met the taken port
+    finally:
+        launcher.stop_all()
+        other.shutdown()

@@ -6,10 +6,21 @@ import json
 import logging
 import logging.config
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 from core.logs import BackgroundStreamHandler, logging_config
+
+
+@pytest.fixture(autouse=True)
+def logging_enabled() -> Iterator[None]:
+    """INFO records made, whatever an earlier test of this process left `logging.disable`d (a bench's main run
+    in-process turns warnings and below off)."""
+    disabled = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
+    yield
+    logging.disable(disabled)
 
 
 def test_lines_handed_to_the_background_writer_are_all_written_whole(capsys: pytest.CaptureFixture[str]) -> None:

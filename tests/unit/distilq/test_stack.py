@@ -3,6 +3,7 @@ connection is handed it between the draw and a slow starter's bind."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -35,3 +36,18 @@ def test_a_taken_port_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None
         listener.listen()
         other = stack.free_port()
     assert other != port and other > 0
+
+
+def test_a_process_listening_on_a_port_is_told_from_one_that_is_not() -> None:
+    with socket.socket() as server, socket.socket() as other:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        other.bind(("127.0.0.1", 0))  # bound, not listening
+        if stack.listens_on(os.getpid(), port) is None:
+            pytest.skip("no /proc here: the launcher cannot tell, and relies on /healthz alone")
+        assert stack.listens_on(os.getpid(), port) is True
+        assert stack.listens_on(os.getpid(), other.getsockname()[1]) is False
+        assert stack.listens_on(os.getppid(), port) is False  # another process: not its socket
+        assert stack.port_in_use(port) and stack.port_in_use(other.getsockname()[1])
+    assert not stack.port_in_use(port)
