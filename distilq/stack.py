@@ -177,6 +177,8 @@ class LocalStack:
         self.log_dir = log_dir
         self.redis: EmbeddedRedis | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        #: The port the API was last started on.
+        self.api_port: int | None = None
         self._logs: dict[str, IO[bytes]] = {}
         #: How each child was started (its arguments and extra environment), to start it again.
         self._specs: dict[str, tuple[tuple[str, ...], Mapping[str, str]]] = {}
@@ -235,16 +237,21 @@ class LocalStack:
                     started[name] = time.monotonic()
 
     def start_api(self, host: str = "127.0.0.1", port: int | None = None, *args: str) -> str:
-        """The API (`distilq api`); returns its URL once /healthz answers from it. Without `port`, on a free one —
-        drawn again, up to API_PORT_TRIES times, when another process took it before the API bound it (it exits
+        """The API (`distilq api`); returns its URL once /healthz answers from it. On `port`; without one, on the
+        port of this stack's API before (a restart keeps its URL), or on a free one for its first start — drawn
+        again, up to API_PORT_TRIES times, when another process took it before the API bound it (the API exits
         then: gunicorn gives up on a port in use)."""
+        fixed = port or self.api_port
         for attempt in range(1, API_PORT_TRIES + 1):
-            chosen = port or free_port()
+            chosen = fixed or free_port()
             try:
-                return self._start_api_on(host, chosen, args)
+                url = self._start_api_on(host, chosen, args)
             except RuntimeError:
-                if port is not None or attempt == API_PORT_TRIES or not port_in_use(chosen):
+                if fixed is not None or attempt == API_PORT_TRIES or not port_in_use(chosen):
                     raise
+                continue
+            self.api_port = chosen
+            return url
         raise AssertionError("not reached")
 
     def _start_api_on(self, host: str, port: int, args: Sequence[str]) -> str:

@@ -20,7 +20,7 @@ import requests
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.queue import read_announcements
-from distilq.stack import LocalStack, free_port, port_in_use, wait_until
+from distilq.stack import LocalStack, free_port, wait_until
 from models.db import make_engine, make_session_factory, transaction
 from store.keys import create_key
 
@@ -131,24 +131,13 @@ class Stack(LocalStack):
             **(env or {}),
         }, log_dir=root)
         self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.api_started = False
         self.sessions: sessionmaker[Session] = make_session_factory(make_engine(database_url))
 
-    def start_api(self, host: str = "127.0.0.1", port: int | None = None, *args: str) -> str:
-        """On the stack's port; its first start, on another one when another process (another test process's
-        stack) took that port before the API bound it."""
-        try:
-            url = super().start_api(host, port or self.port, *args)
-        except RuntimeError:
-            if port is not None or self.api_started or not port_in_use(self.port):
-                raise
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            url = super().start_api(host, self.port, *args)
-        self.api_started = True
-        return url
+    @property
+    def url(self) -> str:
+        """The API's, once started (`start_api`; a restart keeps it)."""
+        assert self.api_port is not None, "the stack's API was never started"
+        return f"http://127.0.0.1:{self.api_port}"
 
     def start_worker(self, name: str = "worker", *args: str, env: dict[str, str] | None = None) -> None:
         """An inference worker, ready once its models are loaded; metrics off unless a port is given."""

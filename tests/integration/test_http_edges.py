@@ -34,7 +34,7 @@ def test_a_body_over_the_limit_is_answered_413_while_the_client_still_sends(stac
     client's next write fail with a broken pipe (a reset) before it could read the 413."""
     key = stack.new_key()
     size, piece = 6_000_000, b"x" * 65536
-    with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", stack.api_port), timeout=30) as sock:
         sock.sendall(f"POST /v1/fill-mask HTTP/1.1\r\nHost: distilq\r\nAuthorization: Bearer {key}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode())
         sent = 0
