@@ -1,11 +1,12 @@
 """The job store's own CPU for a file's lines, no other process or thread: a pass of lines inserted (a batch's check
 queuing them: `add_checked_lines`), claimed (`claim_more`), written back (`finish`) and the batch's output file
 written (beat's: `store.batch_output.write_ready`, as lines end in a run; here all by `finalize`), on a fresh SQLite
-database, in CPU µs a line. What creating a batch, a worker's claimer and writer threads and beat cost a batch
-file's pass — in a run, the claimer and the writer share the interpreter with the forward pass. `--backlog N` first
-queues N lines of the other task, never claimed: what a pass costs while a large batch waits in the queue.
+database (or `--database-url`'s, migrated), in CPU µs a line — and in wall µs, which on PostgreSQL hold the
+server's work too. What creating a batch, a worker's claimer and writer threads and beat cost a batch file's pass —
+in a run, the claimer and the writer share the interpreter with the forward pass. `--backlog N` first queues N
+lines of the other task, never claimed: what a pass costs while a large batch waits in the queue.
 
-    python -m bench.store_lines [--lines 500] [--rounds 6] [--backlog 0]
+    python -m bench.store_lines [--lines 500] [--rounds 6] [--backlog 0] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ def _lines(count: int, batch_id: str, api_key_id: str, now: datetime,
                               parameters={"top_k": 5}, n_inputs=1, metadata={}, now=now, token_ids=bytes(220))
 
 
-def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str) -> tuple[str, float]:
+def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str) -> tuple[str, float, float]:
     """A batch of `count` queued lines of `task`, created as the API does (its check's chunks queued as they
-    pass, CHECK_CHUNK at a time); its id, and the process time its insert began."""
+    pass, CHECK_CHUNK at a time); its id, and the process and wall times its insert began."""
     with sessions() as session:
         file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl", parts=[],
                                 max_bytes=None, now=datetime.now(UTC))
-        started = time.process_time()
+        started, started_wall = time.process_time(), time.perf_counter()
         batch_id, now = batches.new_batch_id(), datetime.now(UTC)
         batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id, endpoint=None,
                             completion_window="24h", webhook=None, metadata=None, now=now)
@@ -56,7 +57,7 @@ def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: s
             batches.add_checked_lines(sessions, batch_id, itertools.islice(lines, CHECK_CHUNK),
                                       min(count, checked + CHECK_CHUNK), now)
         batches.start_batch(session, batch_id, count, now)
-    return batch_id, started
+    return batch_id, started, started_wall
 
 
 def main() -> None:
@@ -64,28 +65,30 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=500, help="lines a pass (the worker's batch of lines)")
     parser.add_argument("--rounds", type=int, default=6, help="passes; the first is left out (statements compile)")
     parser.add_argument("--backlog", type=int, default=0, help="question-answering lines queued first, never claimed")
+    parser.add_argument("--database-url", help="a database to migrate and use (default: a fresh SQLite file)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'distilq.db'}"
+        url = args.database_url or f"sqlite:///{Path(tmp) / 'distilq.db'}"
         run_migrations(url)
         sessions = make_session_factory(make_engine(url, eager_writer=True))
         with sessions() as session:
-            keys.create_key(session, "bench")
+            key = keys.create_key(session, "bench")
             session.commit()
-            api_key_id = session.scalars(select(ApiKey.id)).one()
+            api_key_id = session.scalars(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(key))).one()
         if args.backlog:
             _batch(sessions, api_key_id, args.backlog, "question-answering")
         steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": [], "output file": []}
+        walls: dict[str, list[float]] = {step: [] for step in steps}
         for _ in range(args.rounds):
-            batch_id, started = _batch(sessions, api_key_id, args.lines, "fill-mask")
-            claimed_at = time.process_time()
+            batch_id, started, started_wall = _batch(sessions, api_key_id, args.lines, "fill-mask")
+            claimed_at, claimed_wall = time.process_time(), time.perf_counter()
             claimed = jobs.claim_more(sessions, "fill-mask", args.lines, lambda: datetime.now(UTC), 60)
-            written_at = time.process_time()
+            written_at, written_wall = time.process_time(), time.perf_counter()
             jobs.finish(sessions, [Outcome(claim, output=_OUTPUT) for claim in claimed.claims], datetime.now(UTC),
                         args.lines, 10.0)
-            ended = time.process_time()
+            ended, ended_wall = time.process_time(), time.perf_counter()
             batches.finalize(sessions, batch_id, lambda: datetime.now(UTC))
-            finalized = time.process_time()
+            finalized, finalized_wall = time.process_time(), time.perf_counter()
             if len(claimed.claims) != args.lines:
                 raise RuntimeError(f"claimed {len(claimed.claims)} of {args.lines} lines")
             with sessions() as session:
@@ -95,8 +98,13 @@ def main() -> None:
             for step, seconds in zip(steps, (claimed_at - started, written_at - claimed_at, ended - written_at,
                                              finalized - ended), strict=True):
                 steps[step].append(seconds / args.lines * 1e6)
-    print(f"CPU µs a line, {args.lines} lines a pass, median of {args.rounds - 1} passes (range): " + "; ".join(
-        f"{step} {statistics.median(us[1:]):.0f} ({min(us[1:]):.0f}–{max(us[1:]):.0f})" for step, us in steps.items()))
+            for step, seconds in zip(walls, (claimed_wall - started_wall, written_wall - claimed_wall,
+                                             ended_wall - written_wall, finalized_wall - ended_wall), strict=True):
+                walls[step].append(seconds / args.lines * 1e6)
+    for what, measured in (("CPU", steps), ("wall", walls)):
+        print(f"{what} µs a line, {args.lines} lines a pass, median of {args.rounds - 1} passes (range): " + "; ".join(
+            f"{step} {statistics.median(us[1:]):.0f} ({min(us[1:]):.0f}–{max(us[1:]):.0f})"
+            for step, us in measured.items()))
 
 
 if __name__ == "__main__":

@@ -215,3 +215,34 @@ class ManyRows:
         its per-execution work — the compiled-cache lookup, the parameters' processing, the execution context (a
         submission's `store.jobs.submit`, 5–15 % less CPU: BENCHMARKS.md, session 11)."""
         return connection.exec_driver_sql(self.sql, self._convert(row, {}))
+
+
+class CopyRows:
+    """Rows into a PostgreSQL table by one `COPY … FROM STDIN`, streamed in COPY's text form: no statement a row for
+    either side to bind and run, as an executemany's INSERT is (a batch's 500 lines: 33.7 → 25.0 wall µs a row,
+    11.5 → 3.4 of the client's CPU; BENCHMARKS.md, session 28). Each value is converted by its column type's own
+    bind processor, so what is stored is what SQLAlchemy would store (a JSON column's value as psycopg's `Jsonb`),
+    and a value that is the very object the row before gave is converted once (as `ManyRows`)."""
+
+    def __init__(self, table: Any, columns: Sequence[str], dialect: Dialect) -> None:
+        """`table`: a Table; `columns`: the names of its columns each row gives, in any order."""
+        quote = dialect.identifier_preparer.quote
+        self.columns = list(columns)
+        self.sql = f"COPY {quote(table.name)} ({', '.join(quote(name) for name in self.columns)}) FROM STDIN"
+        self.converters = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.columns]
+
+    def run(self, connection: Connection, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Copies `rows` (each a mapping of `columns`) in the connection's transaction; how many."""
+        count, last = 0, [(object(), None)] * len(self.columns)
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(self.sql) as copy:
+            for row in rows:
+                values: list[Any] = []
+                for i, (name, converter) in enumerate(zip(self.columns, self.converters, strict=True)):
+                    value = row[name]
+                    if last[i][0] is not value:
+                        last[i] = (value, value if converter is None else converter(value))
+                    values.append(last[i][1])
+                copy.write_row(values)
+                count += 1
+        return count

@@ -4,16 +4,30 @@ flight across keys (the metrics). The writes, and the reads the worker and `beat
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, bindparam, func, select, tuple_
+from sqlalchemy import Engine, and_, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from contract.job_json import job_to_public
 from models.db import each_statement_commits, row_dicts
-from models.tables import INTERACTIVE_PRIORITY, QUEUED, RUNNING, Job
+from models.tables import (
+    CANCELLING,
+    EVAL_CANCELED,
+    EVAL_QUEUED,
+    IN_PROGRESS,
+    INTERACTIVE,
+    INTERACTIVE_PRIORITY,
+    QUEUED,
+    RUNNING,
+    VALIDATING,
+    Batch,
+    Evaluation,
+    Job,
+)
 from store.job_text import embed_json, public_columns
 
 
@@ -66,11 +80,22 @@ def in_flight_counts(session: Session) -> dict[tuple[str, str], int]:
 def key_activity(session: Session, api_key_id: str, since: datetime) -> tuple[int, int, int]:
     """The key's jobs queued and running now (batch and evaluation lines included), and those finished since
     `since` — counted among the jobs created in the hour before it, so that the count walks the key's recent jobs
-    (the (api_key_id, created_at) index), not all of them."""
-    by_status = dict(session.execute(
-        select(Job.status, func.count()).where(Job.api_key_id == api_key_id, Job.status.in_((QUEUED, RUNNING)))
-        .group_by(Job.status)).all())
+    (the (api_key_id, created_at) index), not all of them. Those in flight are counted where their index holds
+    them: the interactive ones among the key's (`models.tables.INTERACTIVE`), a file's lines in each of the key's
+    batches and evaluations that may still run some."""
+    whose = [and_(Job.api_key_id == api_key_id, INTERACTIVE)]
+    whose += [Job.batch_id == batch_id for batch_id in session.scalars(
+        select(Batch.id).where(Batch.status.in_((VALIDATING, IN_PROGRESS, CANCELLING)),
+                               Batch.api_key_id == api_key_id))]
+    whose += [Job.evaluation_id == evaluation_id for evaluation_id in session.scalars(
+        select(Evaluation.id).where(Evaluation.status.in_((EVAL_QUEUED, EVAL_CANCELED)),
+                                    Evaluation.completed_at.is_(None), Evaluation.api_key_id == api_key_id))]
+    by_status: Counter[str] = Counter()
+    for which in whose:
+        by_status.update(dict(session.execute(select(Job.status, func.count())
+                                              .where(which, Job.status.in_((QUEUED, RUNNING)))
+                                              .group_by(Job.status)).all()))
     finished = session.scalar(select(func.count()).select_from(Job).where(
         Job.api_key_id == api_key_id, Job.created_at >= since - timedelta(hours=1), Job.completed_at >= since,
         Job.status.not_in((QUEUED, RUNNING))))
-    return by_status.get(QUEUED, 0), by_status.get(RUNNING, 0), int(finished or 0)
+    return by_status[QUEUED], by_status[RUNNING], int(finished or 0)

@@ -25,10 +25,13 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     Integer,
+    String,
     Table,
+    any_,
     bindparam,
     case,
     delete,
@@ -40,18 +43,20 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
 from contract.requests import JobRequest, stored_inputs
-from models.db import ManyRows, each_statement_commits, row_dicts, rowcount, transaction
+from models.db import CopyRows, ManyRows, each_statement_commits, row_dicts, rowcount, transaction
 from models.tables import (
     BATCH_PRIORITY,
     CANCELED,
     EVENT_COMPLETED,
     EVENT_STARTED,
     FAILED,
+    INTERACTIVE,
     INTERACTIVE_PRIORITY,
     QUEUED,
     RUNNING,
@@ -123,12 +128,12 @@ UNLOCKED_CAP_MARGIN = 64
 
 def _in_flight(api_key_id: Any) -> Any:
     """The key's interactive jobs queued or running, as a scalar subquery (a batch's lines are bounded by the batch
-    size, not by this cap)."""
+    size, not by this cap), counted in the index of interactive jobs (`models.tables.INTERACTIVE`)."""
     # Two equalities, not IN: an IN list is an "expanding" parameter, rendered into the SQL at each execution
     # (~3 % of the API's CPU a job); both databases read the OR of equalities on one column as IN.
     return (select(func.count()).select_from(Job)
-            .where(Job.api_key_id == api_key_id, or_(Job.status == QUEUED, Job.status == RUNNING),
-                   Job.priority == INTERACTIVE_PRIORITY).scalar_subquery())
+            .where(Job.api_key_id == api_key_id, or_(Job.status == QUEUED, Job.status == RUNNING), INTERACTIVE)
+            .scalar_subquery())
 
 
 @functools.cache
@@ -266,26 +271,33 @@ def evaluation_example(*, evaluation_id: str, line: int, task: str, model: str, 
     return {_COLUMNS[name]: value for name, value in fields.items()}
 
 
-#: A file's lines inserted per statement.
+#: A file's lines inserted per driver call (SQLite).
 LINES_PER_INSERT = 500
 
 
 def add_file_lines(session: Session, rows: Iterable[dict[str, Any]]) -> int:
     """Inserts the lines of a batch's or an evaluation's file (rows of `batch_line` or `evaluation_example`, each
-    with the same columns) as queued jobs in the caller's transaction, LINES_PER_INSERT per driver call (the rows
-    are made as the file is read: never all in memory); how many."""
+    with the same columns) as queued jobs in the caller's transaction — on PostgreSQL by one COPY, elsewhere
+    LINES_PER_INSERT per driver call (the rows are made as the file is read: never all in memory); how many."""
     connection = session.connection()
     lines = iter(rows)
     first = next(lines, None)
     if first is None:
         return 0
-    return _line_writer(connection.dialect, tuple(first)).run(connection, itertools.chain([first], lines),
-                                                               LINES_PER_INSERT)
+    every = itertools.chain([first], lines)
+    if connection.dialect.name == "postgresql":
+        return _line_copier(connection.dialect, tuple(first)).run(connection, every)
+    return _line_writer(connection.dialect, tuple(first)).run(connection, every, LINES_PER_INSERT)
 
 
 @functools.cache
 def _line_writer(dialect: Any, columns: tuple[str, ...]) -> ManyRows:
     return ManyRows(insert(cast(Table, Job.__table__)), dialect, columns)
+
+
+@functools.cache
+def _line_copier(dialect: Any, columns: tuple[str, ...]) -> CopyRows:
+    return CopyRows(Job.__table__, columns, dialect)
 
 
 def cancel_batch_lines(session: Session, batch_id: str, now: datetime) -> int:
@@ -408,21 +420,31 @@ def _unindexed_status(table: Table) -> Any:
     and checks their status. Given `status = 'queued'`, SQLite's planner (no statistics) looked a claim's rows up by
     the status index, walking every queued job — a batch's 10,000 lines: 2.4 ms a claim, 50,000: 26 ms, against 0.1
     by the primary key — and PostgreSQL's did too before its statistics knew of the queued rows (a bitmap of the
-    status index ANDed with the key's). The expression keeps both on the key. (Not for a row-value IN such as
-    `(id, attempts) IN …`: SQLite then scans the table; there the status index walks the running jobs only, a few
-    passes' worth.)"""
+    status index ANDed with the key's). The expression keeps both on the key. (Not for the write-back's look at its
+    claims, `status = 'running'`: there the status index walks the running jobs only, a few passes' worth.)"""
     return table.c.status.op("||")("")
 
 
+def _ids_among(table: Table, dialect_name: str) -> ColumnElement[bool]:
+    """`id` among the list :ids. On PostgreSQL one array parameter (`id = ANY(:ids)`): the statement's text is the
+    same for any number of ids, so psycopg parses it once and prepares it, and the server plans it once — an IN of
+    500 expanded parameters was a new statement at every pass, parsed by psycopg (~2 ms), by the server and
+    planned (a 500-line write-back's check of its claims took a third of its time: BENCHMARKS.md, session 28).
+    Elsewhere an expanding IN (SQLite has no arrays; its statements are cheap to prepare)."""
+    if dialect_name == "postgresql":
+        return table.c.id == any_(bindparam("ids", type_=ARRAY(String())))
+    return table.c.id.in_(bindparam("ids", expanding=True))
+
+
 @functools.cache
-def _claim_statement(lines: bool) -> Any:
-    """UPDATE jobs SET running… WHERE id IN :ids AND status = 'queued' RETURNING every column (interactive jobs,
-    whose finished JSON is built from the claim) or `_LINE_CLAIMED` (`lines`), built once."""
+def _claim_statement(lines: bool, dialect_name: str) -> Any:
+    """UPDATE jobs SET running… WHERE id among :ids AND status = 'queued' RETURNING every column (interactive jobs,
+    whose finished JSON is built from the claim) or `_LINE_CLAIMED` (`lines`), built once per dialect."""
     table = cast(Table, Job.__table__)
     now = bindparam("now", type_=table.c.started_at.type)
     return (
         update(table)
-        .where(table.c.id.in_(bindparam("ids", expanding=True)), _unindexed_status(table) == QUEUED)
+        .where(_ids_among(table, dialect_name), _unindexed_status(table) == QUEUED)
         .values(
             status=RUNNING,
             attempts=table.c.attempts + 1,
@@ -447,8 +469,9 @@ def _claim(session: Session, job_ids: list[str], line_ids: list[str], clock: Clo
     for ids, lines in ((job_ids, False), (line_ids, True)):
         if not ids:
             continue
-        result = connection.execute(_claim_statement(lines), {"ids": ids, "now": now, "worker": worker,
-                                                              "lease_until": now + timedelta(seconds=lease_s)})
+        result = connection.execute(_claim_statement(lines, connection.dialect.name),
+                                    {"ids": ids, "now": now, "worker": worker,
+                                     "lease_until": now + timedelta(seconds=lease_s)})
         for row in row_dicts(result, _ATTRIBUTES):
             claims.append(Claim(row, max(now, row["created_at"])))
     # `job.started` once per job: a retry after a lost worker is not a new start.
@@ -553,12 +576,11 @@ _WRITTEN = ("status", "output", "error", "queue_ms", "completed_at", "lease_unti
 
 @functools.cache
 def _finish_statements(dialect: Any) -> tuple[Any, ManyRows]:
-    """(which of :pairs (id, attempt) are still running — locked, so that no cancel slips in before the write;
+    """(the (id, attempts) of those of :ids still running — locked, so that no cancel slips in before the write;
     the UPDATE run once per job, executemany), built once per dialect."""
     table = cast(Table, Job.__table__)
-    held = (select(table.c.id)
-            .where(tuple_(table.c.id, table.c.attempts).in_(bindparam("pairs", expanding=True)),
-                   table.c.status == RUNNING)
+    held = (select(table.c.id, table.c.attempts)
+            .where(_ids_among(table, dialect.name), table.c.status == RUNNING)
             .with_for_update())
     write = (update(table).where(table.c.id == bindparam("b_id"))
              .values(**{name: bindparam(f"b_{name}") for name in _WRITTEN}))
@@ -577,8 +599,9 @@ def finish(
     with transaction(sessions) as session:
         connection = session.connection()
         held_statement, write = _finish_statements(connection.dialect)
-        held = set(connection.execute(held_statement, {"pairs": [(o.claim.job_id, o.claim.attempt)
-                                                                 for o in outcomes]}).scalars())
+        # A claim holds while its job runs at its attempt: one retried since by another worker does not.
+        held = {job_id for job_id, attempts in connection.execute(held_statement, {"ids": list(by_id)})
+                if attempts == by_id[job_id].claim.attempt}
         changes: dict[str, dict[str, Any]] = {
             job_id: {"status": FAILED if outcome.error is not None else SUCCEEDED, "output": outcome.output,
                      "error": outcome.error, "queue_ms": outcome.claim.queue_ms, "completed_at": now,

@@ -1,8 +1,9 @@
 """The migrations build the schema the models declare, on each backend: the same tables, columns and indexes
 (Alembic's own comparison), and the same partial indexes' conditions, which that comparison does not look at. And
 the planner finds a file's rows through the partial indexes that hold only those rows (`models.tables.OF_BATCH`,
-`OF_EVALUATION`): a query that names its batch or evaluation implies the condition. Their migration goes down
-and up again."""
+`OF_EVALUATION`): a query that names its batch or evaluation implies the condition; and a key's interactive jobs
+and its Idempotency-Keys through theirs (`INTERACTIVE`, the rows holding a key). Their migrations go down and up
+again."""
 
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ def test_partial_indexes_hold_the_models_conditions(engine: Engine) -> None:
     ("SELECT status, count(*) FROM jobs WHERE evaluation_id = 'e' GROUP BY status", "ix_jobs_evaluation_status"),
     ("SELECT id FROM jobs WHERE evaluation_id = 'e' AND batch_line > 5 ORDER BY batch_line LIMIT 100",
      "ix_jobs_evaluation_line"),
+    # as `store.jobs.submit` counts a key's jobs in flight, and looks its Idempotency-Key up
+    ("SELECT count(*) FROM jobs WHERE api_key_id = 'k' AND (status = 'queued' OR status = 'running') "
+     "AND priority = 0", "ix_jobs_api_key_status_interactive"),
+    ("SELECT id FROM jobs WHERE api_key_id = 'k' AND idempotency_key = 'i'", "uq_jobs_api_key_idempotency_key"),
 ])
 def test_a_files_rows_are_found_through_its_partial_index(engine: Engine, query: str, index: str) -> None:
     postgres = engine.dialect.name == "postgresql"
@@ -94,6 +99,41 @@ def test_the_partial_indexes_migration_goes_down_and_up_again(kind: str, tmp_pat
         assert file_indexes() == dict.fromkeys(partial, "")
         run_migrations(url)
         assert file_indexes() == partial
+    finally:
+        engine.dispose()
+        if admin:
+            drop_postgres_database(admin, url)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_the_interactive_indexes_migration_goes_down_and_up_again(kind: str, tmp_path: Path) -> None:
+    """0013 on a database of its own: down to 0012 the key's index and the Idempotency-Keys' hold every row again
+    (the latter a unique constraint: two rows of one key and one Idempotency-Key still cannot be), up to head they
+    are partial again."""
+    admin, url = create_postgres_database() if kind == "postgres" else ("", f"sqlite:///{tmp_path / 'down.db'}")
+    engine = create_engine(url)
+    try:
+        def key_indexes() -> dict[str, str]:
+            option = f"{engine.dialect.name}_where"
+            found = {str(index["name"]): _condition(index.get("dialect_options", {}).get(option))
+                     for index in inspect(engine).get_indexes("jobs")
+                     if not index.get("duplicates_constraint")}  # PostgreSQL's index of a unique constraint
+            return {name: condition for name, condition in found.items() if name.startswith("ix_jobs_api_key_status")
+                    or name == "uq_jobs_api_key_idempotency_key"}
+
+        def unique_constraints() -> list[str]:
+            return [str(c["name"]) for c in inspect(engine).get_unique_constraints("jobs")]
+
+        run_migrations(url)
+        assert key_indexes() == {"ix_jobs_api_key_status_interactive": "priority=0",
+                                 "uq_jobs_api_key_idempotency_key": "idempotency_keyisnotnull"}
+        command.downgrade(alembic_config(url), "0012")
+        assert key_indexes() == {"ix_jobs_api_key_status_priority": ""}
+        assert unique_constraints() == ["uq_jobs_api_key_idempotency_key"]
+        run_migrations(url)
+        assert key_indexes() == {"ix_jobs_api_key_status_interactive": "priority=0",
+                                 "uq_jobs_api_key_idempotency_key": "idempotency_keyisnotnull"}
+        assert unique_constraints() == []
     finally:
         engine.dispose()
         if admin:
