@@ -37,7 +37,7 @@ def read_json_object() -> dict[str, Any]:
 
 
 def _text_problem(text: str) -> str | None:
-    """Why a string cannot be stored or sent on: a NUL (PostgreSQL text and JSONB cannot hold it), or a lone
+    """Why a string cannot be stored or sent on: a NUL (PostgreSQL's text cannot hold it), or a lone
     surrogate such as \\ud800 (JSON allows the escape; no UTF-8 encoder, database or client does)."""
     if "\x00" in text:
         return "contains a NUL character"

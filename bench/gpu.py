@@ -82,6 +82,10 @@ STEPS = [
          ["--dtype", "bfloat16", "--modes", "ch", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 50),
     Step("float32", "the engine at float32 (issue 14's item 4: exact, and how much slower)",
          ["--dtype", "float32", "--modes", "c", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 40),
+    Step("batch-postgres", "the 10,000-line batch file beside the engine alone on PostgreSQL, the compose stack's "
+         "database (issue 15: e/c ≥ 0.8 there too; last: it runs where time is left)",
+         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 70,
+         postgres=True),
 ]
 
 #: What a smoke run divides the sizes by (jobs, clients), on this machine's device.

@@ -17,12 +17,16 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.db import Base, UTCDateTime
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+#: JSON as written: SQLite's TEXT, PostgreSQL's `json` (its text, checked as JSON when stored). Not `jsonb`, which
+#: parses a value into its binary form when stored and prints it again when read — a job's output (2 KB of top-k
+#: lists a fill-mask input) is written once and only ever read whole, never queried inside — and which orders an
+#: object's keys by length: a job's outputs and metadata came back from PostgreSQL in another order than they were
+#: written, and than SQLite gives (migration 0014).
+JSONType = JSON()
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)

@@ -1,5 +1,5 @@
 """A job row read for its public JSON without parsing the JSON it stores: its JSON columns read as the text the
-database holds (PostgreSQL: jsonb's text) and embedded in the answer as they are (`orjson.Fragment`). No parse and no
+database holds and embedded in the answer as they are (`orjson.Fragment`). No parse and no
 re-serialisation of a job's output, which a fill-mask job's top-k lists make most of its JSON: a batch's output file
 (`store/batch_output.py`) and a poll of one job (`store.job_reads.own_job_json`) are written this way."""
 

@@ -62,6 +62,20 @@ def test_prefer_wait_answers_with_the_finished_job(stack: Stack, http: requests.
     assert_same(job["output"][0], expected)
 
 
+def test_a_polled_job_keeps_the_order_of_its_outputs_and_metadatas_keys(stack: Stack,
+                                                                        http: requests.Session) -> None:
+    """As written, on either database: the pipeline's order of a prediction's fields, the client's of its metadata
+    (PostgreSQL's jsonb, before migration 0014, gave both back sorted by the keys' length)."""
+    metadata = {"zebra_run": 1, "a": 2, "middle": {"yy": 1, "x": 2}}
+    response = http.post(f"{stack.url}/v1/fill-mask", json={**SEED_REQUEST, "metadata": metadata})
+    job_id = response.json()["id"]
+    assert stack.wait_job(http, job_id)["status"] == "succeeded"
+    polled = http.get(f"{stack.url}/v1/jobs/{job_id}")
+    job = json.loads(polled.text)  # a dict keeps the order the text gives
+    assert list(job["metadata"]) == ["zebra_run", "a", "middle"] and list(job["metadata"]["middle"]) == ["yy", "x"]
+    assert [list(prediction) for prediction in job["output"][0]] == [["score", "token", "token_str", "sequence"]] * 2
+
+
 def test_a_finish_is_announced_to_the_process_holding_its_request_alone(stack: Stack, http: requests.Session) -> None:
     """A job nobody holds is announced to nobody; a held one on the channel of the API process holding it, which
     the row names (`held_by`)."""
