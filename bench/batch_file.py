@@ -16,7 +16,15 @@ from typing import Any
 import urllib3
 
 from api.check_pool import processes_for
-from bench.e2e import batch_steps, cpu_seconds, descendants, logged_batches, peak_rss_mb, running_stack
+from bench.e2e import (
+    batch_steps,
+    cpu_seconds,
+    descendants,
+    logged_batches,
+    peak_rss_mb,
+    running_stack,
+    stack_cpu_seconds,
+)
 from bench.measure import Result
 from core.settings import Settings
 
@@ -137,21 +145,22 @@ def run_batch_file(models: dict[str, Path], texts: list[str], env: dict[str, str
                        workers=workers) as (url, key, pids, logs):
         client = _Client(url, key)
         workers_of = [name for name in pids if name.startswith("worker")]
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_before = stack_cpu_seconds(pids, env)
         own_before = {name: cpu_seconds(pids[name], with_children=False) for name in workers_of}
         before = len(logged_batches(logs))
         batch, steps, _ = client.batch(lines, len(texts), None)
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu = {name: seconds - cpu_before[name] for name, seconds in stack_cpu_seconds(pids, env).items()}
         # Each worker's own process apart from its device process (when it has one): which of the two bounds it.
         own = {name: cpu_seconds(pids[name], with_children=False) - own_before[name] for name in workers_of}
         alone = len(logged_batches(logs))
         output = client.call("GET", f"/v1/files/{batch['output_file_id']}/content")
         evaluated = None
         if evaluate:
-            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu_before = stack_cpu_seconds(pids, env)
             examples = "".join(json.dumps({"text": text, "label": "the"}) + "\n" for text in texts).encode()
             evaluation, seconds = client.evaluation(examples)
-            evaluation_cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+            evaluation_cpu = {name: seconds - cpu_before[name]
+                              for name, seconds in stack_cpu_seconds(pids, env).items()}
             evaluated = Result("f", f"distilq fill-mask evaluation of the same {len(texts)} texts (labelled; "
                                     "upload, check, run, score, output file)", len(texts), 0, 0, seconds,
                                [seconds] * len(texts))

@@ -119,6 +119,19 @@ def batch_steps(logs: list[Path], first: int = 1, last: int | None = None) -> st
             + ", ".join(f"{k} {v:.1f}" for k, v in means.items()))
 
 
+def stack_cpu_seconds(pids: dict[str, int], env: dict[str, str]) -> dict[str, float]:
+    """CPU seconds so far of each of the stack's processes (with their children) and, on PostgreSQL
+    (`DISTILQ_DATABASE_URL` in `env`), of the database server's processes as `database` (SQLite's work is inside
+    the processes that query it)."""
+    return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
+            **({"database": _postgres_cpu_seconds()} if on_postgres(env) else {})}
+
+
+def on_postgres(env: dict[str, str]) -> bool:
+    """Whether the stack of `env` runs on PostgreSQL (`DISTILQ_DATABASE_URL`)."""
+    return env.get("DISTILQ_DATABASE_URL", "").startswith("postgresql")
+
+
 def _postgres_cpu_seconds() -> float:
     """CPU time of this machine's PostgreSQL server processes so far (the database of a PostgreSQL run)."""
     total = 0.0
@@ -174,14 +187,12 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
     `concurrency` clients and the bodies dealt out among them: a Python process's clients cost 0.6–0.9 CPU-ms a
     job (2-core bench machines), all under one interpreter lock, so that one process cannot hold 2,000 jobs/s."""
     route = "fill-mask" if task == "fill-mask" else "question-answering"
-    postgres = env.get("DISTILQ_DATABASE_URL", "").startswith("postgresql")
     threads = -(-concurrency // api_workers) + 8
     with running_stack(models, task, env, threads, api_workers, workers=workers) as (url, key, pids, logs):
         clients(url, key, route, bodies[:1], 1)  # warm-up
 
         def usage() -> dict[str, float]:
-            return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
-                    **({"database": _postgres_cpu_seconds()} if postgres else {})}
+            return stack_cpu_seconds(pids, env)
 
         shares = [(bodies[i::client_processes], len(range(i, concurrency, client_processes)))
                   for i in range(client_processes)]
@@ -210,7 +221,8 @@ def run_end_to_end(models: dict[str, Path], task: str, bodies: list[dict[str, An
     mean = lambda key: sum(j["metrics"][key] for j in jobs) / len(jobs)  # noqa: E731
     inputs = sum(len(next(iter(body["inputs"].values()))) for body in bodies)
     service_s = sum(seconds for name, seconds in cpu.items() if name != "clients")
-    where = (f"{'PostgreSQL' if postgres else 'SQLite'}, {api_workers} API process{'es' if api_workers > 1 else ''}"
+    where = (f"{'PostgreSQL' if on_postgres(env) else 'SQLite'}, "
+             f"{api_workers} API process{'es' if api_workers > 1 else ''}"
              + (f", {workers} workers" if workers > 1 else "")
              + (f", clients in {client_processes} processes" if client_processes > 1 else ""))
     result = Result("d", f"distilq end to end ({where}), {concurrency} concurrent clients, {inputs // len(bodies)} "
