@@ -6,7 +6,7 @@ server's work too. What creating a batch, a worker's claimer and writer threads 
 in a run, the claimer and the writer share the interpreter with the forward pass. `--backlog N` first queues N
 lines of the other task, never claimed: what a pass costs while a large batch waits in the queue.
 
-    python -m bench.store_lines [--lines 500] [--rounds 6] [--backlog 0] [--database-url URL]
+    python -m bench.store_lines [--lines 500] [--rounds 6] [--backlog 0] [--database-url URL] [--poll LINES]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from api.file_lines import CHECK_CHUNK
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory
 from models.tables import ApiKey, Batch
-from store import batches, files, jobs, keys
+from store import batch_output, batches, files, jobs, keys
 from store.jobs import Outcome
 
 #: A top-5 output of a one-input fill-mask line, as the engine makes one.
@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="passes; the first is left out (statements compile)")
     parser.add_argument("--backlog", type=int, default=0, help="question-answering lines queued first, never claimed")
     parser.add_argument("--database-url", help="a database to migrate and use (default: a fresh SQLite file)")
+    parser.add_argument("--poll", type=int, default=0,
+                        help="then a batch of this many lines, half of them run and written to its files: the time of "
+                             "a poll's count of its lines (`store.batches.request_counts`)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'distilq.db'}"
@@ -101,10 +104,38 @@ def main() -> None:
             for step, seconds in zip(walls, (claimed_wall - started_wall, written_wall - claimed_wall,
                                              ended_wall - written_wall, finalized_wall - ended_wall), strict=True):
                 walls[step].append(seconds / args.lines * 1e6)
-    for what, measured in (("CPU", steps), ("wall", walls)):
-        print(f"{what} µs a line, {args.lines} lines a pass, median of {args.rounds - 1} passes (range): " + "; ".join(
-            f"{step} {statistics.median(us[1:]):.0f} ({min(us[1:]):.0f}–{max(us[1:]):.0f})"
-            for step, us in measured.items()))
+        for what, measured in (("CPU", steps), ("wall", walls)):
+            print(f"{what} µs a line, {args.lines} lines a pass, median of {args.rounds - 1} passes (range): "
+                  + "; ".join(f"{step} {statistics.median(us[1:]):.0f} ({min(us[1:]):.0f}–{max(us[1:]):.0f})"
+                              for step, us in measured.items()))
+        if args.poll:
+            print(_poll(sessions, api_key_id, args.poll, args.lines))
+
+
+def _poll(sessions: sessionmaker[Session], api_key_id: str, count: int, per_pass: int) -> str:
+    """The wall time of `request_counts` of a batch of `count` lines, the first half run (`per_pass` a pass) and
+    written to its files, as beat would have by then."""
+    batch_id, _, _ = _batch(sessions, api_key_id, count, "fill-mask")
+    done = 0
+    while done < count // 2:
+        claimed = jobs.claim_more(sessions, "fill-mask", min(per_pass, count // 2 - done), lambda: datetime.now(UTC),
+                                  60)
+        jobs.finish(sessions, [Outcome(claim, output=_OUTPUT) for claim in claimed.claims], datetime.now(UTC),
+                    len(claimed.claims), 10.0)
+        done += len(claimed.claims)
+    while batch_output.write_ready(sessions, batch_id, datetime.now(UTC), fewest=1):
+        pass
+    with sessions() as session:
+        batch = session.get_one(Batch, batch_id)
+        times = []
+        for _ in range(21):
+            started = time.perf_counter()
+            counts = batches.request_counts(session, batch)
+            times.append(time.perf_counter() - started)
+    if counts["completed"] != count // 2:
+        raise RuntimeError(f"counted {counts}")
+    return (f"a poll of a {count}-line batch half done ({counts}): {statistics.median(times[1:]) * 1000:.2f} ms, "
+            "median of 20")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,9 @@ class Job(Base):
         Index("ix_jobs_status_task_priority_created", "status", "task", "priority", "created_at"),
         Index("ix_jobs_api_key_status_interactive", "api_key_id", "status", sqlite_where=INTERACTIVE,
               postgresql_where=INTERACTIVE),
-        Index("ix_jobs_batch_status", "batch_id", "status", sqlite_where=OF_BATCH, postgresql_where=OF_BATCH),
+        # With the line: a poll counts the lines ended beyond what the batch's files hold (`batches.request_counts`)
+        Index("ix_jobs_batch_status", "batch_id", "status", "batch_line", sqlite_where=OF_BATCH,
+              postgresql_where=OF_BATCH),
         Index("ix_jobs_batch_line", "batch_id", "batch_line", sqlite_where=OF_BATCH, postgresql_where=OF_BATCH),
         Index("ix_jobs_evaluation_line", "evaluation_id", "batch_line", sqlite_where=OF_EVALUATION,
               postgresql_where=OF_EVALUATION),
@@ -191,6 +193,10 @@ class Batch(Base):
     error_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     #: The last line whose output (or error) line those files hold: every line up to it has ended.
     output_through: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: Of the lines up to `output_through`: those that succeeded (the output file's) and those that failed or were
+    #: canceled (the error file's). `store.batches.request_counts` counts only the lines ended beyond it.
+    written_completed: Mapped[int] = mapped_column(Integer, server_default="0")
+    written_failed: Mapped[int] = mapped_column(Integer, server_default="0")
     #: Lines of the input file; what failed validation (`{"object": "list", "data": [...]}`), if it did.
     total: Mapped[int] = mapped_column(Integer)
     errors: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)

@@ -94,7 +94,10 @@ def write_ready(sessions: sessionmaker[Session], batch_id: str, now: datetime, f
         # The batch's row first (see the module's docstring), and its files' ids with it.
         if not rowcount(session.execute(
                 update(Batch).where(Batch.id == batch_id, Batch.output_through == after, Batch.status.in_(WRITING))
-                .values(output_through=until, output_file_id=ids["output"], error_file_id=ids["error"])
+                .values(output_through=until, output_file_id=ids["output"], error_file_id=ids["error"],
+                        # a line a line of its file (`_result_line` ends each with a newline, its JSON holds none)
+                        written_completed=Batch.written_completed + data["output"].count(b"\n"),
+                        written_failed=Batch.written_failed + data["error"].count(b"\n"))
                 .execution_options(synchronize_session=False))):
             return 0
         if fresh:
@@ -115,12 +118,13 @@ def publish(session: Session, batch: Batch, now: datetime) -> None:
 
 
 def discard(session: Session, batch: Batch) -> None:
-    """The batch's partial files deleted, and no longer named, in the caller's transaction (its check failed: no
-    line of it shows)."""
+    """The batch's partial files deleted, and no longer named nor counted, in the caller's transaction (its check
+    failed: no line of it shows)."""
     ids = [file_id for file_id in (batch.output_file_id, batch.error_file_id) if file_id is not None]
     if ids:
         files.delete_files(session, ids)
         batch.output_file_id = batch.error_file_id = None
+    batch.output_through = batch.written_completed = batch.written_failed = 0
 
 
 def _new_files(session: Session, api_key_id: str, batch_id: str, ids: dict[str, str], now: datetime) -> None:

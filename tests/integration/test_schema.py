@@ -3,7 +3,7 @@
 the planner finds a file's rows through the partial indexes that hold only those rows (`models.tables.OF_BATCH`,
 `OF_EVALUATION`): a query that names its batch or evaluation implies the condition; and a key's interactive jobs
 and its Idempotency-Keys through theirs (`INTERACTIVE`, the rows holding a key). Their migrations go down and up
-again."""
+again; a batch's counts of what its files hold are filled in by theirs."""
 
 from __future__ import annotations
 
@@ -16,12 +16,18 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, Table, create_engine, inspect
+from sqlalchemy import Engine, Table, create_engine, inspect, select, update
 
+import webhooks
+from contract.requests import FillMaskRequest
 from migrations import alembic_config, run_migrations
-from models.db import Base
-from models.tables import Job
+from models.db import Base, make_engine, make_session_factory
+from models.tables import EVENT_COMPLETED, ApiKey, Batch, Job, WebhookEvent
+from store import batch_output, batches, jobs, keys
+from store.jobs import Outcome
+from tests.doubles import ManualClock
 from tests.integration.backends import BACKENDS, create_postgres_database, drop_postgres_database
+from tests.unit.conftest import begun_batch
 
 _JOBS = cast(Table, Job.__table__)
 
@@ -31,6 +37,18 @@ def engine(backend: tuple[str, str]) -> Iterator[Engine]:
     engine = create_engine(backend[0])  # migrated by `backend`
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+    """(URL, engine) of an empty database of the test's own, unmigrated: SQLite's, and PostgreSQL's where it runs."""
+    postgres = request.param == "postgres"
+    admin, url = create_postgres_database() if postgres else ("", f"sqlite:///{tmp_path / 'own.db'}")
+    engine = make_engine(url)
+    yield url, engine
+    engine.dispose()
+    if admin:
+        drop_postgres_database(admin, url)
 
 
 def _condition(text: object) -> str:
@@ -58,6 +76,9 @@ def test_partial_indexes_hold_the_models_conditions(engine: Engine) -> None:
 
 @pytest.mark.parametrize(("query", "index"), [
     ("SELECT status, count(*) FROM jobs WHERE batch_id = 'b' GROUP BY status", "ix_jobs_batch_status"),
+    # a poll's count of the lines ended beyond what the batch's files hold (`store.batches.request_counts`)
+    ("SELECT status, count(*) FROM jobs WHERE batch_id = 'b' AND batch_line > 5 "
+     "AND status IN ('succeeded', 'failed', 'canceled') GROUP BY status", "ix_jobs_batch_status"),
     ("SELECT batch_line FROM jobs WHERE batch_id = 'b' AND batch_line > 5 ORDER BY batch_line LIMIT 100",
      "ix_jobs_batch_line"),
     ("SELECT status, count(*) FROM jobs WHERE evaluation_id = 'e' GROUP BY status", "ix_jobs_evaluation_status"),
@@ -78,63 +99,109 @@ def test_a_files_rows_are_found_through_its_partial_index(engine: Engine, query:
     assert index in plan, plan
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
-def test_the_partial_indexes_migration_goes_down_and_up_again(kind: str, tmp_path: Path) -> None:
+def test_the_partial_indexes_migration_goes_down_and_up_again(own_database: tuple[str, Engine]) -> None:
     """0012 on a database of its own: down to 0011 the file indexes hold every row again, up to head they are
     partial again."""
-    admin, url = create_postgres_database() if kind == "postgres" else ("", f"sqlite:///{tmp_path / 'down.db'}")
-    engine = create_engine(url)
-    try:
-        def file_indexes() -> dict[str, str]:
-            option = f"{engine.dialect.name}_where"
-            found = {str(index["name"]): index.get("dialect_options", {}).get(option)
-                     for index in inspect(engine).get_indexes("jobs")}
-            return {name: _condition(condition) for name, condition in found.items()
-                    if "batch" in name or "evaluation" in name}
+    url, engine = own_database
 
-        run_migrations(url)
-        partial = file_indexes()
-        assert len(partial) == 4 and all(partial.values()), partial
-        command.downgrade(alembic_config(url), "0011")
-        assert file_indexes() == dict.fromkeys(partial, "")
-        run_migrations(url)
-        assert file_indexes() == partial
-    finally:
-        engine.dispose()
-        if admin:
-            drop_postgres_database(admin, url)
+    def file_indexes() -> dict[str, str]:
+        option = f"{engine.dialect.name}_where"
+        found = {str(index["name"]): index.get("dialect_options", {}).get(option)
+                 for index in inspect(engine).get_indexes("jobs")}
+        return {name: _condition(condition) for name, condition in found.items()
+                if "batch" in name or "evaluation" in name}
+
+    run_migrations(url)
+    partial = file_indexes()
+    assert len(partial) == 4 and all(partial.values()), partial
+    command.downgrade(alembic_config(url), "0011")
+    assert file_indexes() == dict.fromkeys(partial, "")
+    run_migrations(url)
+    assert file_indexes() == partial
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
-def test_the_interactive_indexes_migration_goes_down_and_up_again(kind: str, tmp_path: Path) -> None:
-    """0013 on a database of its own: down to 0012 the key's index and the Idempotency-Keys' hold every row again
+def test_the_interactive_indexes_migration_goes_down_and_up_again(own_database: tuple[str, Engine]) -> None:
+    """0013 on a database of its own, holding a job with a webhook event (a row that refers to it, which SQLite's
+    rebuild of the jobs table must keep): down to 0012 the key's index and the Idempotency-Keys' hold every row again
     (the latter a unique constraint: two rows of one key and one Idempotency-Key still cannot be), up to head they
-    are partial again."""
-    admin, url = create_postgres_database() if kind == "postgres" else ("", f"sqlite:///{tmp_path / 'down.db'}")
-    engine = create_engine(url)
-    try:
-        def key_indexes() -> dict[str, str]:
-            option = f"{engine.dialect.name}_where"
-            found = {str(index["name"]): _condition(index.get("dialect_options", {}).get(option))
-                     for index in inspect(engine).get_indexes("jobs")
-                     if not index.get("duplicates_constraint")}  # PostgreSQL's index of a unique constraint
-            return {name: condition for name, condition in found.items() if name.startswith("ix_jobs_api_key_status")
-                    or name == "uq_jobs_api_key_idempotency_key"}
+    are partial again, and the rows as they were."""
+    url, engine = own_database
 
-        def unique_constraints() -> list[str]:
-            return [str(c["name"]) for c in inspect(engine).get_unique_constraints("jobs")]
+    def key_indexes() -> dict[str, str]:
+        option = f"{engine.dialect.name}_where"
+        found = {str(index["name"]): _condition(index.get("dialect_options", {}).get(option))
+                 for index in inspect(engine).get_indexes("jobs")
+                 if not index.get("duplicates_constraint")}  # PostgreSQL's index of a unique constraint
+        return {name: condition for name, condition in found.items() if name.startswith("ix_jobs_api_key_status")
+                or name == "uq_jobs_api_key_idempotency_key"}
 
-        run_migrations(url)
-        assert key_indexes() == {"ix_jobs_api_key_status_interactive": "priority=0",
-                                 "uq_jobs_api_key_idempotency_key": "idempotency_keyisnotnull"}
-        command.downgrade(alembic_config(url), "0012")
-        assert key_indexes() == {"ix_jobs_api_key_status_priority": ""}
-        assert unique_constraints() == ["uq_jobs_api_key_idempotency_key"]
-        run_migrations(url)
-        assert key_indexes() == {"ix_jobs_api_key_status_interactive": "priority=0",
-                                 "uq_jobs_api_key_idempotency_key": "idempotency_keyisnotnull"}
-        assert unique_constraints() == []
-    finally:
-        engine.dispose()
-        if admin:
-            drop_postgres_database(admin, url)
+    def unique_constraints() -> list[str]:
+        return [str(c["name"]) for c in inspect(engine).get_unique_constraints("jobs")]
+
+    run_migrations(url)
+    assert key_indexes() == {"ix_jobs_api_key_status_interactive": "priority=0",
+                             "uq_jobs_api_key_idempotency_key": "idempotency_keyisnotnull"}
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        key = keys.create_key(session, "k")
+        session.commit()
+        api_key_id = session.scalars(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(key))).one()
+    body = {"inputs": {"input_string": ["A [MASK]."]}}
+    job, _ = jobs.submit(sessions.kw["bind"], task="fill-mask", model="m", api_key_id=api_key_id,
+                         body=FillMaskRequest.model_validate({**body, "webhook": "https://example.com/h"}),
+                         raw_body=body, idempotency_key="i", idempotency_ttl_s=60, max_in_flight=10,
+                         now=ManualClock()(), token_ids=None, held_by=None)
+    with sessions() as session:
+        session.execute(update(Job).values(webhook_events_filter=["completed"]))
+        assert webhooks.record_event(session, job["id"], EVENT_COMPLETED, ManualClock()())
+        session.commit()
+
+    def rows() -> list[tuple[object, ...]]:
+        with sessions() as session:
+            return [tuple(row) for row in session.execute(
+                select(Job.id, Job.idempotency_key, WebhookEvent.id)
+                .join(WebhookEvent, WebhookEvent.job_id == Job.id))]
+
+    kept = rows()
+    assert len(kept) == 1
+    command.downgrade(alembic_config(url), "0012")
+    assert key_indexes() == {"ix_jobs_api_key_status_priority": ""}
+    assert unique_constraints() == ["uq_jobs_api_key_idempotency_key"]
+    assert rows() == kept
+    run_migrations(url)
+    assert key_indexes() == {"ix_jobs_api_key_status_interactive": "priority=0",
+                             "uq_jobs_api_key_idempotency_key": "idempotency_keyisnotnull"}
+    assert unique_constraints() == []
+    assert rows() == kept
+
+
+def test_the_written_counts_migration_counts_what_the_files_hold(own_database: tuple[str, Engine]) -> None:
+    """0015 on a database of its own: a batch whose files hold some of its lines, taken down to 0014 (no counts)
+    and up again, gets the counts beat had kept of them."""
+    url, engine = own_database
+    run_migrations(url)
+    sessions = make_session_factory(engine)
+    clock = ManualClock()
+    with sessions() as session:
+        key = keys.create_key(session, "k")
+        session.commit()
+        api_key = session.scalars(select(ApiKey).where(ApiKey.key_hash == keys.hash_key(key))).one()
+    batch_id = begun_batch(sessions, api_key, clock)
+    rows = [jobs.batch_line(batch_id=batch_id, line=n, custom_id=f"r{n}", task="fill-mask", model="stub",
+                            api_key_id=api_key.id, inputs={"input_string": [f"Line {n} has a [MASK]."]},
+                            parameters={"top_k": 1}, n_inputs=1, metadata=None, now=clock())
+            for n in range(1, 7)]
+    assert batches.add_checked_lines(sessions, batch_id, rows, 6, clock())
+    claims = jobs.claim_more(sessions, "fill-mask", 4, clock, 60).claims
+    jobs.finish(sessions, [Outcome(claim, error={"code": "x", "message": "y"}) if i == 1
+                           else Outcome(claim, output=[[]]) for i, claim in enumerate(claims)], clock(), 4, 1.0)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 4
+    with sessions() as session:
+        kept = session.execute(select(Batch.written_completed, Batch.written_failed)
+                               .where(Batch.id == batch_id)).one()
+    assert tuple(kept) == (3, 1)
+    command.downgrade(alembic_config(url), "0014")
+    run_migrations(url)
+    with sessions() as session:
+        assert tuple(session.execute(select(Batch.written_completed, Batch.written_failed)
+                                     .where(Batch.id == batch_id)).one()) == (3, 1)

@@ -183,6 +183,43 @@ def test_a_failed_check_deletes_what_was_written_of_its_lines(sessions: sessionm
     assert (failed.output_file_id, failed.error_file_id) == (None, None)  # no longer named
     assert _content(sessions, written.output_file_id) == b""
     assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 0  # failed: nothing more
+    assert _counts(sessions, batch_id) == {"total": 3, "completed": 0, "failed": 0}  # nor counted
+
+
+def _counts(sessions: sessionmaker[Session], batch_id: str) -> dict[str, int]:
+    with sessions() as session:
+        return batches.request_counts(session, session.get_one(Batch, batch_id))
+
+
+def test_the_counts_are_the_files_lines_and_those_ended_beyond_them(
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> None:
+    """What the files hold is counted as beat wrote it, what ended since from the lines: at every step the counts
+    are those of every line's status — across blank lines, failures, a line still running, a cancel."""
+    batch_id = begun_batch(sessions, api_key, clock)
+    _queue(sessions, api_key, clock, batch_id, [1, 2, 4, 5, 6, 7, 8, 9], 8)  # line 3 blank
+    with sessions() as session:
+        assert batches.start_batch(session, batch_id, 8, clock())
+    assert _counts(sessions, batch_id) == {"total": 8, "completed": 0, "failed": 0}
+    _run(sessions, clock, 3, fail=(2,))  # lines 1, 2, 4 ended; none written
+    assert _counts(sessions, batch_id) == {"total": 8, "completed": 2, "failed": 1}
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 4  # through line 4
+    written = _batch(sessions, batch_id)
+    assert (written.written_completed, written.written_failed) == (2, 1)
+    assert _counts(sessions, batch_id) == {"total": 8, "completed": 2, "failed": 1}
+    running = jobs.claim_more(sessions, TASK_FILL_MASK, 1, clock, 60).claims  # line 5, running
+    _run(sessions, clock, 2, fail=(7,))  # lines 6 and 7 ended beyond line 5: counted, not yet written
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 0
+    assert _counts(sessions, batch_id) == {"total": 8, "completed": 3, "failed": 2}
+    with sessions() as session:
+        assert batches.cancel_batch(session, session.get_one(Batch, batch_id), clock())  # lines 8, 9 canceled
+    assert _counts(sessions, batch_id) == {"total": 8, "completed": 3, "failed": 4}
+    jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in running], clock(), 1, 1.0)
+    batches.finalize(sessions, batch_id, clock)
+    ended = _batch(sessions, batch_id)
+    assert ended.status == "cancelled" and (ended.written_completed, ended.written_failed) == (4, 4)
+    assert _counts(sessions, batch_id) == {"total": 8, "completed": 4, "failed": 4}
+    assert len(_content(sessions, ended.output_file_id).splitlines()) == 4
+    assert len(_content(sessions, ended.error_file_id).splitlines()) == 4
 
 
 def test_a_batch_left_finalizing_by_a_stopped_beat_is_ended_by_the_next_sweep(
