@@ -221,7 +221,7 @@ class CopyRows:
     """Rows into a PostgreSQL table by one `COPY … FROM STDIN`, streamed in COPY's text form: no statement a row for
     either side to bind and run, as an executemany's INSERT is (a batch's 500 lines: 33.7 → 25.0 wall µs a row,
     11.5 → 3.4 of the client's CPU; BENCHMARKS.md, session 28). Each value is converted by its column type's own
-    bind processor, so what is stored is what SQLAlchemy would store (a JSON column's value as psycopg's `Jsonb`),
+    bind processor, so what is stored is what SQLAlchemy would store (a JSON column's value as psycopg's `Json`),
     and a value that is the very object the row before gave is converted once (as `ManyRows`)."""
 
     def __init__(self, table: Any, columns: Sequence[str], dialect: Dialect) -> None:

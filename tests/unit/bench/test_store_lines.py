@@ -22,3 +22,13 @@ def test_the_store_bench_runs_its_passes_and_reports_each_step(monkeypatch: pyte
     assert report.startswith("CPU µs a line, 40 lines a pass, median of 2 passes")
     for step in ("insert", "claim", "write back", "output file"):
         assert re.search(rf"{step} \d+ \(\d+–\d+\)", report), report
+
+
+def test_the_store_bench_times_a_poll_of_a_batch_half_done(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["store_lines", "--lines", "40", "--rounds", "2", "--poll", "300"])
+    store_lines.main()  # raises unless the poll counts the half that ran
+    report = capsys.readouterr().out.splitlines()
+    assert report[1].startswith("wall µs a line, 40 lines a pass")
+    assert re.fullmatch(r"a poll of a 300-line batch half done \(\{'total': 300, 'completed': 150, 'failed': 0\}\): "
+                        r"\d+\.\d\d ms, median of 20", report[2]), report
