@@ -240,6 +240,9 @@ class Evaluation(Base):
     output_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     #: Why it failed: `{"code", "message", "lines": [...]}`.
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    #: Once it has ended, its examples by status (`{status: count}`), which no longer change: its answers (a list
+    #: page of them too) read this rather than counting every example again.
+    final_counts: Mapped[dict[str, int] | None] = mapped_column(JSONType, nullable=True)
     webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

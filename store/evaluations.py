@@ -63,7 +63,8 @@ def create_evaluation(session: Session, *, examples: Iterator[dict[str, Any]], *
 
 def failed_evaluation(session: Session, *, error: dict[str, Any], **fields: Any) -> Evaluation:
     """An evaluation whose file failed validation: no example runs. Commits."""
-    evaluation = Evaluation(status=EVAL_FAILED, total=0, error=error, completed_at=fields["created_at"], **fields)
+    evaluation = Evaluation(status=EVAL_FAILED, total=0, error=error, completed_at=fields["created_at"],
+                            final_counts={}, **fields)
     session.add(evaluation)
     session.commit()
     return evaluation
@@ -79,8 +80,14 @@ def list_evaluations(session: Session, api_key_id: str, limit: int, after: str |
 
 
 def counts(session: Session, evaluation: Evaluation) -> dict[str, int]:
-    """By status of the examples' jobs: {status: count}."""
-    return dict(session.execute(select(Job.status, func.count()).where(Job.evaluation_id == evaluation.id)
+    """By status of the examples' jobs: {status: count} — counted while it runs, as stored once it has ended."""
+    if evaluation.final_counts is not None:
+        return dict(evaluation.final_counts)
+    return _counted(session, evaluation.id)
+
+
+def _counted(session: Session, evaluation_id: str) -> dict[str, int]:
+    return dict(session.execute(select(Job.status, func.count()).where(Job.evaluation_id == evaluation_id)
                                 .group_by(Job.status)).all())
 
 
@@ -154,10 +161,12 @@ def finalize(sessions: sessionmaker[Session], evaluation_id: str, clock: Any) ->
             status = EVAL_FAILED if totals.failed == evaluation.total else EVAL_SUCCEEDED
         error = ({"code": "every_example_failed", "message": "no example of the file could be run; see the output "
                                                             "file's errors"} if status == EVAL_FAILED else None)
+        # No example is in flight (`due_for_finalizing`): these counts are final.
         moved = rowcount(session.execute(
             update(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.completed_at.is_(None))
             .values(status=status, metrics=totals.metrics(names), output_file_id=file_id, completed_at=now,
-                    error=error).execution_options(synchronize_session=False)))
+                    error=error, final_counts=_counted(session, evaluation_id))
+            .execution_options(synchronize_session=False)))
         if not moved:
             return []
         session.refresh(evaluation)

@@ -3,7 +3,8 @@
 the planner finds a file's rows through the partial indexes that hold only those rows (`models.tables.OF_BATCH`,
 `OF_EVALUATION`): a query that names its batch or evaluation implies the condition; and a key's interactive jobs
 and its Idempotency-Keys through theirs (`INTERACTIVE`, the rows holding a key). Their migrations go down and up
-again; a batch's counts of what its files hold are filled in by theirs."""
+again; a batch's counts of what its files hold, and an ended evaluation's of its examples, are filled in by
+theirs."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, Table, create_engine, inspect, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 import webhooks
 from contract.requests import FillMaskRequest
 from migrations import alembic_config, run_migrations
 from models.db import Base, make_engine, make_session_factory
-from models.tables import EVENT_COMPLETED, ApiKey, Batch, Job, WebhookEvent
-from store import batch_output, batches, jobs, keys
+from models.tables import EVENT_COMPLETED, ApiKey, Batch, Evaluation, Job, WebhookEvent
+from store import batch_output, batches, evaluations, files, jobs, keys
 from store.jobs import Outcome
 from tests.doubles import ManualClock
 from tests.integration.backends import BACKENDS, create_postgres_database, drop_postgres_database
@@ -49,6 +51,17 @@ def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
     engine.dispose()
     if admin:
         drop_postgres_database(admin, url)
+
+
+def _migrated(own_database: tuple[str, Engine]) -> tuple[str, sessionmaker[Session], ApiKey]:
+    """The database migrated to head: (its URL, its sessions, a key of it)."""
+    url, engine = own_database
+    run_migrations(url)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        key = keys.create_key(session, "k")
+        session.commit()
+        return url, sessions, session.scalars(select(ApiKey).where(ApiKey.key_hash == keys.hash_key(key))).one()
 
 
 def _condition(text: object) -> str:
@@ -138,14 +151,10 @@ def test_the_interactive_indexes_migration_goes_down_and_up_again(own_database: 
     def unique_constraints() -> list[str]:
         return [str(c["name"]) for c in inspect(engine).get_unique_constraints("jobs")]
 
-    run_migrations(url)
+    url, sessions, api_key = _migrated(own_database)
+    api_key_id = api_key.id
     assert key_indexes() == {"ix_jobs_api_key_status_interactive": "priority=0",
                              "uq_jobs_api_key_idempotency_key": "idempotency_keyisnotnull"}
-    sessions = make_session_factory(engine)
-    with sessions() as session:
-        key = keys.create_key(session, "k")
-        session.commit()
-        api_key_id = session.scalars(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(key))).one()
     body = {"inputs": {"input_string": ["A [MASK]."]}}
     job, _ = jobs.submit(sessions.kw["bind"], task="fill-mask", model="m", api_key_id=api_key_id,
                          body=FillMaskRequest.model_validate({**body, "webhook": "https://example.com/h"}),
@@ -178,14 +187,8 @@ def test_the_interactive_indexes_migration_goes_down_and_up_again(own_database: 
 def test_the_written_counts_migration_counts_what_the_files_hold(own_database: tuple[str, Engine]) -> None:
     """0015 on a database of its own: a batch whose files hold some of its lines, taken down to 0014 (no counts)
     and up again, gets the counts beat had kept of them."""
-    url, engine = own_database
-    run_migrations(url)
-    sessions = make_session_factory(engine)
+    url, sessions, api_key = _migrated(own_database)
     clock = ManualClock()
-    with sessions() as session:
-        key = keys.create_key(session, "k")
-        session.commit()
-        api_key = session.scalars(select(ApiKey).where(ApiKey.key_hash == keys.hash_key(key))).one()
     batch_id = begun_batch(sessions, api_key, clock)
     rows = [jobs.batch_line(batch_id=batch_id, line=n, custom_id=f"r{n}", task="fill-mask", model="stub",
                             api_key_id=api_key.id, inputs={"input_string": [f"Line {n} has a [MASK]."]},
@@ -205,3 +208,39 @@ def test_the_written_counts_migration_counts_what_the_files_hold(own_database: t
     with sessions() as session:
         assert tuple(session.execute(select(Batch.written_completed, Batch.written_failed)
                                      .where(Batch.id == batch_id)).one()) == (3, 1)
+
+
+def test_the_final_counts_migration_stores_an_ended_evaluations_counts(own_database: tuple[str, Engine]) -> None:
+    """0016: an evaluation that ended before it, taken down to 0015 (no stored counts) and up again, gets its
+    examples' counts; one still running gets none (its answers count them)."""
+    url, sessions, api_key = _migrated(own_database)
+    api_key_id, clock = api_key.id, ManualClock()
+    with sessions() as session:
+        file = files.write_file(session, api_key_id=api_key_id, purpose="evaluation", filename="e.jsonl", parts=[],
+                                max_bytes=None, now=clock())
+        ids = []
+        for count in (3, 2):
+            evaluation_id = evaluations.new_evaluation_id()
+            rows = iter([jobs.evaluation_example(evaluation_id=evaluation_id, line=i + 1, task="fill-mask",
+                                                 model="stub", api_key_id=api_key_id,
+                                                 inputs={"input_string": ["A [MASK]."]}, parameters={"top_k": 1},
+                                                 n_inputs=1, gold={"label": "a", "label_id": 5}, now=clock())
+                         for i in range(count)])
+            evaluations.create_evaluation(session, examples=rows, id=evaluation_id, api_key_id=api_key_id,
+                                          task="fill-mask", model="stub", input_file_id=file.id, metric_names=[],
+                                          config={}, created_at=clock())
+            ids.append(evaluation_id)
+            clock.advance(1)
+    claims = jobs.claim_more(sessions, "fill-mask", 3, clock, 60).claims  # the first evaluation's, oldest first
+    jobs.finish(sessions, [Outcome(claim, output=[[{"token": 5, "token_str": "a", "score": 1.0}]])
+                           for claim in claims], clock(), 3, 1.0)
+    evaluations.finalize(sessions, ids[0], clock)
+
+    def stored() -> list[object]:
+        with sessions() as session:
+            return [session.get_one(Evaluation, evaluation_id).final_counts for evaluation_id in ids]
+
+    assert stored() == [{"succeeded": 3}, None]
+    command.downgrade(alembic_config(url), "0015")
+    run_migrations(url)
+    assert stored() == [{"succeeded": 3}, None]

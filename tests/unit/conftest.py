@@ -106,3 +106,30 @@ def add_lines(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClo
         return [row["id"] for row in rows]
 
     return add
+
+
+@pytest.fixture()
+def add_examples(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> AddLines:
+    """`add_examples(count)`: a queued evaluation of `count` one-input fill-mask examples labelled "a", created as
+    the API does once its file has passed; their job ids, in line order."""
+
+    def add(count: int) -> list[str]:
+        from store import evaluations, files
+
+        with sessions() as session:
+            file = files.write_file(session, api_key_id=api_key.id, purpose="evaluation", filename="e.jsonl",
+                                    parts=[], max_bytes=None, now=clock())
+            evaluation_id = evaluations.new_evaluation_id()
+            rows = [jobs.evaluation_example(evaluation_id=evaluation_id, line=i + 1, task=TASK_FILL_MASK,
+                                            model="stub", api_key_id=api_key.id,
+                                            inputs={"input_string": [f"Line {i} has a [MASK]."]},
+                                            parameters={"top_k": 5}, n_inputs=1, gold={"label": "a", "label_id": 5},
+                                            now=clock())
+                    for i in range(count)]
+            evaluations.create_evaluation(session, examples=iter(rows), id=evaluation_id, api_key_id=api_key.id,
+                                          task=TASK_FILL_MASK, model="stub", input_file_id=file.id, metric_names=[],
+                                          config={}, created_at=clock())
+        clock.advance(0.001)
+        return [row["id"] for row in rows]
+
+    return add

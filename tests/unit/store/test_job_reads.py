@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
 from models.tables import ApiKey, Job
-from store import evaluations, files, job_reads, jobs
+from store import job_reads, jobs
 from store.jobs import Outcome
 from tests.doubles import ManualClock
 from tests.unit.conftest import AddLines, Submit, claim_next
@@ -34,14 +34,14 @@ def test_reads_are_scoped_to_the_key_and_page_newest_first(submit: Submit, sessi
 
 
 def test_a_keys_activity_counts_queued_running_and_recently_finished_jobs(
-        submit: Submit, add_lines: AddLines, sessions: sessionmaker[Session], api_key: ApiKey,
-        clock: ManualClock) -> None:
+        submit: Submit, add_lines: AddLines, add_examples: AddLines, sessions: sessionmaker[Session],
+        api_key: ApiKey, clock: ManualClock) -> None:
     old = submit(ONE)
     done = jobs.claim_more(sessions, "fill-mask", 1, clock, 30).claims
     jobs.finish(sessions, [Outcome(claim, output=[["out"]]) for claim in done], clock(), 1, 1.0)
     clock.advance(20)
     add_lines(3)  # lines of a batch count too: they are the key's work
-    _evaluation(sessions, api_key.id, clock, examples=2)  # and an evaluation's examples
+    add_examples(2)  # and an evaluation's examples
     recent = [submit(ONE) for _ in range(2)]
     running = jobs.claim_more(sessions, "fill-mask", 2, clock, 30).claims
     jobs.finish(sessions, [Outcome(running[0], output=[["out"]])], clock(), 1, 1.0)
@@ -55,22 +55,6 @@ def test_a_keys_activity_counts_queued_running_and_recently_finished_jobs(
     assert line[0].from_file
     with sessions() as session:
         assert job_reads.key_activity(session, api_key.id, since)[:2] == (4, 2)
-
-
-def _evaluation(sessions: sessionmaker[Session], api_key_id: str, clock: ManualClock, examples: int) -> None:
-    """A queued evaluation of `examples` fill-mask examples, as the API creates one once its file has passed."""
-    with sessions() as session:
-        file = files.write_file(session, api_key_id=api_key_id, purpose="evaluation", filename="e.jsonl", parts=[],
-                                max_bytes=None, now=clock())
-        evaluation_id = evaluations.new_evaluation_id()
-        rows = (jobs.evaluation_example(evaluation_id=evaluation_id, line=i + 1, task="fill-mask", model="stub",
-                                        api_key_id=api_key_id, inputs={"input_string": [f"Line {i} has a [MASK]."]},
-                                        parameters={"top_k": 5}, n_inputs=1, gold={}, now=clock())
-                for i in range(examples))
-        evaluations.create_evaluation(session, examples=rows, id=evaluation_id, api_key_id=api_key_id,
-                                      task="fill-mask", model="stub", input_file_id=file.id, metric_names=[],
-                                      config={}, created_at=clock())
-    clock.advance(0.001)
 
 
 OUTPUT = [[{"score": 0.25, "token": 7, "token_str": "capital", "sequence": "Paris is the capital of France."}]]
