@@ -234,8 +234,8 @@ class CopyRows:
     def run(self, connection: Connection, rows: Iterable[Mapping[str, Any]]) -> int:
         """Copies `rows` (each a mapping of `columns`) in the connection's transaction; how many."""
         count, last = 0, [(object(), None)] * len(self.columns)
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(self.sql) as copy:
+        driver = connection.connection.driver_connection
+        with driver.cursor() as cursor, cursor.copy(self.sql) as copy:  # type: ignore[union-attr]
             for row in rows:
                 values: list[Any] = []
                 for i, (name, converter) in enumerate(zip(self.columns, self.converters, strict=True)):
