@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, DateTime, Engine, Result, create_engine, event
+from sqlalchemy import Connection, CursorResult, DateTime, Engine, Result, create_engine, event, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -184,8 +184,9 @@ class ManyRows:
         self.fixed = {name: compiled.binds[name].effective_value for name in self.names
                       if not compiled.binds[name].required}
 
-    def _convert(self, row: Mapping[str, Any], last: dict[str, tuple[Any, Any]]) -> tuple[Any, ...] | dict[str, Any]:
-        """The row's converted values; `last`: each parameter's last value and its conversion, in this run."""
+    def values(self, row: Mapping[str, Any], last: dict[str, tuple[Any, Any]]) -> list[Any]:
+        """The row's converted values, in the order of `names`; `last`: each parameter's last value and its
+        conversion, in this run."""
         values = []
         for name in self.names:
             value = row[name] if name in row or name not in self.fixed else self.fixed[name]
@@ -194,6 +195,11 @@ class ManyRows:
                 converter = self.converters[name]
                 seen = last[name] = (value, value if converter is None else converter(value))
             values.append(seen[1])
+        return values
+
+    def _convert(self, row: Mapping[str, Any], last: dict[str, tuple[Any, Any]]) -> tuple[Any, ...] | dict[str, Any]:
+        """The row's parameters as the driver takes them: by position or by name."""
+        values = self.values(row, last)
         return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
 
     def run(self, connection: Connection, rows: Iterable[Mapping[str, Any]], per_call: int) -> int:
@@ -221,28 +227,22 @@ class CopyRows:
     """Rows into a PostgreSQL table by one `COPY … FROM STDIN`, streamed in COPY's text form: no statement a row for
     either side to bind and run, as an executemany's INSERT is (a batch's 500 lines: 33.7 → 25.0 wall µs a row,
     11.5 → 3.4 of the client's CPU; BENCHMARKS.md, session 28). Each value is converted by its column type's own
-    bind processor, so what is stored is what SQLAlchemy would store (a JSON column's value as psycopg's `Json`),
-    and a value that is the very object the row before gave is converted once (as `ManyRows`)."""
+    bind processor, so what is stored is what SQLAlchemy would store (a JSON column's value as psycopg's `Json`):
+    the values of the INSERT of those columns, as `ManyRows` converts them (a value shared with the row before
+    converted once)."""
 
     def __init__(self, table: Any, columns: Sequence[str], dialect: Dialect) -> None:
         """`table`: a Table; `columns`: the names of its columns each row gives, in any order."""
+        self.insert = ManyRows(insert(table), dialect, columns)  # its parameters are named after the columns
         quote = dialect.identifier_preparer.quote
-        self.columns = list(columns)
-        self.sql = f"COPY {quote(table.name)} ({', '.join(quote(name) for name in self.columns)}) FROM STDIN"
-        self.converters = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.columns]
+        self.sql = f"COPY {quote(table.name)} ({', '.join(quote(name) for name in self.insert.names)}) FROM STDIN"
 
     def run(self, connection: Connection, rows: Iterable[Mapping[str, Any]]) -> int:
         """Copies `rows` (each a mapping of `columns`) in the connection's transaction; how many."""
-        count, last = 0, [(object(), None)] * len(self.columns)
+        count, last = 0, dict[str, tuple[Any, Any]]()
         driver = connection.connection.driver_connection
         with driver.cursor() as cursor, cursor.copy(self.sql) as copy:  # type: ignore[union-attr]
             for row in rows:
-                values: list[Any] = []
-                for i, (name, converter) in enumerate(zip(self.columns, self.converters, strict=True)):
-                    value = row[name]
-                    if last[i][0] is not value:
-                        last[i] = (value, value if converter is None else converter(value))
-                    values.append(last[i][1])
-                copy.write_row(values)
+                copy.write_row(self.insert.values(row, last))
                 count += 1
         return count
