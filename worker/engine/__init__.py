@@ -69,7 +69,8 @@ class Engine(Protocol):
         ...
 
     def warm_up(self) -> None:
-        """One small pass, so that the first real batch does not pay for lazy initialisation."""
+        """A call before the first batch, so that it does not pay for lazy initialisation (on a GPU, a whole pass's
+        worth of inputs: its kernels load on first use)."""
         ...
 
 

@@ -305,5 +305,8 @@ class FillMaskEngine(ModelEngine):
             per_input.append(propositions[0] if single_mask else propositions)
         return per_job(per_input, [len(job.input["input_string"]) for job in jobs])
 
-    def warm_up(self) -> None:
-        self.run([JobPayload({"input_string": [f"Warm {self.tokenizer.mask_token} up."]}, {"top_k": 1})])
+    def warm_up(self, inputs: int | None = None) -> None:
+        """`inputs` (default `warm_up_inputs`) sentences of 4 to 68 words, in one call."""
+        texts = [f"Warm {self.tokenizer.mask_token} up" + " again" * (i % 65) + "."
+                 for i in range(inputs or self.warm_up_inputs())]
+        self.run([JobPayload({"input_string": texts}, {"top_k": 1})])

@@ -56,6 +56,13 @@ class ModelEngine(StagedEngine):
         """The model on its device, loaded on first use (the engine's `warm_up`, or its first batch)."""
         return load_model(self.model_class, self.model_id, self.runtime)
 
+    def warm_up_inputs(self) -> int:
+        """Inputs of the warm-up call, each a different length: on a GPU a whole pass's worth. Its kernels load on
+        first use (the padded attention, the linear layers at each size of a full pass): on the first H200 run a
+        call's first passes took 1.3 s among 70 ms ones (BENCHMARKS.md, session 29), to be paid before the worker
+        takes work rather than by its first batches. On the CPU, one."""
+        return self.max_batch_size if self.runtime.is_cuda else 1
+
     def encode(self, batch: PackedPass, keep: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's final states of a pass (`worker/engine/packed.py`), attention laid out as the device wants."""
         return encode(self.model.distilbert, batch, keep=keep, per_row=self.runtime.attention_per_row)

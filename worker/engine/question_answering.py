@@ -335,9 +335,12 @@ class QuestionAnsweringEngine(ModelEngine):
         answers = sorted(answers, key=lambda answer: answer["score"], reverse=True)[:top_k]
         return answers[0] if top_k == 1 else answers
 
-    def warm_up(self) -> None:
+    def warm_up(self, inputs: int | None = None) -> None:
+        """`inputs` (default `warm_up_inputs`) pairs whose contexts run from 3 to 600 words: short chunks (padded
+        attention) and contexts of several full-length chunks."""
         params = QuestionAnsweringParameters().model_dump()
-        self.run([JobPayload({"question": ["Warm up?"], "context": ["Warm up now."]}, params)])
+        contexts = ["Warm up now" + " again" * (i * 37 % 600) + "." for i in range(inputs or self.warm_up_inputs())]
+        self.run([JobPayload({"question": ["Warm up?"] * len(contexts), "context": contexts}, params)])
 
 
 def _candidates(params: dict[str, Any]) -> int:

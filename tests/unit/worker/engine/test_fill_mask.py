@@ -172,3 +172,14 @@ def test_a_batch_of_stored_and_unstored_ids_matches_the_pipeline(engine: FillMas
             for i, text in enumerate(TEXTS + UNICODE_TEXTS)]
     for job, [output] in zip(jobs, engine.run(jobs), strict=True):
         assert_same(output, reference(job.input["input_string"][0], top_k=3))
+
+
+def test_warm_up_on_the_cpu_is_one_input_and_at_a_gpus_size_rows_of_many_lengths(engine: FillMaskEngine) -> None:
+    engine.phases.reset()
+    engine.warm_up()
+    assert engine.warm_up_inputs() == 1  # a CPU has no kernels to load
+    assert engine.phases.reset()[1]["rows"] == 1
+    engine.warm_up(inputs=40)  # what a GPU engine of 40 rows a pass runs: its kernels at every size of a pass
+    counts = engine.phases.reset()[1]
+    assert counts["rows"] == 40
+    assert counts["real_tokens"] > 40 * 40  # lengths up to ~70 tokens, not 40 copies of one short sentence

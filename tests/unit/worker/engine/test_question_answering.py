@@ -192,3 +192,12 @@ def test_stored_context_tokens_widen_a_span_to_its_words_in_the_chunk(words: lis
             assert tokens.char_span(3 + i, 3 + j, True) == (starts[first], ends[last])
             assert tokens.char_span(3 + i, 3 + j, False) == (starts[i], ends[j])
     assert tokens.char_span(0, 3, True) == (0, ends[0])  # [CLS]: no word, (0, 0)
+
+
+def test_warm_up_at_a_gpus_size_runs_short_and_several_chunk_contexts(engine: QuestionAnsweringEngine) -> None:
+    engine.phases.reset()
+    engine.warm_up(inputs=20)
+    counts = engine.phases.reset()[1]
+    # Contexts past the model's length come in several chunks: more rows than pairs, some rows of the full length.
+    assert counts["rows"] > 20
+    assert counts["real_tokens"] > 20 * 100
