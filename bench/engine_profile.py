@@ -42,7 +42,7 @@ from bench.workload import make_workload
 from worker.engine import JobPayload, StagedEngine
 from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.question_answering import QuestionAnsweringEngine
-from worker.engine.runtime import Runtime, load_model, resolve_runtime
+from worker.engine.runtime import Runtime, configure_threads, load_model, resolve_runtime
 
 #: Rows of each table of the profile.
 TOP = 8
@@ -55,14 +55,21 @@ def _sync(runtime: Runtime) -> None:
 
 def timed_calls(engine: StagedEngine, batches: Sequence[list[JobPayload]], runtime: Runtime) -> list[float]:
     """Milliseconds of each batch's device stage (`infer`, from its prepared batch; synchronised)."""
+    return [wall for wall, _ in _timed(engine, batches, runtime)]
+
+
+def _timed(engine: StagedEngine, batches: Sequence[list[JobPayload]],
+           runtime: Runtime) -> list[tuple[float, float]]:
+    """(wall, this process's CPU) milliseconds of each batch's device stage. CPU above wall is threads beside the
+    one that launches: torch's intra-op threads spinning after a host operator, a synchronisation that spins."""
     times = []
     for jobs in batches:
         prepared = engine.prepare(jobs)
         _sync(runtime)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         engine.infer(jobs, prepared)
         _sync(runtime)
-        times.append((time.perf_counter() - started) * 1e3)
+        times.append(((time.perf_counter() - started) * 1e3, (time.process_time() - cpu) * 1e3))
     return times
 
 
@@ -108,7 +115,8 @@ def engine_profile(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[
     assert len(batches) >= calls + 2 * 3, "enough inputs for every phase"
     engine.warm_up()
     first = timed_calls(engine, batches[:3], runtime)
-    new = timed_calls(engine, batches[3: 3 + calls], runtime)
+    new_calls = _timed(engine, batches[3: 3 + calls], runtime)
+    new, new_cpu = [wall for wall, _ in new_calls], [cpu for _, cpu in new_calls]
     again = timed_calls(engine, batches[3: 3 + calls], runtime)
     fresh = iter(batches[3 + calls: 3 + calls + 3])
     ready = [(jobs_of, engine.prepare(jobs_of)) for jobs_of in fresh]
@@ -118,7 +126,8 @@ def engine_profile(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[
         jobs_of, prepared = next(queue)
         engine.infer(jobs_of, prepared)
 
-    return {"first_ms": [round(t, 1) for t in first], "new_ms": _spread(new), "again_ms": _spread(again),
+    return {"first_ms": [round(t, 1) for t in first], "new_ms": _spread(new), "new_cpu_ms": _spread(new_cpu),
+            "again_ms": _spread(again),
             "profile": profiled(call, len(ready), runtime)}
 
 
@@ -140,8 +149,8 @@ def _show(name: str, found: dict[str, Any]) -> list[str]:
     lines = [f"### {name}"]
     if "first_ms" in found:
         lines.append(f"device stage (infer) ms a call: first calls {found['first_ms']}; new inputs median "
-                     f"{found['new_ms']['median']} (min {found['new_ms']['min']}, max {found['new_ms']['max']}); the "
-                     f"same again median {found['again_ms']['median']} (min {found['again_ms']['min']}, max "
+                     f"{found['new_ms']['median']} (min {found['new_ms']['min']}, max {found['new_ms']['max']}; this "
+                     f"process's CPU {found['new_cpu_ms']['median']} ms a call, all threads); the same again median {found['again_ms']['median']} (min {found['again_ms']['min']}, max "
                      f"{found['again_ms']['max']})")
     shown = found.get("profile", found)
     lines.append(f"profiled, a call: wall {shown['wall_ms']} ms, kernels {shown['kernel_ms']} ms on the device, "
@@ -163,17 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-tokens", type=int, default=131072)
     parser.add_argument("--calls", type=int, default=8, help="calls of new inputs timed (and again)")
     parser.add_argument("--tasks", default="fill-mask,question-answering")
+    parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: one per core, as a worker's "
+                                                    "without DISTILQ_TORCH_THREADS)")
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     runtime = resolve_runtime(args.device, args.dtype)
+    configure_threads(args.threads)
     models = build(args.models)
     calls_in_all = args.calls + 6
     tasks = args.tasks.split(",")
     workload = make_workload(args.batch * calls_in_all if "fill-mask" in tasks else 0,
                              args.batch * calls_in_all if "question-answering" in tasks else 0, seed=7)
     print(f"torch {torch.__version__}, {runtime.device}, {str(runtime.dtype).removeprefix('torch.')}, "
-          f"CUDA_MODULE_LOADING={os.environ.get('CUDA_MODULE_LOADING', '(default)')}, {args.batch} jobs a call",
+          f"CUDA_MODULE_LOADING={os.environ.get('CUDA_MODULE_LOADING', '(default)')}, {args.batch} jobs a call, "
+          f"{torch.get_num_threads()} intra-op threads",
           flush=True)
     report: dict[str, Any] = {}
     if "fill-mask" in tasks:

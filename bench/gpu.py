@@ -63,6 +63,10 @@ STEPS = [
     Step("profile-eager", "the same with every kernel loaded at start (CUDA_MODULE_LOADING=EAGER): whether the first "
          "calls' cost is lazy loading", ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8"], 40,
          module="bench.engine_profile", env={"CUDA_MODULE_LOADING": "EAGER"}),
+    Step("profile-1-thread", "the same with one intra-op thread (the device stage's host operators are small; a "
+         "thread per core spins beside it: the device process used 3.6 CPU-s in a 1.0 s batch file on the H200)",
+         ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8", "--threads", "1"], 30,
+         module="bench.engine_profile"),
     Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
          "(issue 14's targets and item 4)", ["--dtype", "float16", "--modes", "cgh", "--fill-mask-jobs", "8192",
                                             "--qa-jobs", "1024"], 60),
