@@ -148,10 +148,11 @@ def _spread(times: list[float]) -> dict[str, float]:
 def _show(name: str, found: dict[str, Any]) -> list[str]:
     lines = [f"### {name}"]
     if "first_ms" in found:
+        new, again = found["new_ms"], found["again_ms"]
         lines.append(f"device stage (infer) ms a call: first calls {found['first_ms']}; new inputs median "
-                     f"{found['new_ms']['median']} (min {found['new_ms']['min']}, max {found['new_ms']['max']}; this "
-                     f"process's CPU {found['new_cpu_ms']['median']} ms a call, all threads); the same again median {found['again_ms']['median']} (min {found['again_ms']['min']}, max "
-                     f"{found['again_ms']['max']})")
+                     f"{new['median']} (min {new['min']}, max {new['max']}; this process's CPU "
+                     f"{found['new_cpu_ms']['median']} ms a call, all threads); the same again median "
+                     f"{again['median']} (min {again['min']}, max {again['max']})")
     shown = found.get("profile", found)
     lines.append(f"profiled, a call: wall {shown['wall_ms']} ms, kernels {shown['kernel_ms']} ms on the device, "
                  f"{shown['launches']} launches")
