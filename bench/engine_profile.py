@@ -10,6 +10,8 @@ device stage took 45–70 ms, whatever its size (40 inputs or 500), where the ba
 - **first**: the first calls after the engine's own `warm_up`, as a worker's first batches run;
 - **new**: later calls of inputs never seen (new lengths, new pass shapes), as a service's batches are;
 - **again**: the same calls once more (the same shapes): what the second run of (c) measured;
+- **device process**: the new calls again through a device process of their own, as a CUDA worker runs them
+  (`worker/engine/device_process.py`): the call's wall here and the device process's own time;
 - **profile**: `torch.profiler` over a few new calls: the kernels' device time against the call's wall time,
   kernel launches per call, the CUDA runtime calls that took the host's time (allocation, pinning,
   synchronisation), the busiest kernels and host operators; and the bare encoder's call beside it.
@@ -39,7 +41,10 @@ from bench.checkpoint import build
 from bench.modes import QA_PARAMS, TOP_K
 from bench.precision import CEILING_TOKENS
 from bench.workload import make_workload
+from core.settings import Settings
+from core.tasks import TASK_FILL_MASK
 from worker.engine import JobPayload, StagedEngine
+from worker.engine.device_process import DeviceProcess, RemoteEngine
 from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.question_answering import QuestionAnsweringEngine
 from worker.engine.runtime import Runtime, configure_threads, load_model, resolve_runtime
@@ -109,7 +114,7 @@ def profiled(call: Callable[[], object], calls: int, runtime: Runtime) -> dict[s
 
 
 def engine_profile(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[JobPayload], batch: int, calls: int,
-                   runtime: Runtime) -> dict[str, Any]:
+                   runtime: Runtime, through_device_process: bool = True) -> dict[str, Any]:
     """The first, new and again calls of `engine` over `jobs` in `batch`-sized calls, and a profile of new ones."""
     batches = [jobs[i: i + batch] for i in range(0, len(jobs), batch)]
     assert len(batches) >= calls + 2 * 3, "enough inputs for every phase"
@@ -126,9 +131,30 @@ def engine_profile(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[
         jobs_of, prepared = next(queue)
         engine.infer(jobs_of, prepared)
 
-    return {"first_ms": [round(t, 1) for t in first], "new_ms": _spread(new), "new_cpu_ms": _spread(new_cpu),
-            "again_ms": _spread(again),
-            "profile": profiled(call, len(ready), runtime)}
+    found = {"first_ms": [round(t, 1) for t in first], "new_ms": _spread(new), "new_cpu_ms": _spread(new_cpu),
+             "again_ms": _spread(again), "profile": profiled(call, len(ready), runtime)}
+    if through_device_process:
+        found["device_process"] = remote_calls(engine, batches[3: 3 + calls], runtime)
+    return found
+
+
+def remote_calls(engine: FillMaskEngine | QuestionAnsweringEngine, batches: Sequence[list[JobPayload]],
+                 runtime: Runtime) -> dict[str, Any]:
+    """The same new calls through a device process, as a worker runs them on CUDA (`DISTILQ_DEVICE_PROCESS`): each
+    call's wall here, and the device process's own time for it (from the batch's arrival to its reply)."""
+    settings = Settings(device=str(runtime.device), dtype=str(runtime.dtype).removeprefix("torch."),
+                        torch_threads=torch.get_num_threads(), max_batch_size=engine.max_batch_size,
+                        max_batch_tokens=engine.max_batch_tokens)
+    settings = settings.model_copy(update={"fill_mask_model" if engine.task == TASK_FILL_MASK else "qa_model":
+                                           engine.model_id})
+    device = DeviceProcess(settings, [engine.task])
+    try:
+        engine.phases.reset()
+        walls = timed_calls(RemoteEngine(engine, device), batches, runtime)
+        there = engine.phases.reset()[0].get("device", 0.0) * 1e3 / len(batches)
+    finally:
+        device.close()
+    return {"wall_ms": _spread(walls), "device_process_ms": round(there, 1)}
 
 
 def bare_profile(model_dir: Path, runtime: Runtime, batch: int) -> dict[str, Any]:
@@ -153,6 +179,11 @@ def _show(name: str, found: dict[str, Any]) -> list[str]:
                      f"{new['median']} (min {new['min']}, max {new['max']}; this process's CPU "
                      f"{found['new_cpu_ms']['median']} ms a call, all threads); the same again median "
                      f"{again['median']} (min {again['min']}, max {again['max']})")
+    if "device_process" in found:
+        remote, walls = found["device_process"], found["device_process"]["wall_ms"]
+        lines.append(f"device stage through a device process, the same new inputs: median {walls['median']} ms a "
+                     f"call (min {walls['min']}, max {walls['max']}), of which the device process's own "
+                     f"{remote['device_process_ms']} ms")
     shown = found.get("profile", found)
     lines.append(f"profiled, a call: wall {shown['wall_ms']} ms, kernels {shown['kernel_ms']} ms on the device, "
                  f"{shown['launches']} launches")
@@ -176,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: one per core, as a worker's "
                                                     "without DISTILQ_TORCH_THREADS)")
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
+    parser.add_argument("--device-process", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the new calls through a device process too")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     runtime = resolve_runtime(args.device, args.dtype)
@@ -193,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if "fill-mask" in tasks:
         engine = FillMaskEngine(str(models["fill-mask"]), runtime, args.batch, args.max_batch_tokens)
         jobs = [JobPayload({"input_string": [text]}, {"top_k": TOP_K}) for text in workload.fill_mask]
-        report["fill-mask"] = engine_profile(engine, jobs, args.batch, args.calls, runtime)
+        report["fill-mask"] = engine_profile(engine, jobs, args.batch, args.calls, runtime, args.device_process)
         print("\n".join(_show("fill-mask engine", report["fill-mask"])), flush=True)
         report["bare encoder"] = bare_profile(models["fill-mask"], runtime, args.batch)
         print("\n".join(_show(f"bare encoder, {args.batch} × {CEILING_TOKENS} tokens", report["bare encoder"])),
@@ -201,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     if "question-answering" in tasks:
         qa = QuestionAnsweringEngine(str(models["question-answering"]), runtime, args.batch, args.max_batch_tokens)
         pairs = [JobPayload({"question": [q], "context": [c]}, QA_PARAMS) for q, c in workload.qa]
-        report["question-answering"] = engine_profile(qa, pairs, args.batch, args.calls, runtime)
+        report["question-answering"] = engine_profile(qa, pairs, args.batch, args.calls, runtime,
+                                                      args.device_process)
         print("\n".join(_show("question-answering engine", report["question-answering"])), flush=True)
     if args.output:
         args.output.write_text(json.dumps(report, indent=1))

@@ -58,15 +58,16 @@ class Step:
 STEPS = [
     Step("profile", "where an engine call's time goes: first calls, new shapes, the same shapes again, and the "
          "device's kernels and the CUDA runtime's calls against the bare encoder (the first H200 run's open question: "
-         "45-70 ms a device stage, whatever its size)", ["--dtype", "float16", "--calls", "8"], 40,
-         module="bench.engine_profile"),
-    Step("profile-eager", "the same with every kernel loaded at start (CUDA_MODULE_LOADING=EAGER): whether the first "
-         "calls' cost is lazy loading", ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8"], 40,
-         module="bench.engine_profile", env={"CUDA_MODULE_LOADING": "EAGER"}),
+         "45-70 ms a device stage, whatever its size) and through a device process",
+         ["--dtype", "float16", "--calls", "8"], 60, module="bench.engine_profile"),
     Step("profile-1-thread", "the same with one intra-op thread (the device stage's host operators are small; a "
          "thread per core spins beside it: the device process used 3.6 CPU-s in a 1.0 s batch file on the H200)",
-         ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8", "--threads", "1"], 30,
-         module="bench.engine_profile"),
+         ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8", "--threads", "1",
+          "--no-device-process"], 30, module="bench.engine_profile"),
+    Step("profile-eager", "the same with every kernel loaded at start (CUDA_MODULE_LOADING=EAGER): whether the first "
+         "calls' cost is lazy loading", ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8",
+                                         "--no-device-process"], 40,
+         module="bench.engine_profile", env={"CUDA_MODULE_LOADING": "EAGER"}),
     Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
          "(issue 14's targets and item 4)", ["--dtype", "float16", "--modes", "cgh", "--fill-mask-jobs", "8192",
                                             "--qa-jobs", "1024"], 60),

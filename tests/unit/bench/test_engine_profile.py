@@ -20,6 +20,8 @@ def test_an_engines_calls_are_timed_by_phase_and_profiled(tiny_models: dict[str,
     assert len(found["first_ms"]) == 3 and all(ms > 0 for ms in found["first_ms"])
     assert 0 < found["new_ms"]["min"] <= found["new_ms"]["median"] <= found["new_ms"]["max"]
     assert found["again_ms"]["min"] > 0 and found["new_cpu_ms"]["median"] > 0
+    remote = found["device_process"]  # the same calls through a device process: its own time within each call's
+    assert 0 < remote["device_process_ms"] <= remote["wall_ms"]["max"]
     shown = found["profile"]
     assert shown["calls"] == 3 and shown["wall_ms"] > 0
     assert shown["kernel_ms"] == 0 and shown["launches"] == 0  # no device here
@@ -27,3 +29,4 @@ def test_an_engines_calls_are_timed_by_phase_and_profiled(tiny_models: dict[str,
     assert "aten::addmm" in operators  # the linear layers, each call's biggest host operator on a CPU
     lines = engine_profile._show("fill-mask engine", found)
     assert lines[0] == "### fill-mask engine" and lines[1].startswith("device stage (infer) ms a call: first calls")
+    assert lines[2].startswith("device stage through a device process")

@@ -38,12 +38,15 @@ def test_a_smoke_step_is_small_on_this_machines_device_and_keeps_whole_64_input_
 
 
 def test_the_profile_steps_run_first_on_cuda_and_one_loads_every_kernel_at_start() -> None:
-    assert [step.name for step in gpu.STEPS[:2]] == ["profile", "profile-eager"]
-    profile, eager = gpu.STEPS[:2]
+    assert [step.name for step in gpu.STEPS[:3]] == ["profile", "profile-1-thread", "profile-eager"]
+    profile, one_thread, eager = gpu.STEPS[:3]
     command = gpu.step_command(profile, Path("/out"), Path("/models"), smoke=False)
     assert command[1:3] == ["-m", "bench.engine_profile"] and _value(command, "--device") == "cuda"
     assert _value(command, "--batch") == "512" and _value(command, "--output") == "/out/profile.json"
     assert eager.env == {"CUDA_MODULE_LOADING": "EAGER"} and not profile.env
+    # The variants' figures are the in-process calls: no device process of their own to start.
+    assert "--no-device-process" in eager.args and "--no-device-process" not in profile.args
+    assert _value(gpu.step_command(one_thread, Path("/out"), Path("/models"), smoke=False), "--threads") == "1"
     small = gpu.step_command(profile, Path("/out"), Path("/models"), smoke=True)
     assert "--device" not in small and _value(small, "--calls") == "4"
 
