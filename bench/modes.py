@@ -58,7 +58,7 @@ def _engine_mode(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[Jo
     batches = [jobs[i: i + batch] for i in range(0, len(jobs), batch)]
     # Warm-up: a whole call of other passes' shapes (every other input of the first two calls). On a GPU the first
     # calls load their kernels, seconds a call (session 29's H200 run: 1.3 s passes among 70 ms ones, 1,855 inputs/s
-    # from the texts against 14,528 from the same shapes again); a service's worker has long paid that.
+    # from the texts against 14,528 from the same shapes again); a worker pays that in its own warm-up.
     engine.run(jobs[: 2 * batch: 2])
     engine.prepare(batches[0])  # ... which leaves torch's threads spinning for a while after its forward pass
     engine.phases.reset()

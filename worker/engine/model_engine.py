@@ -57,7 +57,7 @@ class ModelEngine(StagedEngine):
         return load_model(self.model_class, self.model_id, self.runtime)
 
     def warm_up_inputs(self) -> int:
-        """Inputs of the warm-up call, each a different length: on a GPU a whole pass's worth. Its kernels load on
+        """Inputs of the warm-up call, of many lengths: on a GPU a whole pass's worth. Its kernels load on
         first use (the padded attention, the linear layers at each size of a full pass): on the first H200 run a
         call's first passes took 1.3 s among 70 ms ones (BENCHMARKS.md, session 29), to be paid before the worker
         takes work rather than by its first batches. On the CPU, one."""
