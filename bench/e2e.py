@@ -77,11 +77,15 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_t
         home = Path(tmp)
         stack = LocalStack(home, {**env, "DISTILQ_FILL_MASK_MODEL": str(models["fill-mask"]),
                                   "DISTILQ_QA_MODEL": str(models["question-answering"])}, log_dir=home)
+        # Where a stack's start goes (a GPU host's step spent a minute outside its measured run), said as it runs.
+        started = time.perf_counter()
         try:
             stack.start_redis()
             stack.run("migrate")
             key = stack.run("keys", "create", "--name", "bench").stdout.strip()
+            migrated = time.perf_counter()
             url = stack.start_api("127.0.0.1", None, "--threads", str(api_threads), "--workers", str(api_workers))
+            api_up = time.perf_counter()
             names = ["worker", *(f"worker-{i}" for i in range(2, workers + 1))]
             for name in names:
                 stack.start(name, "worker", "--queues", task, "--metrics-port", "0")
@@ -89,12 +93,18 @@ def running_stack(models: dict[str, Path], task: str, env: dict[str, str], api_t
             if beat:
                 stack.start("beat", "beat")
                 stack.wait_for_beat()
+            ready = "the worker(s) and beat" if beat else "the worker(s)"
+            print(f"stack started in {time.perf_counter() - started:.1f} s: Redis, migrations and a key "
+                  f"{migrated - started:.1f}, the API {api_up - migrated:.1f}, {ready} ready "
+                  f"{time.perf_counter() - api_up:.1f}", flush=True)
             assert stack.redis is not None and stack.redis.process is not None
             pids = {"api": stack.processes["api"].pid, **{name: stack.processes[name].pid for name in names},
                     "redis": stack.redis.process.pid, **({"beat": stack.processes["beat"].pid} if beat else {})}
             yield url, key, pids, [home / f"{name}.log" for name in names]
         finally:
+            stopping = time.perf_counter()
             stack.stop_all()
+            print(f"stack stopped in {time.perf_counter() - stopping:.1f} s", flush=True)
 
 
 def logged_batches(logs: list[Path]) -> list[dict[str, Any]]:

@@ -141,7 +141,7 @@ def shown(step: Step, command: list[str]) -> str:
 def summary_lines(log: str) -> list[str]:
     """The lines of a bench log worth keeping: the machine, the tables and every figure line."""
     keep = ("machine:", "measured", "###", "|", "ratios", "(c)", "(d)", "(e)", "(g)", "(h)", "batch of",
-            "evaluation of", "Traceback", "torch ", "device stage", "profiled")
+            "evaluation of", "Traceback", "torch ", "device stage", "profiled", "stack st")
     return [line for line in log.splitlines() if line.lstrip().startswith(keep) or "Error" in line]
 
 

@@ -99,6 +99,7 @@ def test_steps_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path: Path
     ("machine: x86_64, 16 cores, torch 2.13.0, cuda, float16", True),
     ("device stage (infer) ms a call: first calls [1368.0, 71.0, 70.2]; new inputs median 69.0", True),
     ("profiled, a call: wall 48.1 ms, kernels 6.2 ms on the device, 231.0 launches", True),
+    ("stack started in 41.2 s: Redis, migrations and a key 2.0, the API 3.1, the worker(s) ready 36.1", True),
     ("Loading weights: 100%|██████████| 105/105", False),
 ])
 def test_the_summary_keeps_the_figures_of_a_log_and_drops_its_progress(line: str, kept: bool) -> None:
