@@ -2,7 +2,7 @@
 profile of the device stage (`infer`) with the device's kernels and the CUDA runtime's calls.
 
 The first H200 run (BENCHMARKS.md, session 29) left one question open: the engine's (c) ran 9,900 fill-mask
-inputs/s from the texts but 17,000–28,000/s when the same batches ran again, and in the service every batch's
+inputs/s from the texts but 14,500–28,600/s when the same batches ran again, and in the service every batch's
 device stage took 45–70 ms, whatever its size (40 inputs or 500), where the bare encoder runs 512 × 48 tokens in
 6 ms. A cost paid once per kernel (lazy loading: `CUDA_MODULE_LOADING`), once per new shape, or once per call
 (pinned host memory, synchronisation, launches) each tells a different story; this bench separates them:
