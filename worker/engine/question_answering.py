@@ -11,8 +11,10 @@ from __future__ import annotations
 import operator
 import threading
 import time
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +29,7 @@ from contract.tokens import (
     QA_SPECIAL_TOKENS,
     qa_chunk_count,
     tokenizer_fingerprint,
-    unpack_token_ids,
+    unpack_token_arrays,
 )
 from core.tasks import TASK_QUESTION_ANSWERING
 from worker.engine import InputError, JobPayload
@@ -43,9 +45,10 @@ class _ContextTokens:
     tokenizer's Encoding: their character starts and ends, their word indices plus one (0: no word)."""
 
     context_start: int
-    starts: list[int]
-    ends: list[int]
-    words: list[int]
+    # Slices of the stored arrays (`contract.tokens.unpack_token_arrays`): read at a few answers' ends only.
+    starts: Sequence[int]
+    ends: Sequence[int]
+    words: Sequence[int]
     #: Whether the words run in order (BERT's always do): then a word's tokens are found by bisection.
     ordered: bool = True
 
@@ -166,16 +169,16 @@ class QuestionAnsweringEngine(ModelEngine):
                 chunks += self._chunks(pairs, tokenize)
         return _Prepared(pairs, chunks, time.perf_counter() - started)
 
-    def _stored(self, job: JobPayload) -> list[list[list[int]] | None]:
+    def _stored(self, job: JobPayload) -> list[list[array[int]] | None]:
         """Per pair of the job, what the API's check stored of it (`contract.tokens.pack_qa_pairs`), or None where
         it stored nothing this engine's tokenizer would have made."""
         pairs = len(job.input["question"])
-        lists = unpack_token_ids(job.token_ids, self.fingerprint, QA_LISTS_PER_PAIR * pairs)
+        lists = unpack_token_arrays(job.token_ids, self.fingerprint, QA_LISTS_PER_PAIR * pairs)
         if lists is None:
             return [None] * pairs
         return [lists[p * QA_LISTS_PER_PAIR:(p + 1) * QA_LISTS_PER_PAIR] for p in range(pairs)]
 
-    def _stored_chunks(self, pair: int, lists: list[list[int]], params: dict[str, Any]) -> list[Chunk]:
+    def _stored_chunks(self, pair: int, lists: list[array[int]], params: dict[str, Any]) -> list[Chunk]:
         """The chunks of a pair from what the API stored, cut as the tokenizer's "only_second" truncation with
         stride and overflow cuts them: windows of the context of the room the question leaves, each starting
         `room - doc_stride` after the last, the last one ending with the context."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from contract.tokens import FINGERPRINT_BYTES, pack_token_ids, unpack_token_ids
+from contract.tokens import FINGERPRINT_BYTES, pack_token_ids, unpack_token_arrays, unpack_token_ids
 
 PRINT = bytes(range(FINGERPRINT_BYTES))
 
@@ -17,15 +19,18 @@ def test_packed_ids_unpack_to_themselves(ids: list[list[int]], width: int) -> No
     assert len(packed) == FINGERPRINT_BYTES + 1 + width * (1 + len(ids) + sum(map(len, ids)))
     assert unpack_token_ids(packed, PRINT, len(ids)) == ids
     assert unpack_token_ids(memoryview(packed), PRINT, len(ids)) == ids  # as a driver may return a blob
+    arrays = unpack_token_arrays(packed, PRINT, len(ids))  # QA's: each list an array, read where it is needed
+    assert arrays is not None and [one.tolist() for one in arrays] == ids
 
 
-def test_ids_of_another_tokenizer_or_another_job_shape_are_refused() -> None:
+@pytest.mark.parametrize("unpack", [unpack_token_ids, unpack_token_arrays])
+def test_ids_of_another_tokenizer_or_another_job_shape_are_refused(unpack: Any) -> None:
     packed = pack_token_ids(PRINT, [[1, 2, 3], [4]])
-    assert unpack_token_ids(packed, bytes(FINGERPRINT_BYTES), 2) is None
-    assert unpack_token_ids(packed, PRINT, 3) is None
-    assert unpack_token_ids(packed, PRINT, 1) is None
-    assert unpack_token_ids(packed[:-1], PRINT, 2) is None
-    assert unpack_token_ids(packed[:-4], PRINT, 2) is None
-    assert unpack_token_ids(packed[:FINGERPRINT_BYTES], PRINT, 2) is None
-    assert unpack_token_ids(PRINT + b"\x03" + packed[FINGERPRINT_BYTES + 1:], PRINT, 2) is None  # no such width
-    assert unpack_token_ids(None, PRINT, 2) is None
+    assert unpack(packed, bytes(FINGERPRINT_BYTES), 2) is None
+    assert unpack(packed, PRINT, 3) is None
+    assert unpack(packed, PRINT, 1) is None
+    assert unpack(packed[:-1], PRINT, 2) is None
+    assert unpack(packed[:-4], PRINT, 2) is None
+    assert unpack(packed[:FINGERPRINT_BYTES], PRINT, 2) is None
+    assert unpack(PRINT + b"\x03" + packed[FINGERPRINT_BYTES + 1:], PRINT, 2) is None  # no such width
+    assert unpack(None, PRINT, 2) is None
