@@ -39,7 +39,7 @@ from transformers import AutoModelForMaskedLM
 
 from bench.checkpoint import build
 from bench.modes import QA_PARAMS, TOP_K
-from bench.precision import CEILING_TOKENS
+from bench.precision import CEILING_TOKENS, synchronize
 from bench.workload import make_workload
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK
@@ -53,27 +53,18 @@ from worker.engine.runtime import Runtime, configure_threads, load_model, resolv
 TOP = 8
 
 
-def _sync(runtime: Runtime) -> None:
-    if runtime.is_cuda:
-        torch.cuda.synchronize()
-
-
-def timed_calls(engine: StagedEngine, batches: Sequence[list[JobPayload]], runtime: Runtime) -> list[float]:
-    """Milliseconds of each batch's device stage (`infer`, from its prepared batch; synchronised)."""
-    return [wall for wall, _ in _timed(engine, batches, runtime)]
-
-
-def _timed(engine: StagedEngine, batches: Sequence[list[JobPayload]],
-           runtime: Runtime) -> list[tuple[float, float]]:
-    """(wall, this process's CPU) milliseconds of each batch's device stage. CPU above wall is threads beside the
-    one that launches: torch's intra-op threads spinning after a host operator, a synchronisation that spins."""
+def timed_calls(engine: StagedEngine, batches: Sequence[list[JobPayload]],
+                runtime: Runtime) -> list[tuple[float, float]]:
+    """(wall, this process's CPU) milliseconds of each batch's device stage (`infer`, from its prepared batch;
+    synchronised). CPU above wall is threads beside the one that launches: torch's intra-op threads spinning after
+    a host operator, a synchronisation that spins."""
     times = []
     for jobs in batches:
         prepared = engine.prepare(jobs)
-        _sync(runtime)
+        synchronize(runtime)
         started, cpu = time.perf_counter(), time.process_time()
         engine.infer(jobs, prepared)
-        _sync(runtime)
+        synchronize(runtime)
         times.append(((time.perf_counter() - started) * 1e3, (time.process_time() - cpu) * 1e3))
     return times
 
@@ -86,7 +77,7 @@ def profiled(call: Callable[[], object], calls: int, runtime: Runtime) -> dict[s
         started = time.perf_counter()
         for _ in range(calls):
             call()
-        _sync(runtime)
+        synchronize(runtime)
         wall = time.perf_counter() - started
     events = recorder.key_averages()
     # Kernels and copies carry device time; the CUDA runtime's calls (cudaLaunchKernel, cudaHostAlloc, ...) the
@@ -117,12 +108,11 @@ def engine_profile(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[
                    runtime: Runtime, through_device_process: bool = True) -> dict[str, Any]:
     """The first, new and again calls of `engine` over `jobs` in `batch`-sized calls, and a profile of new ones."""
     batches = [jobs[i: i + batch] for i in range(0, len(jobs), batch)]
-    assert len(batches) >= calls + 2 * 3, "enough inputs for every phase"
+    assert len(batches) >= 3 + calls + 3, "enough inputs for every phase: first, new (and again), profiled"
     engine.warm_up()
-    first = timed_calls(engine, batches[:3], runtime)
-    new_calls = _timed(engine, batches[3: 3 + calls], runtime)
-    new, new_cpu = [wall for wall, _ in new_calls], [cpu for _, cpu in new_calls]
-    again = timed_calls(engine, batches[3: 3 + calls], runtime)
+    first = [wall for wall, _ in timed_calls(engine, batches[:3], runtime)]
+    new, new_cpu = zip(*timed_calls(engine, batches[3: 3 + calls], runtime), strict=True)
+    again = [wall for wall, _ in timed_calls(engine, batches[3: 3 + calls], runtime)]
     fresh = iter(batches[3 + calls: 3 + calls + 3])
     ready = [(jobs_of, engine.prepare(jobs_of)) for jobs_of in fresh]
     queue = iter(ready)
@@ -131,7 +121,8 @@ def engine_profile(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[
         jobs_of, prepared = next(queue)
         engine.infer(jobs_of, prepared)
 
-    found = {"first_ms": [round(t, 1) for t in first], "new_ms": _spread(new), "new_cpu_ms": _spread(new_cpu),
+    found = {"first_ms": [round(t, 1) for t in first], "new_ms": _spread(list(new)),
+             "new_cpu_ms": _spread(list(new_cpu)),
              "again_ms": _spread(again), "profile": profiled(call, len(ready), runtime)}
     if through_device_process:
         found["device_process"] = remote_calls(engine, batches[3: 3 + calls], runtime)
@@ -150,7 +141,7 @@ def remote_calls(engine: FillMaskEngine | QuestionAnsweringEngine, batches: Sequ
     device = DeviceProcess(settings, [engine.task])
     try:
         engine.phases.reset()
-        walls = timed_calls(RemoteEngine(engine, device), batches, runtime)
+        walls = [wall for wall, _ in timed_calls(RemoteEngine(engine, device), batches, runtime)]
         there = engine.phases.reset()[0].get("device", 0.0) * 1e3 / len(batches)
     finally:
         device.close()

@@ -32,7 +32,8 @@ from worker.engine.runtime import Runtime, load_model
 CEILING_TOKENS = 48
 
 
-def _sync(runtime: Runtime) -> None:
+def synchronize(runtime: Runtime) -> None:
+    """Waits for the device's queued work (on a GPU; nothing to wait for on the CPU)."""
     if runtime.is_cuda:
         torch.cuda.synchronize(runtime.device)
 
@@ -46,14 +47,14 @@ def bare_encoder(model_dir: Path, runtime: Runtime, batch: int, sequences: int) 
     ids = torch.randint(vocabulary // 10, vocabulary, (batch, CEILING_TOKENS), generator=generator)
     ids = ids.to(runtime.device)
     model.distilbert(input_ids=ids)  # warm-up
-    _sync(runtime)
+    synchronize(runtime)
     passes = max(1, -(-sequences // batch))
     latencies = []
     started = time.perf_counter()
     for _ in range(passes):
         t0 = time.perf_counter()
         model.distilbert(input_ids=ids)
-        _sync(runtime)
+        synchronize(runtime)
         latencies += [time.perf_counter() - t0] * batch
     wall = time.perf_counter() - started
     tokens = passes * batch * CEILING_TOKENS

@@ -110,35 +110,13 @@ def unpack_token_ids(packed: bytes | None, fingerprint: bytes, inputs: int) -> l
     """The ids `pack_token_ids` stored for a job of `inputs` inputs; None when there are none, or they were made
     by a tokenizer of another fingerprint (the model changed between the API's check and the run), or they do
     not hold `inputs` inputs."""
-    unpacked = _unpacked(packed, fingerprint, inputs)
-    if unpacked is None:
-        return None
-    lengths, numbers = unpacked
-    flat = numbers[1 + inputs:].tolist()
-    ids, start = [], 0
-    for length in lengths:
-        ids.append(flat[start:start + length])
-        start += length
-    return ids
+    arrays = unpack_token_arrays(packed, fingerprint, inputs)
+    return None if arrays is None else [one.tolist() for one in arrays]
 
 
 def unpack_token_arrays(packed: bytes | None, fingerprint: bytes, inputs: int) -> list[array[int]] | None:
     """As `unpack_token_ids`, each list an `array` of its integers: a slice is one copy in C, and an integer
     becomes a Python object only when read (a QA pair's offsets and words are read at its few answers' ends)."""
-    unpacked = _unpacked(packed, fingerprint, inputs)
-    if unpacked is None:
-        return None
-    lengths, numbers = unpacked
-    lists, start = [], 1 + inputs
-    for length in lengths:
-        lists.append(numbers[start:start + length])
-        start += length
-    return lists
-
-
-def _unpacked(packed: bytes | None, fingerprint: bytes, inputs: int) -> tuple[list[int], array[int]] | None:
-    """(each input's length, every stored number) of what `pack_token_ids` stored, if it is whole and this
-    tokenizer's."""
     if packed is None or len(packed) <= FINGERPRINT_BYTES or bytes(packed[:FINGERPRINT_BYTES]) != fingerprint:
         return None
     typecode = _WIDTHS.get(packed[FINGERPRINT_BYTES])
@@ -154,7 +132,11 @@ def _unpacked(packed: bytes | None, fingerprint: bytes, inputs: int) -> tuple[li
     lengths = numbers[1:1 + inputs].tolist()
     if sum(lengths) != len(numbers) - 1 - inputs:
         return None
-    return lengths, numbers
+    lists, start = [], 1 + inputs
+    for length in lengths:
+        lists.append(numbers[start:start + length])
+        start += length
+    return lists
 
 
 #: The lists `pack_qa_pairs` stores per question/context pair.
