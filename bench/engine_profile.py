@@ -134,8 +134,8 @@ def remote_calls(engine: FillMaskEngine | QuestionAnsweringEngine, batches: Sequ
     """The same new calls through a device process, as a worker runs them on CUDA (`DISTILQ_DEVICE_PROCESS`): each
     call's wall here, and the device process's own time for it (from the batch's arrival to its reply)."""
     settings = Settings(device=str(runtime.device), dtype=str(runtime.dtype).removeprefix("torch."),
-                        torch_threads=torch.get_num_threads(), max_batch_size=engine.max_batch_size,
-                        max_batch_tokens=engine.max_batch_tokens)
+                        attention=runtime.attention, torch_threads=torch.get_num_threads(),
+                        max_batch_size=engine.max_batch_size, max_batch_tokens=engine.max_batch_tokens)
     settings = settings.model_copy(update={"fill_mask_model" if engine.task == TASK_FILL_MASK else "qa_model":
                                            engine.model_id})
     device = DeviceProcess(settings, [engine.task])
@@ -195,15 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-tokens", type=int, default=131072)
     parser.add_argument("--calls", type=int, default=8, help="calls of new inputs timed (and again)")
     parser.add_argument("--tasks", default="fill-mask,question-answering")
-    parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: one per core, as a worker's "
-                                                    "without DISTILQ_TORCH_THREADS)")
+    parser.add_argument("--attention", default=os.environ.get("DISTILQ_ATTENTION", "auto"), help="as DISTILQ_ATTENTION")
+    parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: a worker's without "
+                                                    "DISTILQ_TORCH_THREADS: one on CUDA, one per core on the CPU)")
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
     parser.add_argument("--device-process", action=argparse.BooleanOptionalAction, default=True,
                         help="time the new calls through a device process too")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
-    runtime = resolve_runtime(args.device, args.dtype)
-    configure_threads(args.threads)
+    runtime = resolve_runtime(args.device, args.dtype, args.attention)
+    configure_threads(args.threads, runtime)
     models = build(args.models)
     calls_in_all = args.calls + 6
     tasks = args.tasks.split(",")
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                              args.batch * calls_in_all if "question-answering" in tasks else 0, seed=7)
     print(f"torch {torch.__version__}, {runtime.device}, {str(runtime.dtype).removeprefix('torch.')}, "
           f"CUDA_MODULE_LOADING={os.environ.get('CUDA_MODULE_LOADING', '(default)')}, {args.batch} jobs a call, "
-          f"{torch.get_num_threads()} intra-op threads",
+          f"{torch.get_num_threads()} intra-op threads, {runtime.attention} attention",
           flush=True)
     report: dict[str, Any] = {}
     if "fill-mask" in tasks:

@@ -40,6 +40,8 @@ GPU_SIZES = ["--batch", "512", "--max-batch-tokens", "131072"]
 #: One-input jobs' clients in 4 processes: one process's threads hold ~1,500 jobs/s at most (one interpreter lock),
 #: under the 2,000 the service is to reach.
 CLIENTS = ["--client-processes", "4"]
+#: The embedded PostgreSQL server's max_connections.
+POSTGRES_CONNECTIONS = 400
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,10 @@ STEPS = [
          "device's kernels and the CUDA runtime's calls against the bare encoder (the first H200 run's open question: "
          "45-70 ms a device stage, whatever its size) and through a device process",
          ["--dtype", "float16", "--calls", "8"], 60, module="bench.engine_profile"),
-    Step("profile-1-thread", "the same with one intra-op thread (the device stage's host operators are small; a "
-         "thread per core spins beside it: the device process used 3.6 CPU-s in a 1.0 s batch file on the H200)",
-         ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8", "--threads", "1",
-          "--no-device-process"], 30, module="bench.engine_profile"),
-    Step("profile-eager", "the same with every kernel loaded at start (CUDA_MODULE_LOADING=EAGER): whether the first "
-         "calls' cost is lazy loading", ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8",
-                                         "--no-device-process"], 40,
-         module="bench.engine_profile", env={"CUDA_MODULE_LOADING": "EAGER"}),
+    Step("profile-padded", "the same with the rows padded for attention (DISTILQ_ATTENTION=padded, the layout before "
+         "varlen: on the H200 cuDNN's masked attention planned each new pass shape, ~30 ms a pass)",
+         ["--dtype", "float16", "--calls", "8", "--attention", "padded", "--no-device-process"], 50,
+         module="bench.engine_profile"),
     Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
          "(issue 14's targets and item 4)", ["--dtype", "float16", "--modes", "cgh", "--fill-mask-jobs", "8192",
                                             "--qa-jobs", "1024"], 60),
@@ -105,6 +103,10 @@ STEPS = [
          "device process (`DISTILQ_DEVICE_PROCESS`, on CUDA by default: what it is worth there)",
          ["--dtype", "float16", "--modes", "e", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 80,
          env={"DISTILQ_DEVICE_PROCESS": "false"}),
+    Step("profile-eager", "the engine profile with every kernel loaded at start (CUDA_MODULE_LOADING=EAGER): "
+         "whether the first calls' cost is lazy loading", ["--dtype", "float16", "--tasks", "fill-mask", "--calls", "8",
+                                         "--no-device-process"], 40,
+         module="bench.engine_profile", env={"CUDA_MODULE_LOADING": "EAGER"}),
 ]
 
 #: What a smoke run divides the sizes by (jobs, clients), on this machine's device.
@@ -157,6 +159,11 @@ def postgres_url() -> Iterator[str | None]:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="distilq-pg-") as home:
+        # Connections for 8 API processes (each pools up to 20, `models/db.py`), the worker and beat: PostgreSQL's
+        # default of 100 refused the 8 API processes' on the H200 (session 30). The setting takes a restart.
+        server = get_server(Path(home) / "data", cleanup_mode="stop")
+        server.psql(f"ALTER SYSTEM SET max_connections = {POSTGRES_CONNECTIONS};")
+        server.cleanup()
         server = get_server(Path(home) / "data", cleanup_mode="delete")
         try:
             server.psql("CREATE DATABASE bench;")

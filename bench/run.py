@@ -24,7 +24,7 @@ from bench.measure import Result
 from bench.modes import QA_PARAMS, fill_mask_engine, fill_mask_pipeline, grouped, qa_engine
 from bench.precision import bare_encoder, fill_mask_agreement, qa_agreement
 from bench.workload import english_words, make_english_workload, make_workload
-from worker.engine.runtime import Runtime, resolve_runtime
+from worker.engine.runtime import Runtime, configure_threads, resolve_runtime
 
 #: Inputs (fill-mask) and pairs (QA) mode (h) compares, at most: the reference figures' 400 and 80 fit.
 AGREEMENT_INPUTS = 400
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          "float32's")
     parser.add_argument("--device", default=os.environ.get("DISTILQ_DEVICE", "auto"), help="as DISTILQ_DEVICE")
     parser.add_argument("--dtype", default=os.environ.get("DISTILQ_DTYPE", "auto"), help="as DISTILQ_DTYPE")
+    parser.add_argument("--attention", default=os.environ.get("DISTILQ_ATTENTION", "auto"),
+                        help="as DISTILQ_ATTENTION")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak, for a card bench/flops.py lacks")
     parser.add_argument("--checkpoint", choices=tuple(CHECKPOINTS), default="base",
                         help="base: distilbert-base's shape; tiny: the test suite's tiny model, whose forward pass is "
@@ -154,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The worker's thread count (DISTILQ_TORCH_THREADS) for the modes in this process too, so that (c) is the engine
     # (d) and (e) run, and (a)/(b) the pipeline beside it on the same footing.
-    torch.set_num_threads(int(os.environ.get("DISTILQ_TORCH_THREADS") or len(os.sched_getaffinity(0))))
-    runtime = resolve_runtime(args.device, args.dtype)
+    runtime = resolve_runtime(args.device, args.dtype, args.attention)
+    configure_threads(int(os.environ.get("DISTILQ_TORCH_THREADS") or 0) or None, runtime)
     if args.checkpoint == "tiny":
         from tests.tiny_model import build as build_tiny
 
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     # One key stands for every client: the per-key limits must not be what is measured.
     env = {"DISTILQ_MAX_BATCH_SIZE": str(args.batch), "DISTILQ_MAX_BATCH_TOKENS": str(args.max_batch_tokens),
            "DISTILQ_DEVICE": str(runtime.device), "DISTILQ_DTYPE": str(runtime.dtype).removeprefix("torch."),
+           "DISTILQ_ATTENTION": runtime.attention_choice,
            "HF_HUB_OFFLINE": "1", "DISTILQ_RATE_LIMIT": "1000000/minute", "DISTILQ_MAX_JOBS_IN_FLIGHT": "1000000",
            "DISTILQ_MAX_WAITING_PER_KEY": str(args.concurrency),
            **({"DISTILQ_DATABASE_URL": args.database_url} if args.database_url else {})}
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     peak, measured = peak_for(runtime.device, runtime.dtype, args.peak_tflops)
     print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.device}, "
-          f"{str(runtime.dtype).removeprefix('torch.')}; model: "
+          f"{str(runtime.dtype).removeprefix('torch.')}, {runtime.attention} attention; model: "
           f"{CHECKPOINTS[args.checkpoint]}, random weights; "
           f"workload: {args.workload}; (d): {per_job} input(s) per job\n{measured}")
     report: dict[str, object] = {"peak": {"flops_per_s": peak.flops_per_s, "what": peak.label}}

@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     device: str = "auto"
     #: `auto` is float16 on CUDA and float32 on the CPU.
     dtype: str = "auto"
-    #: Threads of a worker's tensor operations on the CPU. None: one per core the process may use.
+    #: How attention sees a pass's rows (`worker/engine/runtime.py`'s `Runtime.attention`): auto, per-row, varlen,
+    #: padded.
+    attention: Literal["auto", "per-row", "varlen", "padded"] = "auto"
+    #: Threads of a worker's tensor operations. None: one per core the process may use on the CPU, one on CUDA.
     torch_threads: int | None = Field(default=None, ge=1, le=1024)
     #: Whether a worker runs its models in a process of their own (`worker/engine/device_process.py`), so that its
     #: database and Redis threads never hold the interpreter lock a forward pass waits for. None: on CUDA only.

@@ -45,10 +45,10 @@ class ModelEngine(StagedEngine):
         self.tokenizer = AutoTokenizer.from_pretrained(model_id)
         self.config = config = AutoConfig.from_pretrained(model_id)
         self.pad_id: int = self.tokenizer.pad_token_id
-        # Attention row by row (the CPU's way, `worker/engine/packed.py`): then padding costs a pass nothing, and
-        # the planner weighs only the passes' own cost.
-        self.attention_width = (math.inf if runtime.attention_per_row
-                                else attention_width(config.dim, config.hidden_dim))
+        # Attention unpadded (row by row, or varlen: `worker/engine/packed.py`): then padding costs a pass nothing,
+        # and the planner weighs only the passes' own cost.
+        self.attention_width = (attention_width(config.dim, config.hidden_dim) if runtime.attention == "padded"
+                                else math.inf)
         self.phases = Phases()
 
     @functools.cached_property
@@ -65,7 +65,7 @@ class ModelEngine(StagedEngine):
 
     def encode(self, batch: PackedPass, keep: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's final states of a pass (`worker/engine/packed.py`), attention laid out as the device wants."""
-        return encode(self.model.distilbert, batch, keep=keep, per_row=self.runtime.attention_per_row)
+        return encode(self.model.distilbert, batch, keep=keep, attention=self.runtime.attention)
 
     def passes(self, sequences: TokenRows) -> Iterator[PackedPass]:
         """Each planned forward pass of `sequences`, packed, on the device."""
@@ -73,5 +73,5 @@ class ModelEngine(StagedEngine):
                             self.runtime.pass_overhead_tokens, self.attention_width)
         for rows in plan:
             batch = pack(sequences, rows)
-            self.phases.count_pass(batch.lengths, batch.attention_padded(self.runtime.attention_per_row))
+            self.phases.count_pass(batch.lengths, batch.attention_padded(self.runtime.attention))
             yield moved(batch, lambda tensor: to_device(tensor, self.runtime))

@@ -1,19 +1,23 @@
 """DistilBERT's encoder on packed sequences.
 
 The linear layers — Q/K/V/output projections and the feed-forward network, ~95 % of the FLOPs — run on the real
-tokens of all rows of a pass concatenated, so no padding is computed there, whatever the mix of lengths. Only
-attention sees the rows padded, to the longest of the pass, with the padding masked out of the keys. The forward
+tokens of all rows of a pass concatenated, so no padding is computed there, whatever the mix of lengths. The forward
 uses the loaded model's own modules and weights (inference only: no dropout), and equals
 `DistilBertModel.forward` with an attention mask up to float rounding; `tests/unit/worker/engine/test_packed.py`
 compares the two.
 
-Attention runs either per pass, on the rows padded to the longest (one call: what a GPU wants, where a loop of
-small kernels would be launch-bound), or per row (`per_row`: each row on its own, no padding, no mask, no scatter
-or gather: on a CPU, where the call overhead is small, 5–10 % faster a pass — unmasked attention takes the
-fused kernel). Per row, the rows of one length that lie together (the planner sorts a pass's rows by length) attend
-in one call: their tokens are already that call's unpadded layout, and each row's result is bit for bit its own
-call's; a 500-row pass of the tiny checkpoint has ~60 lengths, so ~60 calls a layer rather than 500. A pass whose
-rows all have one length is its own padded layout and runs as one unmasked call.
+Attention sees the rows in one of three layouts (`worker/engine/runtime.py`'s `Attention` says which a device gets):
+- `varlen`, a GPU's in half precision: FlashAttention over the packed tokens themselves, told where each row starts:
+  one call a layer, no padding, no mask, no scatter or gather, and no plan per pass shape (cuDNN's masked attention
+  planned each new shape again: ~30 ms of host time a pass on the H200).
+- `padded`: the rows padded to the longest of the pass, the padding masked out of the keys, in one call a layer
+  (a GPU's in float32, which FlashAttention lacks; cuDNN's attention is left out for the reason above).
+- `per-row`, the CPU's: each row on its own, no padding, no mask, no scatter or gather; the call overhead is small
+  there, and this is 5–10 % faster a pass (unmasked attention takes the fused kernel). The rows of one length that
+  lie together (the planner sorts a pass's rows by length) attend in one call: their tokens are already that call's
+  unpadded layout, and each row's result is bit for bit its own call's; a 500-row pass of the tiny checkpoint has
+  ~60 lengths, so ~60 calls a layer rather than 500.
+A pass whose rows all have one length is its own padded layout and runs as one unmasked call, padded or per row.
 
 `keep` lets a caller that needs the final states of a few tokens only (fill-mask: the mask positions) skip the
 last layer's output projection and feed-forward network everywhere else: every token's keys and values are still
@@ -31,7 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DistilBertModel
+
+from worker.engine.runtime import Attention
+
+#: The padded layout's attention backends: all but cuDNN's, which plans every new pass shape again.
+_PADDED_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class PackedPass:
     slots: torch.Tensor
     #: (rows, 1, 1, longest) True at real tokens: which keys each row may attend to.
     key_mask: torch.Tensor
+    #: (rows + 1,) int32: where each row starts in the packed tokens, and their total (FlashAttention's cu_seqlens).
+    starts: torch.Tensor
 
     @property
     def longest(self) -> int:
@@ -59,9 +71,9 @@ class PackedPass:
         needs no scatter, no gather and no mask (QA's chunks of a long context are all max_seq_len long)."""
         return min(self.lengths) == self.longest
 
-    def attention_padded(self, per_row: bool) -> bool:
+    def attention_padded(self, attention: Attention) -> bool:
         """Whether `encode` runs attention on this pass's rows padded to the longest (else on its real tokens)."""
-        return not (per_row or self.uniform)
+        return attention == "padded" and not self.uniform
 
     @functools.cached_property
     def runs(self) -> list[tuple[int, int]]:
@@ -123,14 +135,17 @@ def pack(sequences: TokenRows, rows: list[int]) -> PackedPass:
     row_of_token = np.repeat(np.arange(len(rows)), sizes)
     positions = np.arange(total) - (np.cumsum(sizes) - sizes)[row_of_token]
     key_mask = (np.arange(longest)[None, :] < sizes[:, None])[:, None, None, :]
+    starts = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(sizes, out=starts[1:])
     return PackedPass(rows, lengths, torch.from_numpy(ids), torch.from_numpy(positions),
-                      torch.from_numpy(row_of_token * longest + positions), torch.from_numpy(key_mask))
+                      torch.from_numpy(row_of_token * longest + positions), torch.from_numpy(key_mask),
+                      torch.from_numpy(starts))
 
 
 def moved(batch: PackedPass, move: Callable[[torch.Tensor], torch.Tensor]) -> PackedPass:
     """The same pass with each tensor passed through `move`, e.g. a pinned, non-blocking copy to the GPU."""
     return PackedPass(batch.rows, batch.lengths, move(batch.input_ids), move(batch.positions), move(batch.slots),
-                      move(batch.key_mask))
+                      move(batch.key_mask), move(batch.starts))
 
 
 def _padded(packed: torch.Tensor, batch: PackedPass, heads: int) -> torch.Tensor:
@@ -156,39 +171,63 @@ def _attend_per_row(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
 
+def flash_varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, starts: torch.Tensor, longest: int,
+                 scale: float) -> torch.Tensor:
+    """(tokens, heads, head_dim) → the same: each row (`starts`, int32 cumulative lengths) attending over its own
+    tokens, by torch's FlashAttention kernel. Called as `torch.nn.attention.varlen.varlen_attn` calls it, not through
+    that function: some releases of it choose cuDNN's kernel on Hopper cards, which plans each new shape."""
+    output: torch.Tensor = torch.ops.aten._flash_attention_forward(
+        query, key, value, starts, starts, longest, longest, 0.0, False, False, scale=scale)[0]
+    return output
+
+
+def _attend_varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: PackedPass, heads: int,
+                   scale: float) -> torch.Tensor:
+    """(tokens, dim) projections → (tokens, dim) attention outputs: FlashAttention over the packed rows."""
+    tokens = query.shape[0]
+    q, k, v = (projected.view(tokens, heads, -1) for projected in (query, key, value))
+    return flash_varlen(q, k, v, batch.starts, batch.longest, scale).reshape(tokens, -1)
+
+
+def _attend_padded(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(rows, heads, longest, head_dim) → the same, by any backend but cuDNN's (on the CPU the choice is moot)."""
+    with sdpa_kernel(_PADDED_BACKENDS):
+        return functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
+
+
 def encode(model: DistilBertModel, batch: PackedPass, keep: torch.Tensor | None = None,
-           per_row: bool = False) -> torch.Tensor:
+           attention: Attention = "padded") -> torch.Tensor:
     """Final hidden states, (tokens, dim) in packed order — or, given `keep` (indices into the packed tokens), of
-    those tokens only, in that order. `per_row`: attention row by row (the CPU's way), else the pass padded."""
+    those tokens only, in that order. `attention`: the layout attention sees the rows in (above)."""
     # transformers types submodules as `Tensor | Module`; these are the modules DistilBertModel defines.
     embeddings: Any = model.embeddings
     layers: Any = model.transformer.layer
     hidden = embeddings.LayerNorm(
         embeddings.word_embeddings(batch.input_ids) + embeddings.position_embeddings(batch.positions)
     )
-    rows, longest, uniform, padded = len(batch.lengths), batch.longest, batch.uniform, batch.attention_padded(per_row)
+    rows, longest, uniform = len(batch.lengths), batch.longest, batch.uniform
     for index, layer in enumerate(layers):
-        attention = layer.attention
-        heads = attention.n_heads
-        if uniform:
+        module = layer.attention
+        heads, scale = module.n_heads, module.scaling
+        if attention == "varlen":
+            context = _attend_varlen(module.q_lin(hidden), module.k_lin(hidden), module.v_lin(hidden), batch, heads,
+                                     scale)
+        elif uniform:
             query, key, value = (projected.view(rows, longest, heads, -1).transpose(1, 2) for projected in
-                                 (attention.q_lin(hidden), attention.k_lin(hidden), attention.v_lin(hidden)))
-            context = functional.scaled_dot_product_attention(query, key, value, scale=attention.scaling)
-            context = context.transpose(1, 2).reshape(rows * longest, -1)
-        elif padded:
-            query = _padded(attention.q_lin(hidden), batch, heads)
-            key = _padded(attention.k_lin(hidden), batch, heads)
-            value = _padded(attention.v_lin(hidden), batch, heads)
-            context = functional.scaled_dot_product_attention(
-                query, key, value, attn_mask=batch.key_mask, scale=attention.scaling
-            )
+                                 (module.q_lin(hidden), module.k_lin(hidden), module.v_lin(hidden)))
+            context = _attend_padded(query, key, value, scale).transpose(1, 2).reshape(rows * longest, -1)
+        elif attention == "padded":
+            query, key, value = (_padded(projected, batch, heads) for projected in
+                                 (module.q_lin(hidden), module.k_lin(hidden), module.v_lin(hidden)))
+            context = _attend_padded(query, key, value, scale, batch.key_mask)
             context = context.transpose(1, 2).reshape(rows * longest, -1)[batch.slots]
         else:
-            context = _attend_per_row(attention.q_lin(hidden), attention.k_lin(hidden), attention.v_lin(hidden),
-                                      batch, heads, attention.scaling)
+            context = _attend_per_row(module.q_lin(hidden), module.k_lin(hidden), module.v_lin(hidden), batch, heads,
+                                      scale)
         if keep is not None and index == len(layers) - 1:
             context, hidden = context[keep], hidden[keep]
-        hidden = layer.sa_layer_norm(attention.out_lin(context) + hidden)
+        hidden = layer.sa_layer_norm(module.out_lin(context) + hidden)
         ffn = layer.ffn
         hidden = layer.output_layer_norm(ffn.lin2(ffn.activation(ffn.lin1(hidden))) + hidden)
     return hidden

@@ -33,8 +33,9 @@ class EngineRegistry:
         """This worker's device and dtype, resolved once. Imported here: a webhook sender never loads torch."""
         from worker.engine.runtime import configure_threads, resolve_runtime
 
-        configure_threads(self.settings.torch_threads)
-        return resolve_runtime(self.settings.device, self.settings.dtype)
+        runtime = resolve_runtime(self.settings.device, self.settings.dtype, self.settings.attention)
+        configure_threads(self.settings.torch_threads, runtime)
+        return runtime
 
     def pass_limits(self) -> tuple[int, int]:
         """(rows, padded tokens) per forward pass on this worker's device: the settings', or the device's

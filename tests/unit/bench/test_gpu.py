@@ -38,16 +38,18 @@ def test_a_smoke_step_is_small_on_this_machines_device_and_keeps_whole_64_input_
     assert _value(wide, "--inputs-per-job") == "64" and int(_value(wide, "--fill-mask-jobs")) == 4 * 64
 
 
-def test_the_profile_steps_run_first_on_cuda_and_one_loads_every_kernel_at_start() -> None:
-    assert [step.name for step in gpu.STEPS[:3]] == ["profile", "profile-1-thread", "profile-eager"]
-    profile, one_thread, eager = gpu.STEPS[:3]
+def test_the_profile_steps_run_first_on_cuda_and_the_padded_layout_beside_the_default() -> None:
+    assert [step.name for step in gpu.STEPS[:2]] == ["profile", "profile-padded"]
+    profile, padded = gpu.STEPS[:2]
     command = gpu.step_command(profile, Path("/out"), Path("/models"), smoke=False)
     assert command[1:3] == ["-m", "bench.engine_profile"] and _value(command, "--device") == "cuda"
     assert _value(command, "--batch") == "512" and _value(command, "--output") == "/out/profile.json"
+    assert "--attention" not in command  # the worker's default layout
+    # The variant's figures are the in-process calls: no device process of its own to start.
+    assert "--no-device-process" in padded.args and "--no-device-process" not in profile.args
+    assert _value(gpu.step_command(padded, Path("/out"), Path("/models"), smoke=False), "--attention") == "padded"
+    eager = next(step for step in gpu.STEPS if step.name == "profile-eager")
     assert eager.env == {"CUDA_MODULE_LOADING": "EAGER"} and not profile.env
-    # The variants' figures are the in-process calls: no device process of their own to start.
-    assert "--no-device-process" in eager.args and "--no-device-process" not in profile.args
-    assert _value(gpu.step_command(one_thread, Path("/out"), Path("/models"), smoke=False), "--threads") == "1"
     small = gpu.step_command(profile, Path("/out"), Path("/models"), smoke=True)
     assert "--device" not in small and _value(small, "--calls") == "4"
 

@@ -106,12 +106,13 @@ def test_attention_row_by_row_equals_the_padded_pass(loaded: tuple[object, objec
     tokenizer, model = loaded
     sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
     batch = pack(TokenRows.of(sequences), [2, 0, 3, 1])
-    assert not batch.uniform and batch.attention_padded(per_row=False) and not batch.attention_padded(per_row=True)
+    assert not batch.uniform and batch.attention_padded("padded") and not batch.attention_padded("per-row")
+    assert not batch.attention_padded("varlen")
     padded = encode(model.distilbert, batch)  # type: ignore[attr-defined]
-    per_row = encode(model.distilbert, batch, per_row=True)  # type: ignore[attr-defined]
+    per_row = encode(model.distilbert, batch, attention="per-row")  # type: ignore[attr-defined]
     torch.testing.assert_close(per_row, padded, atol=1e-5, rtol=1e-5)
     keep = torch.nonzero(batch.input_ids == tokenizer.mask_token_id).squeeze(1)  # type: ignore[attr-defined]
-    kept = encode(model.distilbert, batch, keep, per_row=True)  # type: ignore[attr-defined]
+    kept = encode(model.distilbert, batch, keep, attention="per-row")  # type: ignore[attr-defined]
     torch.testing.assert_close(kept, padded[keep], atol=1e-5, rtol=1e-5)
     offsets = batch.offsets
     for place, row in enumerate(batch.rows):
@@ -138,7 +139,7 @@ def test_rows_of_one_length_attend_in_one_call_exactly_as_each_alone(loaded: tup
         q, k, v = (t[start:end].view(1, end - start, heads, -1).transpose(1, 2) for t in (query, key, value))
         alone = functional.scaled_dot_product_attention(q, k, v, scale=0.25).transpose(1, 2).reshape(end - start, -1)
         assert torch.equal(together[start:end], alone)
-    torch.testing.assert_close(encode(model.distilbert, batch, per_row=True),  # type: ignore[attr-defined]
+    torch.testing.assert_close(encode(model.distilbert, batch, attention="per-row"),  # type: ignore[attr-defined]
                                encode(model.distilbert, batch), atol=1e-5, rtol=1e-5)  # type: ignore[attr-defined]
 
 
@@ -173,11 +174,11 @@ def test_each_layout_makes_the_attention_calls_it_says(loaded: tuple[object, obj
     layers = model.config.n_layers  # type: ignore[attr-defined]
     sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
     mixed, same = pack(TokenRows.of(sequences), [0, 1, 2, 3]), pack(TokenRows.of([sequences[0]] * 3), [0, 1, 2])
-    for batch, per_row, expected in ((mixed, True, [False] * 4 * layers), (mixed, False, [True] * layers),
-                                     (same, True, [False] * layers), (same, False, [False] * layers)):
+    for batch, attention, expected in ((mixed, "per-row", [False] * 4 * layers), (mixed, "padded", [True] * layers),
+                                       (same, "per-row", [False] * layers), (same, "padded", [False] * layers)):
         calls.clear()
-        encode(model.distilbert, batch, per_row=per_row)  # type: ignore[attr-defined]
-        assert calls == expected, (per_row, batch.lengths)
+        encode(model.distilbert, batch, attention=attention)  # type: ignore[attr-defined]
+        assert calls == expected, (attention, batch.lengths)
 
 
 def test_rows_as_one_array_keep_each_row_and_pickle_as_bytes() -> None:
@@ -196,3 +197,51 @@ def test_rows_as_one_array_keep_each_row_and_pickle_as_bytes() -> None:
     read = pickle.loads(pickle.dumps(rows))
     assert read.ids.tolist() == [token for sequence in sequences for token in sequence]
     assert read.starts.tolist() == [0, 4, 6, 13, 16]
+
+
+@torch.inference_mode()
+def test_varlen_attention_hands_flash_attention_the_packed_rows_and_equals_the_padded_pass(
+    loaded: tuple[object, object], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GPU's layout in half precision: one FlashAttention call a layer on the packed tokens as (tokens, heads,
+    head_dim), told where each row starts and the longest row. torch has no CPU kernel for it, so a reference of its
+    contract (each row of `starts` attending over its own keys) stands in here; the GPU bench's agreement against
+    float32 (`bench.run --modes h`, float32 padded) checks the kernel itself."""
+    from worker.engine import packed
+
+    tokenizer, model = loaded
+    calls: list[tuple[tuple[int, ...], list[int], int]] = []
+
+    def flash_contract(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, starts: torch.Tensor,
+                       longest: int, scale: float) -> torch.Tensor:
+        assert starts.dtype == torch.int32 and query.shape == key.shape == value.shape
+        calls.append((tuple(query.shape), starts.tolist(), longest))
+        rows = [functional.scaled_dot_product_attention(*(t[start:end].transpose(0, 1) for t in (query, key, value)),
+                                                        scale=scale).transpose(0, 1)
+                for start, end in itertools.pairwise(starts.tolist())]
+        return torch.cat(rows)
+
+    monkeypatch.setattr(packed, "flash_varlen", flash_contract)
+    sequences = tokenizer(TEXTS)["input_ids"]  # type: ignore[operator]
+    batch = pack(TokenRows.of(sequences), [2, 0, 3, 1])
+    padded = encode(model.distilbert, batch)  # type: ignore[attr-defined]
+    varlen = encode(model.distilbert, batch, attention="varlen")  # type: ignore[attr-defined]
+    torch.testing.assert_close(varlen, padded, atol=1e-5, rtol=1e-5)
+    config = model.config  # type: ignore[attr-defined]
+    tokens = len(batch.input_ids)
+    assert calls == [((tokens, config.n_heads, config.dim // config.n_heads), batch.offsets, batch.longest)] * \
+        config.n_layers
+    keep = torch.nonzero(batch.input_ids == tokenizer.mask_token_id).squeeze(1)  # type: ignore[attr-defined]
+    kept = encode(model.distilbert, batch, keep, attention="varlen")  # type: ignore[attr-defined]
+    torch.testing.assert_close(kept, padded[keep], atol=1e-5, rtol=1e-5)
+    assert batch.starts.tolist() == batch.offsets
+
+
+def test_the_flash_attention_call_matches_torch_s_schema() -> None:
+    """The call itself, on meta tensors (torch's shape functions, no kernel): the arguments as the op takes them,
+    and the output the packed tokens' shape."""
+    from worker.engine.packed import flash_varlen
+
+    tokens = torch.empty(10, 12, 64, dtype=torch.float16, device="meta")
+    starts = torch.empty(3, dtype=torch.int32, device="meta")
+    assert flash_varlen(tokens, tokens, tokens, starts, 6, 0.125).shape == (10, 12, 64)

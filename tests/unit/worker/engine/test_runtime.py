@@ -17,7 +17,14 @@ from worker.engine import JobPayload
 from worker.engine.batching import CPU_PASS_OVERHEAD_TOKENS, CUDA_PASS_OVERHEAD_TOKENS
 from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.question_answering import QuestionAnsweringEngine
-from worker.engine.runtime import Runtime, configure_threads, load_model, resolve_runtime, to_device
+from worker.engine.runtime import (
+    Runtime,
+    configure_threads,
+    load_model,
+    resolve_runtime,
+    to_device,
+    varlen_available,
+)
 
 
 def test_auto_picks_cuda_when_present_and_float32_on_the_cpu() -> None:
@@ -27,7 +34,7 @@ def test_auto_picks_cuda_when_present_and_float32_on_the_cpu() -> None:
     else:
         assert (runtime.device, runtime.dtype) == (torch.device("cpu"), torch.float32)
         assert runtime.pass_overhead_tokens == CPU_PASS_OVERHEAD_TOKENS
-        assert runtime.attention_per_row  # the CPU runs attention row by row
+        assert runtime.attention == "per-row"  # the CPU runs attention row by row
 
 
 def test_a_named_gpu_gets_half_precision_and_the_gpu_pass_cost() -> None:
@@ -35,7 +42,9 @@ def test_a_named_gpu_gets_half_precision_and_the_gpu_pass_cost() -> None:
     assert runtime.device == torch.device("cuda", 1)
     assert runtime.dtype == torch.float16
     assert runtime.is_cuda and runtime.pass_overhead_tokens == CUDA_PASS_OVERHEAD_TOKENS
-    assert not runtime.attention_per_row  # a GPU runs each pass padded, in one call
+    # A GPU runs each pass in one call: FlashAttention over the packed rows where this torch has it.
+    assert runtime.attention == ("varlen" if varlen_available() else "padded")
+    assert resolve_runtime("cuda", "float32").attention == "padded"  # FlashAttention has no float32 kernel
 
 
 @pytest.mark.parametrize(("name", "dtype"), [("bfloat16", torch.bfloat16), ("float32", torch.float32),
@@ -57,6 +66,32 @@ def test_threads_follow_the_cores_this_process_may_use() -> None:
         assert torch.get_num_threads() == len(os.sched_getaffinity(0))
     finally:
         torch.set_num_threads(before)
+
+
+def test_on_cuda_one_thread_unless_set() -> None:
+    """On CUDA the host's operators are small: one intra-op thread, not one spinning per core."""
+    before = torch.get_num_threads()
+    cuda = Runtime(torch.device("cuda", 0), torch.float16)  # a description only: no CUDA needed to ask it
+    try:
+        configure_threads(None, cuda)
+        assert torch.get_num_threads() == 1
+        configure_threads(2, cuda)
+        assert torch.get_num_threads() == 2
+        configure_threads(None, resolve_runtime("cpu"))
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_attention_layout_is_honoured_where_it_can_run_and_refused_by_name_where_not() -> None:
+    assert resolve_runtime("cpu", attention="padded").attention == "padded"
+    assert resolve_runtime("cuda", "float16", attention="per-row").attention == "per-row"
+    with pytest.raises(ValueError, match="DISTILQ_ATTENTION=varlen needs CUDA"):
+        resolve_runtime("cpu", attention="varlen")
+    with pytest.raises(ValueError, match="DISTILQ_ATTENTION=varlen needs CUDA"):
+        resolve_runtime("cuda", "float32", attention="varlen")
+    with pytest.raises(ValueError, match="DISTILQ_ATTENTION must be"):
+        resolve_runtime("cpu", attention="sparse")
 
 
 def test_on_the_cpu_tensors_are_used_where_they_are() -> None:
