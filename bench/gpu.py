@@ -61,11 +61,12 @@ class Step:
 
 STEPS = [
     Step("profile", "where an engine call's time goes: first calls, new shapes, the same shapes again, and the "
-         "device's kernels and the CUDA runtime's calls against the bare encoder (the first H200 run's open question: "
-         "45-70 ms a device stage, whatever its size) and through a device process",
+         "device's kernels and the CUDA runtime's calls against the bare encoder, and through a device process "
+         "(session 30 on the H200: 8.0 ms a 512-input fill-mask call, 58 a QA one)",
          ["--dtype", "float16", "--calls", "8"], 60, module="bench.engine_profile"),
-    Step("profile-padded", "the same with the rows padded for attention (DISTILQ_ATTENTION=padded, the layout before "
-         "varlen: on the H200 cuDNN's masked attention planned each new pass shape, ~30 ms a pass)",
+    Step("profile-padded", "the same with the rows padded for attention (DISTILQ_ATTENTION=padded: float32's layout, "
+         "cuDNN's kernel excluded) beside FlashAttention over the packed rows (session 30 on the H200: 11.9 against "
+         "8.0 ms a fill-mask call; cuDNN's padded kernel planned each new shape, ~50)",
          ["--dtype", "float16", "--calls", "8", "--attention", "padded", "--no-device-process"], 50,
          module="bench.engine_profile"),
     Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
