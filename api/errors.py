@@ -113,12 +113,15 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(DBAPIError)
     def _database_error(error: DBAPIError) -> Response:
-        # Connection-level failures mean the database is down or unreachable: the client may retry.
-        log.warning("database error: %s", error.__class__.__name__)
+        # Connection-level failures mean the database is down, unreachable or out of connections (PostgreSQL's
+        # max_connections, which the API processes' pools must fit: README): the client may retry. The driver's
+        # first line says which, for the operator (psycopg gives no SQLSTATE for a refused connection).
+        cause = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+        log.warning("database error: %s: %s", error.__class__.__name__, cause)
         if error.connection_invalidated or error.__class__.__name__ == "OperationalError":
             return error_response(
-                ApiError(503, "database_unavailable", "the database is unreachable; retry later",
-                         headers={"Retry-After": "5"})
+                ApiError(503, "database_unavailable", "the database is unreachable or has no connection to spare; "
+                         "retry later", headers={"Retry-After": "5"})
             )
         log.exception("database error")
         return error_response(ApiError(500, "internal_error", "internal error"))

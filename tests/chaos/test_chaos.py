@@ -245,6 +245,60 @@ def test_database_stopped_under_the_api(tmp_path_factory: pytest.TempPathFactory
         cluster.remove()
 
 
+def test_a_database_out_of_connections_is_a_503_and_the_api_recovers(
+    tmp_path_factory: pytest.TempPathFactory, own_redis: EmbeddedRedis, tiny_models: dict[str, Path],
+) -> None:
+    """PostgreSQL refusing the API's connections — its max_connections, which the API processes' pools must fit
+    (8 API processes at the default of 100 met it on the H200), or, here, its role's limit — is a 503 the client may
+    retry, stores nothing, is named in the API's log for the operator, and passes once connections are free."""
+    from sqlalchemy import create_engine, text
+
+    from migrations import run_migrations
+
+    cluster = PostgresCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        run_migrations(cluster.url)
+        admin = create_engine(cluster.url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:  # a role of its own: a superuser is exempt from connection limits
+            connection.execute(text("CREATE ROLE distilq_api LOGIN"))
+            connection.execute(text("GRANT ALL ON ALL TABLES IN SCHEMA public TO distilq_api"))
+        stack = Stack(tmp_path_factory.mktemp("stack"), cluster.url.replace("postgres@", "distilq_api@"),
+                      own_redis.url, tiny_models, CHAOS_ENV)
+        stack.start_api()
+        try:
+            http = stack.client(stack.new_key())
+            body = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}}
+            before = http.post(f"{stack.url}/v1/fill-mask", json=body)
+            assert before.status_code == 202, before.text
+
+            with admin.connect() as connection:
+                connection.execute(text("ALTER ROLE distilq_api CONNECTION LIMIT 0"))
+                connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE usename = 'distilq_api'"))
+            for _ in range(3):
+                refused = http.post(f"{stack.url}/v1/fill-mask", json=body)
+                assert refused.status_code == 503, refused.text
+                error = refused.json()["error"]
+                assert error["code"] == "database_unavailable" and "no connection to spare" in error["message"]
+                assert refused.headers["Retry-After"] == "5"
+            assert "too many connections for role" in (stack.root / "api.log").read_text()
+
+            with admin.connect() as connection:
+                connection.execute(text("ALTER ROLE distilq_api CONNECTION LIMIT -1"))
+            after = http.post(f"{stack.url}/v1/fill-mask", json=body)
+            assert after.status_code == 202, after.text
+            with stack.sessions() as session:
+                stored = session.scalars(select(Job)).all()
+            assert {job.id for job in stored} == {before.json()["id"], after.json()["id"]}, "a refusal left a row"
+        finally:
+            stack.stop_all()
+            admin.dispose()
+    finally:
+        cluster.remove()
+
+
 def test_a_job_canceled_while_running_gets_no_output(fresh_stack: Stack) -> None:
     http = fresh_stack.client(fresh_stack.new_key())
     fresh_stack.start_worker()
