@@ -20,11 +20,13 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.batch_lines import LineChunk, Verdict
+from api.batch_lines import LineChunk
+from api.check_pool import JudgedChunk
 from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
 from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, raw_lines
@@ -82,13 +84,12 @@ def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,
     pool = state.check_pool
     seen: set[str] = set()
     total, errors = 0, list[dict[str, Any]]()
-    judging: deque[Future[list[Verdict]]] = deque()
+    judging: deque[Future[JudgedChunk]] = deque()
 
     def take_oldest() -> None:
         nonlocal total
-        verdicts = pool.result(judging.popleft())
-        rows: list[dict[str, Any]] = []
-        for verdict in verdicts:
+        judged = pool.result(judging.popleft())  # queued where it was judged, or not at all
+        for verdict in judged.verdicts:
             if len(errors) >= MAX_ERRORS:
                 break
             if verdict.custom_id is not None:
@@ -98,15 +99,11 @@ def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,
                     continue
                 seen.add(verdict.custom_id)
                 total += 1
-            if verdict.row is not None:
-                rows.append(verdict.row)
-            elif verdict.error is not None:
+            if verdict.error is not None:
                 errors.append(verdict.error)
-        now = utcnow()
-        queued = [] if errors else rows
-        if not batches.add_checked_lines(state.sessions, batch_id, queued, total, now):
+        if not batches.add_checked_lines(state.sessions, batch_id, [], total, utcnow()):
             raise _CheckStopped
-        for task in sorted({row["task"] for row in queued}):
+        for task in sorted(judged.tasks if judged.queued and not errors else ()):
             try:
                 wakeups.request(state.celery, state.redis, task)
             except Exception as error:  # the lines are committed: `beat` wakes a worker for them later
@@ -120,7 +117,7 @@ def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,
                     take_oldest()
                 errors.append(item.error)
                 break
-            judging.append(pool.submit(item, served))
+            judging.append(pool.submit(replace(item, queue=not errors), served, state.sessions))
             while len(judging) >= pool.in_flight or (judging and judging[0].done()):
                 take_oldest()
             if len(errors) >= MAX_ERRORS:

@@ -1,14 +1,22 @@
-"""Where a batch file's chunks are judged (`api/batch_lines.py`): in check processes beside the API process, or in
-the request's own thread.
+"""Where a batch file's chunks are judged (`api/batch_lines.py`) and queued: in check processes beside the API
+process, or in the request's own thread.
 
 Judging — JSON, the schema, the tokenizer, the job rows — is ~80 % of a file's check and pure Python, held by
 one interpreter's lock: one API process judges some 5,000–7,000 lines a second at best, where a GPU's engine runs
 tens of thousands. `DISTILQ_CHECK_PROCESSES` processes judge chunks side by side while the API process keeps the
-order, the custom_ids' uniqueness and the inserts (`api/batches.py`). They are spawned as an API process starts
-(under gunicorn; elsewhere at the first batch), all at once, each loading the served models' tokenizers, and kept
-for its life; spawned, not forked, since an API process runs threads; they leave with it, even killed outright. A
-check process that dies fails the check it was judging for (503, the batch failed) and the next batch starts a
-new pool. With 0 processes, chunks are judged in the request's thread, as the same code.
+order and the custom_ids' uniqueness across chunks (`api/batches.py`). A chunk whose lines all pass (none
+repeating another's custom_id) is queued where it was judged, at once (`judge_and_queue`): its job rows never cross
+back to the API process, whose unpickling and inserting of them was the check's serial part (57–64 CPU-µs a line:
+BENCHMARKS.md), and chunks are inserted side by side. A chunk queued ahead of a bad line or of a custom_id used in
+an earlier chunk is deleted with the batch when it fails (`store.batches.fail_check`), as lines queued by the
+request's thread always were; and a chunk judged once the batch is no longer validating queues nothing.
+
+Check processes are spawned as an API process starts (under gunicorn; elsewhere at the first batch), all at once,
+each loading the served models' tokenizers, and kept for its life; spawned, not forked, since an API process runs
+threads; they leave with it, even killed outright. Each connects to the database for a chunk's insert only (on
+PostgreSQL: no connection kept). A check process that dies fails the check it was judging for (503, the batch
+failed) and the next batch starts a new pool. With 0 processes, chunks are judged and queued in the request's
+thread, as the same code.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.batch_lines import LineChunk, Verdict, judge
 from api.errors import ApiError
@@ -27,6 +38,8 @@ from api.model_inputs import ServedModel, load_served_model, model_unavailable
 from core.heap import freeze_heap
 from core.settings import Settings
 from core.tasks import TASKS, ModelUnavailable
+from models.db import make_engine, make_session_factory
+from store import batches
 
 
 class CheckerModelUnavailable(Exception):
@@ -37,9 +50,35 @@ class CheckerModelUnavailable(Exception):
         self.task, self.message = task, message
 
 
-# A check process's own state: its settings and the models it loaded.
+@dataclass(frozen=True)
+class JudgedChunk:
+    """A chunk's verdicts, in its lines' order, and whether its lines were queued where it was judged (then its
+    verdicts hold no job rows) and of which tasks."""
+
+    verdicts: list[Verdict]
+    queued: bool
+    tasks: frozenset[str] = frozenset()
+
+
+def judge_and_queue(chunk: LineChunk, settings: Settings, served: Callable[[str], ServedModel],
+                    sessions: sessionmaker[Session]) -> JudgedChunk:
+    """The chunk judged; and queued as jobs of its batch, while the batch is validating, when `chunk.queue` and its
+    lines all pass with no custom_id twice among them (the API process checks them against earlier chunks')."""
+    verdicts = judge(chunk, settings, served)
+    rows = [verdict.row for verdict in verdicts if verdict.row is not None]
+    # The API process needs no row back: it inserts none.
+    verdicts = [replace(verdict, row=None) for verdict in verdicts]
+    if not chunk.queue or len(rows) < len(verdicts) or len({v.custom_id for v in verdicts}) < len(verdicts):
+        return JudgedChunk(verdicts, False)
+    # Not validating any more (failed, or abandoned): nothing queued, and the API process finds as much.
+    batches.add_checked_lines(sessions, chunk.batch_id, rows, None, chunk.now)
+    return JudgedChunk(verdicts, True, frozenset(row["task"] for row in rows))
+
+
+# A check process's own state: its settings, the models it loaded, and its database sessions.
 _settings: Settings | None = None
 _models: dict[str, ServedModel] = {}
+_sessions: sessionmaker[Session] | None = None
 
 
 def _start_checker(settings: Settings) -> None:
@@ -79,9 +118,12 @@ def _warm() -> None:
             pass  # a chunk that needs it says so
 
 
-def _judge_here(chunk: LineChunk) -> list[Verdict]:
+def _judge_here(chunk: LineChunk) -> JudgedChunk:
+    global _sessions
     assert _settings is not None
-    return judge(chunk, _settings, _served_here)
+    if _sessions is None:
+        _sessions = make_session_factory(make_engine(_settings.resolved_database_url, pooled=False))
+    return judge_and_queue(chunk, _settings, _served_here, _sessions)
 
 
 def check_interrupted() -> ApiError:
@@ -123,12 +165,14 @@ class CheckPool:
         if self.processes > 0:
             self._started()
 
-    def submit(self, chunk: LineChunk, served: Callable[[str], ServedModel]) -> Future[list[Verdict]]:
-        """The chunk's verdicts, to come. `served` gives the models where the chunk is judged in this process."""
+    def submit(self, chunk: LineChunk, served: Callable[[str], ServedModel],
+               sessions: sessionmaker[Session]) -> Future[JudgedChunk]:
+        """The chunk judged (and maybe queued: `judge_and_queue`), to come. `served` gives the models, `sessions`
+        the database, where the chunk is judged in this process."""
         if self.processes == 0:
-            done: Future[list[Verdict]] = Future()
+            done: Future[JudgedChunk] = Future()
             try:
-                done.set_result(judge(chunk, self.settings, served))
+                done.set_result(judge_and_queue(chunk, self.settings, served, sessions))
             except BaseException as error:
                 done.set_exception(error)
             return done
@@ -138,8 +182,8 @@ class CheckPool:
             self._forget()
             raise check_interrupted() from None
 
-    def result(self, judged: Future[list[Verdict]]) -> list[Verdict]:
-        """The verdicts; raises the API's 503 where a check process stopped (the pool is then started anew at the
+    def result(self, judged: Future[JudgedChunk]) -> JudgedChunk:
+        """The chunk judged; raises the API's 503 where a check process stopped (the pool is then started anew at the
         next submit) or could not load a model (`model_unavailable`, as the request's thread would)."""
         try:
             return judged.result()

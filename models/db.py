@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, CursorResult, DateTime, Engine, Result, create_engine, event, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from core.json_text import json_text, json_value
@@ -105,15 +106,19 @@ def _configure_sqlite(engine: Engine, eager_writer: bool) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, eager_writer: bool = False) -> Engine:
+def make_engine(url: str, eager_writer: bool = False, pooled: bool = True) -> Engine:
     """`eager_writer`: on SQLite, this process's transactions retry for the write lock every millisecond rather
-    than back off (the worker's; see `_begin_eagerly`). No effect on PostgreSQL."""
+    than back off (the worker's; see `_begin_eagerly`). No effect on PostgreSQL. `pooled` False: on PostgreSQL a
+    connection for each transaction, none kept (an API process's check processes, which write a chunk now and then:
+    kept, theirs would count against max_connections beside the API's own)."""
     # A JSON column's value is stored as `json_text` writes it and read by `json_value`.
     codec: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": json_value}
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **codec)
         _configure_sqlite(engine, eager_writer)
         return engine
+    if not pooled:
+        return create_engine(url, poolclass=NullPool, **codec)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **codec)
 
 

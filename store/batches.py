@@ -62,15 +62,17 @@ def begin_batch(session: Session, *, batch_id: str, api_key_id: str, input_file_
     return batch
 
 
-def add_checked_lines(sessions: sessionmaker[Session], batch_id: str, lines: Iterable[dict[str, Any]], checked: int,
-                      now: datetime) -> bool:
-    """The check's progress — `checked` lines so far, and `lines` (job rows of `store.jobs.batch_line`, maybe none)
-    queued — in one transaction, while the batch is still validating; False, adding nothing, once it is not (beat
-    failed it as abandoned)."""
+def add_checked_lines(sessions: sessionmaker[Session], batch_id: str, lines: Iterable[dict[str, Any]],
+                      checked: int | None, now: datetime) -> bool:
+    """The check's progress — `checked` lines so far (None: not known here, as in a check process, which sees one
+    chunk), and `lines` (job rows of `store.jobs.batch_line`, maybe none) queued — in one transaction, while the
+    batch is still validating; False, adding nothing, once it is not (failed: a bad line, or beat found it
+    abandoned)."""
+    progress: dict[str, Any] = {"checked_at": now} if checked is None else {"checked_at": now, "total": checked}
     with transaction(sessions) as session:
         if not rowcount(session.execute(
                 update(Batch).where(Batch.id == batch_id, Batch.status == VALIDATING)
-                .values(checked_at=now, total=checked).execution_options(synchronize_session=False))):
+                .values(**progress).execution_options(synchronize_session=False))):
             return False
         add_file_lines(session, lines)
     return True

@@ -12,8 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_engine, make_session_factory
-from models.tables import ApiKey, Job
-from store import batches, files, jobs, keys
+from models.tables import Job
+from store import batches, jobs
+from tests.batch_rows import validating_batch
 
 #: Text no line of a real file would hold, all of it allowed: COPY's separators and escapes, NUL-free.
 ODD = "tab\there, line\nbreak, back\\slash, \\N, quote \" and ' , émoji 🙂, \r return"
@@ -28,15 +29,7 @@ def sessions(backend: tuple[str, str]) -> Iterator[sessionmaker[Session]]:
 
 def test_lines_are_stored_as_given(sessions: sessionmaker[Session]) -> None:
     now = datetime.now(UTC).replace(microsecond=123456)
-    with sessions() as session:
-        key = keys.create_key(session, "lines")
-        session.commit()
-        api_key_id = session.scalars(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(key))).one()
-        file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="l.jsonl", parts=[],
-                                max_bytes=None, now=now)
-        batch_id = batches.new_batch_id()
-        batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id, endpoint=None,
-                            completion_window="24h", webhook=None, metadata=None, now=now)
+    api_key_id, batch_id = validating_batch(sessions, now)
     rows = [jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"{ODD} {i}", task="fill-mask", model="m",
                             api_key_id=api_key_id, inputs={"input_string": [f"{ODD} [MASK] {i}"]},
                             parameters={"top_k": i + 1}, n_inputs=1,

@@ -155,3 +155,54 @@ def test_a_check_process_takes_its_loaded_objects_out_of_full_collections(tiny_m
         assert pool._started().submit(gc.get_freeze_count).result(timeout=60) > 10_000
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("check_processes", [0, 1])
+def test_a_chunk_is_queued_where_it_is_judged_and_only_while_all_of_it_passes_and_the_batch_validates(
+    tmp_path: Path, tiny_models: dict[str, Path], backend: tuple[str, str], check_processes: int,
+) -> None:
+    """Its job rows never cross back to the API process (none in its verdicts); a chunk with a bad line, a custom_id
+    twice, or `queue` off queues nothing; nor does one judged once the batch has failed. On each database (a check
+    process on PostgreSQL connects for the insert alone)."""
+    from datetime import UTC, datetime
+
+    from api.batch_lines import LineChunk
+    from api.model_inputs import load_served_model
+    from store import batches
+    from tests.batch_rows import validating_batch
+
+    url = backend[0]
+    sessions = make_session_factory(make_engine(url))
+    now = datetime.now(UTC)
+    key_id, batch_id = validating_batch(sessions, now)
+    settings = Settings(home=tmp_path, database_url=url, fill_mask_model=str(tiny_models["fill-mask"]),
+                        qa_model=str(tiny_models["question-answering"]), check_processes=check_processes)
+    pool = CheckPool(settings)
+    models = {task: load_served_model(settings.model_id(task)) for task in ("fill-mask", "question-answering")}
+
+    def judged(lines: list[str], first: int, **options: Any) -> Any:
+        chunk = LineChunk([(first + i, line.encode()) for i, line in enumerate(lines)], None, batch_id, key_id,
+                          now, **options)
+        return pool.result(pool.submit(chunk, models.__getitem__, sessions))
+
+    def stored() -> list[int]:
+        with sessions() as session:
+            return list(session.scalars(select(Job.batch_line).where(Job.batch_id == batch_id)
+                                        .order_by(Job.batch_line)))
+
+    try:
+        good = judged([_line("a", FILL_MASK), _line("b", QA, "/v1/question-answering")], 1)
+        assert good.queued and good.tasks == {"fill-mask", "question-answering"}
+        assert [verdict.row for verdict in good.verdicts] == [None, None] and stored() == [1, 2]
+        for lines, options in (([_line("c", FILL_MASK), "{not json"], {}),
+                               ([_line("d", FILL_MASK), _line("d", FILL_MASK)], {}),
+                               ([_line("e", FILL_MASK)], {"queue": False})):
+            refused = judged(lines, 3, **options)
+            assert not refused.queued and stored() == [1, 2], (lines, options)
+        assert batches.fail_check(sessions, batch_id, [{"code": "bad", "line": 4, "param": None, "message": "m"}],
+                                  now)
+        assert stored() == []
+        late = judged([_line("f", FILL_MASK)], 5)
+        assert late.queued and stored() == []  # the batch failed: nothing queued
+    finally:
+        pool.close()
