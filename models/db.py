@@ -106,6 +106,11 @@ def _configure_sqlite(engine: Engine, eager_writer: bool) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+#: PostgreSQL connections a process's engine keeps, and opens beyond them under load: a server's max_connections
+#: must cover POOL_SIZE + POOL_OVERFLOW for every API process, worker, webhook sender and beat (docker-compose.yml).
+POOL_SIZE, POOL_OVERFLOW = 10, 10
+
+
 def make_engine(url: str, eager_writer: bool = False, pooled: bool = True) -> Engine:
     """`eager_writer`: on SQLite, this process's transactions retry for the write lock every millisecond rather
     than back off (the worker's; see `_begin_eagerly`). No effect on PostgreSQL. `pooled` False: on PostgreSQL a
@@ -119,7 +124,7 @@ def make_engine(url: str, eager_writer: bool = False, pooled: bool = True) -> En
         return engine
     if not pooled:
         return create_engine(url, poolclass=NullPool, **codec)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **codec)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, **codec)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -102,3 +102,17 @@ def test_distilq_up_starts_no_check_process_and_allows_local_webhooks_unless_tol
     assert env["DISTILQ_DATABASE_URL"] == settings.resolved_database_url
     told = up_environment(settings, {"DISTILQ_CHECK_PROCESSES": "4", "DISTILQ_WEBHOOK_ALLOW_PRIVATE": "false"})
     assert "DISTILQ_CHECK_PROCESSES" not in told and "DISTILQ_WEBHOOK_ALLOW_PRIVATE" not in told
+
+
+def test_postgres_takes_the_connections_every_process_may_open() -> None:
+    """Each process pools up to POOL_SIZE + POOL_OVERFLOW connections: the API's processes (and as many again,
+    for an operator who doubles `--workers`), the two workers, the webhook sender, beat and the migration together
+    stay within PostgreSQL's max_connections — its default of 100 is below 4 API processes and the rest (8 API
+    processes at the default were refused connections on the H200: BENCHMARKS.md, session 30)."""
+    from models.db import POOL_OVERFLOW, POOL_SIZE
+
+    match = re.search(r"max_connections=(\d+)", " ".join(SERVICES["postgres"]["command"]))
+    assert match is not None
+    api = SERVICES["api"]["command"]
+    processes = 2 * int(api[api.index("--workers") + 1]) + len(["worker", "worker-cpu", "webhooks", "beat", "migrate"])
+    assert processes * (POOL_SIZE + POOL_OVERFLOW) <= int(match.group(1))
