@@ -30,8 +30,9 @@ def plan_batches(
     width: float = attention_width(768, 3072),
 ) -> list[list[int]]:
     """Indices into `lengths`, grouped into sub-batches; every index appears once. `max_tokens` bounds rows ×
-    longest row (the padded attention buffers); a row longer than it still runs, alone. `width` infinite: attention
-    runs row by row, so padding costs nothing and only the passes' own cost and the bounds cut."""
+    longest row (a pass's activations; the padded layout's attention buffers); a row longer than it still runs,
+    alone. `width` infinite: attention runs unpadded (row by row, or varlen), so padding costs nothing and only the
+    passes' own cost and the bounds cut."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     n = len(order)
     if n == 0:

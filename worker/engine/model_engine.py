@@ -58,9 +58,9 @@ class ModelEngine(StagedEngine):
 
     def warm_up_inputs(self) -> int:
         """Inputs of the warm-up call, of many lengths: on a GPU a whole pass's worth. Its kernels load on
-        first use (the padded attention, the linear layers at each size of a full pass): on the first H200 run a
-        call's first passes took 1.3 s among 70 ms ones (BENCHMARKS.md, session 29), to be paid before the worker
-        takes work rather than by its first batches. On the CPU, one."""
+        first use (attention's, the linear layers' at each size of a full pass): on the H200 a call's first passes
+        took 0.5–0.7 s among 8–50 ms ones, 57 ms with every kernel loaded at start (BENCHMARKS.md, sessions 29 and 30),
+        to be paid before the worker takes work rather than by its first batches. On the CPU, one."""
         return self.max_batch_size if self.runtime.is_cuda else 1
 
     def encode(self, batch: PackedPass, keep: torch.Tensor | None = None) -> torch.Tensor:
