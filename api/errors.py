@@ -116,8 +116,8 @@ def init_app(app: Flask) -> None:
         # Connection-level failures mean the database is down, unreachable or out of connections (PostgreSQL's
         # max_connections, which the API processes' pools must fit: README): the client may retry. The driver's
         # first line says which, for the operator (psycopg gives no SQLSTATE for a refused connection).
-        cause = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
-        log.warning("database error: %s: %s", error.__class__.__name__, cause)
+        said = str(error.orig).strip()
+        log.warning("database error: %s: %s", error.__class__.__name__, said.splitlines()[0] if said else "")
         if error.connection_invalidated or error.__class__.__name__ == "OperationalError":
             return error_response(
                 ApiError(503, "database_unavailable", "the database is unreachable or has no connection to spare; "

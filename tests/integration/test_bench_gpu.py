@@ -22,6 +22,8 @@ def test_the_postgres_step_gets_a_fresh_database_of_a_server_of_its_own() -> Non
         try:
             with engine.connect() as connection:
                 assert connection.execute(text("SELECT current_database()")).scalar() == "bench"
+                # Room for 8 API processes' pools (the server restarted with the setting).
+                assert connection.execute(text("SHOW max_connections")).scalar() == str(gpu.POSTGRES_CONNECTIONS)
                 assert connection.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
                                           ).scalar() == 0
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -56,12 +57,13 @@ class Runtime:
     def pass_overhead_tokens(self) -> int:
         return CUDA_PASS_OVERHEAD_TOKENS if self.is_cuda else CPU_PASS_OVERHEAD_TOKENS
 
-    @property
+    @functools.cached_property
     def attention(self) -> Attention:
         """Row by row on the CPU (no padding; small calls cost little there). On CUDA in half precision, varlen:
         FlashAttention over the packed rows. Padded attention with a mask made cuDNN's attention plan each new pass
         shape again, ~30 ms a pass among 10 ms ones on the H200, and its scatter and gather cost 1.4 ms of 7.9 on the
-        device (BENCHMARKS.md, session 30); FlashAttention has no float32 kernel, so float32 pads."""
+        device (BENCHMARKS.md, session 30); FlashAttention has no float32 kernel, so float32 pads. Resolved once: a
+        pass asks it several times, and asking CUDA for the card's capability each time is a call on the hot path."""
         if self.attention_choice != "auto":
             return self.attention_choice  # type: ignore[return-value]  # checked by resolve_runtime
         if not self.is_cuda:
