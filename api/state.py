@@ -79,7 +79,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         rate_limiter=KeyRateLimiter(settings.redis_url, settings.rate_limit),
         announcements=announcements,
         key_cache=key_cache,
-        wait_slots=WaitSlots(client, settings.max_waiting_per_key),
+        wait_slots=WaitSlots(settings.max_waiting_per_key),
         check_pool=CheckPool(settings),
     )
 

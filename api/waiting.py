@@ -11,21 +11,18 @@ no first read.
 
 from __future__ import annotations
 
-import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.announcements import Announcements, Watch
 from contract.job_json import job_to_public
 from core.json_text import json_text
 from models.tables import TERMINAL_STATUSES, Job
-
-log = logging.getLogger(__name__)
 
 #: The longest a request may be held, in seconds.
 MAX_WAIT_S = 60
@@ -35,9 +32,6 @@ RECHECK_S = 1.0
 
 # ASCII digits only (`\d` would take any script's digits), and however many: a long number is read as "the most".
 _WAIT = re.compile(r"(?:^|[,;\s])wait(?:\s*=\s*\"?([0-9]+)\"?)?(?=$|[,;\s])", re.IGNORECASE)
-_SLOTS_PREFIX = "distilq:waiting:"
-#: A key's count of held waits outlives the longest wait by this long, in seconds.
-SLOT_SLACK_S = 30
 
 
 def requested_wait_s(prefer: str | None) -> int | None:
@@ -54,36 +48,40 @@ def requested_wait_s(prefer: str | None) -> int | None:
 
 
 class WaitSlots:
-    """How many requests each API key holds waiting, across every API process (a count in Redis), capped: a held
-    request holds a server thread, and one key must not take them all from the others. Each count expires a while
-    after the longest wait, so that one left by a killed process heals by itself; with Redis away, waits are not
-    counted (the rate limit fails open the same way)."""
+    """How many requests each API key holds waiting in this process, capped: a held request holds one of this
+    process's server threads, and one key must not take them all from the others. Counted here, not across
+    processes — the threads a key could take are each process's own — and so at no round trip: a count in Redis
+    (INCR and EXPIRE, then DECR) cost an API process ~230 CPU-µs a held request, ~9 % of its CPU a held job, more
+    among many threads (BENCHMARKS.md, session 31). It holds with Redis away too."""
 
-    def __init__(self, client: redis.Redis, per_key: int) -> None:
-        self.client = client
+    def __init__(self, per_key: int) -> None:
         self.per_key = per_key
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def held(self, key_id: str) -> int:
+        """The key's requests held in this process now."""
+        with self._lock:
+            return self._held.get(key_id, 0)
 
     @contextmanager
     def slot(self, key_id: str) -> Iterator[bool]:
-        """True inside the block when the key may wait; False when it already holds `per_key` waits."""
-        name = f"{_SLOTS_PREFIX}{key_id}"
-        try:
-            pipe = self.client.pipeline(transaction=False)  # one round trip; the count needs no MULTI
-            pipe.incr(name)
-            pipe.expire(name, MAX_WAIT_S + SLOT_SLACK_S)
-            held, _ = pipe.execute()
-        except redis.RedisError as error:
-            log.warning("waits not counted: %s", error.__class__.__name__)
-            yield True
-            return
-        granted = held <= self.per_key
+        """True inside the block when the key may wait; False when it already holds `per_key` waits here."""
+        with self._lock:
+            held = self._held.get(key_id, 0)
+            granted = held < self.per_key
+            if granted:
+                self._held[key_id] = held + 1
         try:
             yield granted
         finally:
-            try:
-                self.client.decr(name)
-            except redis.RedisError:  # the count expires by itself
-                pass
+            if granted:
+                with self._lock:
+                    left = self._held[key_id] - 1
+                    if left:
+                        self._held[key_id] = left
+                    else:
+                        del self._held[key_id]
 
 
 def wait_for_job(

@@ -1,8 +1,7 @@
 """A held request's Redis calls from the API, made with each of redis-py's reply parsers — its own Python one and
 hiredis's C one — alternating in one process, so that the machine's phases fall on both alike: the rate limit
-(`api.limits`, one Lua call), the wait slot taken and released (`api.waiting`: a pipeline of INCR and EXPIRE, then a
-DECR) and the wake-up's SET NX (`core.wakeups`, its flag already set, as under load). CPU µs a request, least and
-median of the rounds.
+(`api.limits`, one Lua call) and the wake-up's SET NX (`core.wakeups`, its flag already set, as under load); its wait
+slot is counted in the API process (`api.waiting`), at no call. CPU µs a request, least and median of the rounds.
 
     python -m bench.redis_calls [--url redis://127.0.0.1:6379/15] [--rounds 16] [--requests 300]
 """
@@ -21,7 +20,6 @@ from limits.strategies import MovingWindowRateLimiter
 from redis._parsers import _HiredisParser, _RESP2Parser
 
 from api.limits import KeyRateLimiter
-from api.waiting import WaitSlots
 from core import wakeups
 from core.queue import make_celery
 
@@ -39,16 +37,13 @@ class _Calls:
         self.limiter = KeyRateLimiter(url, LIMIT)
         # The limiter's own client, with this parser (`KeyRateLimiter` builds its storage from the URL alone).
         self.limiter.strategy = MovingWindowRateLimiter(storage_from_string(url, parser_class=parser))
-        self.slots = WaitSlots(client, per_key=1_000_000)
         self.client = client
         self.celery = make_celery(url)
 
     def request(self, key_id: str) -> None:
         self.limiter.check(key_id)
-        with self.slots.slot(key_id) as granted:
-            assert granted
-            # The flag is set: only the SET NX runs (no message is published), as while a wake-up is pending.
-            assert not wakeups.request(self.celery, self.client, TASK)
+        # The flag is set: only the SET NX runs (no message is published), as while a wake-up is pending.
+        assert not wakeups.request(self.celery, self.client, TASK)
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     max_masks_per_input: int = Field(default=32, ge=1)
     #: About how many bytes of output one job may ask for (fill-mask: masks × top_k × the sequence's length).
     max_output_bytes: int = Field(default=16_000_000, ge=10_000)
-    #: `Prefer: wait` requests one API key may hold at once, over all API processes; more are answered at once (202).
+    #: `Prefer: wait` requests one API key may hold at once in each API process; more are answered at once (202).
     max_waiting_per_key: int = Field(default=8, ge=0)
     #: Idempotency keys are honoured for this long.
     idempotency_ttl_s: int = 86_400

@@ -139,24 +139,3 @@ def test_listens_again_after_redis_restarts(own_redis: EmbeddedRedis) -> None:
     own_redis.start()
     with listener.watching("after") as after:
         announce_until(client, listener, "after", after.event.is_set)
-
-
-def test_one_key_holds_a_bounded_number_of_waits_across_processes(own_redis: EmbeddedRedis) -> None:
-    """Two WaitSlots on one Redis stand for two API processes: the cap counts both."""
-    from api.waiting import WaitSlots
-
-    first, second = (WaitSlots(redis.Redis.from_url(own_redis.url), per_key=2) for _ in range(2))
-    with first.slot("a") as one, second.slot("a") as two, first.slot("a") as three, second.slot("b") as other:
-        assert (one, two, three, other) == (True, True, False, True)
-    with second.slot("a") as again:
-        assert again  # released on the way out, by whichever process held them
-    assert redis.Redis.from_url(own_redis.url).get("distilq:waiting:a") == b"0"
-
-
-def test_waits_are_not_counted_while_redis_is_away(own_redis: EmbeddedRedis) -> None:
-    from api.waiting import WaitSlots
-
-    slots = WaitSlots(redis.Redis.from_url(own_redis.url, socket_timeout=1), per_key=0)
-    own_redis.kill()
-    with slots.slot("a") as granted:
-        assert granted  # fails open, as the rate limit does
