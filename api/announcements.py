@@ -125,8 +125,13 @@ class Announcements:
             time.sleep(RECONNECT_S)
 
     def _wake(self, announced: list[tuple[str, str | None]]) -> None:
+        woken: list[Watch] = []
         with self._lock:
             for job_id, public in announced:
                 for watch in self._waiters.get(job_id, ()):
                     watch.public = public
-                    watch.event.set()
+                    woken.append(watch)
+        # Set outside the lock: each wakes a thread, which may take the interpreter at once, while every held
+        # request enters and leaves its watch under this lock (py-spy at 512 held requests: threads waiting here).
+        for watch in woken:
+            watch.event.set()

@@ -24,6 +24,8 @@ READ_ONLY = "distilq_read_only"
 #: Execution option of a SQLite connection whose statements each commit by themselves (no BEGIN): for a writer of
 #: one statement, which then holds the write lock only while that statement runs (`each_statement_commits`).
 EACH_STATEMENT_COMMITS = "distilq_each_statement_commits"
+#: PostgreSQL's isolation level of a connection whose statements each commit by themselves (`each_statement_commits`).
+AUTOCOMMIT = "AUTOCOMMIT"
 #: How long a SQLite writer waits for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -138,18 +140,39 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def each_statement_commits(on: Session | Connection) -> None:
-    """On SQLite, makes the session's next transaction, or every transaction of the connection, one in which each
-    statement commits by itself (nothing on PostgreSQL, nor in a session or connection already in a transaction).
-    For a caller whose writes are each one statement: a transaction of BEGIN IMMEDIATE, the statement and COMMIT
-    holds the database's one write lock across each return to the interpreter between them — in a process of many
-    threads, each a wait for the GIL of up to its switch interval, and every other writer (the worker's claims and
-    write-backs) waits that long too; a statement that commits by itself takes and frees the lock inside one call
-    into SQLite."""
+    """Makes the session's next transaction, or every transaction of the connection, one in which each statement
+    commits by itself (nothing in a session or connection already in a transaction). For a caller whose writes are
+    each one statement, and whose reads need no snapshot beyond one statement's.
+
+    On SQLite, no BEGIN: a transaction of BEGIN IMMEDIATE, the statement and COMMIT holds the database's one write
+    lock across each return to the interpreter between them — in a process of many threads, each a wait for the GIL
+    of up to its switch interval, and every other writer (the worker's claims and write-backs) waits that long too;
+    a statement that commits by itself takes and frees the lock inside one call into SQLite. On PostgreSQL,
+    AUTOCOMMIT: no BEGIN and COMMIT (or ROLLBACK) round trips around the statement — a submission's four round
+    trips became two, ~100 CPU-µs less of the API's and ~100 of the server's a job (BENCHMARKS.md, session 31)."""
     if isinstance(on, Connection):
-        if on.dialect.name == "sqlite" and not on.in_transaction():
-            on.execution_options(**{EACH_STATEMENT_COMMITS: True})
-    elif on.get_bind().dialect.name == "sqlite" and not on.in_transaction():
-        on.connection(execution_options={EACH_STATEMENT_COMMITS: True})
+        if not on.in_transaction():
+            if on.dialect.name == "sqlite":
+                on.execution_options(**{EACH_STATEMENT_COMMITS: True})
+            elif on.dialect.name == "postgresql":
+                on.execution_options(isolation_level=AUTOCOMMIT)
+    elif not on.in_transaction():
+        dialect = on.get_bind().dialect.name
+        if dialect == "sqlite":
+            on.connection(execution_options={EACH_STATEMENT_COMMITS: True})
+        elif dialect == "postgresql":
+            on.connection(execution_options={"isolation_level": AUTOCOMMIT})
+
+
+def in_transaction_again(connection: Connection) -> None:
+    """A connection made one of statements that each commit (`each_statement_commits`) made one of transactions
+    again, as the engine's are: for a write of several statements that must hold together (a row locked, then
+    another written). Ends what the connection began."""
+    connection.commit()
+    if connection.dialect.name == "postgresql":
+        connection.execution_options(isolation_level=connection.default_isolation_level)
+    else:
+        connection.execution_options(**{EACH_STATEMENT_COMMITS: False})
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -49,7 +49,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
 from contract.requests import JobRequest, stored_inputs
-from models.db import CopyRows, ManyRows, each_statement_commits, row_dicts, rowcount, transaction
+from models.db import (
+    CopyRows,
+    ManyRows,
+    each_statement_commits,
+    in_transaction_again,
+    row_dicts,
+    rowcount,
+    transaction,
+)
 from models.tables import (
     BATCH_PRIORITY,
     CANCELED,
@@ -186,8 +194,8 @@ def submit(
     # Only an Idempotency-Key needs the body's hash: canonical JSON and SHA-256 are ~5 % of the API's CPU a job.
     digest = request_hash(task, raw_body) if idempotency_key is not None else ""
     with engine.connect() as connection:
-        # No write below needs another beside it in one transaction: on SQLite each commits by itself, holding the
-        # write lock only while it runs.
+        # No write below needs another beside it in one transaction (but near the cap on PostgreSQL): each commits
+        # by itself — on SQLite holding the write lock only while it runs, on PostgreSQL with no BEGIN and COMMIT.
         each_statement_commits(connection)
         if idempotency_key is not None:
             found = _by_idempotency_key(connection, api_key_id, idempotency_key, digest, now)
@@ -220,6 +228,7 @@ def submit(
                 inserted = (max_in_flight > UNLOCKED_CAP_MARGIN
                             and insert_if_below(max_in_flight - UNLOCKED_CAP_MARGIN))
                 if not inserted:  # near the cap: the key's row locked, so that submissions count in turn
+                    in_transaction_again(connection)  # the lock held until the INSERT commits
                     connection.execute(select(ApiKey.id).where(ApiKey.id == api_key_id).with_for_update())
                     inserted = insert_if_below(max_in_flight)
             if not inserted:
