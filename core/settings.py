@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,12 @@ from core.tasks import TASK_FILL_MASK
 #: Hub ids of the two models the contract names.
 DEFAULT_FILL_MASK_MODEL = "distilbert-base-cased"
 DEFAULT_QA_MODEL = "distilbert-base-cased-distilled-squad"
+
+
+#: How a worker's attention sees a pass's rows (`worker/engine/packed.py`): each row alone (`per-row`), FlashAttention
+#: over the packed rows (`varlen`: no padding, no mask), or the rows padded to the longest with a mask (`padded`).
+Attention = Literal["per-row", "varlen", "padded"]
+ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
 
 
 class Settings(BaseSettings):
@@ -31,9 +37,8 @@ class Settings(BaseSettings):
     device: str = "auto"
     #: `auto` is float16 on CUDA and float32 on the CPU.
     dtype: str = "auto"
-    #: How attention sees a pass's rows (`worker/engine/runtime.py`'s `Runtime.attention`): auto, per-row, varlen,
-    #: padded.
-    attention: Literal["auto", "per-row", "varlen", "padded"] = "auto"
+    #: How attention sees a pass's rows: `auto` (`worker/engine/runtime.py`'s `Runtime.attention`), or an Attention.
+    attention: Literal["auto"] | Attention = "auto"
     #: Threads of a worker's tensor operations. None: one per core the process may use on the CPU, one on CUDA.
     torch_threads: int | None = Field(default=None, ge=1, le=1024)
     #: Whether a worker runs its models in a process of their own (`worker/engine/device_process.py`), so that its

@@ -242,17 +242,18 @@ class LocalStack:
         again, up to API_PORT_TRIES times, when another process took it before the API bound it (the API exits
         then: gunicorn gives up on a port in use)."""
         fixed = port or self.api_port
-        for attempt in range(1, API_PORT_TRIES + 1):
+        attempt = 1
+        while True:
             chosen = fixed or free_port()
             try:
                 url = self._start_api_on(host, chosen, args)
             except RuntimeError:
                 if fixed is not None or attempt == API_PORT_TRIES or not port_in_use(chosen):
                     raise
+                attempt += 1
                 continue
             self.api_port = chosen
             return url
-        raise AssertionError("not reached")
 
     def _start_api_on(self, host: str, port: int, args: Sequence[str]) -> str:
         api = self.start("api", "api", "--host", host, "--port", str(port), *args)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from core.settings import ATTENTIONS, Attention
 from worker.engine.batching import CPU_PASS_OVERHEAD_TOKENS, CUDA_PASS_OVERHEAD_TOKENS
 from worker.engine.vocab_top_k import CPU_ROWS_PER_SLICE
 
@@ -17,10 +18,6 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 #: CPU a pass of 32 rows already runs the matrix units at their rate; a GPU needs hundreds of rows to fill.
 CPU_PASS_LIMITS = (32, 16_384)
 CUDA_PASS_LIMITS = (512, 131_072)
-#: How attention sees a pass's rows (`worker/engine/packed.py`): each row alone (`per-row`), FlashAttention over the
-#: packed rows (`varlen`: no padding, no mask), or the rows padded to the longest with a mask (`padded`).
-Attention = Literal["per-row", "varlen", "padded"]
-_ATTENTIONS: tuple[Attention, ...] = ("per-row", "varlen", "padded")
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -83,8 +80,8 @@ def resolve_runtime(device: str = "auto", dtype: str = "auto", attention: str = 
         torch_dtype = _DTYPES[dtype]
     else:
         raise ValueError(f"DISTILQ_DTYPE must be auto, {', '.join(_DTYPES)}; got {dtype!r}")
-    if attention not in ("auto", *_ATTENTIONS):
-        raise ValueError(f"DISTILQ_ATTENTION must be auto, {', '.join(_ATTENTIONS)}; got {attention!r}")
+    if attention not in ("auto", *ATTENTIONS):
+        raise ValueError(f"DISTILQ_ATTENTION must be auto, {', '.join(ATTENTIONS)}; got {attention!r}")
     if attention == "varlen" and (resolved.type != "cuda" or torch_dtype not in _HALF
                                   or not varlen_available(resolved)):
         raise ValueError("DISTILQ_ATTENTION=varlen needs CUDA with FlashAttention (an Ampere or later card), and "
