@@ -134,9 +134,14 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for reads only: on SQLite they begin DEFERRED and take no write lock. Do not write in one: the
-    write would take the lock mid-transaction, and fail if another writer committed since the read."""
-    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    """Sessions for reads only: on SQLite they begin DEFERRED and take no write lock; on PostgreSQL each statement
+    runs by itself (AUTOCOMMIT: no BEGIN and ROLLBACK round trips — under READ COMMITTED a transaction's statements
+    each read what was committed when they began anyway). Do not write in one: on SQLite the write would take the
+    lock mid-transaction, and fail if another writer committed since the read."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = AUTOCOMMIT
+    return sessionmaker(engine.execution_options(**options), expire_on_commit=False)
 
 
 def each_statement_commits(on: Session | Connection) -> None:

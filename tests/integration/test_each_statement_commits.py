@@ -1,6 +1,8 @@
 """`models.db.each_statement_commits` and `in_transaction_again`, on each database the service runs on: what a
 connection made so writes is seen by every other as soon as the statement ran (on PostgreSQL, no BEGIN and COMMIT
-round trips around it); made one of transactions again, its writes are seen once it commits, not before."""
+round trips around it); made one of transactions again, its writes are seen once it commits, not before. And the
+API's read sessions (`make_read_session_factory`): no transaction left open by a read on PostgreSQL, no write lock
+taken on SQLite."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import uuid
 from sqlalchemy import Engine, func, insert, select
 
 from core.clock import utcnow
-from models.db import each_statement_commits, in_transaction_again, make_engine
+from models.db import each_statement_commits, in_transaction_again, make_engine, make_read_session_factory
 from models.tables import ApiKey
 
 
@@ -45,3 +47,22 @@ def test_each_statement_commits_by_itself_until_made_one_of_transactions_again(b
     finally:
         writer.dispose()
         reader.dispose()
+
+
+def test_a_read_session_leaves_no_transaction_open_nor_a_writer_waiting(backend: tuple[str, str]) -> None:
+    engine = make_engine(backend[0])
+    name = f"reads-{uuid.uuid4().hex[:8]}"
+    try:
+        with make_read_session_factory(engine)() as session:
+            assert session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.name == name)) == 0
+            driver = session.connection().connection.driver_connection
+            if engine.dialect.name == "postgresql":
+                from psycopg.pq import TransactionStatus
+
+                assert driver.info.transaction_status == TransactionStatus.IDLE  # no BEGIN was sent
+            with engine.begin() as writer:  # SQLite: BEGIN IMMEDIATE, which a read's lock would make wait
+                writer.execute(insert(ApiKey).values(**_key(name)))
+            assert session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.name == name)) == (
+                1 if engine.dialect.name == "postgresql" else 0)  # SQLite's read keeps its snapshot until it ends
+    finally:
+        engine.dispose()
