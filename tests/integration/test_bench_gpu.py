@@ -32,8 +32,11 @@ def test_the_postgres_step_gets_a_fresh_database_of_a_server_of_its_own() -> Non
             with engine.begin() as connection:  # what the step's statistics then count
                 connection.execute(text("CREATE TABLE written (n integer)"))
                 connection.execute(text("INSERT INTO written SELECT generate_series(1, 7)"))
+                # A backend hands its counts to the server's views at most once a second, or when told to: at the
+                # end of this transaction, before the commit answers.
+                connection.execute(text("SELECT pg_stat_force_next_flush()"))
         finally:
-            engine.dispose()  # its backends exit: their counts reach the server's views
+            engine.dispose()
         statistics = database.statistics()
         assert "xact_commit" in statistics and "wal_bytes" in statistics, statistics
         assert re.search(r"^ written +\| .*\| +7 \|", statistics, re.MULTILINE), statistics  # its 7 rows inserted
