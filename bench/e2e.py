@@ -134,7 +134,7 @@ def stack_cpu_seconds(pids: dict[str, int], env: dict[str, str]) -> dict[str, fl
     (`DISTILQ_DATABASE_URL` in `env`), of the database server's processes as `database` (SQLite's work is inside
     the processes that query it)."""
     return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
-            **({"database": _postgres_cpu_seconds()} if on_postgres(env) else {})}
+            **({"database": postgres_cpu_seconds()} if on_postgres(env) else {})}
 
 
 def on_postgres(env: dict[str, str]) -> bool:
@@ -142,7 +142,7 @@ def on_postgres(env: dict[str, str]) -> bool:
     return env.get("DISTILQ_DATABASE_URL", "").startswith("postgresql")
 
 
-def _postgres_cpu_seconds() -> float:
+def postgres_cpu_seconds() -> float:
     """CPU time of this machine's PostgreSQL server processes so far (the database of a PostgreSQL run)."""
     total = 0.0
     for entry in Path("/proc").iterdir():

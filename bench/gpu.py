@@ -83,8 +83,8 @@ STEPS = [
     Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
          "(issue 14's targets and item 4)", ["--dtype", "float16", "--modes", "cgh", "--fill-mask-jobs", "8192",
                                             "--qa-jobs", "1024"], 40),
-    Step("postgres", "one-input fill-mask jobs on PostgreSQL, 8 API processes (issue 13: ≥ 2,000 jobs/s; 4 ran "
-         "986/s on the H200, API-bound)",
+    Step("postgres", "one-input fill-mask jobs on PostgreSQL, 8 API processes (issue 13: ≥ 2,000 jobs/s; 8 ran "
+         "1,553/s on the H200 in session 30, API-bound)",
          ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
           "--concurrency", "512", "--api-workers", "8", *CLIENTS], 70, postgres=True),
     Step("jobs-64", "64-input fill-mask jobs end to end beside the engine alone (issue 13: d/c ≥ 0.8)",

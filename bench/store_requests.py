@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from bench.e2e import _postgres_cpu_seconds
+from bench.e2e import postgres_cpu_seconds
 from contract.requests import FillMaskRequest
 from core.clock import utcnow
 from core.tasks import TASK_FILL_MASK
@@ -42,11 +42,11 @@ def _submit(engine: Engine, api_key_id: str) -> str:
 
 def _timed(call: Callable[[int], object], calls: int, postgres: bool) -> tuple[float, float]:
     """(this process's, the server's) CPU µs a call, over `calls` calls."""
-    server, started = _postgres_cpu_seconds() if postgres else 0.0, time.process_time()
+    server, started = postgres_cpu_seconds() if postgres else 0.0, time.process_time()
     for i in range(calls):
         call(i)
     own = (time.process_time() - started) / calls * 1e6
-    return own, ((_postgres_cpu_seconds() - server) / calls * 1e6 if postgres else 0.0)
+    return own, ((postgres_cpu_seconds() - server) / calls * 1e6 if postgres else 0.0)
 
 
 def main() -> None:

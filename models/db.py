@@ -155,18 +155,21 @@ def each_statement_commits(on: Session | Connection) -> None:
     a statement that commits by itself takes and frees the lock inside one call into SQLite. On PostgreSQL,
     AUTOCOMMIT: no BEGIN and COMMIT (or ROLLBACK) round trips around the statement — a submission's four round
     trips became two, ~100 CPU-µs less of the API's and ~100 of the server's a job (BENCHMARKS.md, session 31)."""
+    if on.in_transaction():
+        return
+    dialect = (on.dialect if isinstance(on, Connection) else on.get_bind().dialect).name
+    options = _EACH_STATEMENT_OPTIONS.get(dialect)
+    if options is None:
+        return
     if isinstance(on, Connection):
-        if not on.in_transaction():
-            if on.dialect.name == "sqlite":
-                on.execution_options(**{EACH_STATEMENT_COMMITS: True})
-            elif on.dialect.name == "postgresql":
-                on.execution_options(isolation_level=AUTOCOMMIT)
-    elif not on.in_transaction():
-        dialect = on.get_bind().dialect.name
-        if dialect == "sqlite":
-            on.connection(execution_options={EACH_STATEMENT_COMMITS: True})
-        elif dialect == "postgresql":
-            on.connection(execution_options={"isolation_level": AUTOCOMMIT})
+        on.execution_options(**options)
+    else:
+        on.connection(execution_options=options)
+
+
+#: A dialect's execution options for `each_statement_commits`.
+_EACH_STATEMENT_OPTIONS: dict[str, dict[str, Any]] = {"sqlite": {EACH_STATEMENT_COMMITS: True},
+                                                       "postgresql": {"isolation_level": AUTOCOMMIT}}
 
 
 def in_transaction_again(connection: Connection) -> None:
