@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
 
 from api.deps import authenticate, close_db, current_key, db, read_db
@@ -24,7 +24,7 @@ from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, bad_body, json_line
 from api.model_inputs import ServedModel, check_question_answerings
 from api.spool import Spool
 from api.state import app_state, served
-from api.validation import parse, query_int, read_json_object, unstorable, webhook_problems
+from api.validation import parse, query_id, query_int, read_json_object, unstorable, webhook_problems
 from contract.evaluations import EXAMPLES, LABELLED_METRICS, METRICS, SCORE_PSEUDO_LOG_LIKELIHOOD, EvaluationRequest
 from contract.requests import QuestionAnsweringRequest
 from core import sweep_requests, wakeups
@@ -261,7 +261,7 @@ def get(evaluation_id: str) -> Response:
 @bp.get("/evaluations")
 def list_evaluations() -> Response:
     limit = query_int("limit", 20, 1, 100)
-    page = evaluations.list_evaluations(read_db(), current_key().id, limit + 1, request.args.get("after"))
+    page = evaluations.list_evaluations(read_db(), current_key().id, limit + 1, query_id("after"))
     data = [_public(evaluation) for evaluation in page[:limit]]
     return jsonify({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                     "last_id": data[-1]["id"] if data else None, "has_more": len(page) > limit})

@@ -91,6 +91,15 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     return int(value)
 
 
+def query_id(name: str) -> str | None:
+    """An id given in the query (a page's `after`): printable ASCII of at most 64 characters, else 422 — a NUL in it
+    made PostgreSQL's driver refuse the read (a 500 that fuzzing found)."""
+    value = request.args.get(name)
+    if value is not None and not (len(value) <= 64 and value.isascii() and value.isprintable()):
+        raise invalid([detail(["query", name], "must be an id this API returned")])
+    return value
+
+
 def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     value = request.args.get(name)
     if value is not None and value not in choices:

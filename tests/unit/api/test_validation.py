@@ -285,3 +285,12 @@ def test_a_passing_dns_failure_of_the_webhook_host_is_503_not_422(client: FlaskC
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert response.json["error"]["code"] == "webhook_lookup_failed"
     assert job_count(settings) == before
+
+
+@pytest.mark.parametrize("route", ["/v1/batches", "/v1/evaluations"])
+@pytest.mark.parametrize("after", ["\x00'\x97I\x917", "x" * 65, "é"])
+def test_a_page_cursor_that_is_no_id_is_422(client: FlaskClient, route: str, after: str) -> None:
+    """`after=%00…` once made PostgreSQL's driver refuse the read: a 500 (schemathesis's fuzzing found it)."""
+    response = client.get(route, query_string={"after": after})
+    assert response.status_code == 422, response.data
+    assert response.json["error"]["details"][0]["loc"] == ["query", "after"]
