@@ -19,7 +19,9 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         app.config.update(test_config)
 
     from api import batches, errors, evaluations, files, health, jobs, metrics, openapi, page, state, webhooks
+    from api.validation import IdConverter
 
+    app.url_map.converters["id"] = IdConverter
     state.init_app(app, settings)
     errors.init_app(app)
     app.register_blueprint(health.bp)

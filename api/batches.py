@@ -189,7 +189,7 @@ def _as_it_is_now(batch_id: str) -> Response:
     return jsonify(_public(own_batch(batch_id)))
 
 
-@bp.get("/batches/<batch_id>")
+@bp.get("/batches/<id:batch_id>")
 def get(batch_id: str) -> Response:
     return jsonify(_public(own_batch(batch_id)))
 
@@ -203,7 +203,7 @@ def list_batches() -> Response:
                     "last_id": data[-1]["id"] if data else None, "has_more": len(page) > limit})
 
 
-@bp.post("/batches/<batch_id>/cancel")
+@bp.post("/batches/<id:batch_id>/cancel")
 def cancel(batch_id: str) -> Response:
     session = db()
     batch = batches.own_batch(session, current_key().id, batch_id)

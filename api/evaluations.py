@@ -253,7 +253,7 @@ def _create(body: EvaluationRequest, key: str, served_model: str, metric_names: 
     return response
 
 
-@bp.get("/evaluations/<evaluation_id>")
+@bp.get("/evaluations/<id:evaluation_id>")
 def get(evaluation_id: str) -> Response:
     return jsonify(_public(own_evaluation(evaluation_id)))
 
@@ -267,7 +267,7 @@ def list_evaluations() -> Response:
                     "last_id": data[-1]["id"] if data else None, "has_more": len(page) > limit})
 
 
-@bp.post("/evaluations/<evaluation_id>/cancel")
+@bp.post("/evaluations/<id:evaluation_id>/cancel")
 def cancel(evaluation_id: str) -> Response:
     session = db()
     evaluation = evaluations.own_evaluation(session, current_key().id, evaluation_id)

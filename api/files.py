@@ -69,12 +69,12 @@ def list_files() -> Response:
     return jsonify({"object": "list", "data": [files.file_to_public(file) for file in page]})
 
 
-@bp.get("/files/<file_id>")
+@bp.get("/files/<id:file_id>")
 def get_file(file_id: str) -> Response:
     return jsonify(files.file_to_public(own_file(file_id)))
 
 
-@bp.get("/files/<file_id>/content")
+@bp.get("/files/<id:file_id>/content")
 def content(file_id: str) -> Response:
     """The bytes, streamed a part at a time (each part read in a short session of its own)."""
     file = own_file(file_id)

@@ -18,7 +18,7 @@ from api.deps import authenticate, close_db, current_key, db, no_such_job, own_j
 from api.errors import ApiError, detail, invalid
 from api.model_inputs import Checked, ServedModel, check_fill_mask, check_question_answering
 from api.state import app_state, served
-from api.validation import parse, query_choice, query_int, read_json_object, webhook_problems
+from api.validation import may_be_id, parse, query_choice, query_int, read_json_object, webhook_problems
 from api.waiting import requested_wait_s, wait_for_job
 from contract.job_json import job_to_public
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest
@@ -140,7 +140,7 @@ def create_question_answering() -> Response:
     return _create(TASK_QUESTION_ANSWERING, QuestionAnsweringRequest, check_question_answering)
 
 
-@bp.get("/jobs/<job_id>")
+@bp.get("/jobs/<id:job_id>")
 def get_job(job_id: str) -> Response:
     job = job_reads.own_job_json(app_state().engine, current_key().id, job_id)
     if job is None:
@@ -156,7 +156,9 @@ def _encode_cursor(job: Job) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created_at), str(job_id)
+        if not isinstance(job_id, str) or not may_be_id(job_id):
+            raise ValueError(job_id)
+        return datetime.fromisoformat(created_at), job_id
     except (ValueError, TypeError, binascii.Error):
         raise invalid([detail(["query", "cursor"], "is not a cursor this API returned")]) from None
 
@@ -182,7 +184,7 @@ def list_jobs() -> Response:
     return jsonify({"data": data, "next_cursor": next_cursor})
 
 
-@bp.post("/jobs/<job_id>/cancel")
+@bp.post("/jobs/<id:job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     job = own_job(job_id)
     session = db()

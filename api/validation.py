@@ -4,10 +4,12 @@ index."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ValidationError
+from werkzeug.routing import BaseConverter
 
 from api.errors import ApiError, Loc, detail, from_validation_error, invalid
 from core.json_text import json_value
@@ -95,9 +97,24 @@ def query_id(name: str) -> str | None:
     """An id given in the query (a page's `after`): printable ASCII of at most 64 characters, else 422 — a NUL in it
     made PostgreSQL's driver refuse the read (a 500 that fuzzing found)."""
     value = request.args.get(name)
-    if value is not None and not (len(value) <= 64 and value.isascii() and value.isprintable()):
+    if value is not None and not may_be_id(value):
         raise invalid([detail(["query", name], "must be an id this API returned")])
     return value
+
+
+#: What an id this API made may be: printable ASCII without spaces, at most 64 characters. Ids from a path or a
+#: query are held to it before they reach the database, as PostgreSQL's driver refuses a NUL in a parameter (a 500).
+_ID = re.compile(r"[!-~]{1,64}")
+
+
+def may_be_id(value: str) -> bool:
+    """Whether `value` could be an id this API made."""
+    return _ID.fullmatch(value) is not None
+
+
+class IdConverter(BaseConverter):
+    """`<id:name>` in a route: a path segment that may be an id, so any other is the route's 404."""
+    regex = r"[!-.0-~]{1,64}"  # _ID without "/"
 
 
 def query_choice(name: str, choices: tuple[str, ...]) -> str | None:

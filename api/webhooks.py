@@ -31,13 +31,13 @@ def rotate() -> Response:
     return jsonify({"secret": secret, "previous_secret_expires_at": isoformat(expires)})
 
 
-@bp.get("/jobs/<job_id>/deliveries")
+@bp.get("/jobs/<id:job_id>/deliveries")
 def list_deliveries(job_id: str) -> Response:
     session = read_db()
     return jsonify({"data": job_deliveries(session, own_job(job_id, session).id)})
 
 
-@bp.post("/jobs/<job_id>/deliveries/<event_id>/retry")
+@bp.post("/jobs/<id:job_id>/deliveries/<id:event_id>/retry")
 def retry_delivery(job_id: str, event_id: str) -> Response:
     """Sends the event again now, under the same webhook-id, whatever became of it before."""
     job = own_job(job_id)
