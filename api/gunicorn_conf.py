@@ -17,7 +17,10 @@ from core.heap import freeze_heap
 from core.logs import logging_config
 from core.settings import get_settings
 
-logconfig_dict = logging_config(background=True)
+# Lines written from a thread of their own spare request threads queueing on the handler's lock; greenlets do not
+# contend for it, and a thread started before gevent's worker patches the standard library (gunicorn logs in the
+# child before it patches) ends in a KeyError there: on gevent each line is written where it is logged.
+logconfig_dict = logging_config(background=get_settings().api_server == "threads")
 logger_class = AccessLogger
 
 

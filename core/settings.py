@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     #: Processes beside each API process that judge a batch file's lines (`api/check_pool.py`); 0: the request's
     #: own thread. None: half the cores, at most 8, and none below 4 cores.
     check_processes: int | None = Field(default=None, ge=0, le=64)
+    #: How an API process serves its requests: `threads` (gunicorn's gthread: a thread a request) or `gevent`
+    #: (gunicorn's gevent worker: a greenlet a request, the standard library monkey-patched; a request held by
+    #: `Prefer: wait` then costs no thread switch — BENCHMARKS.md, session 32).
+    api_server: Literal["threads", "gevent"] = "threads"
 
     #: Bounds on what one request may ask for (documented in the README).
     max_inputs_per_job: int = Field(default=256, ge=1)

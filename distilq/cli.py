@@ -103,6 +103,18 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Requests an API process on gevent serves at once (gunicorn's default): a greenlet is cheap, and what one key
+#: may hold is bounded by DISTILQ_MAX_WAITING_PER_KEY.
+GEVENT_CONNECTIONS = 1000
+
+
+def _server_options(server: str, threads: int) -> list[str]:
+    """gunicorn's worker class and its concurrency for `DISTILQ_API_SERVER`."""
+    if server == "gevent":
+        return ["--worker-class", "gevent", "--worker-connections", str(GEVENT_CONNECTIONS)]
+    return ["--worker-class", "gthread", "--threads", str(threads)]
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     """gunicorn with threads: `Prefer: wait` holds a thread, not a process."""
     settings = get_settings()
@@ -119,7 +131,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     argv = [
         sys.executable, "-m", "gunicorn", "api.wsgi:app", "--config", "python:api.gunicorn_conf",
         "--bind", f"{args.host}:{args.port}",
-        "--worker-class", "gthread", "--workers", str(workers), "--threads", str(args.threads),
+        *_server_options(settings.api_server, args.threads), "--workers", str(workers),
         "--timeout", "90", "--graceful-timeout", "30", "--access-logfile", "-",
     ]
     os.execv(sys.executable, argv)
