@@ -20,7 +20,7 @@ from core.settings import get_settings
 # Lines written from a thread of their own spare request threads queueing on the handler's lock; greenlets do not
 # contend for it, and a thread started before gevent's worker patches the standard library (gunicorn logs in the
 # child before it patches) ends in a KeyError there: on gevent each line is written where it is logged.
-logconfig_dict = logging_config(background=get_settings().api_server == "threads")
+logconfig_dict = logging_config(background=get_settings().resolved_api_server == "threads")
 logger_class = AccessLogger
 
 

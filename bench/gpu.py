@@ -87,11 +87,11 @@ STEPS = [
          "1,553/s on the H200 in session 30, API-bound)",
          ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
           "--concurrency", "512", "--api-workers", "8", *CLIENTS], 70, postgres=True),
-    Step("postgres-gevent", "the same on gevent (DISTILQ_API_SERVER=gevent: a greenlet a request; here on 2 cores "
-         "the API's CPU a held job fell 10-45 %, session 32)",
+    Step("postgres-threads", "the same on threads (DISTILQ_API_SERVER=threads; gevent, PostgreSQL's default since "
+         "session 32, cut the API's CPU a held job 10-45 % on 2 cores)",
          ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
           "--concurrency", "512", "--api-workers", "8", *CLIENTS], 70, postgres=True,
-         env={"DISTILQ_API_SERVER": "gevent"}),
+         env={"DISTILQ_API_SERVER": "threads"}),
     Step("jobs-64", "64-input fill-mask jobs end to end beside the engine alone (issue 13: d/c ≥ 0.8)",
          ["--dtype", "float16", "--modes", "cd", "--tasks", "fill-mask", "--inputs-per-job", "64",
           "--fill-mask-jobs", "32768", "--concurrency", "64"], 70),

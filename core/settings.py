@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     check_processes: int | None = Field(default=None, ge=0, le=64)
     #: How an API process serves its requests: `threads` (gunicorn's gthread: a thread a request) or `gevent`
     #: (gunicorn's gevent worker: a greenlet a request, the standard library monkey-patched; a request held by
-    #: `Prefer: wait` then costs no thread switch — BENCHMARKS.md, session 32).
-    api_server: Literal["threads", "gevent"] = "threads"
+    #: `Prefer: wait` then costs no thread hand-over — BENCHMARKS.md, session 32). `auto`: gevent on PostgreSQL,
+    #: threads on SQLite, where gevent is refused (`resolved_api_server`).
+    api_server: Literal["auto", "threads", "gevent"] = "auto"
 
     #: Bounds on what one request may ask for (documented in the README).
     max_inputs_per_job: int = Field(default=256, ge=1)
@@ -126,7 +127,19 @@ class Settings(BaseSettings):
                 raise ValueError("DISTILQ_DATABASE_URL must be set in production (no SQLite file by default)")
             if self.debug:
                 raise ValueError("DISTILQ_DEBUG must be off in production")
+        if self.api_server == "gevent" and self.resolved_database_url.startswith("sqlite"):
+            # sqlite3 waits for the database's lock in C: one greenlet waiting there holds every other of its
+            # process, the lock's holder among them when it had yielded mid-transaction, until the wait times out.
+            raise ValueError("DISTILQ_API_SERVER=gevent needs PostgreSQL (DISTILQ_DATABASE_URL): on SQLite a "
+                             "write waiting for the database's lock holds the whole process")
         return self
+
+    @property
+    def resolved_api_server(self) -> Literal["threads", "gevent"]:
+        """`api_server`, `auto` resolved: gevent on PostgreSQL, threads on SQLite."""
+        if self.api_server != "auto":
+            return self.api_server
+        return "threads" if self.resolved_database_url.startswith("sqlite") else "gevent"
 
     def default_api_processes(self) -> int:
         """API processes when none are asked for: two, as one is bound by its interpreter's lock near one core

@@ -116,7 +116,8 @@ def _server_options(server: str, threads: int) -> list[str]:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    """gunicorn with threads: `Prefer: wait` holds a thread, not a process."""
+    """gunicorn on threads or on gevent (`DISTILQ_API_SERVER`): `Prefer: wait` holds a thread or a greenlet, not a
+    process."""
     settings = get_settings()
     workers = args.workers or settings.default_api_processes()
     try:
@@ -131,7 +132,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     argv = [
         sys.executable, "-m", "gunicorn", "api.wsgi:app", "--config", "python:api.gunicorn_conf",
         "--bind", f"{args.host}:{args.port}",
-        *_server_options(settings.api_server, args.threads), "--workers", str(workers),
+        *_server_options(settings.resolved_api_server, args.threads), "--workers", str(workers),
         "--timeout", "90", "--graceful-timeout", "30", "--access-logfile", "-",
     ]
     os.execv(sys.executable, argv)
@@ -244,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default=DEFAULT_HOST)
     api.add_argument("--port", type=int, default=DEFAULT_PORT)
     api.add_argument("--workers", type=int, default=0, help="processes (default 2; 1 on SQLite in production)")
-    api.add_argument("--threads", type=int, default=32, help="threads per process")
+    api.add_argument("--threads", type=int, default=32,
+                     help="threads per process, on threads (a process on gevent takes up to 1,000 requests)")
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="a Celery worker (inference queues by default)")

@@ -70,12 +70,12 @@ def test_the_postgres_step_is_given_its_database() -> None:
     assert _value(command, "--client-processes") == "4"
 
 
-def test_the_postgres_step_runs_again_on_gevent_beside_it() -> None:
+def test_the_postgres_step_runs_again_on_threads_beside_it() -> None:
     names = [step.name for step in gpu.STEPS]
-    threads, gevent = (gpu.STEPS[names.index(name)] for name in ("postgres", "postgres-gevent"))
-    assert gevent.args == threads.args and gevent.postgres and not threads.env
-    assert gevent.env == {"DISTILQ_API_SERVER": "gevent"}
-    assert names.index("postgres-gevent") == names.index("postgres") + 1
+    default, threads = (gpu.STEPS[names.index(name)] for name in ("postgres", "postgres-threads"))
+    assert threads.args == default.args and threads.postgres and not default.env  # gevent: PostgreSQL's default
+    assert threads.env == {"DISTILQ_API_SERVER": "threads"}
+    assert names.index("postgres-threads") == names.index("postgres") + 1
 
 
 def test_the_batch_runs_again_without_a_device_process_to_weigh_it() -> None:

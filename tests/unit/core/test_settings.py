@@ -51,6 +51,21 @@ def test_production_accepts_postgres() -> None:
     Settings(env="production", database_url="postgresql+psycopg://u@h/db").check_api_processes(8)
 
 
+@pytest.mark.parametrize(("server", "url", "resolved"), [
+    ("auto", None, "threads"), ("auto", "sqlite:////tmp/x.db", "threads"),
+    ("auto", "postgresql+psycopg://u@h/db", "gevent"), ("threads", "postgresql+psycopg://u@h/db", "threads"),
+    ("gevent", "postgresql+psycopg://u@h/db", "gevent"),
+])
+def test_the_api_runs_on_gevent_by_default_on_postgres_only(server: str, url: str | None, resolved: str) -> None:
+    assert Settings(api_server=server, database_url=url).resolved_api_server == resolved  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", [None, "sqlite:////tmp/x.db"])
+def test_gevent_on_sqlite_is_refused(url: str | None) -> None:
+    with pytest.raises(ValidationError, match="DISTILQ_API_SERVER=gevent needs PostgreSQL"):
+        Settings(api_server="gevent", database_url=url)
+
+
 @pytest.mark.parametrize("bad", ["lots", "10/fortnight", ""])
 def test_rate_limit_must_parse(bad: str) -> None:
     with pytest.raises(ValidationError):
