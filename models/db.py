@@ -110,7 +110,11 @@ def _configure_sqlite(engine: Engine, eager_writer: bool) -> None:
 
 #: PostgreSQL connections a process's engine keeps, and opens beyond them under load: a server's max_connections
 #: must cover POOL_SIZE + POOL_OVERFLOW for every API process, worker, webhook sender and beat (docker-compose.yml).
-POOL_SIZE, POOL_OVERFLOW = 10, 10
+#: None beyond: a connection opened past the pool's size is closed as soon as it is returned while the pool is full,
+#: so bursts of requests opened and closed connections all the time — 343–461 server sessions (each a forked
+#: backend, and a connect and pre-ping in the API) for 3,200 held requests at 64 clients (BENCHMARKS.md, session
+#: 32). The same 20 at most, all kept: a request beyond them waits for one (`pool_timeout`, 30 s).
+POOL_SIZE, POOL_OVERFLOW = 20, 0
 
 
 def make_engine(url: str, eager_writer: bool = False, pooled: bool = True) -> Engine:

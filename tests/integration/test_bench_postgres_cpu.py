@@ -1,0 +1,36 @@
+"""`bench.e2e.postgres_cpu_seconds`, the database's CPU in every PostgreSQL figure of the benches: it counts the
+backends that ended during a run too. A backend lives as long as its client's connection; summing the live server
+processes alone lost the CPU of every connection closed meanwhile — session 32's pool, which opened and closed
+connections all the time, read 0.3 CPU-ms a job where its backends had spent more."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bench.e2e import postgres_cpu_seconds
+from tests.integration.backends import BACKENDS
+from tests.integration.stack import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("kind", [kind for kind in BACKENDS if kind == "postgres"])  # this machine's server
+def test_the_servers_cpu_counts_the_backends_that_have_ended(kind: str) -> None:
+    url = os.environ["DISTILQ_TEST_POSTGRES_URL"].replace("postgresql+psycopg://", "postgresql://", 1)
+    before = postgres_cpu_seconds()
+    with psycopg.connect(url) as connection:
+        backend = connection.info.backend_pid
+        connection.execute("SELECT count(*) FROM generate_series(1, 4000000)").fetchone()
+        spent = _cpu_seconds(backend)
+    assert spent >= 0.05  # the work is there to be counted
+    wait_for(lambda: not Path(f"/proc/{backend}").exists(), 30, "the backend to end and be reaped")
+    assert postgres_cpu_seconds() - before >= spent
