@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,11 @@ def drain_body() -> None:
         left -= len(chunk)
 
 
+def _database_unavailable() -> Response:
+    return error_response(ApiError(503, "database_unavailable", "the database is unreachable or has no connection "
+                                   "to spare; retry later", headers={"Retry-After": "5"}))
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
@@ -119,12 +125,16 @@ def init_app(app: Flask) -> None:
         said = str(error.orig).strip()
         log.warning("database error: %s: %s", error.__class__.__name__, said.splitlines()[0] if said else "")
         if error.connection_invalidated or error.__class__.__name__ == "OperationalError":
-            return error_response(
-                ApiError(503, "database_unavailable", "the database is unreachable or has no connection to spare; "
-                         "retry later", headers={"Retry-After": "5"})
-            )
+            return _database_unavailable()
         log.exception("database error")
         return error_response(ApiError(500, "internal_error", "internal error"))
+
+    @app.errorhandler(PoolTimeout)
+    def _no_pooled_connection(error: PoolTimeout) -> Response:
+        # Every connection of the process's pool busy for `pool_timeout`: a process on gevent serves up to 1,000
+        # requests over its 20 connections (models/db.py), so a burst can queue past it.
+        log.warning("database error: %s", error)
+        return _database_unavailable()
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -40,14 +40,17 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int, with_children: bool = True) -> float:
-    """User + system CPU time of a process and (unless told not to) everything it started, so far."""
+def cpu_seconds(pid: int, with_children: bool = True, reaped: bool = False) -> float:
+    """User + system CPU time of a process and (unless told not to) everything it started and is still running, so
+    far; with `reaped`, also that of its children which have ended and which it has waited for (cutime, cstime).
+    0 for a process gone."""
     ticks = os.sysconf("SC_CLK_TCK")
+    columns = (11, 12, 13, 14) if reaped else (11, 12)
     total = 0.0
     for member in descendants(pid) if with_children else [pid]:
         try:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
+            total += sum(int(fields[column]) for column in columns) / ticks
         except (OSError, IndexError, ValueError):
             continue
     return total
@@ -147,16 +150,13 @@ def postgres_cpu_seconds() -> float:
     and those that have ended, as the postmaster that reaped them counts them (a backend lives as long as its client
     connection: one closed during a run took its CPU out of the live processes' sum — session 32's pool churn read
     0.3 CPU-ms a job where its backends had spent more)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                    # utime, stime, and cutime, cstime: the ended children it has waited for.
-                    total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
-            except (OSError, IndexError, ValueError):
+                    total += cpu_seconds(int(entry.name), with_children=False, reaped=True)
+            except OSError:
                 continue
     return total
 

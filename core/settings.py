@@ -127,7 +127,7 @@ class Settings(BaseSettings):
                 raise ValueError("DISTILQ_DATABASE_URL must be set in production (no SQLite file by default)")
             if self.debug:
                 raise ValueError("DISTILQ_DEBUG must be off in production")
-        if self.api_server == "gevent" and self.resolved_database_url.startswith("sqlite"):
+        if self.api_server == "gevent" and self.on_sqlite:
             # sqlite3 waits for the database's lock in C: one greenlet waiting there holds every other of its
             # process, the lock's holder among them when it had yielded mid-transaction, until the wait times out.
             raise ValueError("DISTILQ_API_SERVER=gevent needs PostgreSQL (DISTILQ_DATABASE_URL): on SQLite a "
@@ -139,17 +139,17 @@ class Settings(BaseSettings):
         """`api_server`, `auto` resolved: gevent on PostgreSQL, threads on SQLite."""
         if self.api_server != "auto":
             return self.api_server
-        return "threads" if self.resolved_database_url.startswith("sqlite") else "gevent"
+        return "threads" if self.on_sqlite else "gevent"
 
     def default_api_processes(self) -> int:
         """API processes when none are asked for: two, as one is bound by its interpreter's lock near one core
         (BENCHMARKS.md); one on SQLite in production, which allows no more (`check_api_processes`)."""
-        return 1 if self.env == "production" and self.resolved_database_url.startswith("sqlite") else 2
+        return 1 if self.env == "production" and self.on_sqlite else 2
 
     def check_api_processes(self, processes: int) -> None:
         """SQLite serves one API process in production; raises ValueError naming the setting otherwise. Called
         by gunicorn's start hook (`api/gunicorn_conf.py`), which knows the process count."""
-        if self.env == "production" and self.resolved_database_url.startswith("sqlite") and processes > 1:
+        if self.env == "production" and self.on_sqlite and processes > 1:
             raise ValueError("SQLite cannot serve several API processes in production: use PostgreSQL "
                              "(DISTILQ_DATABASE_URL)")
 
@@ -172,6 +172,11 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.default_database_file}"
+
+    @property
+    def on_sqlite(self) -> bool:
+        """Whether the database is SQLite (one API process in production, threads rather than gevent)."""
+        return self.resolved_database_url.startswith("sqlite")
 
     @property
     def default_database_file(self) -> Path | None:

@@ -11,16 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bench.e2e import postgres_cpu_seconds
+from bench.e2e import cpu_seconds, postgres_cpu_seconds
 from tests.integration.backends import BACKENDS
 from tests.integration.stack import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.parametrize("kind", [kind for kind in BACKENDS if kind == "postgres"])  # this machine's server
@@ -30,7 +25,7 @@ def test_the_servers_cpu_counts_the_backends_that_have_ended(kind: str) -> None:
     with psycopg.connect(url) as connection:
         backend = connection.info.backend_pid
         connection.execute("SELECT count(*) FROM generate_series(1, 4000000)").fetchone()
-        spent = _cpu_seconds(backend)
+        spent = cpu_seconds(backend, with_children=False)
     assert spent >= 0.05  # the work is there to be counted
     wait_for(lambda: not Path(f"/proc/{backend}").exists(), 30, "the backend to end and be reaped")
     assert postgres_cpu_seconds() - before >= spent

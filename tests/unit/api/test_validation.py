@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api import create_app
 from core.settings import Settings
@@ -294,3 +295,17 @@ def test_a_page_cursor_that_is_no_id_is_422(client: FlaskClient, route: str, aft
     response = client.get(route, query_string={"after": after})
     assert response.status_code == 422, response.data
     assert response.json["error"]["details"][0]["loc"] == ["query", "after"]
+
+
+def test_a_pool_with_no_connection_to_spare_is_a_503(settings: Settings) -> None:
+    """What SQLAlchemy's pool raises when all its connections stay busy past `pool_timeout` (a gevent process
+    serves up to 1,000 requests over 20 connections) is the database's 503, not a 500."""
+    app = create_app(settings)
+
+    def exhausted() -> None:
+        raise PoolTimeout("QueuePool limit of size 20 overflow 0 reached, connection timed out, timeout 30.00")
+
+    app.add_url_rule("/pool-exhausted", view_func=exhausted)
+    answer = app.test_client().get("/pool-exhausted")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+    assert answer.get_json()["error"]["code"] == "database_unavailable"
