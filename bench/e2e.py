@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from bench.measure import Result
 from distilq.stack import LocalStack
@@ -137,7 +139,7 @@ def stack_cpu_seconds(pids: dict[str, int], env: dict[str, str]) -> dict[str, fl
     (`DISTILQ_DATABASE_URL` in `env`), of the database server's processes as `database` (SQLite's work is inside
     the processes that query it)."""
     return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
-            **({"database": postgres_cpu_seconds()} if on_postgres(env) else {})}
+            **({"database": postgres_cpu_seconds(env["DISTILQ_DATABASE_URL"])} if on_postgres(env) else {})}
 
 
 def on_postgres(env: dict[str, str]) -> bool:
@@ -145,20 +147,32 @@ def on_postgres(env: dict[str, str]) -> bool:
     return env.get("DISTILQ_DATABASE_URL", "").startswith("postgresql")
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time of this machine's PostgreSQL server processes so far (the database of a PostgreSQL run): those alive,
-    and those that have ended, as the postmaster that reaped them counts them (a backend lives as long as its client
-    connection: one closed during a run took its CPU out of the live processes' sum — session 32's pool churn read
-    0.3 CPU-ms a job where its backends had spent more)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
+def postgres_cpu_seconds(url: str) -> float:
+    """CPU time so far of the PostgreSQL server of `url` (a SQLAlchemy URL), when it runs on this machine (0
+    otherwise): its postmaster and every process it runs, and those that have ended, as the postmaster that reaped
+    them counts them (a backend lives as long as its client connection: one closed during a run took its CPU out of
+    the live processes' sum — session 32's pool churn read 0.3 CPU-ms a job where its backends had spent more). One
+    server's, not every `postgres` process's: another server on the machine that stops meanwhile (a test's own)
+    would take its CPU out of the sum."""
+    postmaster = _postmaster(url)
+    return cpu_seconds(postmaster, reaped=True) if postmaster else 0.0
+
+
+def _postmaster(url: str) -> int | None:
+    """The pid of `url`'s postmaster on this machine: the parent of the backend that serves a connection (found
+    by asking the server), or None when that backend is not a `postgres` process here (a server elsewhere)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            backend = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
             try:
-                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    total += cpu_seconds(int(entry.name), with_children=False, reaped=True)
-            except OSError:
-                continue
-    return total
+                if Path(f"/proc/{backend}/comm").read_text().strip() not in ("postgres", "postmaster"):
+                    return None
+                return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                return None
+    finally:
+        engine.dispose()
 
 
 def _started(_: int) -> int:

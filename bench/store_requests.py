@@ -40,13 +40,13 @@ def _submit(engine: Engine, api_key_id: str) -> str:
     return str(job["id"])
 
 
-def _timed(call: Callable[[int], object], calls: int, postgres: bool) -> tuple[float, float]:
-    """(this process's, the server's) CPU µs a call, over `calls` calls."""
-    server, started = postgres_cpu_seconds() if postgres else 0.0, time.process_time()
+def _timed(call: Callable[[int], object], calls: int, postgres: str | None) -> tuple[float, float]:
+    """(this process's, the server's) CPU µs a call, over `calls` calls; `postgres`: the server's URL."""
+    server, started = postgres_cpu_seconds(postgres) if postgres else 0.0, time.process_time()
     for i in range(calls):
         call(i)
     own = (time.process_time() - started) / calls * 1e6
-    return own, ((postgres_cpu_seconds() - server) / calls * 1e6 if postgres else 0.0)
+    return own, ((postgres_cpu_seconds(postgres) - server) / calls * 1e6 if postgres else 0.0)
 
 
 def main() -> None:
@@ -75,7 +75,7 @@ def main() -> None:
         figures: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
         for _ in range(args.rounds):
             for kind, call in kinds.items():
-                figures[kind].append(_timed(call, args.calls, postgres))
+                figures[kind].append(_timed(call, args.calls, url if postgres else None))
         engine.dispose()
     print(f"CPU µs a call, median of {args.rounds} rounds of {args.calls} ({engine.dialect.name}, "
           f"{args.queued} jobs queued first)")
