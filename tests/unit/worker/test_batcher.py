@@ -3,7 +3,9 @@ call and writes every job back; a bad input fails its own job only; a job cancel
 
 from __future__ import annotations
 
+import gc
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +20,17 @@ from tests.unit.conftest import AddLines, Submit
 from worker.batcher import Batcher
 from worker.engine import EngineLost, JobPayload
 from worker.engine.stub import StubEngine, fill_mask_output, question_answering_output
+
+@pytest.fixture(autouse=True)
+def frozen_heap() -> Iterator[None]:
+    """The heap out of full collections, as a worker's is (`core.heap.freeze_heap`; without its collection first,
+    which takes ~100 ms here): several tests here time passes, and in this process — pytest and every module the
+    suite imported — a full collection took 100–200 ms, landed in a pass now and then, and priced lines as if that
+    pass's claim had taken that long (passes of 10–13 lines where 5 were due)."""
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 2}}
 
