@@ -96,7 +96,8 @@ def test_bench_builds_the_tiny_shape_with_the_bench_tokenizer(tmp_path: Path, ti
 
 
 def test_bench_runs_only_the_modes_asked_for(tmp_path: Path) -> None:
-    """`--modes c`: the engine alone, both tasks, with its CPU work outside the model; no pipeline, no stack."""
+    """`--modes c`: the engine alone, both tasks, with its CPU work outside the model and its stages overlapped; no
+    pipeline, no stack."""
     run, output = _bench(tmp_path, 600, "--checkpoint tiny --modes c --fill-mask-jobs 8 --qa-jobs 4 --batch 4")
     report = json.loads(output.read_text())
     assert [row["mode"] for row in report["fill-mask"]] == ["c"]
@@ -104,6 +105,9 @@ def test_bench_runs_only_the_modes_asked_for(tmp_path: Path) -> None:
     qa = report["question-answering"][0]
     assert qa["outside_model_us_per_input"] > qa["host_us_per_input"] > 0
     assert run.stdout.count("CPU work outside the forward passes and the head's product") == 2
+    # ... and the engine again with its stages overlapped as the worker runs them, to the same outputs
+    assert run.stdout.count("the stages overlapped as the worker runs them") == 2
+    assert run.stdout.count("outputs equal to theirs") == 2
 
 
 def test_bench_runs_a_batch_file_and_an_evaluation_beside_it(tmp_path: Path) -> None:
