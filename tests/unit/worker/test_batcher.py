@@ -21,6 +21,7 @@ from worker.batcher import Batcher
 from worker.engine import EngineLost, JobPayload
 from worker.engine.stub import StubEngine, fill_mask_output, question_answering_output
 
+
 @pytest.fixture(autouse=True)
 def frozen_heap() -> Iterator[None]:
     """The heap out of full collections, as a worker's is (`core.heap.freeze_heap`; without its collection first,
