@@ -20,6 +20,8 @@ class Result:
     notes: list[str] = field(default_factory=list)
     #: Floating-point work of the mode's forward passes (`bench/flops.py`); None where not counted.
     flops: float | None = None
+    #: (c): inputs a second with the engine's stages overlapped as the worker runs them (`bench.modes._overlapped`).
+    overlapped_per_s: float | None = None
 
     @property
     def sequences_per_s(self) -> float:
@@ -81,5 +83,5 @@ class Result:
             "p99_ms": round(self.latency_ms(99), 1),
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()}, "notes": self.notes,
             "flops": self.flops, "flops_per_s": self.flops_per_s, "outside_model_us_per_input": self.outside_model_us,
-            "host_us_per_input": self.host_us,
+            "host_us_per_input": self.host_us, "overlapped_per_s": self.overlapped_per_s,
         }

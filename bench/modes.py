@@ -95,7 +95,8 @@ def _engine_mode(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[Jo
     if overlap:
         overlapped_wall, same = _overlapped(engine, batches, outputs)
         engine.phases.reset()
-        result.notes.append(f"the stages overlapped as the worker runs them: {len(jobs) / overlapped_wall:.1f} "
+        result.overlapped_per_s = len(jobs) / overlapped_wall
+        result.notes.append(f"the stages overlapped as the worker runs them: {result.overlapped_per_s:.1f} "
                             f"inputs/s ({wall / overlapped_wall:.2f}x one after another), outputs "
                             f"{'equal' if same else 'NOT equal'} to theirs")
     return result
@@ -133,8 +134,7 @@ def fill_mask_engine(model_dir: Path, texts: list[str], batch: int, max_tokens: 
                           kept=True)
     given = [JobPayload(job.input, job.parameters, pack_token_ids(engine.fingerprint, [encoding.ids]))
              for job, encoding in zip(jobs, engine.backend.encode_batch_fast(texts), strict=True)]
-    _note_from_stored(result, _engine_mode(engine, given, batch, "", shape.mlm_head_per_token, kept=True,
-                                           overlap=False))
+    _note_from_stored(result, _engine_mode(engine, given, batch, "", shape.mlm_head_per_token, kept=True))
     return result
 
 
@@ -155,8 +155,7 @@ def qa_engine(model_dir: Path, pairs: list[tuple[str, str]], batch: int, max_tok
         given = [JobPayload(job.input, job.parameters,
                             pack_qa_pairs(engine.fingerprint, [encodings[2 * i]], [encodings[2 * i + 1]]))
                  for i, job in enumerate(jobs)]
-        _note_from_stored(result, _engine_mode(engine, given, batch, "", shape.qa_head_per_token, kept=False,
-                                               overlap=False))
+        _note_from_stored(result, _engine_mode(engine, given, batch, "", shape.qa_head_per_token, kept=False))
     return result
 
 
@@ -165,4 +164,5 @@ def _note_from_stored(result: Result, stored: Result) -> None:
     result.notes.append(
         f"given what the API's check stores with each job (the service's path, `contract.tokens`): "
         f"{stored.sequences_per_s:.1f} inputs/s; outside the model {stored.outside_model_us:.0f} µs per input, "
-        f"the host's own {stored.host_us:.0f} (of which reading what was stored {tokenize_us:.0f})")
+        f"the host's own {stored.host_us:.0f} (of which reading what was stored {tokenize_us:.0f})"
+        + (f"; with the stages overlapped {stored.overlapped_per_s:.1f} inputs/s" if stored.overlapped_per_s else ""))
