@@ -55,6 +55,9 @@ DRAIN_SLICE_S = 2.0
 #: Interactive jobs are "about" for this long, in seconds, after a claim took one: meanwhile a batch file's lines
 #: fill passes only up to `lines_pass_ms` of the engine's time.
 INTERACTIVE_WINDOW_S = 2.0
+#: An idle worker's first batch waits `max_batch_wait_ms` to be topped up only where its pass should take at least
+#: this many times that wait (`Batcher._worth_topping_up`).
+TOP_UP_PASS_WAITS = 4
 #: A batch claimed ahead is topped up as its pass starts when that pass should take at least this many times its
 #: claim (`Batcher._top_up_late`): the device waits for the top-up, a twentieth of the pass at most.
 LATE_TOP_UP_PASS_CLAIMS = 20
@@ -245,7 +248,7 @@ class Batcher:
         line_budget, about = self._line_budget(task), self._interactive_about(task)
         batch = claim_more(self.sessions, task, self.settings.max_batch_size, self.clock, self.settings.lease_s,
                            self.worker, max_line_inputs=line_budget, cap_lines=about)
-        if top_up and self._room(batch) > 0 and self.wait_s > 0:
+        if top_up and self._room(batch) > 0 and self.wait_s > 0 and self._worth_topping_up(task, batch):
             time.sleep(self.wait_s)
             batch = _joined(batch, self._top_up_claim(task, batch, line_budget, about))
         claimed = _Pass(task, batch, line_budget=line_budget, interactive_about=about)
@@ -257,6 +260,17 @@ class Batcher:
             claimed.started = top_up or not self._tops_up_late(claimed)
             claimed.prepared = self._prepare(task, claimed.payloads, claimed.started)
         return claimed
+
+    def _worth_topping_up(self, task: str, batch: ClaimedBatch) -> bool:
+        """Whether an idle worker's first batch is worth topping up `max_batch_wait_ms` later, with the jobs that
+        come meanwhile: where its pass should take at least TOP_UP_PASS_WAITS times that wait (the engine's time
+        fitted over the recent passes; a model on the CPU: a burst's first pass is not a long pass of one), or
+        before any pass was timed. A shorter pass (a GPU's, a small model's) costs less than the wait: a lone job
+        would wait longer for company than a pass of one costs the jobs behind it, which the claim made during it
+        takes into the next (the tiny checkpoint here: a lone job answered in 9–10 ms against 15–18 with the wait,
+        BENCHMARKS.md)."""
+        pass_s = self._engine_cost[task].seconds(batch.n_inputs)
+        return pass_s is None or pass_s >= TOP_UP_PASS_WAITS * self.wait_s
 
     def _room(self, batch: ClaimedBatch) -> int:
         """How many more inputs a batch would take by topping it up: none when it is empty (nothing queued) or

@@ -290,12 +290,15 @@ def test_the_next_claim_waits_for_a_trickle_to_gather_but_not_for_a_backlog(
     assert now + 0.34 < batcher._next_claim_at(long) < now + 0.375  # 10 inputs × 50 ms, less slack and the claim
 
 
+@pytest.mark.parametrize("pass_s", [None, 10.0], ids=["no-pass-timed-yet", "passes-long-against-the-wait"])
 def test_an_idle_workers_first_batch_is_topped_up_with_the_jobs_of_the_same_burst(
-        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock, pass_s: float | None) -> None:
     first = submit(ONE)
     engine = StubEngine("fill-mask")
     batcher, _ = make_batcher(sessions, clock, engine)
     batcher.wait_s = 2.0  # the window in which the burst's second job arrives
+    if pass_s is not None:
+        batcher._engine_cost["fill-mask"].add(1, pass_s)
     worker = threading.Thread(target=batcher.drain, args=("fill-mask",))
     worker.start()
     wait_until(lambda: stored(sessions, first.id).status == "running", 10, "the first claim")
@@ -303,6 +306,24 @@ def test_an_idle_workers_first_batch_is_topped_up_with_the_jobs_of_the_same_burs
     worker.join(30)
     assert [len(call) for call in engine.calls] == [2]
     assert stored(sessions, second.id).batch_size == 2
+
+
+def test_where_a_pass_is_short_against_the_wait_an_idle_workers_lone_job_goes_at_once(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """A GPU's pass (a small model's) costs less than waiting `max_batch_wait_ms` for company: the first batch is
+    not topped up, and a job that comes after its claim rides the next pass."""
+    first = submit(ONE)
+    engine = StubEngine("fill-mask")
+    batcher, _ = make_batcher(sessions, clock, engine)
+    batcher.wait_s = 2.0  # as above: a top-up would take the second job into the first pass
+    batcher._engine_cost["fill-mask"].add(1, 0.001)  # passes of 1 ms
+    worker = threading.Thread(target=batcher.drain, args=("fill-mask",))
+    worker.start()
+    wait_until(lambda: stored(sessions, first.id).status == "running", 10, "the first claim")
+    second = submit(ONE)
+    worker.join(30)
+    assert [len(call) for call in engine.calls] == [1, 1]
+    assert stored(sessions, first.id).batch_size == stored(sessions, second.id).batch_size == 1
 
 
 def test_a_batch_claimed_ahead_of_a_long_pass_is_topped_up_with_the_jobs_sent_after_its_claim(
