@@ -239,7 +239,8 @@ class Batcher:
     def _claim(self, task: str, not_before: float = 0.0, top_up: bool = False) -> _Pass:
         """The next batch of `task`, claimed no sooner than `not_before` (a `time.monotonic()`). With `top_up`
         (the device is idle), a batch that is not full is topped up once, `max_batch_wait_ms` later, with the
-        jobs that came meanwhile: a burst's first pass is not a pass of one."""
+        jobs that came meanwhile, where its pass is long against that wait (`_worth_topping_up`): a burst's first
+        long pass is not a pass of one."""
         delay = not_before - time.monotonic()
         if delay > 0:
             time.sleep(delay)
