@@ -317,10 +317,12 @@ def test_where_a_pass_is_short_against_the_wait_an_idle_workers_lone_job_goes_at
     batcher, _ = make_batcher(sessions, clock, engine)
     batcher.wait_s = 2.0  # as above: a top-up would take the second job into the first pass
     batcher._engine_cost["fill-mask"].add(1, 0.001)  # passes of 1 ms
+    engine.proceed.clear()  # the first pass holds until the second job is in: its job stays running till then
     worker = threading.Thread(target=batcher.drain, args=("fill-mask",))
     worker.start()
     wait_until(lambda: stored(sessions, first.id).status == "running", 10, "the first claim")
     second = submit(ONE)
+    engine.proceed.set()
     worker.join(30)
     assert [len(call) for call in engine.calls] == [1, 1]
     assert stored(sessions, first.id).batch_size == stored(sessions, second.id).batch_size == 1
