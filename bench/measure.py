@@ -22,6 +22,8 @@ class Result:
     flops: float | None = None
     #: (c): inputs a second with the engine's stages overlapped as the worker runs them (`bench.modes._overlapped`).
     overlapped_per_s: float | None = None
+    #: ... and whether its outputs equalled those of the stages run in turn.
+    overlapped_equal: bool | None = None
 
     @property
     def sequences_per_s(self) -> float:
@@ -84,4 +86,5 @@ class Result:
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()}, "notes": self.notes,
             "flops": self.flops, "flops_per_s": self.flops_per_s, "outside_model_us_per_input": self.outside_model_us,
             "host_us_per_input": self.host_us, "overlapped_per_s": self.overlapped_per_s,
+            "overlapped_equal": self.overlapped_equal,
         }

@@ -93,12 +93,10 @@ def _engine_mode(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[Jo
                         f"{counts['attention_slots'] / counts['real_tokens']:.2f} slots per real token")
     result.flops = engine_flops(Shape.of(engine.model.config), counts, head_per_token, kept)
     if overlap:
-        overlapped_wall, same = _overlapped(engine, batches, outputs)
+        overlapped_wall, result.overlapped_equal = _overlapped(engine, batches, outputs)
         engine.phases.reset()
         result.overlapped_per_s = len(jobs) / overlapped_wall
-        result.notes.append(f"the stages overlapped as the worker runs them: {result.overlapped_per_s:.1f} "
-                            f"inputs/s ({wall / overlapped_wall:.2f}x one after another), outputs "
-                            f"{'equal' if same else 'NOT equal'} to theirs")
+        result.notes.append(f"the stages overlapped as the worker runs them: {_overlap(result)}")
     return result
 
 
@@ -165,4 +163,11 @@ def _note_from_stored(result: Result, stored: Result) -> None:
         f"given what the API's check stores with each job (the service's path, `contract.tokens`): "
         f"{stored.sequences_per_s:.1f} inputs/s; outside the model {stored.outside_model_us:.0f} µs per input, "
         f"the host's own {stored.host_us:.0f} (of which reading what was stored {tokenize_us:.0f})"
-        + (f"; with the stages overlapped {stored.overlapped_per_s:.1f} inputs/s" if stored.overlapped_per_s else ""))
+        + (f"; with the stages overlapped {_overlap(stored)}" if stored.overlapped_per_s else ""))
+
+
+def _overlap(result: Result) -> str:
+    """The overlapped run's rate, against the stages in turn, and whether its outputs were theirs."""
+    assert result.overlapped_per_s is not None
+    return (f"{result.overlapped_per_s:.1f} inputs/s ({result.overlapped_per_s / result.sequences_per_s:.2f}x one "
+            f"after another), outputs {'equal' if result.overlapped_equal else 'NOT equal'} to theirs")
