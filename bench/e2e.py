@@ -46,16 +46,25 @@ def cpu_seconds(pid: int, with_children: bool = True, reaped: bool = False) -> f
     """User + system CPU time of a process and (unless told not to) everything it started and is still running, so
     far; with `reaped`, also that of its children which have ended and which it has waited for (cutime, cstime).
     0 for a process gone."""
-    ticks = os.sysconf("SC_CLK_TCK")
     columns = (11, 12, 13, 14) if reaped else (11, 12)
-    total = 0.0
-    for member in descendants(pid) if with_children else [pid]:
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(fields[column]) for column in columns) / ticks
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+    while True:
+        # A child reaped between the read of `pid` and its own read is in neither (its CPU moves to the parent's
+        # cutime at the reaping): the sum fell by a whole backend's CPU now and then where connections closed
+        # during a read. Read again until `pid`'s reaped time is the same after the members as before them.
+        first = _stat_ticks(pid, (13, 14))
+        total = sum(_stat_ticks(member, columns) for member in (descendants(pid) if with_children else [pid]))
+        if not reaped or _stat_ticks(pid, (13, 14)) == first:
+            return total / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_ticks(pid: int, columns: tuple[int, ...]) -> int:
+    """The sum of `columns` of /proc/`pid`/stat (counted after the command's name), in clock ticks; 0 for a
+    process gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(fields[column]) for column in columns)
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _rss_mb(pid: int, field: str = "VmRSS") -> float:
