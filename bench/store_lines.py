@@ -4,9 +4,13 @@ written (beat's: `store.batch_output.write_ready`, as lines end in a run; here a
 database (or `--database-url`'s, migrated), in CPU µs a line — and in wall µs, which on PostgreSQL hold the
 server's work too. What creating a batch, a worker's claimer and writer threads and beat cost a batch file's pass —
 in a run, the claimer and the writer share the interpreter with the forward pass. `--backlog N` first queues N
-lines of the other task, never claimed: what a pass costs while a large batch waits in the queue.
+lines of the other task, never claimed: what a pass costs while a large batch waits in the queue. `--lines-per-row
+N` stores N lines in each row (N inputs, N outputs): a stand-in for a batch's lines kept in chunks of N a row rather
+than a row each, measured before building it — the rows' cost a line, with the same bytes stored; its output file
+holds a line a row, so that step is a lower bound of what N output lines a row would cost.
 
     python -m bench.store_lines [--lines 500] [--rounds 6] [--backlog 0] [--database-url URL] [--poll LINES]
+                                [--lines-per-row 1]
 """
 
 from __future__ import annotations
@@ -34,17 +38,19 @@ from store.jobs import Outcome
 _OUTPUT = [[{"score": 0.1, "token": 5, "token_str": "capital", "sequence": "Paris is the capital of France."}] * 5]
 
 
-def _lines(count: int, batch_id: str, api_key_id: str, now: datetime,
-           task: str = "fill-mask") -> Iterator[dict[str, object]]:
-    for i in range(count):
+def _lines(count: int, batch_id: str, api_key_id: str, now: datetime, task: str = "fill-mask",
+           per_row: int = 1) -> Iterator[dict[str, object]]:
+    for i in range(0, count, per_row):
+        texts = [f"Paris is the [MASK] of France {line}." for line in range(i, min(count, i + per_row))]
         yield jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task=task, model="bench",
-                              api_key_id=api_key_id, inputs={"input_string": [f"Paris is the [MASK] of France {i}."]},
-                              parameters={"top_k": 5}, n_inputs=1, metadata={}, now=now, token_ids=bytes(220))
+                              api_key_id=api_key_id, inputs={"input_string": texts}, parameters={"top_k": 5},
+                              n_inputs=len(texts), metadata={}, now=now, token_ids=bytes(220 * len(texts)))
 
 
-def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str) -> tuple[str, float, float]:
-    """A batch of `count` queued lines of `task`, created as the API does (its check's chunks queued as they
-    pass, CHECK_CHUNK at a time); its id, and the process and wall times its insert began."""
+def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str,
+           per_row: int = 1) -> tuple[str, float, float]:
+    """A batch of `count` queued lines of `task` (`per_row` a row), created as the API does (its check's chunks
+    queued as they pass, CHECK_CHUNK lines at a time); its id, and the process and wall times its insert began."""
     with sessions() as session:
         file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl", parts=[],
                                 max_bytes=None, now=datetime.now(UTC))
@@ -52,10 +58,10 @@ def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: s
         batch_id, now = batches.new_batch_id(), datetime.now(UTC)
         batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id, endpoint=None,
                             completion_window="24h", webhook=None, metadata=None, now=now)
-        lines = _lines(count, batch_id, api_key_id, now, task)
-        for checked in range(0, count, CHECK_CHUNK):
-            batches.add_checked_lines(sessions, batch_id, itertools.islice(lines, CHECK_CHUNK),
-                                      min(count, checked + CHECK_CHUNK), now)
+        rows, chunk = _lines(count, batch_id, api_key_id, now, task, per_row), max(1, CHECK_CHUNK // per_row)
+        for checked in range(0, count, chunk * per_row):
+            batches.add_checked_lines(sessions, batch_id, itertools.islice(rows, chunk),
+                                      min(count, checked + chunk * per_row), now)
         batches.start_batch(session, batch_id, count, now)
     return batch_id, started, started_wall
 
@@ -69,7 +75,10 @@ def main() -> None:
     parser.add_argument("--poll", type=int, default=0,
                         help="then a batch of this many lines, half of them run and written to its files: the time of "
                              "a poll's count of its lines (`store.batches.request_counts`)")
+    parser.add_argument("--lines-per-row", type=int, default=1,
+                        help="lines stored in each row: chunked lines' rows, measured before they are built")
     args = parser.parse_args()
+    per_row = args.lines_per_row
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'distilq.db'}"
         run_migrations(url)
@@ -83,17 +92,17 @@ def main() -> None:
         steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": [], "output file": []}
         walls: dict[str, list[float]] = {step: [] for step in steps}
         for _ in range(args.rounds):
-            batch_id, started, started_wall = _batch(sessions, api_key_id, args.lines, "fill-mask")
+            batch_id, started, started_wall = _batch(sessions, api_key_id, args.lines, "fill-mask", per_row)
             claimed_at, claimed_wall = time.process_time(), time.perf_counter()
             claimed = jobs.claim_more(sessions, "fill-mask", args.lines, lambda: datetime.now(UTC), 60)
             written_at, written_wall = time.process_time(), time.perf_counter()
-            jobs.finish(sessions, [Outcome(claim, output=_OUTPUT) for claim in claimed.claims], datetime.now(UTC),
-                        args.lines, 10.0)
+            jobs.finish(sessions, [Outcome(claim, output=_OUTPUT * claim.n_inputs) for claim in claimed.claims],
+                        datetime.now(UTC), args.lines, 10.0)
             ended, ended_wall = time.process_time(), time.perf_counter()
             batches.finalize(sessions, batch_id, lambda: datetime.now(UTC))
             finalized, finalized_wall = time.process_time(), time.perf_counter()
-            if len(claimed.claims) != args.lines:
-                raise RuntimeError(f"claimed {len(claimed.claims)} of {args.lines} lines")
+            if claimed.n_inputs != args.lines:
+                raise RuntimeError(f"claimed {claimed.n_inputs} of {args.lines} lines")
             with sessions() as session:
                 ended_as = session.get_one(Batch, batch_id).status
             if ended_as != "completed":
@@ -105,7 +114,7 @@ def main() -> None:
                                              ended_wall - written_wall, finalized_wall - ended_wall), strict=True):
                 walls[step].append(seconds / args.lines * 1e6)
         for what, measured in (("CPU", steps), ("wall", walls)):
-            print(f"{what} µs a line, {args.lines} lines a pass, median of {args.rounds - 1} passes (range): "
+            print(f"{what} µs a line, {args.lines} lines a pass ({per_row} a row), median of {args.rounds - 1} passes (range): "
                   + "; ".join(f"{step} {statistics.median(us[1:]):.0f} ({min(us[1:]):.0f}–{max(us[1:]):.0f})"
                               for step, us in measured.items()))
         if args.poll:
