@@ -114,7 +114,8 @@ def main() -> None:
                                              ended_wall - written_wall, finalized_wall - ended_wall), strict=True):
                 walls[step].append(seconds / args.lines * 1e6)
         for what, measured in (("CPU", steps), ("wall", walls)):
-            print(f"{what} µs a line, {args.lines} lines a pass ({per_row} a row), median of {args.rounds - 1} passes (range): "
+            print(f"{what} µs a line, {args.lines} lines a pass ({per_row} a row), median of {args.rounds - 1} passes "
+                  "(range): "
                   + "; ".join(f"{step} {statistics.median(us[1:]):.0f} ({min(us[1:]):.0f}–{max(us[1:]):.0f})"
                               for step, us in measured.items()))
         if args.poll:
