@@ -45,20 +45,30 @@ def descendants(pid: int) -> list[int]:
 #: Reads of a process tree's CPU until one sees no child reaped meanwhile (`cpu_seconds`); past them, the last read
 #: is taken — a server reaping children faster than its tree can be read would otherwise keep the reader in a loop.
 CONSISTENT_READ_TRIES = 100
+#: /proc/<pid>/stat's columns (counted after the command's name): a process's own user and system time, and its
+#: reaped children's.
+_OWN, _REAPED = (11, 12), (13, 14)
 
 
 def cpu_seconds(pid: int, with_children: bool = True, reaped: bool = False) -> float:
     """User + system CPU time of a process and (unless told not to) everything it started and is still running, so
     far; with `reaped`, also that of its children which have ended and which it has waited for (cutime, cstime).
     0 for a process gone."""
-    columns = (11, 12, 13, 14) if reaped else (11, 12)
+    columns = _OWN + _REAPED if reaped else _OWN
+
+    def read() -> int:
+        return sum(_stat_ticks(member, columns) for member in (descendants(pid) if with_children else [pid]))
+
+    if not reaped:
+        return read() / os.sysconf("SC_CLK_TCK")
+    # A child reaped between the read of `pid` and its own read is in neither (its CPU moves to the parent's cutime at
+    # the reaping): the sum fell by a whole backend's CPU now and then where connections closed during a read. Read
+    # again until `pid`'s reaped time is the same after the members as before them.
+    total = 0
     for _ in range(CONSISTENT_READ_TRIES):
-        # A child reaped between the read of `pid` and its own read is in neither (its CPU moves to the parent's
-        # cutime at the reaping): the sum fell by a whole backend's CPU now and then where connections closed
-        # during a read. Read again until `pid`'s reaped time is the same after the members as before them.
-        first = _stat_ticks(pid, (13, 14))
-        total = sum(_stat_ticks(member, columns) for member in (descendants(pid) if with_children else [pid]))
-        if not reaped or _stat_ticks(pid, (13, 14)) == first:
+        before = _stat_ticks(pid, _REAPED)
+        total = read()
+        if _stat_ticks(pid, _REAPED) == before:
             break
     return total / os.sysconf("SC_CLK_TCK")
 

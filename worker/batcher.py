@@ -13,13 +13,12 @@ N's result and send the next.
 
 Batch sizes follow the load: a wake-up finds the device idle and claims at once, topping the batch up once
 `max_batch_wait_ms` later where its pass is long against that wait (a model on the CPU), so a lone job goes within
-that and a burst's first long pass is not a pass of one — where passes are short (a GPU's), a lone job goes at once;
-while
-jobs keep coming, the next claim is made `max_batch_wait_ms` after the last, or just before the running pass
-should end when passes are long (`_next_claim_at`) — and then topped up as its pass starts, with the jobs that came
-after it, where passes are long against a claim (`_top_up_late`); under a backlog, at once and full. A drain gives
-its turn back after `DRAIN_SLICE_S` (a worker serving both tasks must not starve one), or once the batch at hand is
-done when the worker is shutting down, asking for another wake-up if jobs are left."""
+that and a burst's first long pass is not a pass of one — where passes are short (a GPU's), a lone job goes at
+once; while jobs keep coming, the next claim is made `max_batch_wait_ms` after the last, or just before the running
+pass should end when passes are long (`_next_claim_at`) — and then topped up as its pass starts, with the jobs that
+came after it, where passes are long against a claim (`_top_up_late`); under a backlog, at once and full. A drain
+gives its turn back after `DRAIN_SLICE_S` (a worker serving both tasks must not starve one), or once the batch at
+hand is done when the worker is shutting down, asking for another wake-up if jobs are left."""
 
 from __future__ import annotations
 
