@@ -1,6 +1,6 @@
 """Judging a batch file's lines, a chunk at a time: each line as its POST route would judge its body (schema,
 storable text, the model's token bounds), its `url` one of the two routes (the batch's `endpoint`, when given) —
-and, for a line that passes, the job row that queues it.
+and, for a line that passes, the line as it is queued.
 
 Pure: what a chunk's verdicts are depends on its lines, the settings and the served models alone, never on the
 request or the database, so that a chunk is judged alike in the API process or in a check process of its own
@@ -22,7 +22,7 @@ from api.validation import parse, unstorable
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest, stored_inputs
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING
-from store import jobs
+from store.batch_rows import BatchLine
 
 #: route → (task, body schema)
 ROUTES: dict[str, tuple[str, Any]] = {
@@ -52,13 +52,13 @@ class LineChunk:
 class Verdict:
     """One line judged. `custom_id` is None where the line fails before the model's checks (not JSON, a field
     missing, unknown or invalid, a body its route refuses): such a line counts as no request, and its custom_id
-    as unused. `error` is what is wrong (the first problem found); `row` the job row (`store.jobs.batch_line`) of a
-    line with none."""
+    as unused. `error` is what is wrong (the first problem found); `line` the line as it is queued
+    (`store.batch_rows.BatchLine`), of a line with none."""
 
     number: int
     custom_id: str | None
     error: dict[str, Any] | None = None
-    row: dict[str, Any] | None = None
+    line: BatchLine | None = None
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,7 @@ def judge(chunk: LineChunk, settings: Settings, served: Callable[[str], ServedMo
                                                 bad_body(line.number, checked.problems, "body").error)
                 continue
             inputs, parameters = stored_inputs(line.body)
-            verdicts[line.number] = Verdict(line.number, line.custom_id, row=jobs.batch_line(
-                batch_id=chunk.batch_id, line=line.number, custom_id=line.custom_id, task=line.task, model=model_id,
-                api_key_id=chunk.api_key_id, inputs=inputs, parameters=parameters, n_inputs=line.body.n_inputs(),
-                metadata=line.body.metadata, now=chunk.now, token_ids=checked.token_ids))
+            verdicts[line.number] = Verdict(line.number, line.custom_id, line=BatchLine(
+                line.number, line.custom_id, line.task, model_id, inputs, parameters, line.body.n_inputs(),
+                line.body.metadata, checked.token_ids))
     return [verdicts[number] for number, _ in chunk.lines]

@@ -39,7 +39,7 @@ from core.heap import freeze_heap
 from core.settings import Settings
 from core.tasks import TASKS, ModelUnavailable
 from models.db import make_engine, make_session_factory
-from store import batches
+from store import batch_rows, batches
 
 
 class CheckerModelUnavailable(Exception):
@@ -65,14 +65,16 @@ def judge_and_queue(chunk: LineChunk, settings: Settings, served: Callable[[str]
     """The chunk judged; and queued as jobs of its batch, while the batch is validating, when `chunk.queue` and its
     lines all pass with no custom_id twice among them (the API process checks them against earlier chunks')."""
     verdicts = judge(chunk, settings, served)
-    rows = [verdict.row for verdict in verdicts if verdict.row is not None]
-    # The API process needs no row back: it inserts none.
-    verdicts = [replace(verdict, row=None) for verdict in verdicts]
-    if not chunk.queue or len(rows) < len(verdicts) or len({v.custom_id for v in verdicts}) < len(verdicts):
+    lines = [verdict.line for verdict in verdicts if verdict.line is not None]
+    # The API process needs no line back: it queues none.
+    verdicts = [replace(verdict, line=None) for verdict in verdicts]
+    if not chunk.queue or len(lines) < len(verdicts) or len({v.custom_id for v in verdicts}) < len(verdicts):
         return JudgedChunk(verdicts, False)
     # Not validating any more (failed, or abandoned): nothing queued, and the API process finds as much.
+    rows = batch_rows.rows(lines, batch_id=chunk.batch_id, api_key_id=chunk.api_key_id, now=chunk.now,
+                           row_inputs=settings.batch_row_inputs)
     batches.add_checked_lines(sessions, chunk.batch_id, rows, None, chunk.now)
-    return JudgedChunk(verdicts, True, frozenset(row["task"] for row in rows))
+    return JudgedChunk(verdicts, True, frozenset(line.task for line in lines))
 
 
 # A check process's own state: its settings, the models it loaded, and its database sessions.

@@ -142,7 +142,8 @@ def create_question_answering() -> Response:
 
 @bp.get("/jobs/<id:job_id>")
 def get_job(job_id: str) -> Response:
-    job = job_reads.own_job_json(app_state().engine, current_key().id, job_id)
+    engine, key_id = app_state().engine, current_key().id
+    job = job_reads.own_job_json(engine, key_id, job_id) or job_reads.own_line_json(engine, key_id, job_id)
     if job is None:
         raise no_such_job(job_id)
     return Response(job, status=200, mimetype="application/json")
@@ -186,6 +187,8 @@ def list_jobs() -> Response:
 
 @bp.post("/jobs/<id:job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
+    if job_reads.own_line_json(app_state().engine, current_key().id, job_id) is not None:
+        raise ApiError(409, "batch_line", "a batch's line is cancelled with its batch: POST /v1/batches/{id}/cancel")
     job = own_job(job_id)
     session = db()
     changed, event = jobs.cancel(session, job.id, utcnow())

@@ -1,7 +1,8 @@
 """The job store's own CPU for one interactive job — submitted (`store.jobs.submit`), claimed (`claim_more`) and
 written back (`finish`), one at a time — on two fresh SQLite databases migrated to two revisions, the same code
 running on both in one process, rounds alternating between them: what a migration (an index, a column) changes on
-the hot path, with the machine's phases falling on both alike. CPU µs a job, least and median of the rounds.
+the hot path, with the machine's phases falling on both alike. CPU µs a job, least and median of the rounds. Both
+revisions must hold the columns the code reads (0017 on).
 
     python -m bench.schema_ab --base REVISION [--head head] [--rounds 20] [--jobs 200]
 """

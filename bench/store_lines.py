@@ -4,13 +4,11 @@ written (beat's: `store.batch_output.write_ready`, as lines end in a run; here a
 database (or `--database-url`'s, migrated), in CPU µs a line — and in wall µs, which on PostgreSQL hold the
 server's work too. What creating a batch, a worker's claimer and writer threads and beat cost a batch file's pass —
 in a run, the claimer and the writer share the interpreter with the forward pass. `--backlog N` first queues N
-lines of the other task, never claimed: what a pass costs while a large batch waits in the queue. `--lines-per-row
-N` stores N lines in each row (N inputs, N outputs): a stand-in for a batch's lines kept in chunks of N a row rather
-than a row each, measured before building it — the rows' cost a line, with the same bytes stored; its output file
-holds a line a row, so that step is a lower bound of what N output lines a row would cost.
+lines of the other task, never claimed: what a pass costs while a large batch waits in the queue. `--row-inputs
+N`: the lines (one input each) share rows of N, as `DISTILQ_BATCH_ROW_INPUTS` makes them (`store/batch_rows.py`).
 
     python -m bench.store_lines [--lines 500] [--rounds 6] [--backlog 0] [--database-url URL] [--poll LINES]
-                                [--lines-per-row 1]
+                                [--row-inputs 16]
 """
 
 from __future__ import annotations
@@ -28,29 +26,29 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.file_lines import CHECK_CHUNK
+from core.settings import Settings
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory
 from models.tables import ApiKey, Batch
-from store import batch_output, batches, files, jobs, keys
-from store.jobs import Outcome
+from store import batch_output, batch_rows, batches, files, jobs, keys
+from store.batch_rows import BatchLine
+from store.jobs import Claim, Outcome
 
 #: A top-5 output of a one-input fill-mask line, as the engine makes one.
 _OUTPUT = [[{"score": 0.1, "token": 5, "token_str": "capital", "sequence": "Paris is the capital of France."}] * 5]
 
 
-def _lines(count: int, batch_id: str, api_key_id: str, now: datetime, task: str = "fill-mask",
-           per_row: int = 1) -> Iterator[dict[str, object]]:
-    for i in range(0, count, per_row):
-        texts = [f"Paris is the [MASK] of France {line}." for line in range(i, min(count, i + per_row))]
-        yield jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task=task, model="bench",
-                              api_key_id=api_key_id, inputs={"input_string": texts}, parameters={"top_k": 5},
-                              n_inputs=len(texts), metadata={}, now=now, token_ids=bytes(220 * len(texts)))
+def _lines(count: int, task: str = "fill-mask") -> Iterator[BatchLine]:
+    for i in range(count):
+        yield BatchLine(i + 1, f"r{i}", task, "bench", {"input_string": [f"Paris is the [MASK] of France {i}."]},
+                        {"top_k": 5}, 1, {}, bytes(220))
 
 
 def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str,
-           per_row: int = 1) -> tuple[str, float, float]:
-    """A batch of `count` queued lines of `task` (`per_row` a row), created as the API does (its check's chunks
-    queued as they pass, CHECK_CHUNK lines at a time); its id, and the process and wall times its insert began."""
+           row_inputs: int) -> tuple[str, float, float]:
+    """A batch of `count` queued lines of `task` (in rows of `row_inputs`), created as the API does (its check's
+    chunks queued as they pass, CHECK_CHUNK lines at a time); its id, and the process and wall times its insert
+    began."""
     with sessions() as session:
         file = files.write_file(session, api_key_id=api_key_id, purpose="batch", filename="lines.jsonl", parts=[],
                                 max_bytes=None, now=datetime.now(UTC))
@@ -58,10 +56,11 @@ def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: s
         batch_id, now = batches.new_batch_id(), datetime.now(UTC)
         batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key_id, input_file_id=file.id, endpoint=None,
                             completion_window="24h", webhook=None, metadata=None, now=now)
-        rows, chunk = _lines(count, batch_id, api_key_id, now, task, per_row), max(1, CHECK_CHUNK // per_row)
-        for checked in range(0, count, chunk * per_row):
-            batches.add_checked_lines(sessions, batch_id, itertools.islice(rows, chunk),
-                                      min(count, checked + chunk * per_row), now)
+        lines = _lines(count, task)
+        for checked in range(0, count, CHECK_CHUNK):
+            rows = batch_rows.rows(itertools.islice(lines, CHECK_CHUNK), batch_id=batch_id, api_key_id=api_key_id,
+                                   now=now, row_inputs=row_inputs)
+            batches.add_checked_lines(sessions, batch_id, rows, min(count, checked + CHECK_CHUNK), now)
         batches.start_batch(session, batch_id, count, now)
     return batch_id, started, started_wall
 
@@ -75,10 +74,10 @@ def main() -> None:
     parser.add_argument("--poll", type=int, default=0,
                         help="then a batch of this many lines, half of them run and written to its files: the time of "
                              "a poll's count of its lines (`store.batches.request_counts`)")
-    parser.add_argument("--lines-per-row", type=int, default=1,
-                        help="lines stored in each row: chunked lines' rows, measured before they are built")
+    parser.add_argument("--row-inputs", type=int, default=Settings.model_fields["batch_row_inputs"].default,
+                        help="inputs (here: lines) a row of a batch's lines holds at most")
     args = parser.parse_args()
-    per_row = args.lines_per_row
+    per_row = args.row_inputs
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'distilq.db'}"
         run_migrations(url)
@@ -88,7 +87,7 @@ def main() -> None:
             session.commit()
             api_key_id = session.scalars(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(key))).one()
         if args.backlog:
-            _batch(sessions, api_key_id, args.backlog, "question-answering")
+            _batch(sessions, api_key_id, args.backlog, "question-answering", per_row)
         steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": [], "output file": []}
         walls: dict[str, list[float]] = {step: [] for step in steps}
         for _ in range(args.rounds):
@@ -96,8 +95,7 @@ def main() -> None:
             claimed_at, claimed_wall = time.process_time(), time.perf_counter()
             claimed = jobs.claim_more(sessions, "fill-mask", args.lines, lambda: datetime.now(UTC), 60)
             written_at, written_wall = time.process_time(), time.perf_counter()
-            jobs.finish(sessions, [Outcome(claim, output=_OUTPUT * claim.n_inputs) for claim in claimed.claims],
-                        datetime.now(UTC), args.lines, 10.0)
+            jobs.finish(sessions, [_ran(claim) for claim in claimed.claims], datetime.now(UTC), args.lines, 10.0)
             ended, ended_wall = time.process_time(), time.perf_counter()
             batches.finalize(sessions, batch_id, lambda: datetime.now(UTC))
             finalized, finalized_wall = time.process_time(), time.perf_counter()
@@ -119,20 +117,25 @@ def main() -> None:
                   + "; ".join(f"{step} {statistics.median(us[1:]):.0f} ({min(us[1:]):.0f}–{max(us[1:]):.0f})"
                               for step, us in measured.items()))
         if args.poll:
-            print(_poll(sessions, api_key_id, args.poll, args.lines))
+            print(_poll(sessions, api_key_id, args.poll, args.lines, per_row))
 
 
-def _poll(sessions: sessionmaker[Session], api_key_id: str, count: int, per_pass: int) -> str:
-    """The wall time of `request_counts` of a batch of `count` lines, the first half run (`per_pass` a pass) and
-    written to its files, as beat would have by then."""
-    batch_id, _, _ = _batch(sessions, api_key_id, count, "fill-mask")
+def _ran(claim: Claim) -> Outcome:
+    """A row's outcome, each of its lines with a top-5 output."""
+    output, failed = batch_rows.row_output([(_OUTPUT, None)] * len(claim.input["lines"]))
+    return Outcome(claim, output=output, failed_lines=failed)
+
+
+def _poll(sessions: sessionmaker[Session], api_key_id: str, count: int, per_pass: int, row_inputs: int) -> str:
+    """The wall time of `request_counts` of a batch of `count` lines, the first half (to the end of a row) run
+    (`per_pass` a pass) and written to its files, as beat would have by then."""
+    batch_id, _, _ = _batch(sessions, api_key_id, count, "fill-mask", row_inputs)
     done = 0
     while done < count // 2:
         claimed = jobs.claim_more(sessions, "fill-mask", min(per_pass, count // 2 - done), lambda: datetime.now(UTC),
                                   60)
-        jobs.finish(sessions, [Outcome(claim, output=_OUTPUT) for claim in claimed.claims], datetime.now(UTC),
-                    len(claimed.claims), 10.0)
-        done += len(claimed.claims)
+        jobs.finish(sessions, [_ran(claim) for claim in claimed.claims], datetime.now(UTC), claimed.n_inputs, 10.0)
+        done += claimed.n_inputs
     while batch_output.write_ready(sessions, batch_id, datetime.now(UTC), fewest=1):
         pass
     with sessions() as session:
@@ -142,8 +145,8 @@ def _poll(sessions: sessionmaker[Session], api_key_id: str, count: int, per_pass
             started = time.perf_counter()
             counts = batches.request_counts(session, batch)
             times.append(time.perf_counter() - started)
-    if counts["completed"] != count // 2:
-        raise RuntimeError(f"counted {counts}")
+    if counts["completed"] != done:
+        raise RuntimeError(f"counted {counts} of {done} lines run")
     return (f"a poll of a {count}-line batch half done ({counts}): {statistics.median(times[1:]) * 1000:.2f} ms, "
             "median of 20")
 

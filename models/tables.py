@@ -135,10 +135,13 @@ class Job(Base):
 
     #: Workers claim lower first: INTERACTIVE (0) jobs before the lines of files (BATCH_PRIORITY).
     priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
-    #: A batch's line: its batch, its line number in the input file (from 1) and its `custom_id`.
+    #: A row of a batch's lines (`store/batch_rows.py`): its batch, the line number in the input file (from 1) of
+    #: its first line, how many consecutive lines it holds, and how many of them failed once it ran (a row failed or
+    #: cancelled whole fails them all). Other jobs: one line of their own.
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
     batch_line: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    custom_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    line_count: Mapped[int] = mapped_column(Integer, server_default="1")
+    failed_lines: Mapped[int] = mapped_column(Integer, server_default="0")
     #: An evaluation's example: its evaluation (its line number in `batch_line`, its gold in `meta`).
     evaluation_id: Mapped[str | None] = mapped_column(ForeignKey("evaluations.id"), nullable=True)
     #: A fill-mask job's token ids as the API's check made them (`contract.tokens.pack_token_ids`), so that the

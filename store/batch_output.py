@@ -20,22 +20,19 @@ name them (`store.batches.batch_to_public`).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import bindparam, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract.job_json import job_to_public
+from core.json_text import json_text
 from models.db import each_statement_commits, row_dicts, rowcount, transaction
 from models.tables import (
-    CANCELED,
     CANCELLING,
-    FAILED,
     FINALIZING,
     IN_PROGRESS,
     QUEUED,
@@ -45,8 +42,8 @@ from models.tables import (
     Batch,
     Job,
 )
-from store import files
-from store.job_text import embed_json, public_columns
+from store import batch_rows, files
+from store.job_text import public_columns
 
 #: Job rows read per query.
 CHUNK = 500
@@ -57,7 +54,8 @@ MOST_LINES = 5000
 FEWEST_LINES = 500
 #: The batch statuses in which its files are written.
 WRITING = (VALIDATING, IN_PROGRESS, CANCELLING, FINALIZING)
-KINDS = {"output": (SUCCEEDED,), "error": (FAILED, CANCELED)}
+#: The files: the output file's lines succeeded, the error file's failed or were cancelled.
+KINDS = ("output", "error")
 
 
 def write_ready(sessions: sessionmaker[Session], batch_id: str, now: datetime, fewest: int = FEWEST_LINES) -> int:
@@ -76,15 +74,21 @@ def write_ready(sessions: sessionmaker[Session], batch_id: str, now: datetime, f
         # look for lines in flight, it could take in a chunk queued in between, whose lines that look never saw —
         # and skip them, written as nothing (each statement reads what is committed when it runs).
         of_batch = select(Job.batch_line).where(Job.batch_id == batch_id)
-        last = session.scalar(of_batch.order_by(Job.batch_line.desc()).limit(1)) or 0
+        # A row's last line: rows hold consecutive lines (`store/batch_rows.py`), and are written whole.
+        row_end = select(Job.batch_line + Job.line_count - 1).where(Job.batch_id == batch_id)
+        last = session.scalar(row_end.order_by(Job.batch_line.desc()).limit(1)) or 0
         in_flight = session.scalar(of_batch.where(Job.batch_line > after, Job.batch_line <= last,
                                                   Job.status.in_((QUEUED, RUNNING)))
                                    .order_by(Job.batch_line).limit(1))
-        until = min(last if in_flight is None else in_flight - 1, after + MOST_LINES)
+        until = last if in_flight is None else in_flight - 1
+        if until > after + MOST_LINES:  # through the row that holds the MOST_LINES-th line (no row: blank lines)
+            until = session.scalar(row_end.where(Job.batch_line > after, Job.batch_line <= after + MOST_LINES)
+                                   .order_by(Job.batch_line.desc()).limit(1)) or after + MOST_LINES
         if until - after < max(fewest, 1):
             return 0
-        data = {kind: b"".join(_result_lines(session, batch_id, statuses, after, until))
-                for kind, statuses in KINDS.items()}
+        data: dict[str, list[bytes]] = {kind: [] for kind in KINDS}
+        for kind, line in _result_lines(session, batch_id, after, until):
+            data[kind].append(line)
     fresh = batch.output_file_id is None or batch.error_file_id is None  # these are the batch's first lines
     if fresh:
         ids = {kind: files.new_file_id() for kind in KINDS}
@@ -96,14 +100,14 @@ def write_ready(sessions: sessionmaker[Session], batch_id: str, now: datetime, f
                 update(Batch).where(Batch.id == batch_id, Batch.output_through == after, Batch.status.in_(WRITING))
                 .values(output_through=until, output_file_id=ids["output"], error_file_id=ids["error"],
                         # a line a line of its file (`_result_line` ends each with a newline, its JSON holds none)
-                        written_completed=Batch.written_completed + data["output"].count(b"\n"),
-                        written_failed=Batch.written_failed + data["error"].count(b"\n"))
+                        written_completed=Batch.written_completed + len(data["output"]),
+                        written_failed=Batch.written_failed + len(data["error"]))
                 .execution_options(synchronize_session=False))):
             return 0
         if fresh:
             _new_files(session, batch.api_key_id, batch_id, ids, now)
         for kind, file_id in ids.items():
-            files.append(session, file_id, data[kind])
+            files.append(session, file_id, b"".join(data[kind]))
     return until - after
 
 
@@ -134,41 +138,39 @@ def _new_files(session: Session, api_key_id: str, batch_id: str, ids: dict[str, 
 
 
 @functools.cache
-def _lines_statement(statuses: tuple[str, ...]) -> Any:
-    """The next CHUNK result lines' columns of :batch_id's lines after :after up to :until with one of `statuses`,
-    by attribute name, in the input's order — the JSON ones as their stored text, which the output line embeds as
-    it is (`store/job_text.py`): the output file costs no parse and no re-serialisation of the jobs' outputs; built
-    once, run on the session's connection (Core: no ORM loading of each row, a fifth of the file's CPU)."""
+def _rows_statement() -> Any:
+    """The next CHUNK rows of :batch_id's lines after :after up to :until, by attribute name, in the input's order
+    — the JSON ones as their stored text (`store/job_text.py`); built once, run on the session's connection (Core:
+    no ORM loading of each row, a fifth of the file's CPU)."""
     table = sa_inspect(Job).columns  # the table's columns by attribute name
     line = table["batch_line"]
-    return (select(*public_columns("custom_id", "batch_line"))
-            .where(table["batch_id"] == bindparam("batch_id"), line > bindparam("after"), line <= bindparam("until"),
-                   table["status"].in_(statuses))
+    return (select(*public_columns("batch_line"))
+            .where(table["batch_id"] == bindparam("batch_id"), line > bindparam("after"), line <= bindparam("until"))
             .order_by(line).limit(CHUNK))
 
 
-def _result_lines(session: Session, batch_id: str, statuses: tuple[str, ...], after: int,
-                  until: int) -> Iterator[bytes]:
-    """The output (or error) file's lines of the input's lines after `after` up to `until`, CHUNK jobs per read, in
-    the input file's order."""
-    statement, connection, line = _lines_statement(statuses), session.connection(), after
+def _result_lines(session: Session, batch_id: str, after: int, until: int) -> Iterator[tuple[str, bytes]]:
+    """The output and error files' lines (kind, line) of the input's lines after `after` up to `until` — every one
+    of them has ended — CHUNK rows per read, in the input file's order."""
+    statement, connection, line = _rows_statement(), session.connection(), after
     while True:
         rows = list(row_dicts(connection.execute(statement, {"batch_id": batch_id, "after": line, "until": until})))
         if not rows:
             return
-        yield b"".join(_result_line(row) for row in rows)
+        for row in rows:
+            for public in batch_rows.public_lines(row):
+                yield ("output" if public.status == SUCCEEDED else "error"), _result_line(public)
         line = rows[-1]["batch_line"]
 
 
-def _result_line(row: dict[str, Any]) -> bytes:
-    request_id = f"batch_req_{row['id']}"
-    if row["status"] == SUCCEEDED:
-        body: dict[str, Any] = {"id": request_id, "custom_id": row["custom_id"],
-                                "response": {"status_code": 200, "body": job_to_public(embed_json(row))},
-                                "error": None}
+def _result_line(line: batch_rows.PublicLine) -> bytes:
+    request_id = f"batch_req_{line.job['id']}"
+    if line.status == SUCCEEDED:
+        body: dict[str, Any] = {"id": request_id, "custom_id": line.custom_id,
+                                "response": {"status_code": 200, "body": job_to_public(line.job)}, "error": None}
     else:
-        error = (json.loads(row["error"]) if row["error"] is not None else None) or {
-            "code": row["status"], "message": f"the line's job {row['status']}"}
-        body = {"id": request_id, "custom_id": row["custom_id"], "response": None,
+        error = line.error or {"code": line.status, "message": f"the line's job {line.status}"}
+        body = {"id": request_id, "custom_id": line.custom_id, "response": None,
                 "error": {"code": error.get("code"), "message": error.get("message")}}
-    return orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
+    # Python's json where orjson refuses (an integer beyond 64 bits in a line's metadata): `core/json_text.py`.
+    return json_text(body).encode() + b"\n"

@@ -65,7 +65,7 @@ def begin_batch(session: Session, *, batch_id: str, api_key_id: str, input_file_
 def add_checked_lines(sessions: sessionmaker[Session], batch_id: str, lines: Iterable[dict[str, Any]],
                       checked: int | None, now: datetime) -> bool:
     """The check's progress — `checked` lines so far (None: not known here, as in a check process, which sees one
-    chunk), and `lines` (job rows of `store.jobs.batch_line`, maybe none) queued — in one transaction, while the
+    chunk), and `lines` (job rows of `store.batch_rows.rows`, maybe none) queued — in one transaction, while the
     batch is still validating; False, adding nothing, once it is not (failed: a bad line, or beat found it
     abandoned)."""
     progress: dict[str, Any] = {"checked_at": now} if checked is None else {"checked_at": now, "total": checked}
@@ -126,16 +126,20 @@ def list_batches(session: Session, api_key_id: str, limit: int, after: str | Non
 def request_counts(session: Session, batch: Batch) -> dict[str, int]:
     """total, completed (succeeded) and failed (failed or canceled) lines: those the batch's files hold, as beat
     counted them when it wrote them (`Batch.written_completed`, `written_failed`), and those ended beyond them,
-    counted from their jobs — a poll of a batch reads the lines ended since its files were last written, not every
+    counted from their rows — a poll of a batch reads the lines ended since its files were last written, not every
     line it ever ran (a 10,000-line batch half done: 0.53 → 0.16 ms a poll on SQLite, 2.05 → 0.29 on PostgreSQL; at
     50,000 lines, SQLite's 2.68 → 0.16: BENCHMARKS.md, session 28). Both parts come from `batch` as read: the lines
     beat writes meanwhile are counted once, beyond it."""
-    ended = dict(session.execute(select(Job.status, func.count())
-                                 .where(Job.batch_id == batch.id, Job.batch_line > batch.output_through,
-                                        Job.status.in_((SUCCEEDED, FAILED, CANCELED)))
-                                 .group_by(Job.status)).all())
-    return {"total": batch.total, "completed": batch.written_completed + ended.get(SUCCEEDED, 0),
-            "failed": batch.written_failed + ended.get(FAILED, 0) + ended.get(CANCELED, 0)}
+    ended = {status: (lines, failed) for status, lines, failed in session.execute(
+        select(Job.status, func.sum(Job.line_count), func.sum(Job.failed_lines))
+        .where(Job.batch_id == batch.id, Job.batch_line > batch.output_through,
+               Job.status.in_((SUCCEEDED, FAILED, CANCELED)))
+        .group_by(Job.status))}
+    # A row that succeeded may hold lines that failed (`store/batch_rows.py`); one failed or cancelled, no other.
+    lines, failed_of_those = ended.get(SUCCEEDED, (0, 0))
+    failed = failed_of_those + sum(ended.get(status, (0, 0))[0] for status in (FAILED, CANCELED))
+    return {"total": batch.total, "completed": batch.written_completed + lines - failed_of_those,
+            "failed": batch.written_failed + failed}
 
 
 def batch_to_public(batch: Batch, counts: dict[str, int]) -> dict[str, Any]:
@@ -201,7 +205,9 @@ def finalize(sessions: sessionmaker[Session], batch_id: str, clock: Any) -> list
         cancelling = batch.status == CANCELLING
     while batch_output.write_ready(sessions, batch_id, clock(), fewest=1):
         pass
-    last_line = select(func.coalesce(func.max(Job.batch_line), 0)).where(Job.batch_id == batch_id).scalar_subquery()
+    # The last row's last line (rows hold consecutive lines, in order): one step down the index of its lines.
+    last_line = func.coalesce(select(Job.batch_line + Job.line_count - 1).where(Job.batch_id == batch_id)
+                              .order_by(Job.batch_line.desc()).limit(1).scalar_subquery(), 0)
     with transaction(sessions) as session:
         now = clock()
         finished = {"status": CANCELLED, "cancelled_at": now} if cancelling else {"status": COMPLETED,

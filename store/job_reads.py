@@ -4,6 +4,7 @@ flight across keys (the metrics). The writes, and the reads the worker and `beat
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, and_, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from contract.job_json import job_to_public
+from core.json_text import json_text
 from models.db import each_statement_commits, row_dicts
 from models.tables import (
     CANCELLING,
@@ -28,12 +30,14 @@ from models.tables import (
     Evaluation,
     Job,
 )
+from store import batch_rows
 from store.job_text import embed_json, public_columns
 
 
 def own_job(session: Session, api_key_id: str, job_id: str) -> Job | None:
-    """The key's job; another key's is as absent as a missing one."""
-    return session.scalars(select(Job).where(Job.id == job_id, Job.api_key_id == api_key_id)).one_or_none()
+    """The key's job (not a row of a batch's lines); another key's is as absent as a missing one."""
+    return session.scalars(select(Job).where(Job.id == job_id, Job.api_key_id == api_key_id,
+                                             Job.batch_id.is_(None))).one_or_none()
 
 
 def own_job_json(engine: Engine, api_key_id: str, job_id: str) -> bytes | None:
@@ -49,9 +53,35 @@ def own_job_json(engine: Engine, api_key_id: str, job_id: str) -> bytes | None:
     return None if row is None else orjson.dumps(job_to_public(embed_json(row)))
 
 
+def own_line_json(engine: Engine, api_key_id: str, line_id: str) -> bytes | None:
+    """The key's batch line (`store.batch_rows.line_id`) as its public JSON — its output line's `response.body` —
+    or None, as `own_job_json`."""
+    parsed = batch_rows.parse_line_id(line_id)
+    if parsed is None:
+        return None
+    row_id, index = parsed
+    with engine.connect() as connection:
+        each_statement_commits(connection)
+        row = next(row_dicts(connection.execute(_own_row_statement(), {"row_id": row_id, "api_key_id": api_key_id})),
+                   None)
+    if row is None or index >= row["line_count"]:
+        return None
+    line = next(itertools.islice(batch_rows.public_lines(row), index, None))
+    return json_text(job_to_public(line.job)).encode()
+
+
 @functools.cache
 def _own_job_statement() -> Any:
-    return select(*public_columns()).where(Job.id == bindparam("job_id"), Job.api_key_id == bindparam("api_key_id"))
+    """A job by its id — not a row of a batch's lines, whose lines are its jobs (`own_line_json`)."""
+    return select(*public_columns()).where(Job.id == bindparam("job_id"), Job.api_key_id == bindparam("api_key_id"),
+                                           Job.batch_id.is_(None))
+
+
+@functools.cache
+def _own_row_statement() -> Any:
+    return select(*public_columns("batch_line", "line_count")).where(
+        Job.id == bindparam("row_id"), Job.api_key_id == bindparam("api_key_id"), Job.batch_id.is_not(None))
+
 
 
 def list_jobs(session: Session, api_key_id: str, *, status: str | None, task: str | None, limit: int,
@@ -69,9 +99,9 @@ def list_jobs(session: Session, api_key_id: str, *, status: str | None, task: st
 
 
 def in_flight_counts(session: Session) -> dict[tuple[str, str], int]:
-    """Jobs queued or running, by (task, status), across all keys."""
+    """Jobs queued or running, by (task, status), across all keys: a row of a batch's lines counts as its lines."""
     rows = session.execute(
-        select(Job.task, Job.status, func.count()).where(Job.status.in_((QUEUED, RUNNING)))
+        select(Job.task, Job.status, func.sum(Job.line_count)).where(Job.status.in_((QUEUED, RUNNING)))
         .group_by(Job.task, Job.status)
     ).all()
     return {(task, status): count for task, status, count in rows}
@@ -92,10 +122,10 @@ def key_activity(session: Session, api_key_id: str, since: datetime) -> tuple[in
                                     Evaluation.completed_at.is_(None), Evaluation.api_key_id == api_key_id))]
     by_status: Counter[str] = Counter()
     for which in whose:
-        by_status.update(dict(session.execute(select(Job.status, func.count())
+        by_status.update(dict(session.execute(select(Job.status, func.sum(Job.line_count))
                                               .where(which, Job.status.in_((QUEUED, RUNNING)))
                                               .group_by(Job.status)).all()))
-    finished = session.scalar(select(func.count()).select_from(Job).where(
+    finished = session.scalar(select(func.sum(Job.line_count)).where(
         Job.api_key_id == api_key_id, Job.created_at >= since - timedelta(hours=1), Job.completed_at >= since,
         Job.status.not_in((QUEUED, RUNNING))))
     return by_status[QUEUED], by_status[RUNNING], int(finished or 0)

@@ -125,8 +125,10 @@ _ATTRIBUTES = {column: attribute for attribute, column in _COLUMNS.items()}
 #: A job's attributes by name (`Job`'s, every one: None where unset): what `submit` returns, and what
 #: `contract.job_json.job_to_public` reads as well as a row.
 JobAttributes = dict[str, Any]
-#: Every attribute of a job, None: what a new job's attributes are beside those `submit` sets.
+#: Every attribute of a job, None: what a new job's attributes are beside those `submit` sets — and the server's
+#: defaults of the others (an interactive job is one line, none failed).
 _UNSET: JobAttributes = dict.fromkeys(_COLUMNS)
+_SERVER_DEFAULTS: JobAttributes = {"line_count": 1, "failed_lines": 0}
 
 
 #: On PostgreSQL a submission checks its key's cap without locking the key while the key has more than this many
@@ -245,26 +247,7 @@ def submit(
             if found is None:
                 raise
             return found, False
-    return {**_UNSET, **fields}, True
-
-
-
-#: A file's line has no webhook events of its own (one shared value: `add_file_lines` converts it once).
-_NO_EVENTS: list[str] = []
-
-
-def batch_line(*, batch_id: str, line: int, custom_id: str, task: str, model: str, api_key_id: str,
-               inputs: dict[str, Any], parameters: dict[str, Any], n_inputs: int, metadata: dict[str, Any] | None,
-               now: datetime, token_ids: bytes | None = None) -> dict[str, Any]:
-    """The job row of a batch's line (column: value), for `add_file_lines`: its body's `inputs` and `parameters`
-    (`contract.requests.stored_inputs`) and `metadata`; `token_ids` as `submit`'s."""
-    fields = {
-        "id": str(uuid.uuid4()), "api_key_id": api_key_id, "task": task, "model": model, "status": QUEUED,
-        "input": inputs, "parameters": parameters, "n_inputs": n_inputs, "created_at": now, "attempts": 0,
-        "priority": BATCH_PRIORITY, "webhook_events_filter": _NO_EVENTS, "meta": metadata, "batch_id": batch_id,
-        "batch_line": line, "custom_id": custom_id, "token_ids": token_ids,
-    }
-    return {_COLUMNS[name]: value for name, value in fields.items()}
+    return {**_UNSET, **_SERVER_DEFAULTS, **fields}, True
 
 
 def evaluation_example(*, evaluation_id: str, line: int, task: str, model: str, api_key_id: str,
@@ -285,9 +268,10 @@ LINES_PER_INSERT = 500
 
 
 def add_file_lines(session: Session, rows: Iterable[dict[str, Any]]) -> int:
-    """Inserts the lines of a batch's or an evaluation's file (rows of `batch_line` or `evaluation_example`, each
-    with the same columns) as queued jobs in the caller's transaction — on PostgreSQL by one COPY, elsewhere
-    LINES_PER_INSERT per driver call (the rows are made as the file is read: never all in memory); how many."""
+    """Inserts the lines of a batch's or an evaluation's file (rows of `store.batch_rows.rows` or
+    `evaluation_example`, each with the same columns) as queued jobs in the caller's transaction — on PostgreSQL by
+    one COPY, elsewhere LINES_PER_INSERT per driver call (the rows are made as the file is read: never all in
+    memory); how many."""
     connection = session.connection()
     lines = iter(rows)
     first = next(lines, None)
@@ -415,6 +399,8 @@ class Outcome:
     claim: Claim
     output: list[Any] | None = None
     error: dict[str, str] | None = None
+    #: A batch's row: how many of its lines failed (their errors are in `output`: `store/batch_rows.py`).
+    failed_lines: int = 0
 
 
 #: What a claim of a file's line returns (`Claim`'s attributes): a line's finished JSON is never built (the file's
@@ -580,7 +566,7 @@ class Finished:
 
 #: What a write-back sets on a job (its attribute names, which are also its column names).
 _WRITTEN = ("status", "output", "error", "queue_ms", "completed_at", "lease_until", "inference_ms", "batch_size",
-            "token_ids")
+            "token_ids", "failed_lines")
 
 
 @functools.cache
@@ -615,7 +601,7 @@ def finish(
             job_id: {"status": FAILED if outcome.error is not None else SUCCEEDED, "output": outcome.output,
                      "error": outcome.error, "queue_ms": outcome.claim.queue_ms, "completed_at": now,
                      "lease_until": None, "inference_ms": inference_ms, "batch_size": batch_size,
-                     "token_ids": None}
+                     "token_ids": None, "failed_lines": outcome.failed_lines}
             for job_id, outcome in by_id.items() if job_id in held
         }
         if changes:

@@ -44,6 +44,8 @@ from core.metrics import (
     QUEUE_WAIT_SECONDS,
 )
 from core.settings import Settings
+from models.tables import FAILED
+from store import batch_rows
 from store.jobs import Claim, ClaimedBatch, Finished, Outcome, claim_more, finish, renew_leases
 from worker.engine import Engine, EngineLost, InputError, JobPayload
 from worker.events import JobEvents
@@ -73,8 +75,10 @@ class _Pass:
     ms: dict[str, float] = field(default_factory=dict)
     #: When the claim ended (`time.monotonic()`).
     claimed_at: float = 0.0
-    #: What the engine needs of each claimed job, made once.
+    #: What the engine needs of each claimed job — of each line of a row of a batch's lines — made once; and how
+    #: many of them each claim has, in the claims' order.
     payloads: list[JobPayload] = field(default_factory=list)
+    payload_counts: list[int] = field(default_factory=list)
     #: The claim's budget of batch files' inputs (`Batcher._line_budget`), and whether interactive jobs were about.
     line_budget: int | None = None
     interactive_about: bool = False
@@ -298,7 +302,10 @@ class Batcher:
         if batch.more_queued:
             self.events.backlog(claimed.task)  # another worker may join
         self.events.webhooks(batch.events)
-        claimed.payloads += [JobPayload(c.input, c.parameters, c.token_ids) for c in batch.claims]
+        for claim in batch.claims:
+            payloads = _payloads(claim)
+            claimed.payloads += payloads
+            claimed.payload_counts.append(len(payloads))
 
     def _top_up_late(self, current: _Pass) -> None:
         """Tops up `current`, claimed ahead while the last pass ran, with the jobs that came since — when passes are
@@ -347,14 +354,14 @@ class Batcher:
         engine = self.engines(current.task)
         engine.phases.reset()
         started = time.perf_counter()
-        claims, payloads = current.batch.claims, current.payloads
+        payloads = current.payloads
         try:
             prepared = current.prepared if current.prepared is not None else engine.prepare(payloads)
             current.inferred = engine.infer(payloads, prepared)
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit | EngineLost):
                 raise
-            current.outcomes = self._failed(engine, claims, error)
+            current.outcomes = _outcomes(current, self._failed(engine, payloads, error))
         current.ms["inference"] = (time.perf_counter() - started) * 1000
         current.phase_seconds, current.counts = engine.phases.reset()
         self._engine_cost[current.task].add(current.batch.n_inputs, current.engine_s)
@@ -366,14 +373,13 @@ class Batcher:
             return
         started = time.perf_counter()
         engine = self.engines(current.task)
-        claims = current.batch.claims
         try:
-            outputs = engine.finish(current.payloads, current.inferred)
-            current.outcomes = [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
+            results: list[_Result] = [(output, None) for output in engine.finish(current.payloads, current.inferred)]
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit | EngineLost):
                 raise
-            current.outcomes = self._failed(engine, claims, error)
+            results = self._failed(engine, current.payloads, error)
+        current.outcomes = _outcomes(current, results)
         current.inferred = None
         current.ms["postprocess"] = (time.perf_counter() - started) * 1000
 
@@ -422,7 +428,8 @@ class Batcher:
         INFERENCE_SECONDS.labels(task).observe(current.ms["inference"] / 1000)
         log.info("batch finished", extra={
             "pass_id": pass_id, "task": task, "jobs": len(claims), "inputs": batch_size,
-            "batch_lines": sum(1 for claim in claims if claim.from_file),
+            "batch_lines": sum(count for claim, count in zip(claims, current.payload_counts, strict=True)
+                               if claim.from_file),
             "tokens": counts.get("real_tokens", 0), "attention_slots": counts.get("attention_slots", 0),
             **{f"{k}_ms": round(v, 1) for k, v in current.ms.items()},
             **{f"{k}_ms": round(v * 1000, 1) for k, v in current.phase_seconds.items()},
@@ -430,8 +437,16 @@ class Batcher:
         by_id = {claim.job_id: claim for claim in claims}
         # Each metric's child looked up once a pass, not once a job: a pass of 500 lines made 1,500 lookups.
         queue_wait, latency = QUEUE_WAIT_SECONDS.labels(task), JOB_LATENCY_SECONDS.labels(task)
-        for status, count in Counter(done.status for done in written).items():
-            JOBS_FINISHED.labels(task, status).inc(count)
+        # A row of a batch's lines counts as its lines: those that failed, and the rest as the row ended.
+        lines = {claim.job_id: count for claim, count in zip(claims, current.payload_counts, strict=True)}
+        failed_lines = {outcome.claim.job_id: outcome.failed_lines for outcome in current.outcomes}
+        finished: Counter[str] = Counter()
+        for done in written:
+            finished[done.status] += lines[done.job_id] - failed_lines.get(done.job_id, 0)
+            finished[FAILED] += failed_lines.get(done.job_id, 0)
+        for status, count in finished.items():
+            if count:
+                JOBS_FINISHED.labels(task, status).inc(count)
         for done in written:
             job_id, status, claim = done.job_id, done.status, by_id[done.job_id]
             queue_ms = claim.queue_ms
@@ -442,21 +457,46 @@ class Batcher:
             log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "pass_id": pass_id,
                                             "attempt": claim.attempt, "queue_ms": round(queue_ms, 1)})
 
-    def _run(self, engine: Engine, claims: list[Claim]) -> list[Outcome]:
-        """The whole engine on `claims`, in this thread."""
+    def _run(self, engine: Engine, payloads: list[JobPayload]) -> list[_Result]:
+        """The whole engine on `payloads`, in this thread."""
         try:
-            outputs = engine.run([JobPayload(c.input, c.parameters, c.token_ids) for c in claims])
-            return [Outcome(claim, output=output) for claim, output in zip(claims, outputs, strict=True)]
+            return [(output, None) for output in engine.run(payloads)]
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit | EngineLost):
                 raise
-            return self._failed(engine, claims, error)
+            return self._failed(engine, payloads, error)
 
-    def _failed(self, engine: Engine, claims: list[Claim], error: BaseException) -> list[Outcome]:
-        """The outcomes of a batch the engine failed on: one job's input spoiled it, so each job runs alone and
-        only that job fails; a lone job fails with the error."""
-        if len(claims) > 1:
-            return [outcome for claim in claims for outcome in self._run(engine, [claim])]
+    def _failed(self, engine: Engine, payloads: list[JobPayload], error: BaseException) -> list[_Result]:
+        """The results of a batch the engine failed on: one job's (or batch line's) input spoiled it, so each runs
+        alone and only that one fails; a lone one fails with the error."""
+        if len(payloads) > 1:
+            return [result for payload in payloads for result in self._run(engine, [payload])]
         code = "invalid_input" if isinstance(error, InputError) else "inference_error"
-        log.warning("job %s failed: %s", claims[0].job_id, error)
-        return [Outcome(claims[0], error={"code": code, "message": str(error)})]
+        log.warning("an input failed: %s", error)
+        return [(None, {"code": code, "message": str(error)})]
+
+
+#: What the engine made of one payload: its output, or (None, its error).
+_Result = tuple[list[Any] | None, dict[str, str] | None]
+
+
+def _payloads(claim: Claim) -> list[JobPayload]:
+    """What the engine needs of a claimed job: its one payload, or each line's of a row of a batch's lines."""
+    if claim.batch_id is None:
+        return [JobPayload(claim.input, claim.parameters, claim.token_ids)]
+    return [JobPayload(*parts) for parts in batch_rows.line_parts(claim.input, claim.token_ids)]
+
+
+def _outcomes(current: _Pass, results: list[_Result]) -> list[Outcome]:
+    """The pass's outcomes, a claim's from its payloads' results: a row of a batch's lines succeeds with each line's
+    output or error (`store/batch_rows.py`)."""
+    outcomes, at = [], 0
+    for claim, count in zip(current.batch.claims, current.payload_counts, strict=True):
+        mine, at = results[at:at + count], at + count
+        if claim.batch_id is not None:
+            lines, failed = batch_rows.row_output(mine)
+            outcomes.append(Outcome(claim, output=lines, failed_lines=failed))
+        else:
+            [(output, error)] = mine
+            outcomes.append(Outcome(claim, output=output, error=error))
+    return outcomes

@@ -4,10 +4,11 @@ the planner finds a file's rows through the partial indexes that hold only those
 `OF_EVALUATION`): a query that names its batch or evaluation implies the condition; and a key's interactive jobs
 and its Idempotency-Keys through theirs (`INTERACTIVE`, the rows holding a key). Their migrations go down and up
 again; a batch's counts of what its files hold, and an ended evaluation's of its examples, are filled in by
-theirs."""
+theirs; a batch's rows of one line each go to the format of 0016 (a row a line) and back as they were."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +26,11 @@ from contract.requests import FillMaskRequest
 from migrations import alembic_config, run_migrations
 from models.db import Base, make_engine, make_session_factory
 from models.tables import EVENT_COMPLETED, ApiKey, Batch, Evaluation, Job, WebhookEvent
-from store import batch_output, batches, evaluations, files, jobs, keys
+from store import batch_output, batch_rows, batches, evaluations, files, jobs, keys
+from store.batch_rows import BatchLine
+from store.job_text import public_columns
 from store.jobs import Outcome
+from tests.batch_rows import line_rows, ran
 from tests.doubles import ManualClock
 from tests.integration.backends import BACKENDS, create_postgres_database, drop_postgres_database
 from tests.unit.conftest import begun_batch
@@ -190,14 +194,11 @@ def test_the_written_counts_migration_counts_what_the_files_hold(own_database: t
     url, sessions, api_key = _migrated(own_database)
     clock = ManualClock()
     batch_id = begun_batch(sessions, api_key, clock)
-    rows = [jobs.batch_line(batch_id=batch_id, line=n, custom_id=f"r{n}", task="fill-mask", model="stub",
-                            api_key_id=api_key.id, inputs={"input_string": [f"Line {n} has a [MASK]."]},
-                            parameters={"top_k": 1}, n_inputs=1, metadata=None, now=clock())
-            for n in range(1, 7)]
+    rows = line_rows(batch_id, api_key.id, range(1, 7), clock())
     assert batches.add_checked_lines(sessions, batch_id, rows, 6, clock())
     claims = jobs.claim_more(sessions, "fill-mask", 4, clock, 60).claims
-    jobs.finish(sessions, [Outcome(claim, error={"code": "x", "message": "y"}) if i == 1
-                           else Outcome(claim, output=[[]]) for i, claim in enumerate(claims)], clock(), 4, 1.0)
+    jobs.finish(sessions, [ran(claim, error={"code": "x", "message": "y"}) if i == 1
+                           else ran(claim, output=[[]]) for i, claim in enumerate(claims)], clock(), 4, 1.0)
     assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 4
     with sessions() as session:
         kept = session.execute(select(Batch.written_completed, Batch.written_failed)
@@ -244,3 +245,60 @@ def test_the_final_counts_migration_stores_an_ended_evaluations_counts(own_datab
     command.downgrade(alembic_config(url), "0015")
     run_migrations(url)
     assert stored() == [{"succeeded": 3}, None]
+
+
+def test_the_batch_rows_migration_takes_rows_of_one_line_down_and_up_as_they_were(
+        own_database: tuple[str, Engine]) -> None:
+    """0017: a batch's rows of one line (one queued with token ids, one succeeded, one whose line failed), down to
+    0016 are rows a line as that revision wrote them — custom_id, the line's body and output, its token ids
+    unframed, the failed line a failed job — and up again read as the same lines; rows of many lines stop the
+    way down."""
+    url, sessions, api_key = _migrated(own_database)
+    clock = ManualClock()
+    batch_id = begun_batch(sessions, api_key, clock)
+    lines = [BatchLine(n, f"r{n}", "fill-mask", "stub", {"input_string": [f"Line {n} has a [MASK]."]}, {"top_k": 1},
+                       1, {"n": n}, b"ids" if n == 3 else None) for n in (1, 2, 3)]
+    assert batches.add_checked_lines(sessions, batch_id, batch_rows.rows(lines, batch_id=batch_id,
+                                                                         api_key_id=api_key.id, now=clock(),
+                                                                         row_inputs=1), 3, clock())
+    claims = jobs.claim_more(sessions, "fill-mask", 2, clock, 60).claims
+    jobs.finish(sessions, [ran(claims[0], output=[["one"]]), ran(claims[1], error={"code": "x", "message": "y"})],
+                clock(), 2, 1.0)
+
+    def public() -> list[tuple[object, ...]]:
+        """Each line as its job object and output line show it, and its token ids."""
+        with sessions.kw["bind"].connect() as connection:
+            rows = connection.execute(select(*public_columns("batch_line", "line_count"), Job.token_ids)
+                                      .where(Job.batch_id == batch_id).order_by(Job.batch_line)).mappings().all()
+        found = []
+        for row in map(dict, rows):
+            shown = list(batch_rows.public_lines(row))  # parses the row's JSON
+            for line, (_, _, ids) in zip(shown, batch_rows.line_parts(row["input"], row["token_ids"]), strict=True):
+                found.append((line.job["id"], line.custom_id, line.status, line.job["input"], line.job["meta"],
+                              line.job["output"], line.error, ids))
+        return found
+
+    before = public()
+    assert [line[2] for line in before] == ["succeeded", "failed", "queued"]
+    command.downgrade(alembic_config(url), "0016")
+    with own_database[1].connect() as connection:
+        old = [tuple(row) for row in connection.exec_driver_sql(
+            "SELECT custom_id, status, input, output, error, metadata, token_ids FROM jobs ORDER BY batch_line")]
+    def parsed(value: object) -> object:  # SQLite's JSON is its text; psycopg parses PostgreSQL's
+        return json.loads(value) if isinstance(value, str) else value
+
+    assert [(custom_id, status, *map(parsed, values), ids and bytes(ids))
+            for custom_id, status, *values, ids in old] == [
+        ("r1", "succeeded", {"input_string": ["Line 1 has a [MASK]."]}, [["one"]], None, {"n": 1}, None),
+        ("r2", "failed", {"input_string": ["Line 2 has a [MASK]."]}, None, {"code": "x", "message": "y"}, {"n": 2},
+         None),
+        ("r3", "queued", {"input_string": ["Line 3 has a [MASK]."]}, None, None, {"n": 3}, b"ids")]
+    run_migrations(url)
+    after = public()
+    assert [line[1:] for line in after] == [line[1:] for line in before]
+    assert [line[0] for line in after] == [line[0] for line in before]  # each row's line 0: the same id
+    many = begun_batch(sessions, api_key, clock)
+    assert batches.add_checked_lines(sessions, many, line_rows(many, api_key.id, [1, 2], clock(), row_inputs=2), 2,
+                                     clock())
+    with pytest.raises(RuntimeError, match="1 job rows hold more than one batch line"):
+        command.downgrade(alembic_config(url), "0016")

@@ -17,6 +17,7 @@ from models.db import make_engine, make_session_factory, transaction
 from models.tables import ApiKey, Job
 from store import jobs
 from store.keys import create_key, hash_key
+from tests.batch_rows import line_rows
 from tests.doubles import ManualClock
 
 Submit = Callable[..., Job]
@@ -88,17 +89,15 @@ def begun_batch(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualC
 
 @pytest.fixture()
 def add_lines(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> AddLines:
-    """`add_lines(count)`: a batch file of `count` one-input fill-mask lines, created as the API does; their job
-    ids, in line order."""
+    """`add_lines(count)`: a batch file of `count` one-input fill-mask lines, created as the API does, a row each;
+    their rows' ids, in line order."""
 
     def add(count: int) -> list[str]:
         from store import batches
 
         batch_id = begun_batch(sessions, api_key, clock)
-        rows = [jobs.batch_line(batch_id=batch_id, line=i + 1, custom_id=f"r{i}", task=TASK_FILL_MASK, model="stub",
-                                api_key_id=api_key.id, now=clock(), parameters={"top_k": 5}, n_inputs=1, metadata={},
-                                inputs={"input_string": [f"Line {i} has a [MASK]."]})
-                for i in range(count)]
+        rows = line_rows(batch_id, api_key.id, range(1, count + 1), clock(), parameters={"top_k": 5}, metadata={},
+                         custom_id="r{n}", text="Line {n} has a [MASK].")
         assert batches.add_checked_lines(sessions, batch_id, rows, len(rows), clock())
         with sessions() as session:
             assert batches.start_batch(session, batch_id, len(rows), clock())

@@ -77,7 +77,7 @@ def _queued(client: FlaskClient) -> list[tuple[Any, ...]]:
     engine = make_engine(client.application.extensions["distilq"].settings.resolved_database_url)
     with make_session_factory(engine)() as session:
         return [tuple(row) for row in session.execute(
-            select(Job.batch_line, Job.custom_id, Job.task, Job.model, Job.input, Job.parameters, Job.n_inputs,
+            select(Job.batch_line, Job.line_count, Job.task, Job.model, Job.input, Job.parameters, Job.n_inputs,
                    Job.meta, Job.token_ids, Job.priority, Job.status).order_by(Job.batch_line))]
 
 
@@ -90,7 +90,10 @@ def test_a_file_is_judged_alike_in_check_processes_and_in_the_request_thread(mak
         assert status == 200 and batch["status"] == "in_progress", batch
         assert batch["request_counts"]["total"] == 1300
     assert len(multiprocessing.active_children()) == 2  # the pooled app's check processes judged its chunks
-    assert len(_queued(inline)) == 1300 and _queued(pooled) == _queued(inline)
+    # Lines of one task share rows: two fill-mask lines between question-answering ones (`store/batch_rows.py`).
+    rows = _queued(inline)
+    assert sum(row[1] for row in rows) == 1300 and [row[1] for row in rows[:4]] == [1, 2, 1, 2]
+    assert [line["custom_id"] for line in rows[1][4]["lines"]] == ["r1", "r2"] and _queued(pooled) == rows
 
     bad = list(good)
     bad[2] = "{not json"
@@ -106,7 +109,7 @@ def test_a_file_is_judged_alike_in_check_processes_and_in_the_request_thread(mak
     assert [error["line"] for error in errors[0]] == [3, 10, 600, 700, 1250]
     assert errors[1] == errors[0]
     assert "used by an earlier line" in errors[0][2]["message"] and "no mask token" in errors[0][3]["message"]
-    assert len(_queued(pooled)) == 1300  # the first batch's alone: nothing of the failed one is left
+    assert _queued(pooled) == rows  # the first batch's alone: nothing of the failed one is left
 
 
 def test_a_check_process_that_dies_fails_the_check_and_a_new_pool_checks_the_next(make_client: MakeClient) -> None:
@@ -193,7 +196,7 @@ def test_a_chunk_is_queued_where_it_is_judged_and_only_while_all_of_it_passes_an
     try:
         good = judged([_line("a", FILL_MASK), _line("b", QA, "/v1/question-answering")], 1)
         assert good.queued and good.tasks == {"fill-mask", "question-answering"}
-        assert [verdict.row for verdict in good.verdicts] == [None, None] and stored() == [1, 2]
+        assert [verdict.line for verdict in good.verdicts] == [None, None] and stored() == [1, 2]
         for lines, options in (([_line("c", FILL_MASK), "{not json"], {}),
                                ([_line("d", FILL_MASK), _line("d", FILL_MASK)], {}),
                                ([_line("e", FILL_MASK)], {"queue": False})):

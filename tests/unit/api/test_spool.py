@@ -53,8 +53,9 @@ def client(tmp_path: Path, url: str, tiny_models: dict[str, Path]) -> Iterator[F
 
 
 def _jobs(url: str, column: Any, owner: str) -> int:
+    """The lines queued as jobs (a batch's rows hold several each: `store/batch_rows.py`)."""
     with make_session_factory(make_engine(url))() as session:
-        return int(session.scalar(select(func.count()).select_from(Job).where(column == owner)) or 0)
+        return int(session.scalar(select(func.sum(Job.line_count)).where(column == owner)) or 0)
 
 
 @pytest.mark.parametrize("kind", ["batch", "evaluation"])

@@ -15,10 +15,10 @@ from bench import store_lines
 def test_the_store_bench_runs_its_passes_and_reports_each_step(monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str],
                                                                 backlog: str, per_row: str) -> None:
-    """With a backlog of the other task's lines too, which no pass claims; and with several lines a row (chunked
-    lines' stand-in), whose pass claims every line too."""
+    """With a backlog of the other task's lines too, which no pass claims; and with several lines a row, whose pass
+    claims every line too."""
     monkeypatch.setattr(sys, "argv", ["store_lines", "--lines", "40", "--rounds", "3", "--backlog", backlog,
-                                      "--lines-per-row", per_row])
+                                      "--row-inputs", per_row])
     store_lines.main()  # raises unless every pass claims all of its lines and its batch completes
     report = capsys.readouterr().out
     assert report.startswith(f"CPU µs a line, 40 lines a pass ({per_row} a row), median of 2 passes")
@@ -28,7 +28,8 @@ def test_the_store_bench_runs_its_passes_and_reports_each_step(monkeypatch: pyte
 
 def test_the_store_bench_times_a_poll_of_a_batch_half_done(monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(sys, "argv", ["store_lines", "--lines", "40", "--rounds", "2", "--poll", "300"])
+    monkeypatch.setattr(sys, "argv", ["store_lines", "--lines", "40", "--rounds", "2", "--poll", "300",
+                                      "--row-inputs", "1"])
     store_lines.main()  # raises unless the poll counts the half that ran
     report = capsys.readouterr().out.splitlines()
     assert report[1].startswith("wall µs a line, 40 lines a pass (1 a row)")

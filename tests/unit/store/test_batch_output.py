@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.tasks import TASK_FILL_MASK
 from models.tables import ApiKey, Batch, File
-from store import batch_output, batches, files, jobs
+from store import batch_output, batch_rows, batches, files, job_reads, jobs
 from store.jobs import Claim, Outcome
+from tests.batch_rows import line_rows, ran
 from tests.doubles import ManualClock
 from tests.unit.conftest import begun_batch
 
@@ -22,26 +23,30 @@ ERROR = {"code": "invalid_line", "message": "line 3: not valid JSON", "line": 3,
 
 
 def _queue(sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock, batch_id: str,
-           numbers: list[int], checked: int) -> None:
-    """The check's progress: lines `numbers` (file line numbers: a gap is a blank line) queued, `checked` so far."""
-    rows = [jobs.batch_line(batch_id=batch_id, line=n, custom_id=f"r{n}", task=TASK_FILL_MASK, model="stub",
-                            api_key_id=api_key.id, inputs={"input_string": [f"Line {n} has a [MASK]."]},
-                            parameters={"top_k": 1}, n_inputs=1, metadata=None, now=clock())
-            for n in numbers]
+           numbers: list[int], checked: int, row_inputs: int = 1) -> None:
+    """The check's progress: lines `numbers` (file line numbers: a gap is a blank line) queued, `checked` so far;
+    `row_inputs` of them a row (`store/batch_rows.py`)."""
+    rows = line_rows(batch_id, api_key.id, numbers, clock(), row_inputs=row_inputs)
     assert batches.add_checked_lines(sessions, batch_id, rows, checked, clock())
 
 
 def _run(sessions: sessionmaker[Session], clock: ManualClock, count: int, fail: tuple[int, ...] = ()) -> list[Claim]:
-    """A worker's pass over the next `count` queued lines, in line order: those whose line is in `fail` failed."""
+    """A worker's pass over the next `count` queued lines, in line order (rows of one line, or `count` rows): those
+    whose line is in `fail` failed."""
     claims = jobs.claim_more(sessions, TASK_FILL_MASK, count, clock, 60).claims
-    outcomes = [Outcome(claim, error={"code": "input_error", "message": "bad"}) if _line(claim) in fail
-                else Outcome(claim, output=[[{"token_str": f"w{_line(claim)}", "score": 0.5}]]) for claim in claims]
+    outcomes = []
+    for claim in claims:
+        results = [(None, {"code": "input_error", "message": "bad"}) if number in fail
+                   else ([[{"token_str": f"w{number}", "score": 0.5}]], None) for number in _lines(claim)]
+        output, failed = batch_rows.row_output(results)
+        outcomes.append(Outcome(claim, output=output, failed_lines=failed))
     jobs.finish(sessions, outcomes, clock(), len(claims), 1.0)
     return claims
 
 
-def _line(claim: Claim) -> int:
-    return int(claim.input["input_string"][0].split()[1])
+def _lines(claim: Claim) -> list[int]:
+    """The file line numbers of a claimed row's lines (each says its own)."""
+    return [int(line["input"]["input_string"][0].split()[1]) for line in claim.input["lines"]]
 
 
 def _batch(sessions: sessionmaker[Session], batch_id: str) -> Batch:
@@ -81,7 +86,7 @@ def test_lines_are_written_as_they_end_up_to_the_first_still_in_flight(
     running = jobs.claim_more(sessions, TASK_FILL_MASK, 2, clock, 60).claims
     _run(sessions, clock, 2)
     assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 0
-    jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in running], clock(), 2, 1.0)
+    jobs.finish(sessions, [ran(claim, output=[[]]) for claim in running], clock(), 2, 1.0)
     assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 4
     assert _custom_ids(_content(sessions, _batch(sessions, batch_id).output_file_id)) == [
         "r1", "r3", "r4", "r5", "r6", "r7", "r8"]
@@ -213,7 +218,7 @@ def test_the_counts_are_the_files_lines_and_those_ended_beyond_them(
     with sessions() as session:
         assert batches.cancel_batch(session, session.get_one(Batch, batch_id), clock())  # lines 8, 9 canceled
     assert _counts(sessions, batch_id) == {"total": 8, "completed": 3, "failed": 4}
-    jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in running], clock(), 1, 1.0)
+    jobs.finish(sessions, [ran(claim, output=[[]]) for claim in running], clock(), 1, 1.0)
     batches.finalize(sessions, batch_id, clock)
     ended = _batch(sessions, batch_id)
     assert ended.status == "cancelled" and (ended.written_completed, ended.written_failed) == (4, 4)
@@ -287,3 +292,59 @@ def test_an_append_larger_than_a_part_is_split_and_numbered_after_the_file_s_par
     assert _content(sessions, "file-big") == first + second
     with sessions() as session:
         assert session.get_one(File, "file-big").bytes == len(first) + len(second)
+
+
+def test_a_row_of_many_lines_is_written_whole_each_line_to_the_file_of_its_own_status(
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> None:
+    """Rows of up to 3 lines (a blank line ends one): a line that failed in a row that ran goes to the error file, its
+    row's other lines to the output file; a row in flight holds back every line after it; the counts are lines."""
+    batch_id = begun_batch(sessions, api_key, clock)
+    _queue(sessions, api_key, clock, batch_id, [1, 2, 3, 4, 5, 6, 7, 9, 10], 9, row_inputs=3)  # line 8 blank
+    with sessions() as session:
+        assert batches.start_batch(session, batch_id, 9, clock())
+    assert [_lines(claim) for claim in _run(sessions, clock, 3, fail=(2,))] == [[1, 2, 3]]
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 3
+    running = jobs.claim_more(sessions, TASK_FILL_MASK, 3, clock, 60).claims
+    assert [_lines(claim) for claim in running] == [[4, 5, 6]]
+    assert [_lines(claim) for claim in _run(sessions, clock, 3, fail=(10,))] == [[7], [9, 10]]
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 0  # lines 4–6 in flight
+    assert _counts(sessions, batch_id) == {"total": 9, "completed": 4, "failed": 2}
+    jobs.finish(sessions, [ran(claim, output=[[]]) for claim in running], clock(), 3, 1.0)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 7
+    batch = _batch(sessions, batch_id)
+    assert (batch.written_completed, batch.written_failed) == (7, 2)
+    assert _custom_ids(_content(sessions, batch.output_file_id)) == ["r1", "r3", "r4", "r5", "r6", "r7", "r9"]
+    errors = [json.loads(line) for line in _content(sessions, batch.error_file_id).splitlines()]
+    assert [(error["custom_id"], error["error"]["code"]) for error in errors] == [("r2", "input_error"),
+                                                                                  ("r10", "input_error")]
+    outputs = [json.loads(line) for line in _content(sessions, batch.output_file_id).splitlines()]
+    first, third = outputs[0]["response"]["body"], outputs[1]["response"]["body"]
+    row_id = first["id"].rsplit("-", 1)[0]
+    assert (first["id"], third["id"]) == (f"{row_id}-0", f"{row_id}-2")
+    assert outputs[0]["id"] == f"batch_req_{first['id']}" and first["urls"]["get"] == f"/v1/jobs/{first['id']}"
+    assert third["input"] == {"input_string": ["Line 3 has a [MASK]."]} and third["status"] == "succeeded"
+    assert third["output"] == [[{"token_str": "w3", "score": 0.5}]] and third["error"] is None
+    # The line as GET /v1/jobs/{id} reads it: its output line's body; a row's own id, or past its lines, is none.
+    engine = sessions.kw["bind"]
+    for body in (first, third):
+        assert json.loads(job_reads.own_line_json(engine, api_key.id, body["id"]) or b"null") == body
+    second = json.loads(job_reads.own_line_json(engine, api_key.id, f"{row_id}-1") or b"null")
+    assert second["status"] == "failed" and second["error"] == {"code": "input_error", "message": "bad"}
+    assert second["output"] is None and second["metadata"] is None
+    assert job_reads.own_line_json(engine, api_key.id, f"{row_id}-3") is None
+    assert job_reads.own_job_json(engine, api_key.id, row_id) is None
+    assert job_reads.own_line_json(engine, "another key", first["id"]) is None
+
+
+def test_a_write_bounded_by_most_lines_ends_with_the_row_that_holds_the_last(
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row is written whole: a write of at most 4 lines that ends inside a row of 3 takes the row's end."""
+    monkeypatch.setattr(batch_output, "MOST_LINES", 4)
+    batch_id = begun_batch(sessions, api_key, clock)
+    _queue(sessions, api_key, clock, batch_id, list(range(1, 10)), 9, row_inputs=3)
+    _run(sessions, clock, 9, fail=(5,))
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 6
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 3
+    batch = _batch(sessions, batch_id)
+    assert (batch.output_through, batch.written_completed, batch.written_failed) == (9, 8, 1)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.tasks import TASK_FILL_MASK
 from models.tables import ApiKey, Batch, Job
 from store import batches, jobs
-from store.jobs import Outcome
+from tests.batch_rows import line_rows, ran
 from tests.doubles import ManualClock
 from tests.unit.conftest import begun_batch
 
@@ -20,10 +20,7 @@ ERROR = {"code": "invalid_line", "message": "line 3: not valid JSON", "line": 3,
 
 
 def _rows(batch_id: str, api_key: ApiKey, clock: ManualClock, first: int, count: int) -> list[dict[str, Any]]:
-    return [jobs.batch_line(batch_id=batch_id, line=i, custom_id=f"r{i}", task=TASK_FILL_MASK, model="stub",
-                            api_key_id=api_key.id, inputs={"input_string": [f"Line {i} has a [MASK]."]},
-                            parameters={"top_k": 1}, n_inputs=1, metadata=None, now=clock())
-            for i in range(first, first + count)]
+    return line_rows(batch_id, api_key.id, range(first, first + count), clock())
 
 
 def _batch(sessions: sessionmaker[Session], batch_id: str) -> Batch:
@@ -43,7 +40,7 @@ def test_checked_lines_run_while_the_rest_of_the_file_is_checked(sessions: sessi
     assert batches.add_checked_lines(sessions, batch_id, _rows(batch_id, api_key, clock, 1, 3), 3, clock())
     claimed = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, 60)
     assert len(claimed.claims) == 3  # queued at once: a worker takes them before the check ends
-    jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in claimed.claims], clock(), 3, 1.0)
+    jobs.finish(sessions, [ran(claim, output=[[]]) for claim in claimed.claims], clock(), 3, 1.0)
     # Every line done, but the batch is not due to end before its check has: its file may still fail.
     assert batches.due_for_finalizing(sessions, 10) == []
     clock.advance(1)
@@ -61,7 +58,7 @@ def test_a_failed_check_deletes_every_line_it_queued_run_or_not(sessions: sessio
     batch_id = begun_batch(sessions, api_key, clock)
     assert batches.add_checked_lines(sessions, batch_id, _rows(batch_id, api_key, clock, 1, 4), 4, clock())
     first = jobs.claim_more(sessions, TASK_FILL_MASK, 1, clock, 60)
-    jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in first.claims], clock(), 1, 1.0)
+    jobs.finish(sessions, [ran(claim, output=[[]]) for claim in first.claims], clock(), 1, 1.0)
     running = jobs.claim_more(sessions, TASK_FILL_MASK, 2, clock, 60)  # in a worker's pass as the check fails
 
     assert batches.fail_check(sessions, batch_id, [ERROR], clock(), total=4)
@@ -69,7 +66,7 @@ def test_a_failed_check_deletes_every_line_it_queued_run_or_not(sessions: sessio
     assert (failed.status, failed.total, failed.errors) == ("failed", 4, {"object": "list", "data": [ERROR]})
     assert failed.failed_at is not None and _lines(sessions, batch_id) == 0
     # The worker's write-back of the lines it was running keeps nothing.
-    finished, _ = jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in running.claims], clock(), 2, 1.0)
+    finished, _ = jobs.finish(sessions, [ran(claim, output=[[]]) for claim in running.claims], clock(), 2, 1.0)
     assert finished == [] and _lines(sessions, batch_id) == 0
     # Once failed, the check adds nothing more, and neither failing nor starting it again moves it.
     assert not batches.add_checked_lines(sessions, batch_id, _rows(batch_id, api_key, clock, 5, 1), 5, clock())

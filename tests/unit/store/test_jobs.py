@@ -18,6 +18,7 @@ from core.tasks import TASK_FILL_MASK
 from models.tables import Job, WebhookEvent
 from store import batches, jobs
 from store.jobs import Outcome
+from tests.batch_rows import ran
 from tests.doubles import ManualClock
 from tests.unit.conftest import AddLines, Submit, claim_next
 
@@ -335,7 +336,7 @@ def test_a_batch_is_due_to_end_once_none_of_its_lines_is_queued_or_running(
     assert batches.due_for_finalizing(sessions, 10) == []
     claims = jobs.claim_more(sessions, TASK_FILL_MASK, 10, clock, LEASE_S).claims  # both files' lines, the job
     assert batches.due_for_finalizing(sessions, 10) == []  # running
-    jobs.finish(sessions, [Outcome(claim, output=[]) for claim in claims if claim.batch_id == batch_id], clock(),
+    jobs.finish(sessions, [ran(claim, output=[]) for claim in claims if claim.batch_id == batch_id], clock(),
                 2, 1.0)
     statements: list[str] = []
     engine = sessions.kw["bind"]

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from contract.job_json import job_to_public
 from core.settings import Settings
 from distilq.stack import wait_until
-from models.tables import Job
+from models.tables import ApiKey, Job
 from tests.doubles import ManualClock, RecordingEvents
 from tests.unit.conftest import AddLines, Submit
 from worker.batcher import Batcher
@@ -409,3 +409,31 @@ def test_every_pass_with_a_file_s_lines_asks_beat_to_write_them(
     submit(ONE)
     batcher.drain("fill-mask")
     assert len(engine.calls) == 3 and events.files_moved_asks == 2  # no file's line in that pass
+
+
+def test_a_row_of_a_batch_s_lines_runs_each_line_as_a_job_and_a_bad_line_fails_alone(
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> None:
+    """A row of 4 lines (`store/batch_rows.py`) is 4 of the engine's jobs, each with its own parameters and token
+    ids; a line the engine refuses fails alone, and the row succeeds with each line's output or error."""
+    from store import batch_rows, batches
+    from store.batch_rows import BatchLine
+    from tests.unit.conftest import begun_batch
+
+    batch_id = begun_batch(sessions, api_key, clock)
+    texts = ["A [MASK] one.", "no mask token here", "A [MASK] three.", "A [MASK] four."]
+    lines = [BatchLine(n, f"r{n}", "fill-mask", "stub", {"input_string": [text]}, {"top_k": n}, 1, None,
+                       f"ids{n}".encode() if n % 2 else None) for n, text in enumerate(texts, start=1)]
+    rows = list(batch_rows.rows(lines, batch_id=batch_id, api_key_id=api_key.id, now=clock(), row_inputs=4))
+    assert len(rows) == 1 and batches.add_checked_lines(sessions, batch_id, rows, 4, clock())
+    engine = StubEngine("fill-mask")
+    batcher, events = make_batcher(sessions, clock, engine)
+    batcher.drain("fill-mask")
+    assert [len(call) for call in engine.calls] == [4, 1, 1, 1, 1]  # the pass, then each line alone
+    assert [(job.parameters, job.token_ids) for job in engine.calls[0]] == [
+        ({"top_k": 1}, b"ids1"), ({"top_k": 2}, None), ({"top_k": 3}, b"ids3"), ({"top_k": 4}, None)]
+    row = stored(sessions, rows[0]["id"])
+    assert row.status == "succeeded" and row.failed_lines == 1 and row.error is None
+    assert row.output == [{"output": [fill_mask_output(texts[0], 1)]},
+                          {"error": {"code": "invalid_input", "message": "an input has no mask token [MASK]"}},
+                          {"output": [fill_mask_output(texts[2], 3)]}, {"output": [fill_mask_output(texts[3], 4)]}]
+    assert events.finished_jobs == [(row.id, "succeeded")] and events.files_moved_asks == 1

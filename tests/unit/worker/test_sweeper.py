@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
 from models.tables import ApiKey, Batch, Job
+from tests.batch_rows import line_rows, ran
 from tests.doubles import ManualClock, RecordingEvents
 from tests.unit.conftest import Submit, begun_batch, claim_next
 from worker.sweeper import DEAD_AFTER, Sweeper
@@ -131,13 +132,10 @@ def test_a_batch_whose_check_stopped_is_failed_and_its_lines_deleted(sessions: s
                                                                      api_key: ApiKey, clock: ManualClock) -> None:
     """The API process checking a batch's file died: beat fails the batch once its check has not moved for
     `check_lease_s`, and deletes the lines that check queued."""
-    from store import batches, jobs
+    from store import batches
 
     batch_id = begun_batch(sessions, api_key, clock)
-    line = jobs.batch_line(batch_id=batch_id, line=1, custom_id="a", task="fill-mask", model="stub",
-                           api_key_id=api_key.id, inputs=ONE["inputs"], parameters={"top_k": 1}, n_inputs=1,
-                           metadata=None, now=clock())
-    assert batches.add_checked_lines(sessions, batch_id, [line], 1, clock())
+    assert batches.add_checked_lines(sessions, batch_id, line_rows(batch_id, api_key.id, [1], clock()), 1, clock())
     sweeper, _ = make_sweeper(sessions, clock)
     clock.advance(SETTINGS.check_lease_s - 1)
     assert sweeper.sweep()["checks_abandoned"] == 0
@@ -156,13 +154,10 @@ def test_asked_beat_writes_a_batch_s_ended_lines_a_part_at_a_time_then_ends_it(
     """What a worker's ask after a pass makes beat do (`Sweeper.sweep_files`): nothing until a part's worth of a
     batch's lines have ended (`FEWEST_LINES`); then those lines; once none is in flight, the rest and the end."""
     from store import batch_output, batches, jobs
-    from store.jobs import Outcome
 
     count = batch_output.FEWEST_LINES + 3
     batch_id = begun_batch(sessions, api_key, clock)
-    rows = [jobs.batch_line(batch_id=batch_id, line=n, custom_id=f"r{n}", task="fill-mask", model="stub",
-                            api_key_id=api_key.id, inputs=ONE["inputs"], parameters={"top_k": 1}, n_inputs=1,
-                            metadata=None, now=clock()) for n in range(1, count + 1)]
+    rows = line_rows(batch_id, api_key.id, range(1, count + 1), clock())
     assert batches.add_checked_lines(sessions, batch_id, rows, count, clock())
     with sessions() as session:
         assert batches.start_batch(session, batch_id, count, clock())
@@ -170,7 +165,7 @@ def test_asked_beat_writes_a_batch_s_ended_lines_a_part_at_a_time_then_ends_it(
 
     def run(lines: int) -> None:
         claims = jobs.claim_more(sessions, "fill-mask", lines, clock, SETTINGS.lease_s).claims
-        jobs.finish(sessions, [Outcome(claim, output=[[]]) for claim in claims], clock(), lines, 1.0)
+        jobs.finish(sessions, [ran(claim, output=[[]]) for claim in claims], clock(), lines, 1.0)
 
     run(batch_output.FEWEST_LINES - 1)
     assert sweeper.sweep_files() == {"batch_lines_written": 0, "batches_finalized": 0, "evaluations_finalized": 0}
