@@ -49,7 +49,8 @@ def build_spec() -> dict[str, Any]:
 
     def errors(*statuses: int) -> dict[str, Any]:
         described = {400: "Malformed request", 401: "Missing or unknown API key", 404: "No such object for this key",
-                     409: "Idempotency-Key reused with another body", 413: "Body too large",
+                     409: "Conflict: an Idempotency-Key reused with another body, or a batch's line cancelled alone",
+                     413: "Body too large",
                      414: "Request line too long", 415: "Body not sent as application/json",
                      431: "Request headers too large",
                      422: "Invalid body or parameters; `details` names each field and input index",
@@ -105,9 +106,10 @@ def build_spec() -> dict[str, Any]:
             ],
             "responses": {"200": _json(c.ref(r.JobList), "A page of jobs"), **errors(401, 422, 429, 503)}}},
         "/v1/jobs/{job_id}/cancel": {"post": {
-            "operationId": "cancel_job", "summary": "Cancel a job (a finished job stays as it is)",
+            "operationId": "cancel_job",
+            "summary": "Cancel a job (a finished job stays as it is; a batch's line is cancelled with its batch: 409)",
             "tags": ["jobs"], "parameters": [job_id],
-            "responses": {"200": _json(job, "The job"), **errors(401, 404, 429, 503)}}},
+            "responses": {"200": _json(job, "The job"), **errors(401, 404, 409, 429, 503)}}},
         "/v1/jobs/{job_id}/deliveries": {"get": {
             "operationId": "list_deliveries", "summary": "The job's webhook events and every attempt",
             "tags": ["webhooks"], "parameters": [job_id],

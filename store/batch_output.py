@@ -6,8 +6,9 @@ the lines end (`write_ready`, asked by the worker after each pass with a batch's
 only what is left and shows the files (`store.batches.finalize`).
 
 The files are written in the input file's order, a prefix at a time: the lines up to the first one still queued
-or running (and no further than the check has reached, while it runs), from `Batch.output_through` on. Every line
-in that prefix has ended, and an ended line never changes, so the rows are read outside the transaction that
+or running (and no further than the check has reached, while it runs), from `Batch.output_through` on — whole rows
+of lines (`store/batch_rows.py`: a row's lines are consecutive, so a row ends where the next begins), each line to
+the file of its own status. Every line in that prefix has ended, and an ended line never changes, so the rows are read outside the transaction that
 writes (SQLite's one writer is held only for the append). That transaction first moves `output_through` from
 what it read — a second beat that wrote the same lines meanwhile makes it move nothing, and nothing is appended —
 and takes the batch's row before touching the files, in the order `store.batches.fail_check` does: a check that
@@ -45,9 +46,10 @@ from models.tables import (
 from store import batch_rows, files
 from store.job_text import public_columns
 
-#: Job rows read per query.
+#: Rows of lines read per query (`store/batch_rows.py`).
 CHUNK = 500
-#: The most lines one `write_ready` writes: what it holds in memory (~2 KB a fill-mask line's output).
+#: The most lines one `write_ready` writes (and the rest of the row that holds the last): what it holds in memory
+#: (~2 KB a fill-mask line's output).
 MOST_LINES = 5000
 #: While the lines run, fewer ended lines than this wait for more: the files grow by a part of ~1 MB at a time,
 #: not by a few lines at each of the worker's passes.

@@ -1,7 +1,8 @@
 """A job row read for its public JSON without parsing the JSON it stores: its JSON columns read as the text the
 database holds and embedded in the answer as they are (`orjson.Fragment`). No parse and no
-re-serialisation of a job's output, which a fill-mask job's top-k lists make most of its JSON: a batch's output file
-(`store/batch_output.py`) and a poll of one job (`store.job_reads.own_job_json`) are written this way."""
+re-serialisation of a job's output, which a fill-mask job's top-k lists make most of its JSON: a poll of one job
+(`store.job_reads.own_job_json`) is written this way. (A batch's rows are read the same way, but their lines are
+parsed out of them: `store/batch_rows.py`.)"""
 
 from __future__ import annotations
 

@@ -294,8 +294,8 @@ def _line_copier(dialect: Any, columns: tuple[str, ...]) -> CopyRows:
 
 
 def cancel_batch_lines(session: Session, batch_id: str, now: datetime) -> int:
-    """Cancels the batch's queued lines in the caller's transaction (running ones finish); how many. Batch lines
-    have no webhooks of their own: no events."""
+    """Cancels the batch's queued rows of lines in the caller's transaction (running ones finish); how many rows.
+    Batch lines have no webhooks of their own: no events."""
     return _cancel_lines(session, Job.batch_id == batch_id, now, "batch_cancelled",
                          "the batch was cancelled before this line ran")
 

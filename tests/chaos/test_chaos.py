@@ -419,8 +419,8 @@ def test_a_second_worker_joins_a_backlog(fresh_stack: Stack) -> None:
 
 
 def test_a_batch_whose_worker_is_killed_ends_with_every_line_run_once(fresh_stack: Stack, reference: Any) -> None:
-    """A batch's lines are jobs like any other: a worker killed in the middle of a batch file loses none of them,
-    and the output file holds each `custom_id` once, with the reference output."""
+    """A batch's rows of lines are jobs like any other: a worker killed in the middle of a batch file loses none of
+    them, and the output file holds each `custom_id` once, with the reference output."""
     http = fresh_stack.client(fresh_stack.new_key())
     fresh_stack.start_worker("worker-1")
     fresh_stack.start("beat", "beat")
@@ -432,8 +432,9 @@ def test_a_batch_whose_worker_is_killed_ends_with_every_line_run_once(fresh_stac
     batch = http.post(f"{fresh_stack.url}/v1/batches", json={"input_file_id": file["id"]}).json()
     assert batch["status"] == "in_progress", batch
     with fresh_stack.sessions() as session:
-        ids = list(session.scalars(select(Job.id).where(Job.batch_id == batch["id"])))
-    assert len(ids) == 24
+        queued = session.execute(select(Job.id, Job.line_count).where(Job.batch_id == batch["id"])).all()
+    ids = [job_id for job_id, _ in queued]
+    assert sorted(count for _, count in queued) == [8, 16]  # rows of up to 16 lines (`store/batch_rows.py`)
     wait_for(lambda: running(fresh_stack, ids), 60, "a pass of the batch's lines to start")
     fresh_stack.stop("worker-1", signal.SIGKILL)
     in_flight = running(fresh_stack, ids)

@@ -98,8 +98,10 @@ def test_a_mixed_file_completes_with_every_custom_id_once_and_outputs_equal_to_t
         assert item["response"]["status_code"] == 200
         job = item["response"]["body"]
         assert job["status"] == "succeeded" and item["id"] == f"batch_req_{job['id']}"
-        if request["custom_id"].endswith("7"):  # the job object as GET shows it (the file splices stored JSON)
+        if request["custom_id"].endswith("7"):  # the job object as GET shows it (read out of the line's row)
             assert job == http.get(f"{stack.url}/v1/jobs/{job['id']}").json()
+            cancel = http.post(f"{stack.url}/v1/jobs/{job['id']}/cancel")  # with its batch, not alone
+            assert cancel.status_code == 409 and cancel.json()["error"]["code"] == "batch_line", cancel.text
         if request["url"] == "/v1/fill-mask":
             top_k = request["body"]["parameters"]["top_k"]
             for sentence, outputs in zip(request["body"]["inputs"]["input_string"], job["output"], strict=True):
