@@ -8,11 +8,12 @@ only what is left and shows the files (`store.batches.finalize`).
 The files are written in the input file's order, a prefix at a time: the lines up to the first one still queued
 or running (and no further than the check has reached, while it runs), from `Batch.output_through` on — whole rows
 of lines (`store/batch_rows.py`: a row's lines are consecutive, so a row ends where the next begins), each line to
-the file of its own status. Every line in that prefix has ended, and an ended line never changes, so the rows are read outside the transaction that
-writes (SQLite's one writer is held only for the append). That transaction first moves `output_through` from
-what it read — a second beat that wrote the same lines meanwhile makes it move nothing, and nothing is appended —
-and takes the batch's row before touching the files, in the order `store.batches.fail_check` does: a check that
-fails meanwhile waits for it or is waited for, never deadlocks with it, and deletes the files (`discard`).
+the file of its own status. Every line in that prefix has ended, and an ended line never changes, so the rows
+are read outside the transaction that writes (SQLite's one writer is held only for the append). That transaction
+first moves `output_through` from what it read — a second beat that wrote the same lines meanwhile makes it move
+nothing, and nothing is appended — and takes the batch's row before touching the files, in the order
+`store.batches.fail_check` does: a check that fails meanwhile waits for it or is waited for, never deadlocks with
+it, and deletes the files (`discard`).
 
 Until the batch ends, its files are partial (`store.files.PARTIAL`): no route shows them, and the batch does not
 name them (`store.batches.batch_to_public`).
