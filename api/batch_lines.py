@@ -43,6 +43,8 @@ class LineChunk:
     batch_id: str
     api_key_id: str
     now: datetime
+    #: The most inputs a row of each task's lines holds (`store.batch_rows.row_inputs`), sized once a batch.
+    row_inputs: dict[str, int]
     #: Whether the chunk's lines, if they all pass, are to be queued where they are judged (`api/check_pool.py`):
     #: not once an earlier line failed the batch, when the check goes on only to name the bad lines.
     queue: bool = True

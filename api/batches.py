@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, jsonify
 
 from api.batch_lines import LineChunk
@@ -35,8 +36,10 @@ from api.validation import parse, query_id, query_int, read_json_object, webhook
 from contract.requests import BatchRequest
 from core import sweep_requests, wakeups
 from core.clock import utcnow
+from core.presence import ready_workers
+from core.tasks import TASKS
 from models.tables import Batch
-from store import batches, files
+from store import batch_rows, batches, files
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +56,41 @@ class _CheckStopped(Exception):
     `check_lease_s`)."""
 
 
+def _row_inputs() -> dict[str, int]:
+    """The most inputs a row of each task's lines holds (`store.batch_rows.row_inputs`), from what the workers'
+    presence says of their passes now; without Redis, as where no worker has timed a pass yet."""
+    state = app_state()
+    try:
+        workers = ready_workers(state.redis)
+    except redis.RedisError as error:
+        log.warning("reading the workers' presence failed (%s): a batch's rows sized without it",
+                    error.__class__.__name__)
+        workers = []
+    return {task: batch_rows.row_inputs(task, workers, state.settings.batch_row_inputs,
+                                        state.settings.lines_pass_ms) for task in TASKS}
+
+
 def _chunks(file_id: str, endpoint: str | None, batch_id: str,
             api_key_id: str) -> Iterator[LineChunk | BadLine]:
     """The file's lines in chunks of CHECK_CHUNK lines (or CHECK_CHUNK_BYTES), and — last — a BadLine that ends
     the reading (a line too long, too many lines)."""
     state = app_state()
+    row_inputs = _row_inputs()
     lines: list[tuple[int, bytes]] = []
     size = 0
     for item in raw_lines(state.read_sessions, state.settings, file_id):
         if isinstance(item, BadLine):
             if lines:
-                yield LineChunk(lines, endpoint, batch_id, api_key_id, utcnow())
+                yield LineChunk(lines, endpoint, batch_id, api_key_id, utcnow(), row_inputs)
             yield item
             return
         lines.append(item)
         size += len(item[1])
         if len(lines) == CHECK_CHUNK or size >= CHECK_CHUNK_BYTES:
-            yield LineChunk(lines, endpoint, batch_id, api_key_id, utcnow())
+            yield LineChunk(lines, endpoint, batch_id, api_key_id, utcnow(), row_inputs)
             lines, size = [], 0
     if lines:
-        yield LineChunk(lines, endpoint, batch_id, api_key_id, utcnow())
+        yield LineChunk(lines, endpoint, batch_id, api_key_id, utcnow(), row_inputs)
 
 
 def _check_and_queue(file_id: str, endpoint: str | None, batch_id: str,

@@ -72,7 +72,7 @@ def judge_and_queue(chunk: LineChunk, settings: Settings, served: Callable[[str]
         return JudgedChunk(verdicts, False)
     # Not validating any more (failed, or abandoned): nothing queued, and the API process finds as much.
     rows = batch_rows.rows(lines, batch_id=chunk.batch_id, api_key_id=chunk.api_key_id, now=chunk.now,
-                           row_inputs=settings.batch_row_inputs)
+                           row_inputs=chunk.row_inputs)
     batches.add_checked_lines(sessions, chunk.batch_id, rows, None, chunk.now)
     return JudgedChunk(verdicts, True, frozenset(line.task for line in lines))
 

@@ -59,7 +59,7 @@ def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: s
         lines = _lines(count, task)
         for checked in range(0, count, CHECK_CHUNK):
             rows = batch_rows.rows(itertools.islice(lines, CHECK_CHUNK), batch_id=batch_id, api_key_id=api_key_id,
-                                   now=now, row_inputs=row_inputs)
+                                   now=now, row_inputs={task: row_inputs})
             batches.add_checked_lines(sessions, batch_id, rows, min(count, checked + CHECK_CHUNK), now)
         batches.start_batch(session, batch_id, count, now)
     return batch_id, started, started_wall

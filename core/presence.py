@@ -1,6 +1,8 @@
 """Workers announce themselves in Redis once their models are loaded and warmed: a key per worker that expires
 unless refreshed, so a dead worker disappears on its own. The API's readiness, `distilq up` and `beat` (which hands
-on the jobs of a worker that is gone) read them."""
+on the jobs of a worker that is gone) read them; and the API's batch check, what a worker says of its passes (its
+device, what one more input costs a pass of each task) at its last refresh, to size a batch's rows of lines
+(`store.batch_rows.row_inputs`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import redis
@@ -33,16 +35,20 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def announce(client: redis.Redis, tasks: list[str], stop: threading.Event) -> threading.Thread:
-    """Writes this worker's key now and keeps it fresh until `stop` is set; returns the refreshing thread."""
+def announce(client: redis.Redis, tasks: list[str], stop: threading.Event,
+             details: Callable[[], dict[str, Any]] | None = None) -> threading.Thread:
+    """Writes this worker's key now and keeps it fresh until `stop` is set, with what `details` says at each
+    refresh; returns the refreshing thread."""
     name = worker_name()
-    payload = json.dumps({"name": name, "tasks": tasks, "pid": os.getpid(), "host": socket.gethostname(),
-                          "since": time.time()})
+    identity = {"name": name, "tasks": tasks, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+
+    def payload() -> str:
+        return json.dumps({**(details() if details is not None else {}), **identity, "refreshed_at": time.time()})
 
     def refresh() -> None:
         while True:
             try:
-                client.set(worker_key(name), payload, ex=PRESENCE_TTL_S)
+                client.set(worker_key(name), payload(), ex=PRESENCE_TTL_S)
             except redis.RedisError as error:
                 log.warning("could not refresh worker presence: %s", error)
             if stop.wait(REFRESH_S):
@@ -52,7 +58,7 @@ def announce(client: redis.Redis, tasks: list[str], stop: threading.Event) -> th
         except redis.RedisError:
             pass
 
-    client.set(worker_key(name), payload, ex=PRESENCE_TTL_S)
+    client.set(worker_key(name), payload(), ex=PRESENCE_TTL_S)
     thread = threading.Thread(target=refresh, name="worker-presence", daemon=True)
     thread.start()
     return thread

@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     #: 5: interactive p95 beside a batch 1.8–1.9× idle on the tiny checkpoint, where 20 gave 2.8–3.1× (BENCHMARKS.md).
     lines_pass_ms: int = Field(default=5, ge=1, le=60_000)
     #: A batch's consecutive lines of one task share a job row up to this many inputs (`store/batch_rows.py`): a
-    #: row's store costs are paid once for them all, and a pass of lines takes whole rows.
-    batch_row_inputs: int = Field(default=16, ge=1, le=4096)
+    #: row's store costs are paid once for them all, and a pass of lines takes whole rows. None: sized by what the
+    #: workers' passes cost (`store.batch_rows.row_inputs`), at most 16.
+    batch_row_inputs: int | None = Field(default=None, ge=1, le=4096)
     #: Bound on padded tokens in one forward pass (rows × longest row). None: the device's default (16,384 on the
     #: CPU, 131,072 on CUDA).
     max_batch_tokens: int | None = Field(default=None, ge=512)

@@ -1,4 +1,4 @@
-"""A batch's lines in job rows: consecutive lines of one task share a row, up to `batch_row_inputs` inputs.
+"""A batch's lines in job rows: consecutive lines of one task share a row, up to `row_inputs` inputs.
 
 A row is what the store pays for — its insert, its claim, its write-back and its read for the output file cost about
 as much for one line as for sixteen (`python -m bench.store_lines --lines-per-row N`: 83–91 CPU-µs a line at one a
@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import struct
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,14 +57,38 @@ class BatchLine:
 _NO_EVENTS: list[str] = []
 
 
+#: The most inputs a row holds where the workers' passes size it (`row_inputs`): at 16 one-input lines a row the
+#: store's insert, claim, write-back and output file cost 68 CPU-µs a line against 170 at one (BENCHMARKS.md,
+#: session 35); the output file's lines, which rows do not share, are most of what is left.
+MOST_ROW_INPUTS = 16
+
+
+def row_inputs(task: str, workers: Iterable[Mapping[str, Any]], setting: int | None, lines_pass_ms: int) -> int:
+    """How many inputs a row of `task`'s lines holds: `setting` (`DISTILQ_BATCH_ROW_INPUTS`) where set; else as
+    many as add `lines_pass_ms` to a pass on the slowest of the workers serving the task — a pass of lines beside
+    interactive jobs takes whole rows, and no more of them than that (`worker.batcher.Batcher._line_budget`): on a
+    CPU serving the base-sized model, a row a line — between 1 and MOST_ROW_INPUTS. `workers`: their presence
+    (`core.presence.ready_workers`: `device`, `seconds_per_input` of each task, None before a pass was timed);
+    before any serving worker has timed one, MOST_ROW_INPUTS where one runs on CUDA (its passes of hundreds of
+    inputs take milliseconds), else 1."""
+    if setting is not None:
+        return setting
+    serving = [worker for worker in workers if task in worker.get("tasks", ())]
+    costs = [cost for worker in serving if (cost := (worker.get("seconds_per_input") or {}).get(task))]
+    if costs:
+        return max(1, min(MOST_ROW_INPUTS, int(lines_pass_ms / 1000 / max(costs))))
+    return MOST_ROW_INPUTS if any(worker.get("device") == "cuda" for worker in serving) else 1
+
+
 def rows(lines: Iterable[BatchLine], *, batch_id: str, api_key_id: str, now: datetime,
-         row_inputs: int) -> Iterator[dict[str, Any]]:
+         row_inputs: Mapping[str, int]) -> Iterator[dict[str, Any]]:
     """The job rows (column: value, for `store.jobs.add_file_lines`) of `lines`, in the file's order: consecutive
-    lines of one task and model share a row up to `row_inputs` inputs (a line with more has a row of its own)."""
+    lines of one task and model share a row up to `row_inputs[task]` inputs (a line with more has a row of its
+    own)."""
     group: list[BatchLine] = []
     inputs = 0
     for line in lines:
-        if group and (inputs + line.n_inputs > row_inputs or line.number != group[-1].number + 1
+        if group and (inputs + line.n_inputs > row_inputs[group[0].task] or line.number != group[-1].number + 1
                       or line.task != group[0].task or line.model != group[0].model):
             yield _row(group, batch_id, api_key_id, now, inputs)
             group, inputs = [], 0

@@ -39,7 +39,8 @@ def line_rows(batch_id: str, api_key_id: str, numbers: Iterable[int], now: datet
     makes them (`store.batch_rows.rows`; `row_inputs` 1: a row a line)."""
     lines = [BatchLine(n, custom_id.format(n=n), task, "stub", {"input_string": [text.format(n=n)]},
                        {"top_k": 1} if parameters is None else parameters, 1, metadata) for n in numbers]
-    return list(batch_rows.rows(lines, batch_id=batch_id, api_key_id=api_key_id, now=now, row_inputs=row_inputs))
+    return list(batch_rows.rows(lines, batch_id=batch_id, api_key_id=api_key_id, now=now,
+                                row_inputs={task: row_inputs}))
 
 
 def ran(claim: Claim, output: list[Any] | None = None, error: dict[str, str] | None = None) -> Outcome:

@@ -83,6 +83,15 @@ class WorkerContext:
             rows, tokens = self.engines.pass_limits()
             self.settings = self.settings.model_copy(update={"max_batch_size": rows, "max_batch_tokens": tokens})
 
+    def _passes(self) -> dict[str, Any]:
+        """What this worker's presence says of its passes, for the API's sizing of a batch's rows of lines
+        (`store.batch_rows.row_inputs`): its device, and the seconds one more input adds to a pass of each task
+        (None until one has been timed)."""
+        batcher: Batcher | None = self.__dict__.get("batcher")  # read, not made: the presence thread makes nothing
+        return {"device": self.engines.runtime.device.type,
+                "seconds_per_input": {task: batcher.seconds_per_input(task) if batcher else None
+                                      for task in self.served_tasks}}
+
     def ready(self) -> None:
         """Once consuming: open the metrics port and announce this worker (its models are loaded and warm)."""
         freeze_heap()
@@ -95,7 +104,7 @@ class WorkerContext:
             except OSError as error:  # another worker on this host has it: run without metrics
                 log.warning("metrics port %d unavailable: %s", port, error)
         announce(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5), self.served_tasks,
-                 self.presence_stop)
+                 self.presence_stop, self._passes if self.served_tasks else None)
         log.info("worker ready: %s", ", ".join(self.served_tasks) or "webhooks")
 
 

@@ -222,6 +222,11 @@ class Batcher:
         near_the_end = time.monotonic() + 0.75 * pass_s - current.ms["claim"] / 1000
         return max(current.claimed_at + self.wait_s, near_the_end)
 
+    def seconds_per_input(self, task: str) -> float | None:
+        """What one more input adds to a pass of `task` (its claim, engine and write), fitted over the recent passes;
+        None before any: what this worker's presence tells the API (`store.batch_rows.row_inputs`)."""
+        return self._pass_cost[task].per_input()
+
     def _interactive_about(self, task: str) -> bool:
         return time.monotonic() - self._interactive_at.get(task, float("-inf")) < INTERACTIVE_WINDOW_S
 

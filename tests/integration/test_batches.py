@@ -9,16 +9,21 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 from transformers import pipeline
 
+from core.presence import REFRESH_S, ready_workers
+from core.settings import Settings
 from models.tables import Job
+from store import batch_rows
 from tests.integration.receiver import Receiver
 from tests.integration.stack import Stack, wait_for
 from tests.unit.worker.engine.test_fill_mask import assert_same
@@ -274,3 +279,29 @@ def test_the_cli_uploads_shows_progress_and_writes_the_output(stack: Stack, tmp_
     no_key = subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "list"], capture_output=True, text=True,
                             env={k: v for k, v in env.items() if k != "DISTILQ_API_KEY"}, timeout=60)
     assert no_key.returncode == 1 and "DISTILQ_API_KEY" in no_key.stderr
+
+
+def test_a_batchs_rows_hold_as_many_inputs_as_the_workers_passes_allow(stack: Stack, http: requests.Session) -> None:
+    """The worker tells its presence what one more input costs its passes (and its device); a batch created after
+    that is packed in rows sized by it (`store.batch_rows.row_inputs`), each line still once in the output."""
+    texts = [line(f"warm-{i}", "/v1/fill-mask", {"inputs": {"input_string": [TEXTS[i % len(TEXTS)]]}})
+             for i in range(40)]
+    assert stack.wait_batch(http, run_batch(stack, http, texts)["id"])["status"] == "completed"
+    completed_at = time.time()
+    client = redis.Redis.from_url(stack.redis_url)
+    # Refreshed since: what it says holds every pass so far, and holds until the next batch's passes.
+    timed = wait_for(lambda: [worker for worker in ready_workers(client) if worker["refreshed_at"] > completed_at
+                              and (worker.get("seconds_per_input") or {}).get("fill-mask")] or None,
+                     3 * REFRESH_S, "a worker's presence to tell what an input costs its passes")
+    assert all(worker["device"] == "cpu" and worker["seconds_per_input"]["fill-mask"] > 0 for worker in timed)
+    expected = batch_rows.row_inputs("fill-mask", ready_workers(client), None, Settings().lines_pass_ms)
+    lines = [line(f"sized-{i}", "/v1/fill-mask", {"inputs": {"input_string": [TEXTS[i % len(TEXTS)]]}})
+             for i in range(40)]
+    batch = run_batch(stack, http, lines)
+    with stack.sessions() as session:
+        counts = list(session.scalars(select(Job.line_count).where(Job.batch_id == batch["id"])
+                                      .order_by(Job.batch_line)))
+    assert sum(counts) == 40 and max(counts) == min(expected, 40), (expected, counts)
+    done = stack.wait_batch(http, batch["id"])
+    assert [item["custom_id"] for item in file_lines(stack, http, done["output_file_id"])] == [
+        f"sized-{i}" for i in range(40)]

@@ -38,7 +38,8 @@ def test_lines_are_stored_as_given(sessions: sessionmaker[Session], row_inputs: 
                        {"top_k": i + 1}, 1, {"note": ODD, "n": i} if i % 2 else None,
                        bytes(range(256)) if i % 3 else None)
              for i in range(6)]
-    rows = list(batch_rows.rows(lines, batch_id=batch_id, api_key_id=api_key_id, now=now, row_inputs=row_inputs))
+    rows = list(batch_rows.rows(lines, batch_id=batch_id, api_key_id=api_key_id, now=now,
+                                row_inputs={"fill-mask": row_inputs}))
     assert batches.add_checked_lines(sessions, batch_id, rows, len(lines), now)
     with sessions() as session:
         stored = session.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.batch_line)).all()

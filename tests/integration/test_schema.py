@@ -260,7 +260,7 @@ def test_the_batch_rows_migration_takes_rows_of_one_line_down_and_up_as_they_wer
                        1, {"n": n}, b"ids" if n == 3 else None) for n in (1, 2, 3)]
     assert batches.add_checked_lines(sessions, batch_id, batch_rows.rows(lines, batch_id=batch_id,
                                                                          api_key_id=api_key.id, now=clock(),
-                                                                         row_inputs=1), 3, clock())
+                                                                         row_inputs={"fill-mask": 1}), 3, clock())
     claims = jobs.claim_more(sessions, "fill-mask", 2, clock, 60).claims
     jobs.finish(sessions, [ran(claims[0], output=[["one"]]), ran(claims[1], error={"code": "x", "message": "y"})],
                 clock(), 2, 1.0)

@@ -46,7 +46,7 @@ def make_client(tmp_path: Path, tiny_models: dict[str, Path]) -> Iterator[MakeCl
         settings = Settings(home=home, database_url=url, redis_url="redis://127.0.0.1:1/0",
                             fill_mask_model=models.get("fill_mask_model", str(tiny_models["fill-mask"])),
                             qa_model=models.get("qa_model", str(tiny_models["question-answering"])),
-                            check_processes=check_processes)
+                            check_processes=check_processes, batch_row_inputs=16)
         with transaction(make_session_factory(make_engine(url))) as session:
             key = create_key(session, "unit")
         app = create_app(settings)
@@ -185,7 +185,7 @@ def test_a_chunk_is_queued_where_it_is_judged_and_only_while_all_of_it_passes_an
 
     def judged(lines: list[str], first: int, **options: Any) -> Any:
         chunk = LineChunk([(first + i, line.encode()) for i, line in enumerate(lines)], None, batch_id, key_id,
-                          now, **options)
+                          now, {"fill-mask": 1, "question-answering": 1}, **options)
         return pool.result(pool.submit(chunk, models.__getitem__, sessions))
 
     def stored() -> list[int]:

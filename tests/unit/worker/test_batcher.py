@@ -423,7 +423,8 @@ def test_a_row_of_a_batch_s_lines_runs_each_line_as_a_job_and_a_bad_line_fails_a
     texts = ["A [MASK] one.", "no mask token here", "A [MASK] three.", "A [MASK] four."]
     lines = [BatchLine(n, f"r{n}", "fill-mask", "stub", {"input_string": [text]}, {"top_k": n}, 1, None,
                        f"ids{n}".encode() if n % 2 else None) for n, text in enumerate(texts, start=1)]
-    rows = list(batch_rows.rows(lines, batch_id=batch_id, api_key_id=api_key.id, now=clock(), row_inputs=4))
+    rows = list(batch_rows.rows(lines, batch_id=batch_id, api_key_id=api_key.id, now=clock(),
+                                row_inputs={"fill-mask": 4}))
     assert len(rows) == 1 and batches.add_checked_lines(sessions, batch_id, rows, 4, clock())
     engine = StubEngine("fill-mask")
     batcher, events = make_batcher(sessions, clock, engine)
