@@ -418,6 +418,8 @@ def test_a_second_worker_joins_a_backlog(fresh_stack: Stack) -> None:
     assert sorted(by_worker[0] + by_worker[1]) == sorted(ids)
 
 
+# Rows of 16 lines, whatever the slow model's passes cost (`store.batch_rows.row_inputs`): a kill mid-row.
+@pytest.mark.stack(models="slow", own_redis=True, env={**CHAOS_ENV, "DISTILQ_BATCH_ROW_INPUTS": "16"})
 def test_a_batch_whose_worker_is_killed_ends_with_every_line_run_once(fresh_stack: Stack, reference: Any) -> None:
     """A batch's rows of lines are jobs like any other: a worker killed in the middle of a batch file loses none of
     them, and the output file holds each `custom_id` once, with the reference output."""
@@ -434,7 +436,7 @@ def test_a_batch_whose_worker_is_killed_ends_with_every_line_run_once(fresh_stac
     with fresh_stack.sessions() as session:
         queued = session.execute(select(Job.id, Job.line_count).where(Job.batch_id == batch["id"])).all()
     ids = [job_id for job_id, _ in queued]
-    assert sorted(count for _, count in queued) == [8, 16]  # rows of up to 16 lines (`store/batch_rows.py`)
+    assert sorted(count for _, count in queued) == [8, 16]  # rows of up to 16 lines
     wait_for(lambda: running(fresh_stack, ids), 60, "a pass of the batch's lines to start")
     fresh_stack.stop("worker-1", signal.SIGKILL)
     in_flight = running(fresh_stack, ids)
