@@ -102,7 +102,7 @@ def write_ready(sessions: sessionmaker[Session], batch_id: str, now: datetime, f
         if not rowcount(session.execute(
                 update(Batch).where(Batch.id == batch_id, Batch.output_through == after, Batch.status.in_(WRITING))
                 .values(output_through=until, output_file_id=ids["output"], error_file_id=ids["error"],
-                        # a line a line of its file (`_result_line` ends each with a newline, its JSON holds none)
+                        # the lines each file gains: a line for each of the input's lines
                         written_completed=Batch.written_completed + len(data["output"]),
                         written_failed=Batch.written_failed + len(data["error"]))
                 .execution_options(synchronize_session=False))):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import psycopg
@@ -20,6 +19,9 @@ from tests.integration.backends import BACKENDS
 from tests.integration.stack import wait_for
 
 pytestmark = pytest.mark.integration
+
+#: Readings beside the reconnecting clients: session 34's reading fell about once in 500 (37 in 17,201).
+READINGS = 500
 
 
 @pytest.mark.parametrize("kind", [kind for kind in BACKENDS if kind == "postgres"])  # this machine's server
@@ -52,13 +54,10 @@ def test_the_servers_cpu_never_falls_while_connections_close(kind: str) -> None:
     for client in clients:
         client.start()
     try:
-        readings = [postgres_cpu_seconds(url)]
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:
-            readings.append(postgres_cpu_seconds(url))
+        # A number of readings, not a time: CI's load once left 70 readings in 4 s.
+        readings = [postgres_cpu_seconds(url) for _ in range(READINGS)]
     finally:
         done.set()
         for client in clients:
             client.join()
-    assert len(readings) > 100
     assert readings == sorted(readings)
