@@ -1,9 +1,10 @@
 """A batch's lines in job rows: consecutive lines of one task share a row, up to `row_inputs` inputs.
 
-A row is what the store pays for — its insert, its claim, its write-back and its read for the output file cost about
-as much for one line as for sixteen (`python -m bench.store_lines --lines-per-row N`: 83–91 CPU-µs a line at one a
-row, 22 at 32, on SQLite; PostgreSQL 152 → 55 µs of wall time). On a GPU those costs, not the device, were a batch's
-bound (the H200 claimed and wrote a 500-line pass in 68 ms against 12.6 on the device: BENCHMARKS.md, session 30).
+A row is what the store pays for — its insert, its claim and its write-back cost about as much for one line as for
+sixteen (`python -m bench.store_lines --row-inputs N`: with the output file, 170 CPU-µs a one-input line at a row a
+line, 68 at 16, on SQLite; on PostgreSQL the server's CPU a 10,000-line batch halved: BENCHMARKS.md, session 35). On
+a GPU those costs, not the device, were a batch's bound (the H200 claimed and wrote a 500-line pass in 68 ms against
+12.6 on the device: session 30).
 So the check packs a batch's passing lines into rows (`rows`), and the row is the unit that is queued, claimed,
 leased, reclaimed, cancelled and written back, as any job's; the lines inside it are the worker's inputs
 (`line_parts`) and the output file's lines (`public_lines`).

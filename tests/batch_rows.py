@@ -50,8 +50,3 @@ def ran(claim: Claim, output: list[Any] | None = None, error: dict[str, str] | N
         return Outcome(claim, output=output, error=error)
     lines, failed = batch_rows.row_output([(output, error)] * len(claim.input["lines"]))
     return Outcome(claim, output=lines, failed_lines=failed)
-
-
-def line_number(claim: Claim) -> int:
-    """The file line number of a claimed row's first line."""
-    return int(claim.row["batch_line"])
