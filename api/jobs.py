@@ -29,7 +29,7 @@ from core.queue import announcement, publish_webhook, waiter_channel
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK, TASK_QUESTION_ANSWERING, TASKS
 from models.tables import CANCELED, STATUSES, TERMINAL_STATUSES, Job
-from store import job_reads, jobs
+from store import batch_rows, job_reads, jobs
 from store.jobs import JobAttributes
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,9 @@ def create_question_answering() -> Response:
 @bp.get("/jobs/<id:job_id>")
 def get_job(job_id: str) -> Response:
     engine, key_id = app_state().engine, current_key().id
-    job = job_reads.own_job_json(engine, key_id, job_id) or job_reads.own_line_json(engine, key_id, job_id)
+    # A batch's line by its id's shape (`{row id}-{index}`), which no job's id has: one read either way.
+    reads = job_reads.own_line_json if batch_rows.parse_line_id(job_id) else job_reads.own_job_json
+    job = reads(engine, key_id, job_id)
     if job is None:
         raise no_such_job(job_id)
     return Response(job, status=200, mimetype="application/json")

@@ -77,8 +77,14 @@ def row_inputs(task: str, workers: Iterable[Mapping[str, Any]], setting: int | N
     serving = [worker for worker in workers if task in worker.get("tasks", ())]
     costs = [cost for worker in serving if (cost := (worker.get("seconds_per_input") or {}).get(task))]
     if costs:
-        return max(1, min(MOST_ROW_INPUTS, int(lines_pass_ms / 1000 / max(costs))))
+        return min(MOST_ROW_INPUTS, inputs_within(lines_pass_ms, max(costs)))
     return MOST_ROW_INPUTS if any(worker.get("device") == "cuda" for worker in serving) else 1
+
+
+def inputs_within(lines_pass_ms: int, seconds_per_input: float) -> int:
+    """How many of a batch's inputs add at most `lines_pass_ms` to a pass at `seconds_per_input` each, at least
+    one: the worker's budget of lines in a pass beside interactive jobs, and (so) the most a row may hold."""
+    return max(1, int(lines_pass_ms / 1000 / max(seconds_per_input, 1e-9)))
 
 
 def rows(lines: Iterable[BatchLine], *, batch_id: str, api_key_id: str, now: datetime,

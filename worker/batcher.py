@@ -239,7 +239,7 @@ class Batcher:
         per_input_s = self._pass_cost[task].per_input()
         if per_input_s is None:
             return None
-        budget = max(1, int(self.settings.lines_pass_ms / 1000 / max(per_input_s, 1e-9)))
+        budget = batch_rows.inputs_within(self.settings.lines_pass_ms, per_input_s)
         # At most double the last: a fit thrown by noise costs an interactive job a pass a little longer, not one
         # of a whole backlog's lines.
         last = self._line_budgets.get(task)
