@@ -71,9 +71,10 @@ class _Line:
     body: FillMaskRequest | QuestionAnsweringRequest
 
 
-def _line(data: dict[str, Any], number: int, endpoint: str | None) -> _Line:
+def _line(data: dict[str, Any], number: int, endpoint: str | None, storable: bool) -> _Line:
     """One line of the file, judged as its route judges a body, but for the model's checks (`judge` runs them on a
-    chunk's lines at once); raises BadLine."""
+    chunk's lines at once); `storable`: whether the line's text showed nothing in it is unstorable
+    (`api.validation.read_storable`); raises BadLine."""
     unknown = sorted(set(data) - LINE_KEYS)
     if unknown:
         raise BadLine(number, f"unknown field {unknown[0]!r}", unknown[0])
@@ -91,7 +92,7 @@ def _line(data: dict[str, Any], number: int, endpoint: str | None) -> _Line:
     if not isinstance(body, dict):
         raise BadLine(number, "body must be a JSON object: the request body of its url", "body")
     task, schema = ROUTES[url]
-    problems = unstorable(body)
+    problems = [] if storable else unstorable(body)
     if not problems:
         try:
             parsed = parse(schema, body)
@@ -116,7 +117,7 @@ def judge(chunk: LineChunk, settings: Settings, served: Callable[[str], ServedMo
             verdicts[number] = Verdict(number, None, parsed.error)
             continue
         try:
-            lines.append(_line(parsed[1], number, chunk.endpoint))
+            lines.append(_line(parsed[1], number, chunk.endpoint, parsed[2]))
         except BadLine as bad:
             verdicts[number] = Verdict(number, None, bad.error)
     for task, check in CHECKS.items():

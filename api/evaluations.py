@@ -55,8 +55,8 @@ def _schema_checked(task: str, file_id: str) -> Iterator[_Example | BadLine]:
         if isinstance(item, BadLine):
             yield item
             continue
-        number, data = item
-        problems = unstorable(data)
+        number, data, storable = item
+        problems = [] if storable else unstorable(data)
         if not problems:
             try:
                 fields = parse(schema, data).model_dump(exclude_none=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.json_text import json_value
+from api.validation import read_storable
 from core.settings import Settings
 from store import files
 
@@ -32,15 +32,16 @@ def bad_body(number: int, problems: list[dict[str, Any]], prefix: str | None = N
     return BadLine(number, f"{where}: {problems[0]['msg']}" if where else problems[0]["msg"], where or None)
 
 
-def parse_line(number: int, raw: bytes) -> tuple[int, dict[str, Any]] | BadLine:
-    """One line as (number, JSON object), or what is wrong with it."""
+def parse_line(number: int, raw: bytes) -> tuple[int, dict[str, Any], bool] | BadLine:
+    """One line as (number, JSON object, whether its text shows nothing in it is unstorable:
+    `api.validation.read_storable`), or what is wrong with it."""
     try:
-        data = json_value(raw)
+        data, storable = read_storable(raw)
     except (ValueError, RecursionError) as error:
         return BadLine(number, f"not valid JSON ({error})")
     if not isinstance(data, dict):
         return BadLine(number, "a line must be a JSON object")
-    return number, data
+    return number, data, storable
 
 
 def raw_lines(sessions: sessionmaker[Session], settings: Settings,
@@ -62,8 +63,8 @@ def raw_lines(sessions: sessionmaker[Session], settings: Settings,
 
 
 def json_lines(sessions: sessionmaker[Session], settings: Settings,
-               file_id: str) -> Iterator[tuple[int, dict[str, Any]] | BadLine]:
-    """Every line of the file as (number, JSON object), blank lines skipped, or what is wrong with it (as
+               file_id: str) -> Iterator[tuple[int, dict[str, Any], bool] | BadLine]:
+    """Every line of the file as `parse_line` reads it, blank lines skipped, or what is wrong with it (as
     `raw_lines`)."""
     for item in raw_lines(sessions, settings, file_id):
         yield item if isinstance(item, BadLine) else parse_line(*item)

@@ -6,6 +6,7 @@ by orjson where it reads as Python's json does, by Python's json otherwise."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -28,13 +29,33 @@ def json_value(text: str | bytes) -> Any:
     makes floats: 123456789012345678901 would come back as 1.2345678901234568e+20); and raises what it raises
     (ValueError, RecursionError) for text that is not JSON, so that what a client is told of its body or its file's
     line is Python's json's verdict."""
+    return read_json(text)[0]
+
+
+def read_json(text: str | bytes) -> tuple[Any, bool]:
+    """`text` parsed as `json_value` parses it, and whether orjson took the text (its value then read by orjson, or by
+    Python's json for an integer beyond 64 bits): it then held no `NaN`, no number beyond a double's range, no lone
+    surrogate and nothing but UTF-8 — orjson refuses each, where Python's json takes them (what
+    `api.validation.read_storable` then need not look for)."""
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return json.loads(text)
-    return json.loads(text) if _holds_huge_float(value) else value
+        return json.loads(text), False
+    if _has_19_digits(text) and _holds_huge_float(value):
+        return json.loads(text), True
+    return value, True
 
 
+def _has_19_digits(text: str | bytes) -> bool:
+    """Whether `text` holds a run of 19 digits: an integer beyond 64 bits is at least that long, and text without one
+    needs no walk of its value (the walk was a sixth of a batch line's check; this, a twentieth of the walk)."""
+    if isinstance(text, str):
+        return _LONG_DIGITS.search(text) is not None
+    return b"9" * 19 in bytes(text).translate(_DIGITS_AS_NINES)
+
+
+_LONG_DIGITS = re.compile("[0-9][0-9]{18}")  # not [0-9]{19}: twice as fast in Python's re
+_DIGITS_AS_NINES = bytes.maketrans(b"012345678", b"999999999")
 #: What an integer orjson cannot hold (below -2**63, above 2**64 - 1) becomes as a float is at least this large.
 _HUGE = float(2**63)
 

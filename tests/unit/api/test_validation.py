@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api import create_app
+from api.validation import read_storable, unstorable
 from core.settings import Settings
 from migrations import run_migrations
 from models.db import make_engine, make_session_factory, transaction
@@ -309,3 +310,31 @@ def test_a_pool_with_no_connection_to_spare_is_a_503(settings: Settings) -> None
     answer = app.test_client().get("/pool-exhausted")
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
     assert answer.get_json()["error"]["code"] == "database_unavailable"
+
+
+#: JSON texts holding what `unstorable` refuses: a NUL escaped in a value and in a key, lone surrogates (escaped; and
+#: as bytes, which Python's json decodes with surrogatepass), non-finite numbers, nesting one level too deep.
+MAY_NOT_STORE = [b'{"a": "x\\u0000"}', b'{"k\\u0000": 1}', b'{"a": ["\\ud800"]}', b'{"a": "\xed\xa0\x80"}',
+                 b'{"a": NaN}', b'{"a": -Infinity}', b'{"a": 1e400}', b'{"a": ' + b"[" * 33 + b"]" * 33 + b"}"]
+#: Texts whose value holds nothing `unstorable` refuses, read without a walk: long numbers (19 digits and more
+#: included), escapes, non-ASCII, a surrogate pair, nesting as deep as is allowed.
+STORABLE = [b'{"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 5}}',
+            b'{"n": 1234567890123456789012345, "m": -9223372036854775809, "f": 1e300, "s": "0123456789012345678901"}',
+            '{"é": "\\u00e9\\ud83d\\ude00\\n😀"}'.encode(), b'{"a": ' + b"[" * 31 + b"]" * 31 + b"}"]
+
+
+@pytest.mark.parametrize("raw", MAY_NOT_STORE, ids=[f"{i}" for i in range(len(MAY_NOT_STORE))])
+def test_text_that_may_hold_the_unstorable_is_walked(raw: bytes) -> None:
+    """`read_storable` lets a body or a file's line skip `unstorable`'s walk only where its text shows the walk would
+    find nothing: never for these."""
+    value, storable = read_storable(raw)
+    assert not storable
+    assert unstorable(value)
+
+
+@pytest.mark.parametrize("raw", STORABLE, ids=[f"{i}" for i in range(len(STORABLE))])
+def test_plain_text_is_read_as_pythons_json_reads_it_without_a_walk(raw: bytes) -> None:
+    value, storable = read_storable(raw)
+    assert storable
+    assert value == json.loads(raw) and unstorable(value) == []
+    assert json.dumps(value) == json.dumps(json.loads(raw))  # the same types: a long integer stays an integer

@@ -49,3 +49,14 @@ def test_text_an_earlier_version_stored_with_nan_is_read() -> None:
 def test_written_text_is_compact_json() -> None:
     assert json_text({"a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"]}'
     assert json_value(json_text({"a": None})) == {"a": None}
+
+
+def test_integers_beyond_64_bits_are_found_in_text_and_bytes_alike() -> None:
+    """`json_value` walks a value for them only where its text has a run of 19 digits (`core.json_text`)."""
+    for text in ('{"a": [1, {"b": 18446744073709551616}]}', '[-9223372036854775809]', '[1e3, 99999999999999999999]'):
+        for given in (text, text.encode()):
+            value = json_value(given)
+            assert value == json.loads(text)
+            assert json.dumps(value) == json.dumps(json.loads(text))  # integers, not floats
+    assert json_value(b'{"id": "1234567890123456789", "n": 123456789012345678}') == {
+        "id": "1234567890123456789", "n": 123456789012345678}
