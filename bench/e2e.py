@@ -155,7 +155,11 @@ def batch_steps(logs: list[Path], first: int = 1, last: int | None = None) -> st
     names = ("claim", "inference", "write", "announce", "idle", *(("device",) if "device_ms" in batches[0] else ()))
     means = {n: sum(b.get(f"{n}_ms", 0.0) for b in batches) / len(batches) for n in names}
     inputs = sum(b["inputs"] for b in batches) / len(batches)
-    return (f"per batch ({len(batches)}, {inputs:.1f} inputs on average), mean ms: "
+    # A row of a batch file's lines is one job of the pass (`store/batch_rows.py`): how many lines a row held.
+    rows = sum(b["jobs"] for b in batches) / len(batches)
+    lines = sum(b.get("batch_lines", 0) for b in batches) / len(batches)
+    held = f", {rows:.1f} job rows holding {lines:.1f} batch lines" if lines else ""
+    return (f"per batch ({len(batches)}, {inputs:.1f} inputs{held} on average), mean ms: "
             + ", ".join(f"{k} {v:.1f}" for k, v in means.items()))
 
 

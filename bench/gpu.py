@@ -65,6 +65,10 @@ STEPS = [
     Step("file-check", "the API's check of a 10,000-line batch file in its own thread and in 4 and 8 check processes "
          "(issue 15: the check and queue were 0.59 of the batch's 1.67 s on the H200)",
          ["--lines", "10000", "--rounds", "2", "--check-processes", "0,4,8"], 40, module="bench.file_check"),
+    Step("worker-lines", "the worker's own CPU a batch line around an engine of no work, rows of 1 and 16 (issue 15: "
+         "with the engine's host work, what one worker's interpreter spends a line — the batch's bound where it "
+         "exceeds the device's time)", ["--lines", "10240", "--rounds", "4", "--row-inputs", "1,16"], 30,
+         module="bench.worker_lines"),
     Step("batch", "a 10,000-line batch file beside the engine alone (issue 15: e/c ≥ 0.8) and interactive latency "
          "beside it", ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"],
          80),
@@ -137,6 +141,8 @@ def step_command(step: Step, out: Path, models: Path, smoke: bool, database_url:
             args[jobs] = str(max(int(args[jobs]), 64 * 4))
     if step.module == "bench.file_check":  # the API's check: no device, its own sizes
         return [sys.executable, "-m", step.module, *args, "--models", str(models)]
+    if step.module == "bench.worker_lines":  # the worker around an engine of no work: no device, no model
+        return [sys.executable, "-m", step.module, *args]
     device = [] if smoke else ["--device", "cuda"]
     sizes = ["--batch", "32"] if smoke else GPU_SIZES
     database = ["--database-url", database_url] if database_url else []
@@ -153,7 +159,7 @@ def shown(step: Step, command: list[str]) -> str:
 def summary_lines(log: str) -> list[str]:
     """The lines of a bench log worth keeping: the machine, the tables and every figure line."""
     keep = ("machine:", "measured", "###", "|", "ratios", "(c)", "(d)", "(e)", "(g)", "(h)", "batch of",
-            "evaluation of", "Traceback", "torch ", "device stage", "profiled", "stack st")
+            "evaluation of", "rows of", "Traceback", "torch ", "device stage", "profiled", "stack st")
     return [line for line in log.splitlines() if line.lstrip().startswith(keep) or "Error" in line]
 
 

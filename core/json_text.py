@@ -6,7 +6,6 @@ by orjson where it reads as Python's json does, by Python's json otherwise."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -48,13 +47,13 @@ def read_json(text: str | bytes) -> tuple[Any, bool]:
 
 def _has_19_digits(text: str | bytes) -> bool:
     """Whether `text` holds a run of 19 digits: an integer beyond 64 bits is at least that long, and text without one
-    needs no walk of its value (the walk was a sixth of a batch line's check; this, a twentieth of the walk)."""
-    if isinstance(text, str):
-        return _LONG_DIGITS.search(text) is not None
-    return b"9" * 19 in bytes(text).translate(_DIGITS_AS_NINES)
+    needs no walk of its value (the walk was a sixth of a batch line's check, and 15 µs of a 16-line row's input
+    read by a claim; this, 2–4 µs of it: every digit made a 9, then one search — a regular expression over a str
+    took longer than the walk)."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    return b"9" * 19 in data.translate(_DIGITS_AS_NINES)
 
 
-_LONG_DIGITS = re.compile("[0-9][0-9]{18}")  # not [0-9]{19}: twice as fast in Python's re
 _DIGITS_AS_NINES = bytes.maketrans(b"012345678", b"999999999")
 #: What an integer orjson cannot hold (below -2**63, above 2**64 - 1) becomes as a float is at least this large.
 _HUGE = float(2**63)

@@ -68,17 +68,20 @@ def row_inputs(task: str, workers: Iterable[Mapping[str, Any]], setting: int | N
     """How many inputs a row of `task`'s lines holds: `setting` (`DISTILQ_BATCH_ROW_INPUTS`) where set; else as
     many as add `lines_pass_ms` to a pass on the slowest of the workers serving the task — a pass of lines beside
     interactive jobs takes whole rows, and no more of them than that (`worker.batcher.Batcher._line_budget`): on a
-    CPU serving the base-sized model, a row a line — between 1 and MOST_ROW_INPUTS. `workers`: their presence
-    (`core.presence.ready_workers`: `device`, `seconds_per_input` of each task, None before a pass was timed);
-    before any serving worker has timed one, MOST_ROW_INPUTS where one runs on CUDA (its passes of hundreds of
-    inputs take milliseconds), else 1."""
+    CPU serving the base-sized model, a row a line — between 1 and MOST_ROW_INPUTS (1 while none serves it).
+    `workers`: their presence (`core.presence.ready_workers`: `device`, `seconds_per_input` of each task, None
+    until passes of different sizes were timed); a worker yet to tell is taken by its device: MOST_ROW_INPUTS on
+    CUDA (its passes of hundreds of inputs take milliseconds), else 1."""
     if setting is not None:
         return setting
-    serving = [worker for worker in workers if task in worker.get("tasks", ())]
-    costs = [cost for worker in serving if (cost := (worker.get("seconds_per_input") or {}).get(task))]
-    if costs:
-        return min(MOST_ROW_INPUTS, inputs_within(lines_pass_ms, max(costs)))
-    return MOST_ROW_INPUTS if any(worker.get("device") == "cuda" for worker in serving) else 1
+
+    def allows(worker: Mapping[str, Any]) -> int:
+        cost = (worker.get("seconds_per_input") or {}).get(task)
+        if cost:
+            return min(MOST_ROW_INPUTS, inputs_within(lines_pass_ms, cost))
+        return MOST_ROW_INPUTS if worker.get("device") == "cuda" else 1
+
+    return min((allows(worker) for worker in workers if task in worker.get("tasks", ())), default=1)
 
 
 def inputs_within(lines_pass_ms: int, seconds_per_input: float) -> int:

@@ -86,7 +86,7 @@ class WorkerContext:
     def _passes(self) -> dict[str, Any]:
         """What this worker's presence says of its passes, for the API's sizing of a batch's rows of lines
         (`store.batch_rows.row_inputs`): its device, and the seconds one more input adds to a pass of each task
-        (None until one has been timed)."""
+        (None until passes of different sizes have been timed)."""
         batcher: Batcher | None = self.__dict__.get("batcher")  # read, not made: the presence thread makes nothing
         return {"device": self.engines.runtime.device.type,
                 "seconds_per_input": {task: batcher.seconds_per_input(task) if batcher else None

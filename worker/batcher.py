@@ -92,6 +92,12 @@ class _Pass:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
+    def payload_ids(self) -> list[str]:
+        """The job's id of each payload — a line's own (`store.batch_rows.line_id`) for a row's lines —, in their
+        order: made only for the log of a pass that failed."""
+        return [claim.job_id if claim.batch_id is None else batch_rows.line_id(claim.job_id, index)
+                for claim, count in zip(self.batch.claims, self.payload_counts, strict=True) for index in range(count)]
+
     @property
     def engine_s(self) -> float:
         """The engine's time for the batch, once run: the device's own where it reports it (the wait for a batch
@@ -224,8 +230,9 @@ class Batcher:
 
     def seconds_per_input(self, task: str) -> float | None:
         """What one more input adds to a pass of `task` (its claim, engine and write), fitted over the recent passes;
-        None before any: what this worker's presence tells the API (`store.batch_rows.row_inputs`)."""
-        return self._pass_cost[task].per_input()
+        None until passes of different sizes were timed (`PassCost.marginal`): what this worker's presence tells
+        the API (`store.batch_rows.row_inputs`)."""
+        return self._pass_cost[task].marginal()
 
     def _interactive_about(self, task: str) -> bool:
         return time.monotonic() - self._interactive_at.get(task, float("-inf")) < INTERACTIVE_WINDOW_S
@@ -366,7 +373,7 @@ class Batcher:
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit | EngineLost):
                 raise
-            current.outcomes = _outcomes(current, self._failed(engine, payloads, error))
+            current.outcomes = _outcomes(current, self._failed(engine, payloads, current.payload_ids(), error))
         current.ms["inference"] = (time.perf_counter() - started) * 1000
         current.phase_seconds, current.counts = engine.phases.reset()
         self._engine_cost[current.task].add(current.batch.n_inputs, current.engine_s)
@@ -383,7 +390,7 @@ class Batcher:
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit | EngineLost):
                 raise
-            results = self._failed(engine, current.payloads, error)
+            results = self._failed(engine, current.payloads, current.payload_ids(), error)
         current.outcomes = _outcomes(current, results)
         current.inferred = None
         current.ms["postprocess"] = (time.perf_counter() - started) * 1000
@@ -462,22 +469,25 @@ class Batcher:
             log.info("job finished", extra={"job_id": job_id, "task": task, "status": status, "pass_id": pass_id,
                                             "attempt": claim.attempt, "queue_ms": round(queue_ms, 1)})
 
-    def _run(self, engine: Engine, payloads: list[JobPayload]) -> list[_Result]:
-        """The whole engine on `payloads`, in this thread."""
+    def _run(self, engine: Engine, payloads: list[JobPayload], ids: list[str]) -> list[_Result]:
+        """The whole engine on `payloads` (of the jobs or lines `ids`), in this thread."""
         try:
             return [(output, None) for output in engine.run(payloads)]
         except BaseException as error:  # the tokenizers library panics with a BaseException
             if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit | EngineLost):
                 raise
-            return self._failed(engine, payloads, error)
+            return self._failed(engine, payloads, ids, error)
 
-    def _failed(self, engine: Engine, payloads: list[JobPayload], error: BaseException) -> list[_Result]:
+    def _failed(self, engine: Engine, payloads: list[JobPayload], ids: list[str],
+                error: BaseException) -> list[_Result]:
         """The results of a batch the engine failed on: one job's (or batch line's) input spoiled it, so each runs
-        alone and only that one fails; a lone one fails with the error."""
+        alone and only that one fails — logged with its id (`ids`: each payload's job or line); a lone one fails
+        with the error."""
         if len(payloads) > 1:
-            return [result for payload in payloads for result in self._run(engine, [payload])]
+            return [result for payload, one in zip(payloads, ids, strict=True)
+                    for result in self._run(engine, [payload], [one])]
         code = "invalid_input" if isinstance(error, InputError) else "inference_error"
-        log.warning("an input failed: %s", error)
+        log.warning("an input failed: %s", error, extra={"job_id": ids[0], "code": code})
         return [(None, {"code": code, "message": str(error)})]
 
 

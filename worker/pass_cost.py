@@ -39,16 +39,30 @@ class PassCost:
 
     def per_input(self) -> float | None:
         """Seconds one more input adds to a pass; None before any pass. Never more than the last pass's average
-        (the fixed part is not negative) and never less than a hundredth of it (a fit on noise)."""
+        (the fixed part is not negative) and never less than a hundredth of it (a fit on noise). Until passes
+        differ enough in size, the last pass's average."""
+        average, slope = self._fit()
+        return average if slope is None else slope
+
+    def marginal(self) -> float | None:
+        """`per_input` once passes have differed enough in size for its slope to be trusted; None until then. The
+        average of passes of one size is no measure of what one more input adds where they are mostly fixed cost:
+        a GPU's pass of one interactive job took ~14 ms (claim, device and write-back: BENCHMARKS.md, session 30),
+        of which one input is a few hundredths — priced at the whole, a row of a batch's lines held one line."""
+        return self._fit()[1]
+
+    def _fit(self) -> tuple[float | None, float | None]:
+        """The last pass's average (None before any pass), and the fitted slope within its bounds (None while the
+        passes are too alike in size)."""
         with self._lock:
             average, (w, n, t, nn, nt) = self._last_average, self._sums
         if average is None:
-            return None
+            return None, None
         variance = nn / w - (n / w) ** 2
         if variance < MIN_SIZE_VARIANCE:
-            return average
+            return average, None
         slope = (nt / w - (n / w) * (t / w)) / variance
-        return min(average, max(slope, average / 100))
+        return average, min(average, max(slope, average / 100))
 
     def seconds(self, inputs: int) -> float | None:
         """The seconds of a pass of `inputs`, fitted (neither part below zero); None before any pass. Until passes

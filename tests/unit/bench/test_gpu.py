@@ -39,7 +39,8 @@ def test_a_smoke_step_is_small_on_this_machines_device_and_keeps_whole_64_input_
 
 
 def test_the_batch_steps_run_first_and_the_profile_on_cuda_with_the_padded_layout_beside_it() -> None:
-    assert [step.name for step in gpu.STEPS[:4]] == ["file-check", "batch", "batch-postgres", "batch-2-workers"]
+    assert [step.name for step in gpu.STEPS[:5]] == ["file-check", "worker-lines", "batch", "batch-postgres",
+                                                     "batch-2-workers"]
     profile, padded = (next(step for step in gpu.STEPS if step.name == name) for name in ("profile", "profile-padded"))
     command = gpu.step_command(profile, Path("/out"), Path("/models"), smoke=False)
     assert command[1:3] == ["-m", "bench.engine_profile"] and _value(command, "--device") == "cuda"
@@ -60,6 +61,13 @@ def test_the_file_check_step_runs_its_own_bench_with_its_own_arguments() -> None
     assert command[1:3] == ["-m", "bench.file_check"] and "--device" not in command and "--batch" not in command
     assert _value(command, "--lines") == "10000" and _value(command, "--check-processes") == "0,4,8"
     assert _value(gpu.step_command(step, Path("/out"), Path("/models"), smoke=True), "--lines") == "78"
+
+
+def test_the_worker_lines_step_runs_on_the_host_alone() -> None:
+    step = next(step for step in gpu.STEPS if step.name == "worker-lines")
+    command = gpu.step_command(step, Path("/out"), Path("/models"), smoke=False)
+    assert command[1:] == ["-m", "bench.worker_lines", "--lines", "10240", "--rounds", "4", "--row-inputs", "1,16"]
+    assert _value(gpu.step_command(step, Path("/out"), Path("/models"), smoke=True), "--lines") == "80"
 
 
 def test_the_postgres_step_is_given_its_database() -> None:

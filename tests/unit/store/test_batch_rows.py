@@ -60,6 +60,9 @@ def _worker(tasks: list[str], device: str = "cpu", **costs: float | None) -> dic
     ([_worker(["fill-mask"], "cuda", fill_mask=0.00001), _worker(["fill-mask"], fill_mask=0.001)], None, 5),
     ([_worker(["question-answering"], question_answering=0.1), _worker(["fill-mask"], "cuda")], None,
      MOST_ROW_INPUTS),
+    # A worker yet to tell counts by its device beside one that has: a CPU's, one line a row; a GPU's, no bound.
+    ([_worker(["fill-mask"], "cuda", fill_mask=0.0005), _worker(["fill-mask"], fill_mask=None)], None, 1),
+    ([_worker(["fill-mask"], fill_mask=0.0005), _worker(["fill-mask"], "cuda", fill_mask=None)], None, 10),
 ])
 def test_a_rows_inputs_are_the_setting_or_what_adds_lines_pass_ms_to_the_slowest_workers_pass(
         workers: list[dict[str, Any]], setting: int | None, expected: int) -> None:

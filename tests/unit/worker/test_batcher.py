@@ -90,7 +90,7 @@ def test_a_batch_holds_at_most_max_batch_size_inputs(submit: Submit, sessions: s
 
 
 def test_a_bad_input_fails_its_own_job_only(submit: Submit, sessions: sessionmaker[Session],
-                                            clock: ManualClock) -> None:
+                                            clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
     good = submit(ONE)
     bad = submit({"inputs": {"input_string": ["no mask token here"]}})
     engine = StubEngine("fill-mask")
@@ -102,6 +102,9 @@ def test_a_bad_input_fails_its_own_job_only(submit: Submit, sessions: sessionmak
     assert failed.status == "failed" and failed.output is None
     assert failed.error is not None and failed.error["code"] == "invalid_input"
     assert sorted(events.finished_jobs) == sorted([(good.id, "succeeded"), (bad.id, "failed")])
+    # The log says which job's input failed, and why.
+    assert [(record.job_id, record.code) for record in caplog.records  # type: ignore[attr-defined]
+            if record.getMessage().startswith("an input failed")] == [(bad.id, "invalid_input")]
 
 
 class _LostEngine(StubEngine):
@@ -412,7 +415,7 @@ def test_every_pass_with_a_file_s_lines_asks_beat_to_write_them(
 
 
 def test_a_row_of_a_batch_s_lines_runs_each_line_as_a_job_and_a_bad_line_fails_alone(
-        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock) -> None:
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
     """A row of 4 lines (`store/batch_rows.py`) is 4 of the engine's jobs, each with its own parameters and token
     ids; a line the engine refuses fails alone, and the row succeeds with each line's output or error."""
     from store import batch_rows, batches
@@ -438,3 +441,6 @@ def test_a_row_of_a_batch_s_lines_runs_each_line_as_a_job_and_a_bad_line_fails_a
                           {"error": {"code": "invalid_input", "message": "an input has no mask token [MASK]"}},
                           {"output": [fill_mask_output(texts[2], 3)]}, {"output": [fill_mask_output(texts[3], 4)]}]
     assert events.finished_jobs == [(row.id, "succeeded")] and events.files_moved_asks == 1
+    # The failed line logged by its own id (what `GET /v1/jobs/{id}` reads), not its row's.
+    assert [record.job_id for record in caplog.records  # type: ignore[attr-defined]
+            if record.getMessage().startswith("an input failed")] == [batch_rows.line_id(row.id, 1)]

@@ -15,6 +15,19 @@ def test_nothing_is_known_before_a_pass_and_equal_passes_give_their_average() ->
     assert cost.per_input() == pytest.approx(0.001)
 
 
+def test_the_marginal_cost_is_told_only_once_passes_differ_in_size() -> None:
+    """Passes of one job each (a GPU's interactive load: ~14 ms a pass, nearly all of it fixed) say nothing of what
+    one more input adds — the average would price an input at the whole pass; passes of several sizes do."""
+    cost = PassCost()
+    assert cost.marginal() is None
+    for _ in range(20):
+        cost.add(1, 0.0141)  # 14 ms fixed, 0.1 ms the input
+    assert cost.marginal() is None and cost.per_input() == pytest.approx(0.0141)
+    for n in [500, 1, 480, 1, 500]:
+        cost.add(n, 0.014 + 0.0001 * n)
+    assert cost.marginal() == pytest.approx(0.0001, rel=1e-6) == cost.per_input()
+
+
 def test_passes_of_several_sizes_give_the_cost_of_one_more_input_not_the_average() -> None:
     cost = PassCost()
     for n in [1, 3, 2, 5, 1, 4, 2, 6, 3, 1] * 3:
