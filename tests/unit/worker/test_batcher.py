@@ -173,6 +173,25 @@ def test_a_drain_runs_the_backlog_in_full_batches_and_asks_another_worker_to_joi
     assert events.wakeups == [("taken", "fill-mask"), ("backlog", "fill-mask"), ("backlog", "fill-mask")]
 
 
+def test_what_an_input_costs_is_told_only_once_passes_of_different_sizes_were_timed(
+        submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """Passes of one job each tell the presence nothing (`store.batch_rows.row_inputs` then goes by the device):
+    their time is the pass's fixed cost, and priced at it one input would keep a GPU's rows of lines at one line."""
+    engine = StubEngine("fill-mask", delay_s=0.020, delay_per_input_s=0.001)
+    batcher, _ = make_batcher(sessions, clock, engine, max_batch_size=8)
+    for _ in range(3):
+        submit(ONE)
+        batcher.drain("fill-mask")
+    assert [len(call) for call in engine.calls] == [1, 1, 1]
+    assert batcher.seconds_per_input("fill-mask") is None
+    for _ in range(8):
+        submit(ONE)
+    batcher.drain("fill-mask")
+    assert [len(call) for call in engine.calls][3:] == [8]
+    # Less than a pass of one takes (20 ms its delay alone): that pass's fixed part is not an input's.
+    assert 0 < batcher.seconds_per_input("fill-mask") < 0.020
+
+
 def test_the_next_batch_is_claimed_while_the_engine_runs_the_current_one(
         submit: Submit, sessions: sessionmaker[Session], clock: ManualClock) -> None:
     ids = [submit(ONE).id for _ in range(4)]
