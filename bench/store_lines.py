@@ -35,7 +35,7 @@ from store.batch_rows import BatchLine
 from store.jobs import Claim, Outcome
 
 #: A top-5 output of a one-input fill-mask line, as the engine makes one.
-_OUTPUT = [[{"score": 0.1, "token": 5, "token_str": "capital", "sequence": "Paris is the capital of France."}] * 5]
+LINE_OUTPUT = [[{"score": 0.1, "token": 5, "token_str": "capital", "sequence": "Paris is the capital of France."}] * 5]
 
 
 def _lines(count: int, task: str = "fill-mask") -> Iterator[BatchLine]:
@@ -44,8 +44,8 @@ def _lines(count: int, task: str = "fill-mask") -> Iterator[BatchLine]:
                         {"top_k": 5}, 1, {}, bytes(220))
 
 
-def _batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str,
-           row_inputs: int) -> tuple[str, float, float]:
+def queued_batch(sessions: sessionmaker[Session], api_key_id: str, count: int, task: str,
+                 row_inputs: int) -> tuple[str, float, float]:
     """A batch of `count` queued lines of `task` (in rows of `row_inputs`), created as the API does (its check's
     chunks queued as they pass, CHECK_CHUNK lines at a time); its id, and the process and wall times its insert
     began."""
@@ -79,19 +79,14 @@ def main() -> None:
     args = parser.parse_args()
     per_row = args.row_inputs
     with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'distilq.db'}"
-        run_migrations(url)
-        sessions = make_session_factory(make_engine(url, eager_writer=True))
-        with sessions() as session:
-            key = keys.create_key(session, "bench")
-            session.commit()
-            api_key_id = session.scalars(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(key))).one()
+        sessions, api_key_id = store_with_key(args.database_url or f"sqlite:///{Path(tmp) / 'distilq.db'}")
         if args.backlog:
-            _batch(sessions, api_key_id, args.backlog, "question-answering", per_row)
+            queued_batch(sessions, api_key_id, args.backlog, "question-answering", per_row)
         steps: dict[str, list[float]] = {"insert": [], "claim": [], "write back": [], "output file": []}
         walls: dict[str, list[float]] = {step: [] for step in steps}
         for _ in range(args.rounds):
-            batch_id, started, started_wall = _batch(sessions, api_key_id, args.lines, "fill-mask", per_row)
+            batch_id, started, started_wall = queued_batch(sessions, api_key_id, args.lines, "fill-mask",
+                                                           per_row)
             claimed_at, claimed_wall = time.process_time(), time.perf_counter()
             claimed = jobs.claim_more(sessions, "fill-mask", args.lines, lambda: datetime.now(UTC), 60)
             written_at, written_wall = time.process_time(), time.perf_counter()
@@ -120,16 +115,28 @@ def main() -> None:
             print(_poll(sessions, api_key_id, args.poll, args.lines, per_row))
 
 
+def store_with_key(url: str) -> tuple[sessionmaker[Session], str]:
+    """`url`'s database migrated, its sessions (a worker's: the writer's lock taken eagerly), and the id of a key
+    made in it."""
+    run_migrations(url)
+    sessions = make_session_factory(make_engine(url, eager_writer=True))
+    with sessions() as session:
+        key = keys.create_key(session, "bench")
+        session.commit()
+        api_key_id: str = session.scalars(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(key))).one()
+    return sessions, api_key_id
+
+
 def _ran(claim: Claim) -> Outcome:
     """A row's outcome, each of its lines with a top-5 output."""
-    output, failed = batch_rows.row_output([(_OUTPUT, None)] * len(claim.input["lines"]))
+    output, failed = batch_rows.row_output([(LINE_OUTPUT, None)] * len(claim.input["lines"]))
     return Outcome(claim, output=output, failed_lines=failed)
 
 
 def _poll(sessions: sessionmaker[Session], api_key_id: str, count: int, per_pass: int, row_inputs: int) -> str:
     """The wall time of `request_counts` of a batch of `count` lines, the first half (to the end of a row) run
     (`per_pass` a pass) and written to its files, as beat would have by then."""
-    batch_id, _, _ = _batch(sessions, api_key_id, count, "fill-mask", row_inputs)
+    batch_id, _, _ = queued_batch(sessions, api_key_id, count, "fill-mask", row_inputs)
     done = 0
     while done < count // 2:
         claimed = jobs.claim_more(sessions, "fill-mask", min(per_pass, count // 2 - done), lambda: datetime.now(UTC),

@@ -22,12 +22,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.store_lines import _OUTPUT, _batch
+from bench.store_lines import LINE_OUTPUT, queued_batch, store_with_key
 from core.settings import Settings
-from migrations import run_migrations
-from models.db import make_engine, make_session_factory
-from models.tables import SUCCEEDED, ApiKey, Job
-from store import keys
+from models.tables import SUCCEEDED, Job
 from tests.doubles import RecordingEvents
 from worker.batcher import Batcher
 from worker.engine import JobPayload, StagedEngine
@@ -52,7 +49,7 @@ class NullEngine(StagedEngine):
         return prepared
 
     def finish(self, jobs: list[JobPayload], inferred: Any) -> list[list[Any]]:
-        return [_OUTPUT for _ in jobs]
+        return [LINE_OUTPUT for _ in jobs]
 
     def warm_up(self) -> None:
         """Nothing to warm."""
@@ -66,13 +63,7 @@ def main() -> None:
     parser.add_argument("--database-url", help="a database to migrate and use (default: a fresh SQLite file)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'distilq.db'}"
-        run_migrations(url)
-        sessions = make_session_factory(make_engine(url, eager_writer=True))
-        with sessions() as session:
-            key = keys.create_key(session, "bench")
-            session.commit()
-            api_key_id = session.scalars(select(ApiKey.id).where(ApiKey.key_hash == keys.hash_key(key))).one()
+        sessions, api_key_id = store_with_key(args.database_url or f"sqlite:///{Path(tmp) / 'distilq.db'}")
         engine = NullEngine()
         batcher = Batcher(sessions, lambda task: engine, RecordingEvents(),  # type: ignore[arg-type]
                           Settings(max_batch_size=PASS_INPUTS, max_batch_wait_ms=0), lambda: datetime.now(UTC))
@@ -82,7 +73,7 @@ def main() -> None:
         wall: dict[int, list[float]] = {size: [] for size in sizes}
         for _ in range(args.rounds):
             for size in sizes:  # alternately: the machine's slow minutes fall on each alike
-                batch_id, _, _ = _batch(sessions, api_key_id, args.lines, "fill-mask", size)
+                batch_id, _, _ = queued_batch(sessions, api_key_id, args.lines, "fill-mask", size)
                 started, started_wall = time.process_time(), time.perf_counter()
                 batcher.drain("fill-mask")
                 cpu[size].append((time.process_time() - started) / args.lines * 1e6)
