@@ -72,6 +72,10 @@ STEPS = [
     Step("batch", "a 10,000-line batch file beside the engine alone (issue 15: e/c ≥ 0.8) and interactive latency "
          "beside it", ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"],
          80),
+    Step("batch-rows-1", "the same batch file with a row a line (DISTILQ_BATCH_ROW_INPUTS=1, as before session 35): "
+         "what rows of 16 lines are worth on the GPU (session 30 on the H200, a row a line: e/c 0.24)",
+         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 80,
+         env={"DISTILQ_BATCH_ROW_INPUTS": "1"}),
     Step("batch-postgres", "the 10,000-line batch file beside the engine alone on PostgreSQL, the compose stack's "
          "database (issue 15: e/c ≥ 0.8 there too)",
          ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 70,

@@ -39,8 +39,10 @@ def test_a_smoke_step_is_small_on_this_machines_device_and_keeps_whole_64_input_
 
 
 def test_the_batch_steps_run_first_and_the_profile_on_cuda_with_the_padded_layout_beside_it() -> None:
-    assert [step.name for step in gpu.STEPS[:5]] == ["file-check", "worker-lines", "batch", "batch-postgres",
-                                                     "batch-2-workers"]
+    assert [step.name for step in gpu.STEPS[:6]] == ["file-check", "worker-lines", "batch", "batch-rows-1",
+                                                     "batch-postgres", "batch-2-workers"]
+    batch, rows_1 = (next(step for step in gpu.STEPS if step.name == name) for name in ("batch", "batch-rows-1"))
+    assert rows_1.env == {"DISTILQ_BATCH_ROW_INPUTS": "1"} and not batch.env  # the default's rows beside a line's
     profile, padded = (next(step for step in gpu.STEPS if step.name == name) for name in ("profile", "profile-padded"))
     command = gpu.step_command(profile, Path("/out"), Path("/models"), smoke=False)
     assert command[1:3] == ["-m", "bench.engine_profile"] and _value(command, "--device") == "cuda"
