@@ -20,7 +20,7 @@ import requests
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.queue import read_announcements
-from distilq.stack import LocalStack, free_port, wait_until
+from distilq.stack import API_PORT_TRIES, LocalStack, free_port, wait_until
 from models.db import make_engine, make_session_factory, transaction
 from store.keys import create_key
 
@@ -145,6 +145,19 @@ class Stack(LocalStack):
             args = (*args, "--metrics-port", "0")
         self.start(name, "worker", *args, env=env)
         wait_for(lambda: "worker ready" in self.log(name), 120, f"{name} to load its models")
+
+    def start_worker_serving_metrics(self, name: str = "worker", *args: str) -> int:
+        """An inference worker serving its metrics on a port drawn for it, which it returns. A port drawn free may be
+        taken by another process (another test's) before the worker binds it, once its models are loaded: the worker
+        then runs without metrics and says so, and is stopped and started again on another port (as the API's port
+        is drawn again, `distilq.stack.API_PORT_TRIES`)."""
+        for attempt in range(API_PORT_TRIES):
+            port, named = free_port(), name if attempt == 0 else f"{name}-{attempt}"
+            self.start_worker(named, *args, "--metrics-port", str(port))
+            if f"metrics port {port} unavailable" not in self.log(named):
+                return port
+            self.stop(named)
+        raise RuntimeError(f"{name} found its metrics port taken {API_PORT_TRIES} times")
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
         return super().stop(name, sig, timeout_s)

@@ -3,12 +3,15 @@ Redis going down and coming back."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from distilq.stack import EmbeddedRedis
-from tests.integration.stack import Stack, free_port, wait_for
+from distilq.stack import EmbeddedRedis, free_port
+from tests.integration import stack as stack_module
+from tests.integration.stack import Stack, wait_for
 
 ONE = {"inputs": {"input_string": ["Paris is the [MASK] of France."]}, "parameters": {"top_k": 1}}
 
@@ -21,11 +24,10 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_api_and_worker_metrics(fresh_stack: Stack) -> None:
-    port = free_port()
     http = fresh_stack.client(fresh_stack.new_key())
     job = http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE).json()
     assert http.post(f"{fresh_stack.url}/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"  # no worker yet
-    fresh_stack.start_worker("worker", "--metrics-port", str(port))
+    port = fresh_stack.start_worker_serving_metrics("worker")
     for _ in range(3):
         assert http.post(f"{fresh_stack.url}/v1/fill-mask", json=ONE, headers={"Prefer": "wait=30"}).status_code == 200
 
@@ -48,6 +50,23 @@ def test_api_and_worker_metrics(fresh_stack: Stack) -> None:
     assert worker[("distilq_job_latency_seconds_count", (("task", "fill-mask"),))] >= 3
     api = samples(requests.get(f"{fresh_stack.url}/metrics").text)
     assert api[("distilq_jobs_finished_total", (("status", "canceled"), ("task", "fill-mask")))] == 1
+
+
+def test_a_worker_whose_metrics_port_is_taken_runs_without_it_and_is_started_on_another(
+        fresh_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port drawn free can be taken before the worker binds it, after its models load: the worker says so and
+    serves jobs without metrics; the test stack then starts one on another port (CI once saw a worker's metrics
+    port never answer)."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        drawn = iter([busy])
+        monkeypatch.setattr(stack_module, "free_port", lambda: next(drawn, 0) or free_port())
+        port = fresh_stack.start_worker_serving_metrics("worker")
+        assert port != busy and f"metrics port {busy} unavailable" in fresh_stack.log("worker")
+    found = samples(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+    assert found[("distilq_worker_ready", ())] == 1
 
 
 def test_readiness_follows_the_models_and_redis(fresh_stack: Stack, own_redis: EmbeddedRedis) -> None:
