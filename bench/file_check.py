@@ -63,7 +63,17 @@ def main() -> None:
     from tests.tiny_model import build as build_tiny
 
     models = build_tiny(args.models / "tiny")
-    logging.disable(logging.WARNING)  # no Redis here: the wake-ups fail, as designed, with a warning each
+    # No Redis here: the wake-ups fail, as designed, with a warning each. Turned on again at the end: a test runs
+    # this in its own process, whose later tests' log records would be lost.
+    disabled = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        _check_files(args, models)
+    finally:
+        logging.disable(disabled)
+
+
+def _check_files(args: argparse.Namespace, models: dict[str, Path]) -> None:
     texts = make_workload(args.lines, 0).fill_mask
     files = {
         "batch": "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/fill-mask",

@@ -4,6 +4,7 @@ call and writes every job back; a bad input fails its own job only; a job cancel
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -89,8 +90,26 @@ def test_a_batch_holds_at_most_max_batch_size_inputs(submit: Submit, sessions: s
     assert [stored(sessions, i).batch_size for i in ids] == [6, 6, 6, 6]
 
 
+@pytest.fixture
+def warnings_logged() -> Iterator[list[logging.LogRecord]]:
+    """The batcher's warnings, whatever an earlier test of this process did to logging (a bench's main run in-process
+    turned warnings off; `logging.config.dictConfig` disables the loggers made before it): a handler of its own."""
+    logger = logging.getLogger("worker.batcher")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    disabled, logger_disabled = logging.root.manager.disable, logger.disabled
+    logging.disable(logging.NOTSET)
+    logger.disabled = False
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+    logger.disabled = logger_disabled
+    logging.disable(disabled)
+
+
 def test_a_bad_input_fails_its_own_job_only(submit: Submit, sessions: sessionmaker[Session],
-                                            clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+                                            clock: ManualClock, warnings_logged: list[logging.LogRecord]) -> None:
     good = submit(ONE)
     bad = submit({"inputs": {"input_string": ["no mask token here"]}})
     engine = StubEngine("fill-mask")
@@ -103,7 +122,7 @@ def test_a_bad_input_fails_its_own_job_only(submit: Submit, sessions: sessionmak
     assert failed.error is not None and failed.error["code"] == "invalid_input"
     assert sorted(events.finished_jobs) == sorted([(good.id, "succeeded"), (bad.id, "failed")])
     # The log says which job's input failed, and why.
-    assert [(record.job_id, record.code) for record in caplog.records  # type: ignore[attr-defined]
+    assert [(record.job_id, record.code) for record in warnings_logged  # type: ignore[attr-defined]
             if record.getMessage().startswith("an input failed")] == [(bad.id, "invalid_input")]
 
 
@@ -434,7 +453,8 @@ def test_every_pass_with_a_file_s_lines_asks_beat_to_write_them(
 
 
 def test_a_row_of_a_batch_s_lines_runs_each_line_as_a_job_and_a_bad_line_fails_alone(
-        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+        sessions: sessionmaker[Session], api_key: ApiKey, clock: ManualClock,
+        warnings_logged: list[logging.LogRecord]) -> None:
     """A row of 4 lines (`store/batch_rows.py`) is 4 of the engine's jobs, each with its own parameters and token
     ids; a line the engine refuses fails alone, and the row succeeds with each line's output or error."""
     from store import batch_rows, batches
@@ -461,5 +481,5 @@ def test_a_row_of_a_batch_s_lines_runs_each_line_as_a_job_and_a_bad_line_fails_a
                           {"output": [fill_mask_output(texts[2], 3)]}, {"output": [fill_mask_output(texts[3], 4)]}]
     assert events.finished_jobs == [(row.id, "succeeded")] and events.files_moved_asks == 1
     # The failed line logged by its own id (what `GET /v1/jobs/{id}` reads), not its row's.
-    assert [record.job_id for record in caplog.records  # type: ignore[attr-defined]
+    assert [record.job_id for record in warnings_logged  # type: ignore[attr-defined]
             if record.getMessage().startswith("an input failed")] == [batch_rows.line_id(row.id, 1)]
