@@ -15,6 +15,7 @@ CPU, 4.3 s against the 0.7 s it took, so its next claim came 2.5 s after it ende
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 #: How much the newest pass weighs against the fit of all before it.
 WEIGHT = 0.05
@@ -41,28 +42,18 @@ class PassCost:
         """Seconds one more input adds to a pass; None before any pass. Never more than the last pass's average
         (the fixed part is not negative) and never less than a hundredth of it (a fit on noise). Until passes
         differ enough in size, the last pass's average."""
-        average, slope = self._fit()
-        return average if slope is None else slope
+        fit = self._fit()
+        if fit is None:
+            return None
+        return fit.average if fit.slope is None else fit.bounded_slope(fit.slope)
 
     def marginal(self) -> float | None:
         """`per_input` once passes have differed enough in size for its slope to be trusted; None until then. The
         average of passes of one size is no measure of what one more input adds where they are mostly fixed cost:
         a GPU's pass of one interactive job took ~14 ms (claim, device and write-back: BENCHMARKS.md, session 30),
         of which one input is a few hundredths — priced at the whole, a row of a batch's lines held one line."""
-        return self._fit()[1]
-
-    def _fit(self) -> tuple[float | None, float | None]:
-        """The last pass's average (None before any pass), and the fitted slope within its bounds (None while the
-        passes are too alike in size)."""
-        with self._lock:
-            average, (w, n, t, nn, nt) = self._last_average, self._sums
-        if average is None:
-            return None, None
-        variance = nn / w - (n / w) ** 2
-        if variance < MIN_SIZE_VARIANCE:
-            return average, None
-        slope = (nt / w - (n / w) * (t / w)) / variance
-        return average, min(average, max(slope, average / 100))
+        fit = self._fit()
+        return None if fit is None or fit.slope is None else fit.bounded_slope(fit.slope)
 
     def seconds(self, inputs: int) -> float | None:
         """The seconds of a pass of `inputs`, fitted (neither part below zero); None before any pass. Until passes
@@ -73,13 +64,38 @@ class PassCost:
         times its average, one of fewer at most what it took): a slope fitted over passes a few inputs apart is
         noise made steep — on a 2-core CPU an early slow pass of 512 and a pass of 488 timed the next 512 at
         0.62 s where it took 0.10, and its claim came 0.44 s late while the device waited."""
+        fit = self._fit()
+        if fit is None:
+            return None
+        if fit.slope is None:
+            return fit.average * min(max(1, inputs), fit.last_inputs)
+        slope = max(0.0, fit.slope)
+        fitted = max(0.0, fit.mean_seconds - slope * fit.mean_inputs) + slope * max(1, inputs)
+        return min(fitted, fit.average * max(inputs, fit.last_inputs))
+
+    def _fit(self) -> _Fit | None:
+        """The sums as a fit (None before any pass)."""
         with self._lock:
             average, last_inputs, (w, n, t, nn, nt) = self._last_average, self._last_inputs, self._sums
         if average is None:
             return None
-        variance = nn / w - (n / w) ** 2
-        if variance < MIN_SIZE_VARIANCE:
-            return average * min(max(1, inputs), last_inputs)
-        slope = max(0.0, (nt / w - (n / w) * (t / w)) / variance)
-        fitted = max(0.0, t / w - slope * n / w) + slope * max(1, inputs)
-        return min(fitted, average * max(inputs, last_inputs))
+        mean_inputs, mean_seconds = n / w, t / w
+        variance = nn / w - mean_inputs ** 2
+        slope = None if variance < MIN_SIZE_VARIANCE else (nt / w - mean_inputs * mean_seconds) / variance
+        return _Fit(average, last_inputs, mean_inputs, mean_seconds, slope)
+
+
+class _Fit(NamedTuple):
+    """The last pass's average and size, the weighted means of the passes' sizes and seconds, and the least-squares
+    slope of their seconds on their sizes — None while the passes are too alike in size to trust it."""
+
+    average: float
+    last_inputs: int
+    mean_inputs: float
+    mean_seconds: float
+    slope: float | None
+
+    def bounded_slope(self, slope: float) -> float:
+        """`slope` no more than the last pass's average (the fixed part is not negative) and no less than a
+        hundredth of it (a fit on noise)."""
+        return min(self.average, max(slope, self.average / 100))
