@@ -84,7 +84,7 @@ def _line(data: dict[str, Any], number: int, endpoint: str | None, storable: boo
     if data.get("method") != "POST":
         raise BadLine(number, "method must be 'POST'", "method")
     url = data.get("url")
-    if url not in ROUTES:
+    if not isinstance(url, str) or url not in ROUTES:  # (a list or an object is no key of ROUTES: TypeError)
         raise BadLine(number, f"url must be one of {', '.join(ROUTES)}", "url")
     if endpoint is not None and url != endpoint:
         raise BadLine(number, f"url must be the batch's endpoint, {endpoint}", "url")
