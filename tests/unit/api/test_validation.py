@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from flask.testing import FlaskClient
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -338,3 +340,24 @@ def test_plain_text_is_read_as_pythons_json_reads_it_without_a_walk(raw: bytes) 
     assert storable
     assert value == json.loads(raw) and unstorable(value) == []
     assert json.dumps(value) == json.dumps(json.loads(raw))  # the same types: a long integer stays an integer
+
+
+#: Text with what JSON can carry and a database cannot: NULs, lone surrogates; and what it can, non-ASCII.
+_ODD_TEXT = st.sampled_from(["\x00", "a\ud800", "\udfff", "é😀", "\\u0000"]) | st.text(max_size=12)
+#: Any value Python's json writes: integers beyond 64 bits, every float (NaN, infinities), odd text, keys alike.
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(-2**80, 2**80) | st.floats() | _ODD_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_ODD_TEXT, inner, max_size=3), max_leaves=16)
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(value=_VALUES, ascii_only=st.booleans(), depth=st.integers(0, 40))
+def test_any_json_text_is_read_as_pythons_json_reads_it_and_walked_unless_its_text_shows_nothing_to_find(
+        value: Any, ascii_only: bool, depth: int) -> None:
+    """`read_storable` (orjson where it reads alike, the walk skipped where the text shows nothing to find) against
+    Python's json and a walk of every value: the same values and types, and never a skip where the walk finds
+    something."""
+    raw = ("[" * depth + json.dumps(value, ensure_ascii=ascii_only) + "]" * depth).encode("utf-8", "surrogatepass")
+    read, storable = read_storable(raw)
+    assert json.dumps(read) == json.dumps(json.loads(raw))  # NaN as NaN, an integer as an integer
+    assert not (storable and unstorable(read))
