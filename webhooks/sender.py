@@ -8,7 +8,10 @@ anything else is retried on the schedule of `webhooks/schedule.py`, kept in the 
 
 from __future__ import annotations
 
+import http.client
 import logging
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import urllib3
+import urllib3.connection
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,27 +45,65 @@ class DeliveryResult:
 
 
 def post(target: Target, headers: dict[str, str], body: str, timeout_s: float) -> DeliveryResult:
-    """One POST to the first checked address, with the URL's host for Host and TLS; no redirect, no retry."""
+    """One POST to the first checked address, with the URL's host for Host and TLS; no redirect, no retry. The
+    attempt ends within `timeout_s` whatever the receiver does: a socket's timeout bounds each read only, and a
+    receiver sending its answer a byte at a time held an attempt of 1 s for 18 (past its event's lock, when another
+    attempt may start), so the connection is cut at the deadline. Only the status is read — never the receiver's
+    body (a 2 GB one was read whole into the sender's memory)."""
     address = target.addresses[0]
-    timeout = urllib3.Timeout(connect=min(timeout_s, 5.0), read=timeout_s)
-    pool: urllib3.HTTPConnectionPool
+    connect_s = min(timeout_s, 5.0)
+    connection: urllib3.connection.HTTPConnection
     if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(address, target.port, timeout=timeout, retries=False,
-                                           server_hostname=target.host, assert_hostname=target.host,
-                                           cert_reqs="CERT_REQUIRED")
+        connection = urllib3.connection.HTTPSConnection(address, target.port, timeout=connect_s,
+                                                        server_hostname=target.host, assert_hostname=target.host,
+                                                        cert_reqs="CERT_REQUIRED")
     else:
-        pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False)
+        connection = urllib3.connection.HTTPConnection(address, target.port, timeout=connect_s)
     default_port = 443 if target.scheme == "https" else 80
     host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    deadline = _Deadline(connection, timeout_s)
     try:
-        with pool:
-            reply = pool.urlopen("POST", target.path, body=body.encode("utf-8"), redirect=False,
-                                 headers={**headers, "Host": host_header}, preload_content=True)
-        return DeliveryResult(reply.status, None)
-    except urllib3.exceptions.TimeoutError:
-        return DeliveryResult(None, f"timed out after {timeout_s:g} s")
-    except urllib3.exceptions.HTTPError as error:
+        connection.connect()
+        deadline.check()
+        connection.timeout = timeout_s  # each read's, set on the socket as the answer is read; the deadline the whole's
+        connection.request("POST", target.path, body=body.encode("utf-8"),
+                           headers={**headers, "Host": host_header}, preload_content=False)
+        return DeliveryResult(connection.getresponse().status, None)
+    except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as error:
+        if deadline.passed:
+            return DeliveryResult(None, f"timed out after {timeout_s:g} s")
         return DeliveryResult(None, f"{error.__class__.__name__}: {error}")
+    finally:
+        deadline.cancel()
+        connection.close()
+
+
+class _Deadline:
+    """Cuts `connection`'s socket `seconds` from now (a read blocked on it then ends), from a timer's thread."""
+
+    def __init__(self, connection: urllib3.connection.HTTPConnection, seconds: float) -> None:
+        self.connection = connection
+        self.passed = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        self.passed = True
+        sock = self.connection.sock  # None while the TCP connection is made: that is bounded by its own timeout
+        if sock is not None:
+            try:  # the plain socket's shutdown, under TLS too: it unblocks a read in the other thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already
+
+    def check(self) -> None:
+        """Raises TimeoutError once the deadline has passed (the connection was made after it)."""
+        if self.passed:
+            raise TimeoutError("the deadline passed while connecting")
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class WebhookSender:
