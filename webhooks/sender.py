@@ -2,8 +2,9 @@
 
 An attempt claims its event by compare-and-set (so duplicated messages send once), signs the stored body with
 the key's secret (and the previous one during a rotation), connects only to an address the SSRF guard checked
-(no second DNS lookup to rebind), follows no redirect, and records the outcome. Any 2xx delivers; 410 stops;
-anything else is retried on the schedule of `webhooks/schedule.py`, kept in the database for `beat` to send.
+(no second DNS lookup to rebind), follows no redirect, reads only the answer's status and ends at its deadline
+(`post`), and records the outcome. Any 2xx delivers; 410 stops; anything else is retried on the schedule of
+`webhooks/schedule.py`, kept in the database for `beat` to send.
 """
 
 from __future__ import annotations
