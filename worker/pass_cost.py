@@ -45,7 +45,8 @@ class PassCost:
         fit = self._fit()
         if fit is None:
             return None
-        return fit.average if fit.slope is None else fit.bounded_slope(fit.slope)
+        slope = fit.bounded_slope
+        return fit.average if slope is None else slope
 
     def marginal(self) -> float | None:
         """`per_input` once passes have differed enough in size for its slope to be trusted; None until then. The
@@ -53,7 +54,7 @@ class PassCost:
         a GPU's pass of one interactive job took ~14 ms (claim, device and write-back: BENCHMARKS.md, session 30),
         of which one input is a few hundredths — priced at the whole, a row of a batch's lines held one line."""
         fit = self._fit()
-        return None if fit is None or fit.slope is None else fit.bounded_slope(fit.slope)
+        return None if fit is None else fit.bounded_slope
 
     def seconds(self, inputs: int) -> float | None:
         """The seconds of a pass of `inputs`, fitted (neither part below zero); None before any pass. Until passes
@@ -95,7 +96,8 @@ class _Fit(NamedTuple):
     mean_seconds: float
     slope: float | None
 
-    def bounded_slope(self, slope: float) -> float:
-        """`slope` no more than the last pass's average (the fixed part is not negative) and no less than a
-        hundredth of it (a fit on noise)."""
-        return min(self.average, max(slope, self.average / 100))
+    @property
+    def bounded_slope(self) -> float | None:
+        """The slope no more than the last pass's average (the fixed part is not negative) and no less than a
+        hundredth of it (a fit on noise); None while it is not trusted."""
+        return None if self.slope is None else min(self.average, max(self.slope, self.average / 100))
