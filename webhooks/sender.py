@@ -50,7 +50,7 @@ def post(target: Target, headers: dict[str, str], body: str, timeout_s: float) -
     attempt ends within `timeout_s` whatever the receiver does: a socket's timeout bounds each read only, and a
     receiver sending its answer a byte at a time held an attempt of 1 s for 18 (past its event's lock, when another
     attempt may start), so the connection is cut at the deadline. Only the status is read — never the receiver's
-    body (a 2 GB one was read whole into the sender's memory)."""
+    body (a 300 MB one was read whole into the sender's memory)."""
     address = target.addresses[0]
     connect_s = min(timeout_s, 5.0)
     connection: urllib3.connection.HTTPConnection
