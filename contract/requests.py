@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from contract.tokens import stride_problem
+
 #: Largest `top_k` accepted: more candidates than anyone reads, and output rows grow with it.
 MAX_TOP_K = 100
 MAX_TARGETS = 100
@@ -83,10 +85,9 @@ class QuestionAnsweringParameters(_Body):
     def _stride_fits(self) -> QuestionAnsweringParameters:
         if self.doc_stride is None:
             self.doc_stride = min(self.max_seq_len // 2, 128)
-        elif self.doc_stride > self.max_seq_len:
-            raise ValueError(
-                f"doc_stride ({self.doc_stride}) is larger than max_seq_len ({self.max_seq_len})"
-            )
+        problem = stride_problem(self.max_seq_len, self.doc_stride)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 #: [CLS] question [SEP] context [SEP]
 QA_SPECIAL_TOKENS = 3
+#: [CLS] text [SEP]: the tokenizer takes a stride of at most max_seq_len less these, and refuses a QA request with a
+#: longer one whatever its inputs (the 4.x pipeline fails it).
+SEQUENCE_SPECIAL_TOKENS = 2
 #: A pair costs its chunks × max_seq_len tokens of forward passes; more than this is refused. As much as 64 chunks
 #: at the default max_seq_len of 384 — and then as many chunks as that budget holds at a smaller max_seq_len.
 MAX_QA_TOKENS_PER_INPUT = 64 * 384
@@ -51,9 +54,20 @@ def target_ids(tokenizer: Tokenizer, targets: list[str]) -> list[int]:
     return list(set(ids))
 
 
+def stride_problem(max_seq_len: int, doc_stride: int) -> str | None:
+    """Why the tokenizer would refuse `doc_stride` at `max_seq_len` for any pair; None when it takes it."""
+    if doc_stride > max_seq_len - SEQUENCE_SPECIAL_TOKENS:
+        return (f"doc_stride ({doc_stride}) must be at most max_seq_len ({max_seq_len}) - {SEQUENCE_SPECIAL_TOKENS}: "
+                f"the tokenizer takes no longer stride")
+    return None
+
+
 def qa_chunk_count(question_tokens: int, context_tokens: int, max_seq_len: int, doc_stride: int) -> int:
     """How many overlapping chunks a question/context pair becomes; raises ValueError where the tokenizer
     would fail (it panics rather than raising, so this must be checked before it runs)."""
+    problem = stride_problem(max_seq_len, doc_stride)
+    if problem is not None:
+        raise ValueError(problem)
     room = max_seq_len - question_tokens - QA_SPECIAL_TOKENS
     if question_tokens + context_tokens + QA_SPECIAL_TOKENS <= max_seq_len:
         return 1

@@ -171,12 +171,17 @@ class QuestionAnsweringEngine(ModelEngine):
 
     def _stored(self, job: JobPayload) -> list[list[array[int]] | None]:
         """Per pair of the job, what the API's check stored of it (`contract.tokens.pack_qa_pairs`), or None where
-        it stored nothing this engine's tokenizer would have made."""
+        it stored nothing this engine's tokenizer would have made — or where the question holds a CLS token (typed
+        in its text): an answer may start or end at a CLS wherever it is, and the pipeline reads such a span's
+        characters from the context's word of the same index as the question's word holding it
+        (`Encoding.word_to_chars` with the question's word), which the stored context tokens cannot tell: that pair
+        is tokenized here."""
         pairs = len(job.input["question"])
         lists = unpack_token_arrays(job.token_ids, self.fingerprint, QA_LISTS_PER_PAIR * pairs)
         if lists is None:
             return [None] * pairs
-        return [lists[p * QA_LISTS_PER_PAIR:(p + 1) * QA_LISTS_PER_PAIR] for p in range(pairs)]
+        stored = [lists[p * QA_LISTS_PER_PAIR:(p + 1) * QA_LISTS_PER_PAIR] for p in range(pairs)]
+        return [None if self.cls_id in pair[0] else pair for pair in stored]
 
     def _stored_chunks(self, pair: int, lists: list[array[int]], params: dict[str, Any]) -> list[Chunk]:
         """The chunks of a pair from what the API stored, cut as the tokenizer's "only_second" truncation with
@@ -243,10 +248,10 @@ class QuestionAnsweringEngine(ModelEngine):
             groups[(params["max_seq_len"], params["doc_stride"])].append(index)
         chunks: list[Chunk] = []
         for (max_seq_len, doc_stride), members in groups.items():
-            self.backend.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
             try:
+                self.backend.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
                 encodings = self.backend.encode_batch([(pairs[m][0], pairs[m][1]) for m in members])
-            except BaseException as error:  # the tokenizers library panics on a stride it cannot honour
+            except BaseException as error:  # the tokenizers library refuses, or panics on, a stride it cannot honour
                 self.backend.no_truncation()
                 if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
                     raise

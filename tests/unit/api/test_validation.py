@@ -91,6 +91,7 @@ BAD: list[tuple[str, Any, int, list[Any]]] = [
     (QA, {"inputs": QA_OK, "parameters": {"top_k": 0}}, 422, ["parameters", "top_k"]),
     (QA, {"inputs": QA_OK, "parameters": {"max_answer_len": 0}}, 422, ["parameters", "max_answer_len"]),
     (QA, {"inputs": QA_OK, "parameters": {"max_seq_len": 100, "doc_stride": 101}}, 422, ["parameters"]),
+    (QA, {"inputs": QA_OK, "parameters": {"max_seq_len": 16, "doc_stride": 15}}, 422, ["parameters"]),
     (QA, {"inputs": QA_OK, "parameters": {"max_seq_len": 600}}, 422, ["parameters", "max_seq_len"]),
     (QA, {"inputs": QA_OK, "parameters": {"handle_impossible_answer": "yes"}}, 422,
      ["parameters", "handle_impossible_answer"]),
