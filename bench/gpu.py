@@ -96,6 +96,10 @@ STEPS = [
          "what rows of 16 lines are worth on the GPU (session 30 on the H200, a row a line: e/c 0.24)",
          ["--dtype", "float16", "--modes", "ce", "--tasks", "fill-mask", "--fill-mask-jobs", "10000"], 80,
          env={"DISTILQ_BATCH_ROW_INPUTS": "1"}),
+    Step("worker-jobs", "the worker's own CPU a one-input interactive job around an engine of no work, passes of 16 "
+         "and 64 (issue 13: with the engine's host work, what one worker's interpreter spends a job — the bound of "
+         "one-input jobs a second where the API processes are not)",
+         ["--lines", "4096", "--rounds", "4", "--interactive-passes", "16,64"], 30, module="bench.worker_lines"),
     Step("file-check", "the API's check of a 10,000-line batch file in its own thread and in 4 and 8 check processes "
          "(issue 15: the check and queue were 0.59 of the batch's 1.67 s on the H200)",
          ["--lines", "10000", "--rounds", "2", "--check-processes", "0,4,8"], 40, module="bench.file_check"),
@@ -168,7 +172,8 @@ def shown(step: Step, command: list[str]) -> str:
 def summary_lines(log: str) -> list[str]:
     """The lines of a bench log worth keeping: the machine, the tables and every figure line."""
     keep = ("machine:", "measured", "###", "|", "ratios", "(c)", "(d)", "(e)", "(g)", "(h)", "batch of",
-            "evaluation of", "rows of", "Traceback", "torch ", "device stage", "profiled", "stack st")
+            "evaluation of", "rows of", "interactive jobs", "Traceback", "torch ", "device stage", "profiled",
+            "stack st")
     return [line for line in log.splitlines() if line.lstrip().startswith(keep) or "Error" in line]
 
 

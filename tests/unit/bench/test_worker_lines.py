@@ -1,5 +1,5 @@
-"""`python -m bench.worker_lines`: a batcher drains each batch's lines, every one of them, at each row size, and
-the worker's CPU a line is reported for each."""
+"""`python -m bench.worker_lines`: a batcher drains each batch's lines, every one of them, at each row size (or each
+round's interactive jobs at each pass size), and the worker's CPU a line (a job) is reported for each."""
 
 from __future__ import annotations
 
@@ -18,7 +18,19 @@ def test_the_worker_bench_drains_every_line_at_each_row_size(monkeypatch: pytest
     report = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in report] == ["rows of 1", "rows of 16"]
     for line in report:
-        assert re.search(r"median of 1 batches of 600 lines \(range\): \d+\.\d \(\d+\.\d–\d+\.\d\); wall \d+\.\d$",
+        assert re.search(r"median of 1 rounds of 600 lines \(range\): \d+\.\d \(\d+\.\d–\d+\.\d\); wall \d+\.\d$",
+                         line), line
+
+
+def test_the_worker_bench_drains_every_interactive_job_at_each_pass_size(monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["worker_lines", "--lines", "100", "--rounds", "2",
+                                      "--interactive-passes", "4,16"])
+    worker_lines.main()  # raises unless every job of each round ran and succeeded
+    report = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in report] == [f"interactive jobs, passes of {size}" for size in (4, 16)]
+    for line in report:
+        assert re.search(r"median of 1 rounds of 100 jobs \(range\): \d+\.\d \(\d+\.\d–\d+\.\d\); wall \d+\.\d$",
                          line), line
 
 
