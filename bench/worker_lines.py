@@ -74,7 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=10_240,
                         help="one-input lines of each batch (interactive jobs of each round)")
-    parser.add_argument("--rounds", type=int, default=5, help="batches drained at each row size; the first left out")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="batches (rounds of jobs) drained at each row (pass) size; the first left out")
     parser.add_argument("--row-inputs", default="1,16", help="comma-separated inputs (here: lines) a row holds")
     parser.add_argument("--interactive-passes",
                         help="comma-separated inputs a pass holds at most: one-input interactive jobs, not lines")
@@ -91,9 +92,8 @@ def main() -> None:
 
         if args.interactive_passes:
             sizes = [int(size) for size in args.interactive_passes.split(",")]
-            kinds = {f"interactive jobs, passes of {size}": (batcher(size), _interactive(make_engine(url), api_key_id,
-                                                                                        args.lines))
-                     for size in sizes}
+            submit = _interactive(make_engine(url), api_key_id, args.lines)  # the API's own engine
+            kinds = {f"interactive jobs, passes of {size}": (batcher(size), submit) for size in sizes}
             unit = "job"
         else:
             sizes = [int(size) for size in args.row_inputs.split(",")]
@@ -150,6 +150,7 @@ def _interactive(api: Engine, api_key_id: str, count: int) -> Callable[[], Ran]:
                            or 0)
         return ran
     return queue
+
 
 if __name__ == "__main__":
     main()

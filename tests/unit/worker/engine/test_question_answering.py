@@ -241,8 +241,9 @@ def test_any_pairs_answer_alike_from_what_the_api_stored_and_from_their_texts(
     if isinstance(stored, str) or isinstance(tokenized, str):
         assert stored == tokenized
         return
-    [stored_pairs], [tokenized_pairs] = stored, tokenized  # the two paths pack their passes alike but not the same:
-    for one, other in zip(stored_pairs, tokenized_pairs, strict=True):  # scores may differ in the last bits
+    # The two paths' chunks may pack into passes otherwise: scores may differ in their last bits.
+    [stored_pairs], [tokenized_pairs] = stored, tokenized
+    for one, other in zip(stored_pairs, tokenized_pairs, strict=True):
         assert_same_answers(_as_list(one), _as_list(other))
 
 
