@@ -157,13 +157,16 @@ def ours(task: str, model: Path, cases: list[dict[str, Any]], runtime: Runtime) 
 
 
 def _run(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[JobPayload]) -> list[Any]:
-    """Each job's one output; where the engine refuses an input, every job alone (as the worker runs them then)."""
+    """Each job's one output; where the engine refuses an input (or fails: the worker's `inference_error`), every
+    job alone, as the worker runs them then."""
     try:
         return [output[0] for output in engine.run(jobs)]
-    except InputError as error:
-        if len(jobs) == 1:
+    except Exception as error:
+        if len(jobs) > 1:
+            return [_run(engine, [job])[0] for job in jobs]
+        if isinstance(error, InputError):
             return [{"input_error": str(error)}]
-        return [_run(engine, [job])[0] for job in jobs]
+        return [{"engine_error": f"{type(error).__name__}: {error}"}]
 
 
 def same(actual: Any, expected: Any) -> bool:
@@ -189,6 +192,8 @@ def verdict(ours_: dict[str, Any], expected: Any) -> str:
         return f"refused {ours_['refused']}, where the pipeline answers"
     documented = False
     for path, output in ours_.items():
+        if isinstance(output, dict) and "engine_error" in output:  # never: the worker fails it `inference_error`
+            return f"{path}: the engine failed ({output['engine_error'][:200]})"
         if isinstance(output, dict) and "input_error" in output:
             if not failed:
                 return f"{path}: input error ({output['input_error']}), where the pipeline answers"

@@ -35,6 +35,7 @@ def test_the_cases_of_a_seed_are_the_same_each_time_and_hold_odd_text() -> None:
     ({"stored": {**QA_ANSWER, "score": 0.26}}, QA_ANSWER, "stored:"),
     ({"stored": QA_ANSWER, "text": {**QA_ANSWER, "end": 7}}, QA_ANSWER, "text:"),
     ({"stored": {"input_error": "input 0: doc_stride"}}, QA_ANSWER, "stored: input error"),
+    ({"text": {"engine_error": "ValueError: stride"}}, {"pipeline_error": "ValueError"}, "text: the engine failed"),
     ({"stored": QA_ANSWER}, {"pipeline_error": "ValueError"}, "stored: answers, where the pipeline fails"),
     ({"refused": [{"loc": ["parameters", "top_k"], "msg": "too large"}]}, QA_ANSWER, "refused"),
 ])
