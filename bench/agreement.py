@@ -1,11 +1,12 @@
 """distilq's outputs against transformers 4.57.6's pipelines on generated inputs — odd text (special tokens typed
 in, characters the tokenizer normalises, splits or drops, words it does not know) and any parameters within the
 contract's ranges — each case judged by the API's check, then run by the engine from what the check stored, from
-its text, and batched with all the others. A case agrees when every path gives the pipeline's output (answers,
-tokens, spans and sequences equal; scores within the contract's 1e-4), or when the check refuses what the pipeline
-fails on; three differences are distilq's by design (README, "Behaviours the contract leaves open", "Limits and bad
-input"): a QA answer is never unwrapped from its list, and a question or context with no tokens, or an empty
-fill-mask target, is refused. Exits 1 when a case differs.
+its text, and batched with all the others (consecutive cases of one set of parameters as one job of several
+inputs). A case agrees when every path gives the pipeline's output (answers, tokens, spans and sequences equal;
+scores within the contract's 1e-4), or when the check refuses what the pipeline fails on; three differences are
+distilq's by design (README, "Behaviours the contract leaves open", "Limits and bad input"): a QA answer is never
+unwrapped from its list, and a question or context with no tokens, or an empty fill-mask target, is refused. Exits
+1 when a case differs.
 
 In session 38, 2,700 QA pairs of such text found two differences (a CLS typed in a question, a stride the
 tokenizer refuses), both fixed since.
@@ -71,11 +72,13 @@ def _text(rng: random.Random, words: list[str], least: int, most: int) -> str:
 
 def generate(task: str, count: int, seed: int, words: list[str]) -> list[dict[str, Any]]:
     """`count` cases of `task`: a text (fill-mask: with one to three masks) or a question and context, and
-    parameters — each set or left to its default — anywhere in the contract's ranges, and past them now and then."""
+    parameters — each set or left to its default — anywhere in the contract's ranges, and past them now and then;
+    a third of them with the parameters of the case before (`ours` runs such cases as one job of several inputs)."""
     rng = random.Random(seed)
     cases: list[dict[str, Any]] = []
     for _ in range(count):
         parameters: dict[str, Any] = {}
+        same_as_before = bool(cases) and rng.random() < 1 / 3
         if task == TASK_FILL_MASK:
             if rng.random() < 0.5:
                 parameters["top_k"] = rng.randint(1, 40 if rng.random() < 0.2 else 8)
@@ -85,10 +88,10 @@ def generate(task: str, count: int, seed: int, words: list[str]) -> list[dict[st
             text = _text(rng, words, 0, 6)
             for _ in range(1 if rng.random() < 0.8 else rng.randint(2, 3)):
                 text += rng.choice(["", " "]) + "[MASK]" + rng.choice(["", " "]) + _text(rng, words, 0, 6)
-            cases.append({"text": text, "parameters": parameters})
+            cases.append({"text": text, "parameters": dict(cases[-1]["parameters"]) if same_as_before else parameters})
             continue
         if rng.random() < 0.5:
-            parameters["top_k"] = rng.randint(1, 6)
+            parameters["top_k"] = rng.randint(1, 100 if rng.random() < 0.2 else 6)
         if rng.random() < 0.5:
             parameters["max_seq_len"] = rng.randint(12, 96)
             if rng.random() < 0.7:
@@ -99,7 +102,7 @@ def generate(task: str, count: int, seed: int, words: list[str]) -> list[dict[st
             if rng.random() < share:
                 parameters[flag] = flag == "handle_impossible_answer"
         cases.append({"question": _text(rng, words, 1, 8), "context": _text(rng, words, 1, rng.choice([10, 40, 150])),
-                      "parameters": parameters})
+                      "parameters": dict(cases[-1]["parameters"]) if same_as_before else parameters})
     return cases
 
 
@@ -126,41 +129,71 @@ def _body(task: str, case: dict[str, Any]) -> dict[str, Any]:
 def ours(task: str, model: Path, cases: list[dict[str, Any]], runtime: Runtime) -> list[dict[str, Any]]:
     """Each case as distilq serves it: `{"refused": the check's problems}`, or its one output (or `{"input_error":
     …}`) from each path — `stored` (the ids the check stored), `text` (tokenized by the engine), `batched` (with
-    every other case in one engine call, a third of them from their texts)."""
+    every other case in one engine call: consecutive cases of the same parameters as one job of several inputs, a
+    third of the jobs from their texts)."""
     settings = Settings()
     served = load_served_model(str(model))
     engine = (FillMaskEngine if task == TASK_FILL_MASK else QuestionAnsweringEngine)(
         str(model), runtime, *runtime.pass_limits(None, None))
     check, schema = ((check_fill_mask, FillMaskRequest) if task == TASK_FILL_MASK
                      else (check_question_answering, QuestionAnsweringRequest))
-    results: list[dict[str, Any]] = []
-    jobs: list[tuple[int, JobPayload]] = []
-    for index, case in enumerate(cases):
-        raw = _body(task, case)
+
+    def checked(raw: dict[str, Any]) -> tuple[Any, Any]:
+        """(the body, what the check stored) — or (None, the problems) where it refuses the body."""
         try:
             body = schema.model_validate(raw)
         except ValidationError as error:
-            results.append({"refused": [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]})
-            continue
-        checked = check(body, served, settings)  # type: ignore[arg-type]
-        if checked.problems:
-            results.append({"refused": checked.problems})
+            return None, [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
+        found = check(body, served, settings)  # type: ignore[arg-type]
+        return (None, found.problems) if found.problems else (body, found.token_ids)
+
+    results: list[dict[str, Any]] = []
+    runs: list[list[int]] = []  # the batched path's jobs: each a run of cases of the same parameters
+    for index, case in enumerate(cases):
+        raw = _body(task, case)
+        body, stored = checked(raw)
+        if body is None:
+            results.append({"refused": stored})
             continue
         parameters = body.parameters.model_dump()
-        result = {path: _run(engine, [JobPayload(raw["inputs"], parameters, ids)])[0]
-                  for path, ids in (("stored", checked.token_ids), ("text", None))}
-        results.append(result)
-        jobs.append((index, JobPayload(raw["inputs"], parameters, checked.token_ids if index % 3 else None)))
-    for (index, _), output in zip(jobs, _run(engine, [job for _, job in jobs]), strict=True):
-        results[index]["batched"] = output
+        alone = {path: _run(engine, [JobPayload(raw["inputs"], parameters, ids)])[0]
+                 for path, ids in (("stored", stored), ("text", None))}
+        results.append({path: output if _failed(output) else output[0] for path, output in alone.items()})
+        # A job with an input the engine refuses fails whole: only cases that run alone join one.
+        if (not _failed(results[-1]["stored"]) and runs and runs[-1][-1] == index - 1 and len(runs[-1]) < 3
+                and not _failed(results[index - 1]["stored"])
+                and cases[runs[-1][0]]["parameters"] == case["parameters"]):
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    jobs: list[tuple[list[int], JobPayload]] = []
+    for run in runs:
+        joined = _body(task, cases[run[0]])
+        for field in joined["inputs"]:
+            joined["inputs"][field] = [text for index in run for text in _body(task, cases[index])["inputs"][field]]
+        body, stored = checked(joined)
+        parts = [(run, joined, body, stored)]
+        if body is None:  # together past a job's bounds (its output's size): each alone
+            parts = [([index], _body(task, cases[index]), *checked(_body(task, cases[index]))) for index in run]
+        for part, raw, part_body, ids in parts:
+            jobs.append((part, JobPayload(raw["inputs"], part_body.parameters.model_dump(),
+                                          ids if len(jobs) % 3 else None)))
+    for (part, _), outputs in zip(jobs, _run(engine, [job for _, job in jobs]), strict=True):
+        for index, output in zip(part, [outputs] * len(part) if _failed(outputs) else outputs, strict=True):
+            results[index]["batched"] = output
     return results
 
 
+def _failed(output: Any) -> bool:
+    return isinstance(output, dict) and ("input_error" in output or "engine_error" in output)
+
+
 def _run(engine: FillMaskEngine | QuestionAnsweringEngine, jobs: list[JobPayload]) -> list[Any]:
-    """Each job's one output; where the engine refuses an input (or fails: the worker's `inference_error`), every
-    job alone, as the worker runs them then."""
+    """Each job's outputs, one an input; where the engine refuses an input (or fails: the worker's
+    `inference_error`), every job alone, as the worker runs them then — a job it refuses has `{"input_error": …}`
+    (`{"engine_error": …}`) in place of its list."""
     try:
-        return [output[0] for output in engine.run(jobs)]
+        return engine.run(jobs)
     except Exception as error:
         if len(jobs) > 1:
             return [_run(engine, [job])[0] for job in jobs]

@@ -22,6 +22,8 @@ def test_the_cases_of_a_seed_are_the_same_each_time_and_hold_odd_text() -> None:
         assert cases == agreement.generate(task, 200, 7, words) != agreement.generate(task, 200, 8, words)
         texts = [case.get("text", "") + case.get("question", "") + case.get("context", "") for case in cases]
         assert any(odd in text for text in texts for odd in ("[CLS]", "\u200b", "中"))
+        # Runs of cases with one set of parameters, which the batched path sends as jobs of several inputs.
+        assert sum(a["parameters"] == b["parameters"] != {} for a, b in zip(cases, cases[1:], strict=False)) > 20
     assert all("[MASK]" in case["text"] for case in agreement.generate("fill-mask", 50, 1, words))
 
 
