@@ -5,8 +5,9 @@ its text, and batched with all the others (consecutive cases of one set of param
 inputs). A case agrees when every path gives the pipeline's output (answers, tokens, spans and sequences equal;
 scores within the contract's 1e-4), or when the check refuses what the pipeline fails on; three differences are
 distilq's by design (README, "Behaviours the contract leaves open", "Limits and bad input"): a QA answer is never
-unwrapped from its list, and a question or context with no tokens, or an empty fill-mask target, is refused. Exits
-1 when a case differs.
+unwrapped from its list, a question or context with no tokens, or an empty fill-mask target, is refused, and a chunk
+of as many candidate spans as the pipeline asks for is answered (the pipeline raises there). Exits 1 when a case
+differs.
 
 In session 38, 2,700 QA pairs of such text found two differences (a CLS typed in a question, a stride the
 tokenizer refuses), both fixed since.
@@ -232,6 +233,9 @@ def verdict(ours_: dict[str, Any], expected: Any) -> str:
                 return f"{path}: input error ({output['input_error']}), where the pipeline answers"
             continue
         if failed:
+            if "kth(" in expected["pipeline_error"]:  # numpy's bound in the pipeline's span ranking: distilq answers
+                documented = True
+                continue
             return f"{path}: answers, where the pipeline fails ({expected['pipeline_error']})"
         if isinstance(output, list) and len(output) == 1 and isinstance(expected, dict):
             output, documented = output[0], True  # distilq never unwraps a QA answer from its list

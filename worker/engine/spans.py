@@ -127,13 +127,16 @@ def read_spans(table: np.ndarray, wanted: list[int]) -> list[Spans | None]:
 def decode_spans(
     start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int, undesired_tokens: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The k best (start, end) spans of one chunk: start ≤ end < start + max_answer_len (the pipeline's code)."""
+    """The k best (start, end) spans of one chunk: start ≤ end < start + max_answer_len (the pipeline's code, but for
+    a chunk of exactly k candidates: there the pipeline's `argpartition(…, k)` raises — 'kth out of bounds', a
+    chunk of n tokens where the pipeline asks n² spans, `top_k * 2 + 10` when aligning to words — and this sorts
+    them all, as the pipeline does where it has fewer than k)."""
     outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
     candidates = np.tril(np.triu(outer), max_answer_len - 1)
     scores_flat = candidates.flatten()
     if topk == 1:
         idx_sort = np.array([np.argmax(scores_flat)])
-    elif len(scores_flat) < topk:
+    elif len(scores_flat) <= topk:
         idx_sort = np.argsort(-scores_flat)
     else:
         idx = np.argpartition(-scores_flat, topk)[0:topk]
@@ -159,7 +162,7 @@ def decode_spans_banded(
     padded_end = np.concatenate([end[0], np.zeros(width - 1, dtype=end.dtype)])
     band = start[0][:, None] * np.lib.stride_tricks.sliding_window_view(padded_end, width)[:length]
     scores_flat = band.ravel()
-    if np.count_nonzero(scores_flat) < topk:
+    if np.count_nonzero(scores_flat) < topk or scores_flat.size <= topk:  # (the latter: no k-th to partition at)
         return decode_spans(start, end, topk, max_answer_len, undesired_tokens)
     if topk == 1:
         idx_sort = np.array([np.argmax(scores_flat)])

@@ -39,6 +39,7 @@ def test_the_cases_of_a_seed_are_the_same_each_time_and_hold_odd_text() -> None:
     ({"stored": {"input_error": "input 0: doc_stride"}}, QA_ANSWER, "stored: input error"),
     ({"text": {"engine_error": "ValueError: stride"}}, {"pipeline_error": "ValueError"}, "text: the engine failed"),
     ({"stored": QA_ANSWER}, {"pipeline_error": "ValueError"}, "stored: answers, where the pipeline fails"),
+    ({"stored": QA_ANSWER}, {"pipeline_error": "ValueError: kth(=64) out of bounds (64)"}, "agrees as documented"),
     ({"refused": [{"loc": ["parameters", "top_k"], "msg": "too large"}]}, QA_ANSWER, "refused"),
 ])
 def test_a_case_agrees_only_where_each_path_gives_the_pipelines_output(ours: dict[str, Any], expected: Any,

@@ -116,6 +116,19 @@ def test_a_stride_the_tokenizer_cannot_honour_is_an_input_error(engine: Question
         engine.run([JobPayload({"question": ["Where do I live?"], "context": [context]}, params)])
 
 
+def test_a_chunk_of_as_many_spans_as_asked_for_is_answered(engine: QuestionAnsweringEngine) -> None:
+    """top_k 27, aligning to words, asks 27 * 2 + 10 = 64 candidate spans of each chunk, and a chunk of 8 tokens has
+    64: there the 4.57.6 pipeline raises ('kth(=64) out of bounds') and the job failed `inference_error`; now it is
+    answered, every answer a span of its context (`worker/engine/spans.py`: `decode_spans`)."""
+    context = "based  holds W "
+    job = JobPayload({"question": ["Today"], "context": [context]},
+                     _params({"top_k": 27, "max_seq_len": 47, "handle_impossible_answer": True}))
+    [chunk] = engine.prepare([job]).chunks
+    assert len(chunk.input_ids) ** 2 == 27 * 2 + 10
+    [[answers]] = engine.run([job])
+    assert 1 < len(answers) <= 27 and all(context[a["start"]:a["end"]] == a["answer"] for a in answers)
+
+
 @pytest.fixture(scope="module")
 def served(tiny_models: dict[str, Path]) -> Any:
     from api.model_inputs import load_served_model

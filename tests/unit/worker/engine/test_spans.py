@@ -29,6 +29,26 @@ def test_banded_span_scoring_equals_the_pipelines_outer_product(seed: int) -> No
             np.testing.assert_array_equal(a, e)
 
 
+@pytest.mark.parametrize("max_answer_len", [1, 3, 30])
+def test_a_chunk_of_exactly_k_candidate_spans_sorts_them_all(max_answer_len: int) -> None:
+    """Where the pipeline asks for as many spans as a chunk of n tokens has (n², `top_k * 2 + 10` when aligning to
+    words: top_k 27 of a chunk of 8 tokens), its `argpartition` raises ('kth out of bounds') and the job would fail;
+    here every span comes back sorted, as the pipeline's own code does for one more asked."""
+    rng = np.random.default_rng(0)
+    for length in (3, 8, 14):
+        start, end = rng.random((1, length)), rng.random((1, length))
+        allowed = np.ones((1, length), dtype=np.int64)
+        for decode in (decode_spans, decode_spans_banded):
+            exact = decode(start, end, length * length, max_answer_len, allowed)
+            for got, more in zip(exact, decode_spans(start, end, length * length + 1, max_answer_len, allowed),
+                                 strict=True):
+                np.testing.assert_array_equal(got, more)
+        band = min(max_answer_len, length) * length  # the band's own size as k: all of it nonzero here
+        for got, more in zip(decode_spans_banded(start, end, band, max_answer_len, allowed),
+                             decode_spans(start, end, band, max_answer_len, allowed), strict=True):
+            np.testing.assert_array_equal(got, more)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_every_chunk_at_once_equals_each_chunk_on_the_host(seed: int) -> None:
     """Rows of different lengths padded to one, random logits and answer masks, k and max_answer_len from
