@@ -24,9 +24,7 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from pydantic import ValidationError
 from tokenizers import Tokenizer
 
 from api.model_inputs import check_fill_mask, check_question_answering, load_served_model
+from bench.tf4 import run_script
 from contract.requests import FillMaskRequest, QuestionAnsweringRequest
 from core.settings import Settings
 from core.tasks import TASK_FILL_MASK
@@ -43,7 +42,8 @@ from worker.engine.fill_mask import FillMaskEngine
 from worker.engine.question_answering import QuestionAnsweringEngine
 from worker.engine.runtime import Runtime, resolve_runtime
 
-TF4_SCRIPT = Path(__file__).with_name("tf4_outputs.py")
+#: The pipelines' outputs, run in transformers 4.57.6's venv.
+TF4_OUTPUTS = "tf4_outputs.py"
 #: What the generated texts are made of besides the checkpoint's words.
 ODD = ["é", "e\u0301", "ß", "ﬁ", "İ", "Ⅻ", "中", "東京", "😀", "\u200b", "\ufeff", "\u00a0", "\u0300", "\x07", "\u2028",
        "\t", "\n", "[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]", "##", "'", ".", ",", "-", "(", '"', "1990", "3.5",
@@ -109,14 +109,9 @@ def generate(task: str, count: int, seed: int, words: list[str]) -> list[dict[st
 
 def reference(python: str, task: str, model: Path, cases: list[dict[str, Any]], runtime: Runtime) -> list[Any]:
     """The 4.57.6 pipeline's output of each case (or `{"pipeline_error": …}`), run by `python` (its venv)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as request:
-        json.dump({"task": task, "model": str(model), "cases": cases, "device": str(runtime.device),
-                   "dtype": str(runtime.dtype).removeprefix("torch.")}, request)
-    try:
-        done = subprocess.run([python, str(TF4_SCRIPT), request.name], capture_output=True, text=True, check=True)
-    finally:
-        os.unlink(request.name)
-    outputs: list[Any] = json.loads(done.stdout)
+    outputs: list[Any] = run_script(python, TF4_OUTPUTS, {"task": task, "model": str(model), "cases": cases,
+                                                        "device": str(runtime.device),
+                                                        "dtype": str(runtime.dtype).removeprefix("torch.")})
     return outputs
 
 
@@ -149,6 +144,7 @@ def ours(task: str, model: Path, cases: list[dict[str, Any]], runtime: Runtime) 
         return (None, found.problems) if found.problems else (body, found.token_ids)
 
     results: list[dict[str, Any]] = []
+    accepted: dict[int, tuple[dict[str, Any], Any, Any]] = {}  # each case the check passed: body, its parse, ids
     runs: list[list[int]] = []  # the batched path's jobs: each a run of cases of the same parameters
     for index, case in enumerate(cases):
         raw = _body(task, case)
@@ -156,8 +152,8 @@ def ours(task: str, model: Path, cases: list[dict[str, Any]], runtime: Runtime) 
         if body is None:
             results.append({"refused": stored})
             continue
-        parameters = body.parameters.model_dump()
-        alone = {path: _run(engine, [JobPayload(raw["inputs"], parameters, ids)])[0]
+        accepted[index] = raw, body, stored
+        alone = {path: _run(engine, [JobPayload(raw["inputs"], body.parameters.model_dump(), ids)])[0]
                  for path, ids in (("stored", stored), ("text", None))}
         results.append({path: output if _failed(output) else output[0] for path, output in alone.items()})
         # A job with an input the engine refuses fails whole: only cases that run alone join one.
@@ -169,13 +165,14 @@ def ours(task: str, model: Path, cases: list[dict[str, Any]], runtime: Runtime) 
             runs.append([index])
     jobs: list[tuple[list[int], JobPayload]] = []
     for run in runs:
-        joined = _body(task, cases[run[0]])
-        for field in joined["inputs"]:
-            joined["inputs"][field] = [text for index in run for text in _body(task, cases[index])["inputs"][field]]
-        body, stored = checked(joined)
-        parts = [(run, joined, body, stored)]
-        if body is None:  # together past a job's bounds (its output's size): each alone
-            parts = [([index], _body(task, cases[index]), *checked(_body(task, cases[index]))) for index in run]
+        parts = [(run, *accepted[run[0]])]
+        if len(run) > 1:
+            joined = _body(task, cases[run[0]])
+            for field in joined["inputs"]:
+                joined["inputs"][field] = [text for index in run for text in accepted[index][0]["inputs"][field]]
+            body, stored = checked(joined)
+            # Together past a job's bounds (its output's size): each alone.
+            parts = [(run, joined, body, stored)] if body is not None else [([i], *accepted[i]) for i in run]
         for part, raw, part_body, ids in parts:
             jobs.append((part, JobPayload(raw["inputs"], part_body.parameters.model_dump(),
                                           ids if len(jobs) % 3 else None)))

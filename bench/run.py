@@ -8,9 +8,7 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -23,24 +21,24 @@ from bench.flops import Peak, Shape, padded_passes_flops, peak_for
 from bench.measure import Result
 from bench.modes import QA_PARAMS, fill_mask_engine, fill_mask_pipeline, grouped, qa_engine
 from bench.precision import bare_encoder, fill_mask_agreement, qa_agreement
+from bench.tf4 import run_script
 from bench.workload import english_words, make_english_workload, make_workload
 from worker.engine.runtime import Runtime, configure_threads, resolve_runtime
 
 #: Inputs (fill-mask) and pairs (QA) mode (h) compares, at most: the reference figures' 400 and 80 fit.
 AGREEMENT_INPUTS = 400
 
-TF4_SCRIPT = Path(__file__).with_name("tf4_qa.py")
+#: The QA pipeline's modes (a) and (b), run in transformers 4.57.6's venv.
+TF4_QA = "tf4_qa.py"
 
 
 def _qa_reference(python: str | None, model: Path, pairs: list[tuple[str, str]], batch: int,
                   engine_tokens: tuple[int, int], runtime: Runtime) -> list[Result]:
     """(a) and (b) for QA: the 4.57.6 pipeline in its own venv when given, else distilq's per-request path."""
     if python:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as request:
-            json.dump({"model": str(model), "pairs": pairs, "batch_size": batch, "device": str(runtime.device),
-                       "dtype": str(runtime.dtype).removeprefix("torch.")}, request)
-        out = subprocess.run([python, str(TF4_SCRIPT), request.name], capture_output=True, text=True, check=True)
-        data = json.loads(out.stdout)
+        data = run_script(python, TF4_QA, {"model": str(model), "pairs": pairs, "batch_size": batch,
+                                           "device": str(runtime.device),
+                                           "dtype": str(runtime.dtype).removeprefix("torch.")})
         lengths = data["chunk_lengths"]
         real = sum(lengths)
         passes_b = grouped(lengths, batch)

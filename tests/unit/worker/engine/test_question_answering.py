@@ -236,8 +236,7 @@ def test_any_pairs_answer_alike_from_what_the_api_stored_and_from_their_texts(
     from contract.requests import QuestionAnsweringRequest
     from core.settings import Settings
 
-    max_seq_len = parameters.get("max_seq_len", 384)
-    parameters["doc_stride"] = round(stride_share * (max_seq_len - 2))
+    parameters = {**parameters, "doc_stride": round(stride_share * (parameters.get("max_seq_len", 384) - 2))}
     inputs = {"question": [question for question, _ in pairs], "context": [context for _, context in pairs]}
     body = QuestionAnsweringRequest.model_validate({"inputs": inputs, "parameters": parameters})
     checked = check_question_answering(body, served, Settings())
