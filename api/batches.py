@@ -31,8 +31,9 @@ from api.check_pool import JudgedChunk
 from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
 from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, raw_lines
+from api.pages import page
 from api.state import app_state, served
-from api.validation import parse, query_id, query_int, read_json_object, webhook_problems
+from api.validation import parse, read_json_object, webhook_problems
 from contract.requests import BatchRequest
 from core import sweep_requests, wakeups
 from core.clock import utcnow
@@ -214,11 +215,7 @@ def get(batch_id: str) -> Response:
 
 @bp.get("/batches")
 def list_batches() -> Response:
-    limit = query_int("limit", 20, 1, 100)
-    page = batches.list_batches(read_db(), current_key().id, limit + 1, query_id("after"))
-    data = [_public(batch) for batch in page[:limit]]
-    return jsonify({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                    "last_id": data[-1]["id"] if data else None, "has_more": len(page) > limit})
+    return page(lambda limit, after: batches.list_batches(read_db(), current_key().id, limit, after), _public)
 
 
 @bp.post("/batches/<id:batch_id>/cancel")

@@ -22,9 +22,10 @@ from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, invalid
 from api.file_lines import CHECK_CHUNK, MAX_ERRORS, BadLine, bad_body, json_lines
 from api.model_inputs import ServedModel, check_question_answerings
+from api.pages import page
 from api.spool import Spool
 from api.state import app_state, served
-from api.validation import parse, query_id, query_int, read_json_object, unstorable, webhook_problems
+from api.validation import parse, read_json_object, unstorable, webhook_problems
 from contract.evaluations import EXAMPLES, LABELLED_METRICS, METRICS, SCORE_PSEUDO_LOG_LIKELIHOOD, EvaluationRequest
 from contract.requests import QuestionAnsweringRequest
 from core import sweep_requests, wakeups
@@ -260,11 +261,8 @@ def get(evaluation_id: str) -> Response:
 
 @bp.get("/evaluations")
 def list_evaluations() -> Response:
-    limit = query_int("limit", 20, 1, 100)
-    page = evaluations.list_evaluations(read_db(), current_key().id, limit + 1, query_id("after"))
-    data = [_public(evaluation) for evaluation in page[:limit]]
-    return jsonify({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                    "last_id": data[-1]["id"] if data else None, "has_more": len(page) > limit})
+    return page(lambda limit, after: evaluations.list_evaluations(read_db(), current_key().id, limit, after),
+                _public)
 
 
 @bp.post("/evaluations/<id:evaluation_id>/cancel")

@@ -47,8 +47,9 @@ def parse_line(number: int, raw: bytes) -> tuple[int, dict[str, Any], bool] | Ba
 def raw_lines(sessions: sessionmaker[Session], settings: Settings,
               file_id: str) -> Iterator[tuple[int, bytes] | BadLine]:
     """Every line of the file as (number, its bytes), blank lines skipped, unparsed; past `max_batch_lines` lines,
-    or at a line longer than `max_body_bytes`, one BadLine and the end."""
-    max_lines, count = settings.max_batch_lines, 0
+    at a line longer than `max_body_bytes`, or where the file's bytes end because it was deleted meanwhile, one
+    BadLine and the end."""
+    max_lines, count, number = settings.max_batch_lines, 0, 0
     try:
         for number, raw in enumerate(files.read_lines(sessions, file_id, settings.max_body_bytes), start=1):
             if not raw.strip():
@@ -60,6 +61,8 @@ def raw_lines(sessions: sessionmaker[Session], settings: Settings,
             yield number, raw
     except files.LineTooLong as error:
         yield BadLine(error.line, f"longer than {error.limit} bytes (DISTILQ_MAX_BODY_BYTES)")
+    except files.FileDeleted:
+        yield BadLine(number + 1, "the file was deleted while it was checked")
 
 
 def json_lines(sessions: sessionmaker[Session], settings: Settings,

@@ -1,4 +1,5 @@
-"""Routes of the file resource (the OpenAI Files API's shape): upload a batch's input, read a file's bytes."""
+"""Routes of the file resource (the OpenAI Files API's shape): upload a batch's input, read a file's bytes, delete
+a file."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.deps import authenticate, close_db, current_key, db, read_db
 from api.errors import ApiError, detail, drain_body, invalid
+from api.pages import page
 from api.state import app_state
-from api.validation import query_int
+from api.validation import query_choice
+from contract.responses import FILE_PURPOSES
 from core.clock import utcnow
 from models.tables import File
 from store import files
@@ -65,13 +68,26 @@ def upload() -> Response:
 
 @bp.get("/files")
 def list_files() -> Response:
-    page = files.list_files(read_db(), current_key().id, query_int("limit", 20, 1, 100))
-    return jsonify({"object": "list", "data": [files.file_to_public(file) for file in page]})
+    purpose = query_choice("purpose", FILE_PURPOSES)
+    return page(lambda limit, after: files.list_files(read_db(), current_key().id, limit, after, purpose),
+                files.file_to_public)
 
 
 @bp.get("/files/<id:file_id>")
 def get_file(file_id: str) -> Response:
     return jsonify(files.file_to_public(own_file(file_id)))
+
+
+@bp.delete("/files/<id:file_id>")
+def delete(file_id: str) -> Response:
+    """The file's bytes deleted at once; it shows no more. A batch or evaluation that has read it keeps what it read
+    (its lines are its jobs); one still checking it fails, naming where its bytes ended."""
+    session = db()
+    deleted = files.delete_file(session, current_key().id, file_id, utcnow())
+    session.commit()
+    if not deleted:
+        raise ApiError(404, "not_found", f"no file {file_id}")
+    return jsonify({"id": file_id, "object": "file", "deleted": True})
 
 
 @bp.get("/files/<id:file_id>/content")

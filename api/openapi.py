@@ -187,11 +187,17 @@ def _file_paths(c: _Components, errors: Any) -> dict[str, Any]:
                      "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": upload}}},
                      "responses": {"200": _json(file, "The file"), **errors(401, 413, 415, 422, 429, 503)}},
             "get": {"operationId": "list_files", "summary": "The calling key's files, newest first", "tags": ["files"],
-                    "parameters": page[:1],
+                    "parameters": [*page, {"name": "purpose", "in": "query",
+                                           "schema": {"enum": list(r.FILE_PURPOSES)}}],
                     "responses": {"200": _json(c.ref(r.FileList), "Files"), **errors(401, 422, 429, 503)}}},
-        "/v1/files/{file_id}": {"get": {
-            "operationId": "get_file", "summary": "A file", "tags": ["files"], "parameters": [path_id("file_id")],
-            "responses": {"200": _json(file, "The file"), **errors(401, 404, 429, 503)}}},
+        "/v1/files/{file_id}": {
+            "get": {"operationId": "get_file", "summary": "A file", "tags": ["files"],
+                    "parameters": [path_id("file_id")],
+                    "responses": {"200": _json(file, "The file"), **errors(401, 404, 429, 503)}},
+            "delete": {"operationId": "delete_file", "summary": "Delete a file: its bytes go at once",
+                       "tags": ["files"], "parameters": [path_id("file_id")],
+                       "responses": {"200": _json(c.ref(r.FileDeleted), "The file is deleted"),
+                                     **errors(401, 404, 429, 503)}}},
         "/v1/files/{file_id}/content": {"get": {
             "operationId": "get_file_content", "summary": "A file's bytes", "tags": ["files"],
             "parameters": [path_id("file_id")],

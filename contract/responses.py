@@ -3,7 +3,7 @@ schemas of contract/requests.py), and schemathesis checks every answer of the ru
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -138,18 +138,34 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
+#: What a file is for: an upload's, or what distilq wrote.
+FilePurpose = Literal["batch", "evaluation", "batch_output", "evaluation_output"]
+FILE_PURPOSES: tuple[str, ...] = get_args(FilePurpose)
+
+
 class FileObject(BaseModel):
     id: str
     object: Literal["file"]
     bytes: int
     filename: str
-    purpose: Literal["batch", "evaluation", "batch_output", "evaluation_output"]
+    purpose: FilePurpose
     created_at: int
 
 
 class FileList(BaseModel):
     object: Literal["list"]
     data: list[FileObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class FileDeleted(BaseModel):
+    """`DELETE /v1/files/{id}`'s answer (the OpenAI Files API's)."""
+
+    id: str
+    object: Literal["file"]
+    deleted: Literal[True]
 
 
 class RequestCounts(BaseModel):

@@ -162,6 +162,9 @@ class File(Base):
     filename: Mapped[str] = mapped_column(Text)
     bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: When it was deleted: its parts are gone, and no route shows it; the row stays, as batches and evaluations
+    #: name their input file.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class FilePart(Base):

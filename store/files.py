@@ -13,7 +13,9 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import unix_seconds
+from models.db import rowcount
 from models.tables import File, FilePart
+from store.owned import newest_first
 
 PART_BYTES = 1 << 20
 #: What an uploaded file is for (written ones are `batch_output` and `evaluation_output`).
@@ -93,14 +95,30 @@ def delete_files(session: Session, file_ids: list[str]) -> None:
     session.execute(delete(File).where(File.id.in_(file_ids)))
 
 
+#: What a route may show: neither a file still being written nor a deleted one.
+_SHOWN = (File.purpose != PARTIAL, File.deleted_at.is_(None))
+
+
 def own_file(session: Session, api_key_id: str, file_id: str) -> File | None:
-    return session.scalars(select(File).where(File.id == file_id, File.api_key_id == api_key_id,
-                                              File.purpose != PARTIAL)).one_or_none()
+    return session.scalars(select(File).where(File.id == file_id, File.api_key_id == api_key_id, *_SHOWN)
+                           ).one_or_none()
 
 
-def list_files(session: Session, api_key_id: str, limit: int) -> list[File]:
-    return list(session.scalars(select(File).where(File.api_key_id == api_key_id, File.purpose != PARTIAL)
-                                .order_by(File.created_at.desc(), File.id.desc()).limit(limit)))
+def list_files(session: Session, api_key_id: str, limit: int, after: str | None, purpose: str | None) -> list[File]:
+    """The key's files (of `purpose`, if given), newest first; `after`: the id the previous page ended with."""
+    return newest_first(session, File, api_key_id, limit, after, *_SHOWN,
+                        *([File.purpose == purpose] if purpose else []))
+
+
+def delete_file(session: Session, api_key_id: str, file_id: str, now: datetime) -> bool:
+    """Deletes the key's shown file's bytes and marks its row deleted (batches and evaluations name their input
+    file, by a foreign key), in the caller's transaction; False if there was no such file (deleted already, say)."""
+    marked = session.execute(update(File).where(File.id == file_id, File.api_key_id == api_key_id, *_SHOWN)
+                             .values(deleted_at=now))
+    if not rowcount(marked):
+        return False
+    session.execute(delete(FilePart).where(FilePart.file_id == file_id))
+    return True
 
 
 def read_parts(sessions: sessionmaker[Session], file_id: str) -> Iterator[bytes]:
@@ -117,6 +135,10 @@ def read_parts(sessions: sessionmaker[Session], file_id: str) -> Iterator[bytes]
         number += 1
 
 
+class FileDeleted(Exception):
+    """The file was deleted while it was read: what was read is not the whole file."""
+
+
 class LineTooLong(Exception):
     def __init__(self, line: int, limit: int) -> None:
         super().__init__(f"line {line} is longer than {limit} bytes")
@@ -126,9 +148,13 @@ class LineTooLong(Exception):
 
 def read_lines(sessions: sessionmaker[Session], file_id: str, max_line_bytes: int) -> Iterator[bytes]:
     """The file's lines (without their line ends), read a part at a time; raises LineTooLong rather than hold a
-    line longer than `max_line_bytes`."""
-    rest, number = b"", 0
+    line longer than `max_line_bytes`, and FileDeleted when the parts end short of the file's size: deleted
+    meanwhile (each part is read in a session of its own, so a deletion may fall between two)."""
+    with sessions() as session:
+        size = session.scalar(select(File.bytes).where(File.id == file_id))
+    rest, number, read = b"", 0, 0
     for part in read_parts(sessions, file_id):
+        read += len(part)
         lines = (rest + part).split(b"\n")
         rest = lines.pop()
         for line in lines:
@@ -138,6 +164,8 @@ def read_lines(sessions: sessionmaker[Session], file_id: str, max_line_bytes: in
             yield line.removesuffix(b"\r")
         if len(rest) > max_line_bytes:
             raise LineTooLong(number + 1, max_line_bytes)
+    if read != size:
+        raise FileDeleted(file_id)
     if rest:
         yield rest.removesuffix(b"\r")
 

@@ -106,6 +106,10 @@ class Client:
                 written += len(chunk)
         return written
 
+    def delete_file(self, file_id: str) -> None:
+        """Deletes a file (an upload, or a batch's output once downloaded): its bytes go at once."""
+        self._http.request("DELETE", f"/v1/files/{file_id}")
+
     def create_batch(self, input_file_id: str, *, endpoint: str | None = None, webhook: str | None = None,
                      metadata: dict[str, str] | None = None) -> Batch:
         body = {k: v for k, v in (("input_file_id", input_file_id), ("endpoint", endpoint), ("webhook", webhook),

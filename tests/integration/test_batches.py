@@ -216,6 +216,14 @@ def test_files_are_bounded_and_private(stack: Stack, http: requests.Session) -> 
     other = stack.client(stack.new_key("other"))
     assert other.get(f"{stack.url}/v1/files/{file['id']}/content").status_code == 404
     assert other.post(f"{stack.url}/v1/batches", json={"input_file_id": file["id"]}).status_code == 422
+    # A key's files page by page, newest first (the official SDK's iterator follows `has_more` and `after`).
+    mine = [upload(stack, other, content, f"{i}.jsonl")["id"] for i in range(3)][::-1]
+    first = other.get(f"{stack.url}/v1/files", params={"limit": 2}).json()
+    assert [f["id"] for f in first["data"]] == mine[:2] and first["has_more"] and first["last_id"] == mine[1]
+    rest = other.get(f"{stack.url}/v1/files", params={"limit": 2, "after": first["last_id"]}).json()
+    assert [f["id"] for f in rest["data"]] == mine[2:] and not rest["has_more"]
+    assert other.get(f"{stack.url}/v1/files", params={"purpose": "batch_output"}).json()["data"] == []
+    assert other.get(f"{stack.url}/v1/files", params={"purpose": "x"}).status_code == 422
 
     too_big = http.post(f"{stack.url}/v1/files", files={"file": ("big.jsonl", b"x" * 3_100_000)},
                         data={"purpose": "batch"})
@@ -224,6 +232,32 @@ def test_files_are_bounded_and_private(stack: Stack, http: requests.Session) -> 
     assert no_purpose.status_code == 422 and no_purpose.json()["error"]["details"][0]["loc"] == ["purpose"]
     not_multipart = http.post(f"{stack.url}/v1/files", json={"file": "x"})
     assert not_multipart.status_code == 415
+
+
+def test_a_deleted_file_is_gone_and_a_batch_that_read_it_keeps_what_it_read(stack: Stack,
+                                                                            http: requests.Session) -> None:
+    batch = run_batch(stack, http, mixed_lines(6))
+    done = stack.wait_batch(http, batch["id"])
+    outputs = file_lines(stack, http, done["output_file_id"])
+    other = stack.client(stack.new_key("other"))
+    assert other.delete(f"{stack.url}/v1/files/{batch['input_file_id']}").status_code == 404  # not its file
+
+    deleted = http.delete(f"{stack.url}/v1/files/{batch['input_file_id']}")
+    assert deleted.status_code == 200 and deleted.json() == {"id": batch["input_file_id"], "object": "file",
+                                                             "deleted": True}
+    for path in (f"/v1/files/{batch['input_file_id']}", f"/v1/files/{batch['input_file_id']}/content"):
+        assert http.get(f"{stack.url}{path}").status_code == 404
+    assert batch["input_file_id"] not in [file["id"] for file in http.get(f"{stack.url}/v1/files").json()["data"]]
+    assert http.delete(f"{stack.url}/v1/files/{batch['input_file_id']}").status_code == 404  # once
+    again = http.post(f"{stack.url}/v1/batches", json={"input_file_id": batch["input_file_id"]})
+    assert again.status_code == 422 and again.json()["error"]["details"][0]["loc"] == ["input_file_id"]
+    # The batch read its file when it began: it shows as it was, and so do its lines.
+    assert http.get(f"{stack.url}/v1/batches/{batch['id']}").json() == done
+    first = outputs[0]["response"]["body"]
+    assert http.get(f"{stack.url}/v1/jobs/{first['id']}").json() == first
+
+    assert http.delete(f"{stack.url}/v1/files/{done['output_file_id']}").status_code == 200
+    assert http.get(f"{stack.url}/v1/files/{done['output_file_id']}/content").status_code == 404
 
 
 def test_the_openai_sdk_uploads_creates_polls_and_downloads(stack: Stack) -> None:
@@ -249,6 +283,10 @@ def test_the_openai_sdk_uploads_creates_polls_and_downloads(stack: Stack) -> Non
     assert [item["custom_id"] for item in output] == [f"sdk-{i}" for i in range(len(TEXTS))]
     assert all(len(item["response"]["body"]["output"][0]) == 2 for item in output)
     assert [b.id for b in client.batches.list(limit=100)][0] == created.id
+    for file_id in (uploaded.id, batch.output_file_id):
+        deleted = client.files.delete(file_id)
+        assert deleted.id == file_id and deleted.deleted is True
+    assert uploaded.id not in [file.id for file in client.files.list()]
 
 
 def test_the_cli_uploads_shows_progress_and_writes_the_output(stack: Stack, tmp_path: Path) -> None:

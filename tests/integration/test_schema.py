@@ -302,3 +302,26 @@ def test_the_batch_rows_migration_takes_rows_of_one_line_down_and_up_as_they_wer
                                      clock())
     with pytest.raises(RuntimeError, match="1 job rows hold more than one batch line"):
         command.downgrade(alembic_config(url), "0016")
+
+
+def test_the_files_deleted_at_migration_goes_down_with_a_deleted_file_shown_empty(
+        own_database: tuple[str, Engine]) -> None:
+    """0018: a file deleted under it, whose row a batch names, taken down to 0017 (no mark) shows as an empty file
+    — its bytes are gone; the batch keeps its input's id — and up again, as any file."""
+    url, sessions, api_key = _migrated(own_database)
+    clock = ManualClock()
+    with sessions() as session:
+        input_id = files.write_file(session, api_key_id=api_key.id, purpose="batch", filename="in.jsonl",
+                                    parts=[b'{"custom_id": "a"}\n'], max_bytes=None, now=clock()).id
+        batch_id = batches.new_batch_id()
+        batches.begin_batch(session, batch_id=batch_id, api_key_id=api_key.id, input_file_id=input_id, endpoint=None,
+                            completion_window="24h", webhook=None, metadata=None, now=clock())
+        assert files.delete_file(session, api_key.id, input_id, clock())
+        session.commit()
+    command.downgrade(alembic_config(url), "0017")
+    with own_database[1].connect() as connection:
+        assert connection.exec_driver_sql(f"SELECT bytes FROM files WHERE id = '{input_id}'").scalar() == 0
+    run_migrations(url)
+    with sessions() as session:
+        assert files.own_file(session, api_key.id, input_id) is not None  # the mark went with the column
+        assert session.scalars(select(Batch.input_file_id).where(Batch.id == batch_id)).one() == input_id
