@@ -61,7 +61,7 @@ def raw_lines(sessions: sessionmaker[Session], settings: Settings,
             yield number, raw
     except files.LineTooLong as error:
         yield BadLine(error.line, f"longer than {error.limit} bytes (DISTILQ_MAX_BODY_BYTES)")
-    except files.FileDeleted:
+    except files.DeletedWhileRead:
         yield BadLine(number + 1, "the file was deleted while it was checked")
 
 

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     max_waiting_per_key: int = Field(default=8, ge=0)
     #: Idempotency keys are honoured for this long.
     idempotency_ttl_s: int = 86_400
+    #: How long what a key made is kept: a job after it was created, once it has ended; a batch or an evaluation,
+    #: with its lines and files, after it ended; an uploaded file after its upload. Then beat deletes it
+    #: (`store/retention.py`). 0 keeps everything.
+    retention_s: int = Field(default=30 * 86_400, ge=0)
     #: Requests per API key, in Flask-Limiter's (the `limits` library's) notation; counted in Redis.
     rate_limit: str = "600/minute"
     #: Jobs one API key may have queued or running at once.
@@ -131,6 +135,9 @@ class Settings(BaseSettings):
                 raise ValueError("DISTILQ_DATABASE_URL must be set in production (no SQLite file by default)")
             if self.debug:
                 raise ValueError("DISTILQ_DEBUG must be off in production")
+        if 0 < self.retention_s < self.idempotency_ttl_s:
+            # A replay must find its job for as long as its Idempotency-Key is honoured.
+            raise ValueError("DISTILQ_RETENTION_S must be 0 (keep everything) or at least DISTILQ_IDEMPOTENCY_TTL_S")
         if self.api_server == "gevent" and self.on_sqlite:
             # sqlite3 waits for the database's lock in C: one greenlet waiting there holds every other of its
             # process, the lock's holder among them when it had yielded mid-transaction, until the wait times out.

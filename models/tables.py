@@ -186,7 +186,9 @@ class Batch(Base):
 
     __tablename__ = "batches"
     __table_args__ = (Index("ix_batches_api_key_created", "api_key_id", "created_at"),
-                      Index("ix_batches_status", "status"))
+                      Index("ix_batches_status", "status"),
+                      # Whether a batch names a file (retention deletes the rows of files nothing names).
+                      Index("ix_batches_input_file", "input_file_id"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
@@ -229,7 +231,8 @@ class Evaluation(Base):
 
     __tablename__ = "evaluations"
     __table_args__ = (Index("ix_evaluations_api_key_created", "api_key_id", "created_at"),
-                      Index("ix_evaluations_status", "status"))
+                      Index("ix_evaluations_status", "status"),
+                      Index("ix_evaluations_input_file", "input_file_id"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
@@ -269,7 +272,14 @@ class WebhookEvent(Base):
     job's status, so that no event is lost; its id is the `webhook-id` of every attempt."""
 
     __tablename__ = "webhook_events"
-    __table_args__ = (Index("ix_webhook_events_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_events_due", "status", "next_attempt_at"),
+        # A batch's and an evaluation's events, which retention deletes with them; only those rows (a job's event
+        # writes no entry).
+        Index("ix_webhook_events_batch", "batch_id", sqlite_where=OF_BATCH, postgresql_where=OF_BATCH),
+        Index("ix_webhook_events_evaluation", "evaluation_id", sqlite_where=OF_EVALUATION,
+              postgresql_where=OF_EVALUATION),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     #: The job the event is about, or (`batch.completed`) the batch, or (`evaluation.completed`) the evaluation.

@@ -13,7 +13,6 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import unix_seconds
-from models.db import rowcount
 from models.tables import File, FilePart
 from store.owned import newest_first
 
@@ -111,14 +110,19 @@ def list_files(session: Session, api_key_id: str, limit: int, after: str | None,
 
 
 def delete_file(session: Session, api_key_id: str, file_id: str, now: datetime) -> bool:
-    """Deletes the key's shown file's bytes and marks its row deleted (batches and evaluations name their input
-    file, by a foreign key), in the caller's transaction; False if there was no such file (deleted already, say)."""
-    marked = session.execute(update(File).where(File.id == file_id, File.api_key_id == api_key_id, *_SHOWN)
-                             .values(deleted_at=now))
-    if not rowcount(marked):
+    """Deletes the key's shown file (`DELETE /v1/files/{id}`), in the caller's transaction; False if there was no
+    such file (deleted already, say)."""
+    if session.scalar(select(File.id).where(File.id == file_id, File.api_key_id == api_key_id, *_SHOWN)) is None:
         return False
-    session.execute(delete(FilePart).where(FilePart.file_id == file_id))
+    delete_bytes(session, [file_id], now)
     return True
+
+
+def delete_bytes(session: Session, file_ids: list[str], now: datetime) -> None:
+    """Deletes the files' bytes and marks their rows deleted: a row stays while a batch or an evaluation names it
+    as its input (a foreign key; `store/retention.py` deletes it once nothing does)."""
+    session.execute(delete(FilePart).where(FilePart.file_id.in_(file_ids)))
+    session.execute(update(File).where(File.id.in_(file_ids)).values(deleted_at=now))
 
 
 def read_parts(sessions: sessionmaker[Session], file_id: str) -> Iterator[bytes]:
@@ -135,7 +139,7 @@ def read_parts(sessions: sessionmaker[Session], file_id: str) -> Iterator[bytes]
         number += 1
 
 
-class FileDeleted(Exception):
+class DeletedWhileRead(Exception):
     """The file was deleted while it was read: what was read is not the whole file."""
 
 
@@ -148,7 +152,7 @@ class LineTooLong(Exception):
 
 def read_lines(sessions: sessionmaker[Session], file_id: str, max_line_bytes: int) -> Iterator[bytes]:
     """The file's lines (without their line ends), read a part at a time; raises LineTooLong rather than hold a
-    line longer than `max_line_bytes`, and FileDeleted when the parts end short of the file's size: deleted
+    line longer than `max_line_bytes`, and DeletedWhileRead when the parts end short of the file's size: deleted
     meanwhile (each part is read in a session of its own, so a deletion may fall between two)."""
     with sessions() as session:
         size = session.scalar(select(File.bytes).where(File.id == file_id))
@@ -165,7 +169,7 @@ def read_lines(sessions: sessionmaker[Session], file_id: str, max_line_bytes: in
         if len(rest) > max_line_bytes:
             raise LineTooLong(number + 1, max_line_bytes)
     if read != size:
-        raise FileDeleted(file_id)
+        raise DeletedWhileRead(file_id)
     if rest:
         yield rest.removesuffix(b"\r")
 

@@ -1,10 +1,11 @@
-"""A job's delivery log as the API shows it, and sending an event again by hand."""
+"""A job's delivery log as the API shows it, sending an event again by hand, and deleting events with what they
+are about."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from core.clock import isoformat, utcnow
@@ -50,3 +51,11 @@ def retry_now(session: Session, job_id: str, event_id: str) -> dict[str, Any] | 
     session.refresh(event)
     attempts = list(session.scalars(select(WebhookAttempt).where(WebhookAttempt.event_id == event.id)))
     return _event_view(event, attempts)
+
+
+def delete_events(session: Session, about: Any) -> None:
+    """Deletes the events `about` selects (a condition on WebhookEvent: of some jobs, of a batch…) with their
+    attempts, in the caller's transaction: what goes with the jobs, batches and evaluations they are about."""
+    events = select(WebhookEvent.id).where(about)
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.event_id.in_(events)))
+    session.execute(delete(WebhookEvent).where(about))

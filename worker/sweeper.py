@@ -7,7 +7,8 @@
 - publishes webhook events that are due: retries at their scheduled time, and events whose message was lost;
 - writes the output and error files of running batches as their lines end (`store/batch_output.py`), and
   finalizes batches with no line left in flight: the rest of their files, and their end (`store/batches.py`);
-- fails a batch whose file check stopped moving (its API process died mid-check), deleting the lines it queued.
+- fails a batch whose file check stopped moving (its API process died mid-check), deleting the lines it queued;
+- deletes what has outlived `DISTILQ_RETENTION_S`: ended jobs, batches and evaluations, files (`store/retention.py`).
 
 The transitions themselves are the job store's (`store/jobs.py`); this module decides when and publishes.
 """
@@ -28,7 +29,7 @@ from core import sweep_requests
 from core.presence import REFRESH_S
 from core.settings import Settings
 from core.tasks import TASKS
-from store import batch_output, batches, evaluations, jobs
+from store import batch_output, batches, evaluations, jobs, retention
 from webhooks import take_due_events
 from worker.events import JobEvents
 
@@ -79,7 +80,14 @@ class Sweeper:
             "webhooks_published": self._publish_due_webhooks(),
             "checks_abandoned": self._fail_abandoned_checks(),
             **self.sweep_files(),
+            **self._expire(),
         }
+
+    def _expire(self) -> dict[str, int]:
+        """What has outlived `retention_s`, deleted (`store/retention.py`); nothing when it is 0."""
+        if not self.settings.retention_s:
+            return {}
+        return retention.delete_expired(self.sessions, self.clock(), timedelta(seconds=self.settings.retention_s))
 
     def sweep_files(self) -> dict[str, int]:
         """What an ask for a sweep (`core/sweep_requests.py`: a worker's pass wrote lines of a batch or an

@@ -66,6 +66,13 @@ def test_gevent_on_sqlite_is_refused(url: str | None) -> None:
         Settings(api_server="gevent", database_url=url)
 
 
+def test_retention_keeps_a_job_for_as_long_as_its_idempotency_key_or_forever() -> None:
+    with pytest.raises(ValidationError, match="DISTILQ_RETENTION_S must be 0"):
+        Settings(retention_s=3600, idempotency_ttl_s=7200)
+    assert Settings(retention_s=7200, idempotency_ttl_s=7200).retention_s == 7200
+    assert Settings(retention_s=0).retention_s == 0  # keep everything
+
+
 @pytest.mark.parametrize("bad", ["lots", "10/fortnight", ""])
 def test_rate_limit_must_parse(bad: str) -> None:
     with pytest.raises(ValidationError):

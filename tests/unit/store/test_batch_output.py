@@ -103,7 +103,7 @@ def test_the_files_are_hidden_until_the_batch_ends_and_hold_what_a_whole_write_h
         partial = _batch(sessions, progressive)
         with sessions() as session:
             assert files.own_file(session, api_key.id, str(partial.output_file_id)) is None
-            listed = {file.id for file in files.list_files(session, api_key.id, 100)}
+            listed = {file.id for file in files.list_files(session, api_key.id, 100, None, None)}
             assert listed and not listed & {partial.output_file_id, partial.error_file_id}
             public = batches.batch_to_public(partial, batches.request_counts(session, partial))
         assert (public["output_file_id"], public["error_file_id"]) == (None, None)

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
 from models.tables import ApiKey, Batch, Job
+from store import jobs
 from tests.batch_rows import line_rows, ran
 from tests.doubles import ManualClock, RecordingEvents
 from tests.unit.conftest import Submit, begun_batch, claim_next
@@ -177,3 +178,19 @@ def test_asked_beat_writes_a_batch_s_ended_lines_a_part_at_a_time_then_ends_it(
     with sessions() as session:
         batch = session.get_one(Batch, batch_id)
     assert batch.status == "completed" and batch.output_through == count
+
+
+def test_what_has_outlived_retention_is_deleted_unless_retention_is_0(submit: Submit, sessions: sessionmaker[Session],
+                                                                     clock: ManualClock) -> None:
+    job = submit(ONE)
+    claim, _ = claim_next(sessions, clock, SETTINGS.lease_s)
+    assert claim is not None
+    jobs.finish(sessions, [ran(claim, output=[[]])], clock(), 1, 1.0)
+    clock.advance(Settings().retention_s + 1)  # the default: 30 days
+    keeping = Sweeper(sessions, RecordingEvents(), Settings(retention_s=0), clock)  # type: ignore[arg-type]
+    assert "jobs_expired" not in keeping.sweep()
+    with sessions() as session:
+        assert session.get(Job, job.id) is not None
+    assert make_sweeper(sessions, clock)[0].sweep()["jobs_expired"] == 1
+    with sessions() as session:
+        assert session.get(Job, job.id) is None

@@ -1,0 +1,130 @@
+"""Retention: what has outlived `DISTILQ_RETENTION_S` is deleted, by beat, a bounded amount a sweep.
+
+- An interactive job, once it has ended, that long after it was created — with its webhook events and their attempts.
+- A batch or an evaluation that long after it ended — with its lines (their job rows), its events, and its output and
+  error files.
+- A file that long after it was uploaded (an output file: after it was written, when its batch or evaluation ended).
+  A file that a batch or an evaluation still names as its input (a foreign key) loses its bytes and is marked
+  deleted, as `DELETE /v1/files/{id}` leaves one; its row goes once nothing names it, as does the row of a file
+  deleted by hand.
+
+What is queued or running stays, however old — a batch that runs for longer keeps its lines, a job its row — and so
+does what has a webhook event still to deliver, until it is delivered or given up. Each step
+deletes in transactions of at most CHUNK of what it reads, so that a writer (SQLite has one) is never held up for
+long, and goes on while there is more and the sweep's time allows.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.tasks import TASKS
+from models.db import transaction
+from models.tables import (
+    BATCH_FAILED,
+    CANCELLED,
+    COMPLETED,
+    INTERACTIVE_PRIORITY,
+    PENDING,
+    TERMINAL_STATUSES,
+    Batch,
+    Evaluation,
+    File,
+    Job,
+    WebhookEvent,
+)
+from store import files
+from webhooks import delete_events
+
+#: Rows read, and deleted, a transaction: jobs, files; batches and evaluations one at a time (each with its lines).
+CHUNK = 1000
+#: The most time one sweep spends deleting, in seconds: the rest waits for the next sweep.
+SWEEP_BUDGET_S = 1.0
+
+
+def delete_expired(sessions: sessionmaker[Session], now: datetime, retention: timedelta) -> dict[str, int]:
+    """Deletes what has outlived `retention` (made, or ended, before `now` less it) as far as SWEEP_BUDGET_S allows;
+    how many of each kind went."""
+    cutoff, deadline = now - retention, time.monotonic() + SWEEP_BUDGET_S
+    counts = {"jobs_expired": 0, "batches_expired": 0, "evaluations_expired": 0, "files_expired": 0}
+    steps = (("jobs_expired", _jobs, CHUNK), ("batches_expired", _batch, 1), ("evaluations_expired", _evaluation, 1),
+             ("files_expired", _files, CHUNK))
+    for name, step, full in steps:
+        while time.monotonic() < deadline:
+            with transaction(sessions) as session:
+                done = step(session, cutoff, now)
+            counts[name] += done
+            if done < full:
+                break
+    return counts
+
+
+def _sending(about: Any) -> Any:
+    """Whether an event `about` selects is still to be delivered: what it is about waits for it (the sender
+    records each attempt under its event)."""
+    return exists().where(about, WebhookEvent.status == PENDING)
+
+
+def _jobs(session: Session, cutoff: datetime, now: datetime) -> int:
+    """A chunk of ended interactive jobs made before `cutoff`, with their events. The statuses, tasks and priority
+    named make the read a few ranges of `ix_jobs_status_task_priority_created`, not a scan of the table."""
+    ids = list(session.scalars(select(Job.id).where(
+        Job.status.in_(TERMINAL_STATUSES), Job.task.in_(TASKS), Job.priority == INTERACTIVE_PRIORITY,
+        Job.created_at < cutoff, ~_sending(WebhookEvent.job_id == Job.id)).limit(CHUNK)))
+    if ids:
+        delete_events(session, WebhookEvent.job_id.in_(ids))
+        session.execute(delete(Job).where(Job.id.in_(ids)))
+    return len(ids)
+
+
+def _batch(session: Session, cutoff: datetime, now: datetime) -> int:
+    """A batch that ended before `cutoff`, with its lines, its event and its files; 1, or 0 when there is none."""
+    ended = func.coalesce(Batch.completed_at, Batch.failed_at, Batch.cancelled_at)
+    found = session.execute(select(Batch.id, Batch.output_file_id, Batch.error_file_id).where(
+        Batch.status.in_((COMPLETED, BATCH_FAILED, CANCELLED)), ended < cutoff,
+        ~_sending(WebhookEvent.batch_id == Batch.id)).limit(1)).first()
+    if found is None:
+        return 0
+    batch_id, *outputs = found
+    delete_events(session, WebhookEvent.batch_id == batch_id)
+    session.execute(delete(Job).where(Job.batch_id == batch_id))
+    session.execute(delete(Batch).where(Batch.id == batch_id))
+    files.delete_files(session, [file_id for file_id in outputs if file_id])
+    return 1
+
+
+def _evaluation(session: Session, cutoff: datetime, now: datetime) -> int:
+    """An evaluation that ended before `cutoff`, with its examples, its event and its output file; 1, or 0."""
+    found = session.execute(select(Evaluation.id, Evaluation.output_file_id)
+                            .where(Evaluation.completed_at < cutoff,
+                                   ~_sending(WebhookEvent.evaluation_id == Evaluation.id)).limit(1)).first()
+    if found is None:
+        return 0
+    evaluation_id, output = found
+    delete_events(session, WebhookEvent.evaluation_id == evaluation_id)
+    session.execute(delete(Job).where(Job.evaluation_id == evaluation_id))
+    session.execute(delete(Evaluation).where(Evaluation.id == evaluation_id))
+    files.delete_files(session, [output] if output else [])
+    return 1
+
+
+def _files(session: Session, cutoff: datetime, now: datetime) -> int:
+    """A chunk of files made before `cutoff`, or deleted by hand: the rows nothing names go, the bytes of those a
+    batch or an evaluation names as its input go and their rows are marked. Files being written (a running batch's
+    output) stay."""
+    named = or_(exists().where(Batch.input_file_id == File.id), exists().where(Evaluation.input_file_id == File.id))
+    due = (File.purpose != files.PARTIAL, or_(File.created_at < cutoff, File.deleted_at.is_not(None)))
+    unnamed = list(session.scalars(select(File.id).where(*due, ~named).limit(CHUNK)))
+    if unnamed:
+        files.delete_files(session, unnamed)
+    # Those still named: the bytes only, once (a marked file is not read again).
+    marked = list(session.scalars(select(File.id).where(*due, File.deleted_at.is_(None), named)
+                                  .limit(CHUNK - len(unnamed))))
+    if marked:
+        files.delete_bytes(session, marked, now)
+    return len(unnamed) + len(marked)
