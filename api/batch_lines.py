@@ -124,7 +124,7 @@ def judge(chunk: LineChunk, settings: Settings, served: Callable[[str], ServedMo
         of_task = [line for line in lines if line.task == task]
         if not of_task:
             continue
-        model_id = settings.model_id(task)
+        model_name = settings.model_name(task)
         for line, checked in zip(of_task, check([line.body for line in of_task], served(task), settings),
                                  strict=True):
             if checked.problems:
@@ -133,6 +133,6 @@ def judge(chunk: LineChunk, settings: Settings, served: Callable[[str], ServedMo
                 continue
             inputs, parameters = stored_inputs(line.body)
             verdicts[line.number] = Verdict(line.number, line.custom_id, line=BatchLine(
-                line.number, line.custom_id, line.task, model_id, inputs, parameters, line.body.n_inputs(),
+                line.number, line.custom_id, line.task, model_name, inputs, parameters, line.body.n_inputs(),
                 line.body.metadata, checked.token_ids))
     return [verdicts[number] for number, _ in chunk.lines]

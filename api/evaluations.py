@@ -173,7 +173,7 @@ def _example_rows(body: EvaluationRequest, evaluation_id: str, api_key_id: str, 
             continue
         fields = item.fields
         common: dict[str, Any] = {"evaluation_id": evaluation_id, "line": item.number, "task": body.task,
-                  "model": settings.model_id(body.task), "api_key_id": api_key_id, "n_inputs": item.n_inputs,
+                  "model": settings.model_name(body.task), "api_key_id": api_key_id, "n_inputs": item.n_inputs,
                   "now": now}
         if body.task != TASK_FILL_MASK:
             yield jobs.evaluation_example(
@@ -210,7 +210,7 @@ def own_evaluation(evaluation_id: str) -> Evaluation:
 def create() -> Response:
     body = parse(EvaluationRequest, read_json_object())
     state, key = app_state(), current_key().id
-    served_model = state.settings.model_id(body.task)
+    served_model = state.settings.model_name(body.task)
     problems = webhook_problems(body.webhook, state.settings.webhook_allow_private)
     if body.model is not None and body.model != served_model:
         problems.append(detail(["model"], f"this service serves {served_model} for {body.task}"))

@@ -76,7 +76,7 @@ def _submit(task: str, body: FillMaskRequest | QuestionAnsweringRequest, raw: di
     state = app_state()
     try:
         job, created = jobs.submit(
-            state.engine, task=task, model=state.settings.model_id(task), api_key_id=current_key().id, body=body,
+            state.engine, task=task, model=state.settings.model_name(task), api_key_id=current_key().id, body=body,
             raw_body=raw, idempotency_key=idempotency_key, idempotency_ttl_s=state.settings.idempotency_ttl_s,
             max_in_flight=state.settings.max_jobs_in_flight, now=utcnow(), job_id=job_id, token_ids=token_ids,
             held_by=held_by,

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
 
     fill_mask_model: str = DEFAULT_FILL_MASK_MODEL
     qa_model: str = DEFAULT_QA_MODEL
+    #: The name jobs, batches' lines and evaluations show as their `model` (and an evaluation may ask for). None:
+    #: the model setting itself — a local directory's path, where the hub is out of reach.
+    fill_mask_model_name: str | None = Field(default=None, min_length=1, max_length=255)
+    qa_model_name: str | None = Field(default=None, min_length=1, max_length=255)
     device: str = "auto"
     #: `auto` is float16 on CUDA and float32 on the CPU.
     dtype: str = "auto"
@@ -167,6 +171,11 @@ class Settings(BaseSettings):
     def model_id(self, task: str) -> str:
         """The hub id or local directory of the model serving `task`."""
         return self.fill_mask_model if task == TASK_FILL_MASK else self.qa_model
+
+    def model_name(self, task: str) -> str:
+        """The name clients see for the model serving `task`: its `*_MODEL_NAME`, else `model_id`."""
+        name = self.fill_mask_model_name if task == TASK_FILL_MASK else self.qa_model_name
+        return name or self.model_id(task)
 
     @staticmethod
     def model_variable(task: str) -> str:

@@ -292,6 +292,24 @@ def test_a_passing_dns_failure_of_the_webhook_host_is_503_not_422(client: FlaskC
     assert job_count(settings) == before
 
 
+def test_jobs_show_the_served_models_name_where_one_is_set(settings: Settings, key: str) -> None:
+    """A model loaded from a local directory shows as that directory's path, unless a name is set for it; an
+    evaluation may then ask for the model by that name only."""
+    named = settings.model_copy(update={"fill_mask_model_name": "distilbert-base-cased"})
+    for served, shown in ((settings, settings.fill_mask_model), (named, "distilbert-base-cased")):
+        with create_app(served).test_client() as client:
+            client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+            answer = client.post(FM, json={"inputs": {"input_string": ["Paris is the [MASK] of France."]}})
+            assert answer.status_code == 202 and answer.json["model"] == shown
+            assert client.get(f"/v1/jobs/{answer.json['id']}").json["model"] == shown
+            asked = client.post("/v1/evaluations", json={"task": "fill-mask", "model": settings.fill_mask_model,
+                                                         "input_file_id": "file-none"})
+            assert asked.status_code == 422
+            problems = {tuple(d["loc"]): d["msg"] for d in asked.json["error"]["details"]}
+            assert (("model",) in problems) == (served is named), problems
+            assert served is not named or shown in problems[("model",)]
+
+
 @pytest.mark.parametrize("route", ["/v1/batches", "/v1/evaluations"])
 @pytest.mark.parametrize("after", ["\x00'\x97I\x917", "x" * 65, "é"])
 def test_a_page_cursor_that_is_no_id_is_422(client: FlaskClient, route: str, after: str) -> None:
