@@ -9,9 +9,9 @@
   deleted by hand.
 
 What is queued or running stays, however old — a batch that runs for longer keeps its lines, a job its row — and so
-does what has a webhook event still to deliver, until it is delivered or given up. Each step
-deletes in transactions of at most CHUNK of what it reads, so that a writer (SQLite has one) is never held up for
-long, and goes on while there is more and the sweep's time allows.
+does what has a webhook event still to deliver, until it is delivered or given up. Each step deletes in transactions
+of at most CHUNK of what it reads, so that a writer (SQLite has one) is never held up for long, and goes on while
+there is more and the sweep's time allows.
 """
 
 from __future__ import annotations
