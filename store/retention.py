@@ -41,8 +41,9 @@ from models.tables import (
 from store import files
 from webhooks import delete_events
 
-#: Rows read, and deleted, a transaction (jobs, a batch's lines, files): on SQLite, ~10 ms of the one writer's lock.
-CHUNK = 500
+#: Rows read, and deleted, a transaction (jobs, a batch's lines, files): on SQLite 7–22 ms of the one writer's lock,
+#: 10,000 jobs a second of sweeps; on PostgreSQL 10–11 ms, 13,000 a second (`python -m bench.retention`).
+CHUNK = 200
 #: The most time one sweep spends deleting, in seconds: the rest waits for the next sweep.
 SWEEP_BUDGET_S = 1.0
 

@@ -93,6 +93,10 @@ def test_batches_evaluations_and_webhooks_through_the_client(stack: Stack, tmp_p
     out = tmp_path / "out.jsonl"
     assert client.download(batch.output_file_id, out) == out.stat().st_size > 0
     assert [json.loads(text)["custom_id"] for text in out.read_text().splitlines()] == [f"r{i}" for i in range(5)]
+    client.delete_file(batch.output_file_id)  # downloaded: no longer needed there
+    with pytest.raises(DistilqError) as gone:
+        client.download(batch.output_file_id, out)
+    assert gone.value.status == 404
 
     examples = tmp_path / "examples.jsonl"
     examples.write_text(json.dumps({"text": MASKED, "label": "capital"}) + "\n")

@@ -16,4 +16,4 @@ def test_the_retention_bench_deletes_the_expired_jobs_and_reports_the_rate(monke
     retention.main()  # raises unless exactly the live jobs are left
     report = capsys.readouterr().out
     assert re.match(r"sqlite: 1200 expired jobs \(240 events\) among 300 live: 1200 deleted in [\d.]+ s of sweeps "
-                    r"\([\d,]+ jobs/s\), per sweep \[1200\]; a chunk of 500: \d+–\d+ ms; 300 jobs left", report), report
+                    r"\([\d,]+ jobs/s\), per sweep \[1200\]; a chunk of 200: \d+–\d+ ms; 300 jobs left", report), report
