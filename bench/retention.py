@@ -21,12 +21,12 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.store_lines import store_with_key
 from contract.requests import FillMaskRequest
 from core.tasks import TASK_FILL_MASK
-from migrations import run_migrations
-from models.db import make_engine, make_session_factory, transaction
-from models.tables import DELIVERED, EVENT_COMPLETED, EVENT_STARTED, ApiKey, Job, WebhookAttempt, WebhookEvent
-from store import jobs, keys, retention
+from models.db import transaction
+from models.tables import DELIVERED, EVENT_COMPLETED, EVENT_STARTED, Job, WebhookAttempt, WebhookEvent
+from store import jobs, retention
 
 RETENTION = timedelta(days=30)
 #: Rows are copied by column name (a job's `metadata` is `Job.meta`).
@@ -74,13 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         url = args.database_url or f"sqlite:///{Path(folder) / 'bench.db'}"
-        run_migrations(url)
-        sessions = make_session_factory(make_engine(url))
+        sessions, api_key_id = store_with_key(url)
         now = datetime.now(UTC)
-        with transaction(sessions) as session:
-            keys.create_key(session, "bench")
-        with sessions() as session:
-            api_key_id = session.scalars(select(ApiKey.id).where(ApiKey.name == "bench")).one()
         template = _template(sessions, api_key_id, now)
         _fill(sessions, template, args.jobs, now - RETENTION - timedelta(hours=1), with_events=True)
         _fill(sessions, template, args.live, now - timedelta(hours=1), with_events=False)
