@@ -19,6 +19,5 @@ from webhooks.signing import new_webhook_secret, rotate_secret
 from webhooks.targets import LookupFailed, UnsafeTarget, check_target
 
 __all__ = ["LookupFailed", "UnsafeTarget", "WebhookSender", "check_target", "delete_events", "job_deliveries",
-           "new_webhook_secret",
-           "record_batch_event", "record_evaluation_event", "record_event", "retry_now", "rotate_secret",
-           "take_due_events"]
+           "new_webhook_secret", "record_batch_event", "record_evaluation_event", "record_event", "retry_now",
+           "rotate_secret", "take_due_events"]
