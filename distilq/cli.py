@@ -1,5 +1,6 @@
-"""The `distilq` command: up, api, worker, beat, migrate, keys; and `submit`, `jobs`, `batch` and `eval`, clients
-of the REST API through the Python client (`distilq/job_commands.py`, `batch_commands.py`, `eval_commands.py`).
+"""The `distilq` command: up, api, worker, beat, migrate, keys; and `submit`, `jobs`, `batch`, `eval` and `files`, clients
+of the REST API through the Python client (`distilq/job_commands.py`, `batch_commands.py`, `eval_commands.py`,
+`file_commands.py`).
 The server's settings are read (and validated) once, here, and passed down."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
-from distilq import batch_commands, eval_commands, job_commands, rest
+from distilq import batch_commands, eval_commands, file_commands, job_commands, rest
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     job_commands.add_parsers(sub)
     batch_commands.add_parser(sub)
     eval_commands.add_parser(sub)
+    file_commands.add_parser(sub)
     return parser
 
 

@@ -106,6 +106,19 @@ class Client:
                 written += len(chunk)
         return written
 
+    def list_files(self, *, purpose: str | None = None, page_size: int = 100) -> Iterator[FileObject]:
+        """Every file of the key (of `purpose`: batch, evaluation, batch_output, evaluation_output), newest first,
+        page after page."""
+        after: str | None = None
+        while True:
+            query = {"purpose": purpose, "limit": page_size, "after": after}
+            page = self._http.request("GET", "/v1/files?" + "&".join(f"{k}={v}" for k, v in query.items()
+                                                                     if v is not None))
+            yield from (FileObject.from_json(file) for file in page["data"])
+            after = page["last_id"]
+            if not page["has_more"]:
+                return
+
     def delete_file(self, file_id: str) -> None:
         """Deletes a file (an upload, or a batch's output once downloaded): its bytes go at once."""
         self._http.request("DELETE", f"/v1/files/{file_id}")

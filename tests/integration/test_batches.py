@@ -310,6 +310,17 @@ def test_the_cli_uploads_shows_progress_and_writes_the_output(stack: Stack, tmp_
                          capture_output=True, text=True, timeout=60)
     assert json.loads(got.stdout)["output_file_id"] == batch["output_file_id"]
 
+    def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "distilq.cli", *arguments], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    outputs = json.loads(cli("files", "list", "--purpose", "batch_output").stdout)
+    assert {file["id"] for file in outputs} == {batch["output_file_id"], batch["error_file_id"]}
+    assert cli("files", "delete", batch["input_file_id"], batch["output_file_id"]).returncode == 0
+    assert [file["id"] for file in json.loads(cli("files", "list").stdout)] == [batch["error_file_id"]]
+    missing = cli("files", "delete", batch["input_file_id"])
+    assert missing.returncode == 1 and "404 not_found" in missing.stderr
+
     source.write_text(lines[0] + "\n{broken\n")
     broken = subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "submit", str(source), "--wait"], env=env,
                             capture_output=True, text=True, timeout=60)
