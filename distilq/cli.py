@@ -1,6 +1,6 @@
-"""The `distilq` command: up, api, worker, beat, migrate, keys; and `submit`, `jobs`, `batch`, `eval` and `files`, clients
-of the REST API through the Python client (`distilq/job_commands.py`, `batch_commands.py`, `eval_commands.py`,
-`file_commands.py`).
+"""The `distilq` command: up, api, worker, beat, migrate, keys; and `submit`, `jobs`, `batch`, `eval` and `files`,
+clients of the REST API through the Python client (`distilq/job_commands.py`, `batch_commands.py`,
+`eval_commands.py`, `file_commands.py`).
 The server's settings are read (and validated) once, here, and passed down."""
 
 from __future__ import annotations
