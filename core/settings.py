@@ -140,8 +140,12 @@ class Settings(BaseSettings):
             if self.debug:
                 raise ValueError("DISTILQ_DEBUG must be off in production")
         if 0 < self.retention_s < self.idempotency_ttl_s:
-            # A replay must find its job for as long as its Idempotency-Key is honoured.
-            raise ValueError("DISTILQ_RETENTION_S must be 0 (keep everything) or at least DISTILQ_IDEMPOTENCY_TTL_S")
+            # A replay must find its job for as long as its Idempotency-Key is honoured: the default follows a
+            # longer time to live (one set before retention existed must not stop the service); a setting is refused.
+            if "retention_s" in self.model_fields_set:
+                raise ValueError("DISTILQ_RETENTION_S must be 0 (keep everything) or at least "
+                                 "DISTILQ_IDEMPOTENCY_TTL_S")
+            self.retention_s = self.idempotency_ttl_s
         if self.api_server == "gevent" and self.on_sqlite:
             # sqlite3 waits for the database's lock in C: one greenlet waiting there holds every other of its
             # process, the lock's holder among them when it had yielded mid-transaction, until the wait times out.

@@ -71,6 +71,8 @@ def test_retention_keeps_a_job_for_as_long_as_its_idempotency_key_or_forever() -
         Settings(retention_s=3600, idempotency_ttl_s=7200)
     assert Settings(retention_s=7200, idempotency_ttl_s=7200).retention_s == 7200
     assert Settings(retention_s=0).retention_s == 0  # keep everything
+    assert Settings(idempotency_ttl_s=90 * 86_400).retention_s == 90 * 86_400  # the default follows a longer one
+    assert Settings().retention_s == 30 * 86_400
 
 
 @pytest.mark.parametrize("bad", ["lots", "10/fortnight", ""])
