@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import Any
 
+from contract.responses import FILE_PURPOSES
 from distilq.rest import client, show
 
 
@@ -31,7 +32,7 @@ def add_parser(sub: Any) -> None:
                                          "DISTILQ_URL, DISTILQ_API_KEY)")
     files_sub = files.add_subparsers(dest="files_command", required=True)
     listing = files_sub.add_parser("list", help="your files, newest first")
-    listing.add_argument("--purpose", choices=("batch", "evaluation", "batch_output", "evaluation_output"))
+    listing.add_argument("--purpose", choices=FILE_PURPOSES)
     listing.set_defaults(func=cmd_list)
     delete = files_sub.add_parser("delete", help="delete files: their bytes go at once")
     delete.add_argument("file_ids", nargs="+", metavar="FILE_ID")

@@ -112,7 +112,7 @@ def list_files(session: Session, api_key_id: str, limit: int, after: str | None,
 def delete_file(session: Session, api_key_id: str, file_id: str, now: datetime) -> bool:
     """Deletes the key's shown file (`DELETE /v1/files/{id}`), in the caller's transaction; False if there was no
     such file (deleted already, say)."""
-    if session.scalar(select(File.id).where(File.id == file_id, File.api_key_id == api_key_id, *_SHOWN)) is None:
+    if own_file(session, api_key_id, file_id) is None:
         return False
     delete_bytes(session, [file_id], now)
     return True

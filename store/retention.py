@@ -83,46 +83,35 @@ def _jobs(session: Session, cutoff: datetime, now: datetime) -> tuple[int, bool]
     return len(ids), len(ids) == CHUNK
 
 
-def _owned_jobs(session: Session, owner: Any) -> bool:
-    """A chunk of a batch's or an evaluation's job rows (`owner` selects them); whether there were any. A batch of
-    50,000 lines goes in many transactions, not one that holds the writer for a second."""
-    ids = list(session.scalars(select(Job.id).where(owner).limit(CHUNK)))
-    if ids:
-        session.execute(delete(Job).where(Job.id.in_(ids)))
-    return bool(ids)
-
-
 def _batch(session: Session, cutoff: datetime, now: datetime) -> tuple[int, bool]:
-    """A chunk of the lines of a batch that ended before `cutoff`, or, once none is left, the batch with its event
-    and its files: (batches deleted, whether there may be more)."""
     ended = func.coalesce(Batch.completed_at, Batch.failed_at, Batch.cancelled_at)
-    found = session.execute(select(Batch.id, Batch.output_file_id, Batch.error_file_id).where(
-        Batch.status.in_((COMPLETED, BATCH_FAILED, CANCELLED)), ended < cutoff,
-        ~_sending(WebhookEvent.batch_id == Batch.id)).limit(1)).first()
-    if found is None:
-        return 0, False
-    batch_id, *outputs = found
-    if _owned_jobs(session, Job.batch_id == batch_id):
-        return 0, True
-    delete_events(session, WebhookEvent.batch_id == batch_id)
-    session.execute(delete(Batch).where(Batch.id == batch_id))
-    files.delete_files(session, [file_id for file_id in outputs if file_id])
-    return 1, True
+    return _group(session, Batch, (Batch.status.in_((COMPLETED, BATCH_FAILED, CANCELLED)), ended < cutoff),
+                  Job.batch_id, WebhookEvent.batch_id, (Batch.output_file_id, Batch.error_file_id))
 
 
 def _evaluation(session: Session, cutoff: datetime, now: datetime) -> tuple[int, bool]:
-    """The same for an evaluation that ended before `cutoff`: its examples, then it with its event and output."""
-    found = session.execute(select(Evaluation.id, Evaluation.output_file_id)
-                            .where(Evaluation.completed_at < cutoff,
-                                   ~_sending(WebhookEvent.evaluation_id == Evaluation.id)).limit(1)).first()
+    return _group(session, Evaluation, (Evaluation.completed_at < cutoff,), Job.evaluation_id,
+                  WebhookEvent.evaluation_id, (Evaluation.output_file_id,))
+
+
+def _group(session: Session, model: type[Batch] | type[Evaluation], ended: tuple[Any, ...], jobs_of: Any,
+           events_of: Any, outputs: tuple[Any, ...]) -> tuple[int, bool]:
+    """A chunk of the job rows of a batch or an evaluation (`model`) that has `ended`, or, once none is left, it with
+    its event and its output files: (how many went, whether there may be more). A batch of 50,000 lines goes in many
+    transactions, not in one that holds SQLite's writer for a second. `jobs_of` and `events_of`: the columns naming
+    it."""
+    found = session.execute(select(model.id, *outputs).where(*ended, ~_sending(events_of == model.id))
+                            .limit(1)).first()
     if found is None:
         return 0, False
-    evaluation_id, output = found
-    if _owned_jobs(session, Job.evaluation_id == evaluation_id):
+    group_id, *written = found
+    rows = list(session.scalars(select(Job.id).where(jobs_of == group_id).limit(CHUNK)))
+    if rows:
+        session.execute(delete(Job).where(Job.id.in_(rows)))
         return 0, True
-    delete_events(session, WebhookEvent.evaluation_id == evaluation_id)
-    session.execute(delete(Evaluation).where(Evaluation.id == evaluation_id))
-    files.delete_files(session, [output] if output else [])
+    delete_events(session, events_of == group_id)
+    session.execute(delete(model).where(model.id == group_id))
+    files.delete_files(session, [file_id for file_id in written if file_id])
     return 1, True
 
 
@@ -140,4 +129,5 @@ def _files(session: Session, cutoff: datetime, now: datetime) -> tuple[int, bool
                                   .limit(CHUNK - len(unnamed))))
     if marked:
         files.delete_bytes(session, marked, now)
-    return len(unnamed) + len(marked), len(unnamed) + len(marked) == CHUNK
+    done = len(unnamed) + len(marked)
+    return done, done == CHUNK
