@@ -1,5 +1,6 @@
 """`distilq batch submit|get|list|cancel`: batches through the Python client (`distilq/rest.py`). `--wait` shows
-the batch's progress (rich) and `--output` writes its output file as it downloads."""
+the batch's progress (rich), `--output` and `--errors` write its output and error files as they download, and
+`--delete-files` then leaves nothing of it on the server but the batch's record."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilq.rest import client, follow, print_json
+from distilq.rest import CommandError, client, follow, print_json
 
 if TYPE_CHECKING:
     from distilq_client import Batch, Client
@@ -21,20 +22,52 @@ def _wait(api: Client, batch: Batch) -> Batch:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.delete_files and not args.output:
+        raise CommandError("--delete-files needs --output: the batch's output file is deleted once written there")
     api = client()
     uploaded = api.upload(Path(args.file), "batch")
     batch = api.create_batch(uploaded.id, endpoint=args.endpoint)
     print(f"distilq: batch {batch.id}: {batch.status} ({batch.request_counts['total']} lines)", file=sys.stderr)
-    if batch.status == "failed":
-        print_json(batch.raw)
-        return 1
-    if args.wait or args.output:
+    written: list[str] = []
+    if batch.status != "failed" and (args.wait or args.output or args.errors):
         batch = _wait(api, batch)
-        if args.output and batch.output_file_id:
-            size = api.download(batch.output_file_id, Path(args.output))
-            print(f"distilq: wrote {args.output} ({size} bytes)", file=sys.stderr)
+        written = _download(api, batch, args)
+    if args.delete_files:
+        _delete_files(api, batch, uploaded.id, written)
     print_json(batch.raw)
     return 0 if batch.status != "failed" else 1
+
+
+def _not_succeeded(batch: Batch) -> int:
+    """The batch's lines in its error file: failed, or cancelled before they ran."""
+    return batch.request_counts["total"] - batch.request_counts["completed"]
+
+
+def _download(api: Client, batch: Batch, args: argparse.Namespace) -> list[str]:
+    """Writes the ended batch's output file to `--output` and its error file to `--errors`, as asked; the ids of
+    the files written. Lines that did not succeed are said on stderr, with where they are."""
+    written = []
+    for file_id, path in ((batch.output_file_id, args.output), (batch.error_file_id, args.errors)):
+        if file_id and path:
+            size = api.download(file_id, Path(path))
+            print(f"distilq: wrote {path} ({size} bytes)", file=sys.stderr)
+            written.append(file_id)
+    unsucceeded = _not_succeeded(batch)
+    if unsucceeded and batch.error_file_id:
+        where = args.errors if args.errors else f"the error file {batch.error_file_id} (--errors PATH writes it)"
+        print(f"distilq: {unsucceeded} line(s) failed or were cancelled: see {where}", file=sys.stderr)
+    return written
+
+
+def _delete_files(api: Client, batch: Batch, input_file_id: str, written: list[str]) -> None:
+    """`--delete-files`: deletes on the server the uploaded input and every file of the batch that was written
+    here — and its error file when no line failed (it is empty). An error file that holds lines and was not
+    written here is kept (the message above names it)."""
+    empty_errors = [batch.error_file_id] if batch.error_file_id and not _not_succeeded(batch) else []
+    deleted = list(dict.fromkeys([input_file_id, *written, *empty_errors]))
+    for file_id in deleted:
+        api.delete_file(file_id)
+    print(f"distilq: deleted on the server: {' '.join(deleted)}", file=sys.stderr)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -62,6 +95,10 @@ def add_parser(sub: Any) -> None:
                         help="the route every line must use")
     submit.add_argument("--wait", action="store_true", help="show progress until the batch ends")
     submit.add_argument("--output", help="write the output file here once the batch ends (implies --wait)")
+    submit.add_argument("--errors", help="write the error file (failed and cancelled lines) here once the batch ends "
+                                         "(implies --wait)")
+    submit.add_argument("--delete-files", action="store_true",
+                        help="with --output: then delete the uploaded file and the batch's files on the server")
     submit.set_defaults(func=cmd_submit)
     get = batch_sub.add_parser("get", help="one batch")
     get.add_argument("batch_id")

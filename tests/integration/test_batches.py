@@ -330,6 +330,56 @@ def test_the_cli_uploads_shows_progress_and_writes_the_output(stack: Stack, tmp_
     assert no_key.returncode == 1 and "DISTILQ_API_KEY" in no_key.stderr
 
 
+def test_the_cli_deletes_on_the_server_what_it_wrote_and_keeps_an_error_file_it_did_not(
+        stack: Stack, http: requests.Session, tmp_path: Path) -> None:
+    key = stack.new_key("cli-delete")
+    env = {**os.environ, "DISTILQ_URL": stack.url, "DISTILQ_API_KEY": key}
+    mine = stack.client(key)
+    source = tmp_path / "requests.jsonl"
+    source.write_text("\n".join(mixed_lines(30)) + "\n")
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+
+    def submit(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "submit", str(source), *flags], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    def files() -> list[str]:
+        return [file["id"] for file in mine.get(f"{stack.url}/v1/files").json()["data"]]
+
+    refused = submit("--delete-files")
+    assert refused.returncode == 1 and "--delete-files needs --output" in refused.stderr and files() == []
+    run = submit("--output", str(out), "--errors", str(errors), "--delete-files")
+    assert run.returncode == 0, run.stderr
+    batch = json.loads(run.stdout)
+    assert batch["status"] == "completed" and len(out.read_text().splitlines()) == 30 and errors.read_text() == ""
+    assert files() == [] and batch["input_file_id"] in run.stderr and batch["error_file_id"] in run.stderr
+
+    # Lines cancelled before they run: no worker runs them meanwhile.
+    stack.stop("worker")
+    try:
+        cli = subprocess.Popen([sys.executable, "-m", "distilq.cli", "batch", "submit", str(source), "--output",
+                                str(out), "--delete-files"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        assert cli.stderr is not None
+        started = cli.stderr.readline()  # "distilq: batch batch_…: in_progress (30 lines)", said before it waits
+        batch_id = started.split()[2].rstrip(":")
+        assert mine.post(f"{stack.url}/v1/batches/{batch_id}/cancel").status_code == 200
+        stdout, stderr = cli.communicate(timeout=300)
+    finally:
+        stack.start_worker()
+    assert cli.returncode == 0, started + stderr
+    batch = json.loads(stdout)
+    assert batch["status"] == "cancelled" and batch["request_counts"] == {"total": 30, "completed": 0, "failed": 30}
+    assert f"30 line(s) failed or were cancelled: see the error file {batch['error_file_id']}" in stderr
+    assert files() == [batch["error_file_id"]] and out.read_text() == ""
+    assert len(file_lines(stack, mine, batch["error_file_id"])) == 30
+
+    source.write_text("{broken\n")
+    broken = submit("--output", str(out), "--delete-files")
+    assert broken.returncode == 1 and json.loads(broken.stdout)["status"] == "failed"
+    assert files() == [batch["error_file_id"]]  # its input deleted too
+
+
 def test_a_batchs_rows_hold_as_many_inputs_as_the_workers_passes_allow(stack: Stack, http: requests.Session) -> None:
     """The worker tells its presence what one more input costs its passes (and its device); a batch created after
     that is packed in rows sized by it (`store.batch_rows.row_inputs`), each line still once in the output."""
