@@ -3,10 +3,9 @@
 - An interactive job, once it has ended, that long after it was created — with its webhook events and their attempts.
 - A batch or an evaluation that long after it ended — with its lines (their job rows), its events, and its output and
   error files.
-- A file that long after it was uploaded (an output file: after it was written, when its batch or evaluation ended).
-  A file that a batch or an evaluation still names as its input (a foreign key) loses its bytes and is marked
-  deleted, as `DELETE /v1/files/{id}` leaves one; its row goes once nothing names it, as does the row of a file
-  deleted by hand.
+- An uploaded file that long after it was uploaded. One that a batch or an evaluation still names as its input (a
+  foreign key) loses its bytes and is marked deleted, as `DELETE /v1/files/{id}` leaves one; its row goes once
+  nothing names it, as does the row of a file deleted by hand. An output file goes with its batch or evaluation.
 
 What is queued or running stays, however old — a batch that runs for longer keeps its lines, a job its row — and so
 does what has a webhook event still to deliver, until it is delivered or given up. Each step deletes in transactions
@@ -116,11 +115,12 @@ def _group(session: Session, model: type[Batch] | type[Evaluation], ended: tuple
 
 
 def _files(session: Session, cutoff: datetime, now: datetime) -> tuple[int, bool]:
-    """A chunk of files made before `cutoff`, or deleted by hand: the rows nothing names go, the bytes of those a
-    batch or an evaluation names as its input go and their rows are marked. Files being written (a running batch's
-    output) stay. (How many, whether there may be more.)"""
+    """A chunk of uploads made before `cutoff`, or deleted by hand: the rows nothing names go, the bytes of those a
+    batch or an evaluation names as its input go and their rows are marked. (How many, whether there may be more.)
+    Output files are not this step's: they go with their batch or evaluation (`_group`), which shows them until it
+    goes — one kept for its webhook event still names them."""
     named = or_(exists().where(Batch.input_file_id == File.id), exists().where(Evaluation.input_file_id == File.id))
-    due = (File.purpose != files.PARTIAL, or_(File.created_at < cutoff, File.deleted_at.is_not(None)))
+    due = (File.purpose.in_(files.UPLOAD_PURPOSES), or_(File.created_at < cutoff, File.deleted_at.is_not(None)))
     unnamed = list(session.scalars(select(File.id).where(*due, ~named).limit(CHUNK)))
     if unnamed:
         files.delete_files(session, unnamed)

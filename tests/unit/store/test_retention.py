@@ -153,3 +153,29 @@ def test_a_file_deleted_by_hand_loses_its_row_once_nothing_names_it(
         session.commit()
     assert retention.delete_expired(sessions, clock(), RETENTION)["files_expired"] == 1  # young, but deleted
     assert _count(sessions, File) == 0
+
+
+def test_a_batch_kept_for_its_event_keeps_its_output_files(
+        sessions: sessionmaker[Session], clock: ManualClock, add_lines: AddLines) -> None:
+    """Its event still pending (a receiver down), an expired batch stays, and so do the files it names as its
+    output: only its input's bytes go. Its output files go with it."""
+    add_lines(2)
+    with sessions() as session:
+        batch_id = session.scalars(select(Batch.id)).one()
+        session.execute(update(Batch).where(Batch.id == batch_id).values(webhook=BODY["webhook"]))
+        session.commit()
+    _run(sessions, clock, 2)
+    assert batch_output.write_ready(sessions, batch_id, clock(), fewest=1) == 2
+    assert batches.finalize(sessions, batch_id, clock)  # its batch.completed event pending
+    clock.advance(RETENTION.total_seconds() + 1)
+
+    assert retention.delete_expired(sessions, clock(), RETENTION)["batches_expired"] == 0
+    with sessions() as session:
+        kept = session.get_one(Batch, batch_id)
+        outputs = [kept.output_file_id, kept.error_file_id]
+        assert all(session.get_one(File, file_id).deleted_at is None for file_id in outputs)
+        assert session.get_one(File, kept.input_file_id).deleted_at == clock()
+    assert _count(sessions, FilePart, FilePart.file_id.in_(outputs)) == 1  # the output's part (no errors)
+    _deliver_all(sessions, clock)
+    assert retention.delete_expired(sessions, clock(), RETENTION)["batches_expired"] == 1
+    assert _count(sessions, File) == 0 and _count(sessions, FilePart) == 0
