@@ -1,5 +1,7 @@
-"""`distilq eval TASK FILE [--wait]` and `distilq eval get|list|cancel`: evaluations through the Python client
-(`distilq/rest.py`). `--wait` shows the examples' progress (rich) and then the metrics as a table."""
+"""`distilq eval TASK FILE [--wait] [--output OUT [--delete-files]]` and `distilq eval get|list|cancel`: evaluations
+through the Python client (`distilq/rest.py`). `--wait` shows the examples' progress (rich) and then the metrics as a
+table; `--output` writes the per-example output file, and `--delete-files` then leaves only the evaluation's record
+on the server."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilq.rest import client, follow, print_json
+from distilq.rest import CommandError, client, follow, print_json
 
 if TYPE_CHECKING:
     from distilq_client import Evaluation
@@ -26,6 +28,8 @@ def _metrics_table(evaluation: Evaluation) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.delete_files and not args.output:
+        raise CommandError("--delete-files needs --output: the evaluation's output file is deleted once written there")
     api = client()
     uploaded = api.upload(Path(args.file), "evaluation")
     config = {name: getattr(args, name) for name in ("top_k", "max_samples", "seed") if getattr(args, name) is not None}
@@ -33,15 +37,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                                        metrics=args.metrics.split(",") if args.metrics else None)
     print(f"distilq: evaluation {evaluation.id}: {evaluation.status} ({evaluation.result_counts['total']} examples)",
           file=sys.stderr)
+    deleted = [uploaded.id]
     if evaluation.status == "failed":
         for line in (evaluation.error or {}).get("lines", []):
             print(f"distilq: {line['message']}", file=sys.stderr)
-        print_json(evaluation.raw)
-        return 1
-    if args.wait:
+    elif args.wait or args.output:
         evaluation = follow(lambda: api.get_evaluation(evaluation.id), evaluation, lambda e: e.ended,
                             lambda e: (e.result_counts["done"], e.result_counts["total"]))
         _metrics_table(evaluation)
+        if args.output and evaluation.output_file_id:
+            size = api.download(evaluation.output_file_id, Path(args.output))
+            print(f"distilq: wrote {args.output} ({size} bytes)", file=sys.stderr)
+            deleted.append(evaluation.output_file_id)
+    if args.delete_files:
+        for file_id in deleted:
+            api.delete_file(file_id)
+        print(f"distilq: deleted on the server: {' '.join(deleted)}", file=sys.stderr)
     print_json(evaluation.raw)
     return 0 if evaluation.status != "failed" else 1
 
@@ -53,6 +64,10 @@ def add_parser(sub: Any) -> None:
                           help="the task to evaluate (with FILE), or get|list|cancel")
     evaluate.add_argument("file", nargs="?", help="JSONL examples (with TASK), or the evaluation id (get, cancel)")
     evaluate.add_argument("--wait", action="store_true", help="show progress, then the metrics as a table")
+    evaluate.add_argument("--output", help="write the output file (a line per example: its prediction and scores) "
+                                           "here once the evaluation ends (implies --wait)")
+    evaluate.add_argument("--delete-files", action="store_true",
+                          help="with --output: then delete the uploaded file and the output file on the server")
     evaluate.add_argument("--metrics", help="comma-separated metrics to compute (default: all of the task's)")
     evaluate.add_argument("--top-k", dest="top_k", type=int, help="fill-mask: predictions ranked per example (5)")
     evaluate.add_argument("--max-samples", dest="max_samples", type=int, help="evaluate a seeded sample this large")

@@ -170,13 +170,21 @@ def test_a_sample_and_a_cancel(stack: Stack, http: requests.Session) -> None:
 def test_the_cli_prints_the_metrics(stack: Stack, tmp_path: Path) -> None:
     source = tmp_path / "examples.jsonl"
     source.write_text("".join(json.dumps({"text": text, "label": "the"}) + "\n" for text in MASKED))
-    env = {**os.environ, "DISTILQ_URL": stack.url, "DISTILQ_API_KEY": stack.new_key("cli"), "COLUMNS": "120"}
+    key, out = stack.new_key("cli"), tmp_path / "scored.jsonl"
+    env = {**os.environ, "DISTILQ_URL": stack.url, "DISTILQ_API_KEY": key, "COLUMNS": "120"}
+    refused = subprocess.run([sys.executable, "-m", "distilq.cli", "eval", "fill-mask", str(source), "--delete-files"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "--delete-files needs --output" in refused.stderr
     run = subprocess.run([sys.executable, "-m", "distilq.cli", "eval", "fill-mask", str(source), "--wait",
-                          "--top-k", "3"], env=env, capture_output=True, text=True, timeout=300)
+                          "--top-k", "3", "--output", str(out), "--delete-files"], env=env, capture_output=True,
+                         text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     evaluation = json.loads(run.stdout)
     assert evaluation["status"] == "succeeded" and evaluation["config"]["top_k"] == 3
     assert "5/5" in run.stderr
+    scored = [json.loads(text) for text in out.read_text().splitlines()]
+    assert [line["text"] for line in scored] == MASKED and all(len(line["predictions"]) == 3 for line in scored)
+    assert stack.client(key).get(f"{stack.url}/v1/files").json()["data"] == []  # the input and output deleted
     for name in ("accuracy", "top_k_accuracy", "mrr"):
         assert f"{name}" in run.stderr and f"{evaluation['metrics'][name]:.4f}" in run.stderr
     listed = subprocess.run([sys.executable, "-m", "distilq.cli", "eval", "list"], env=env, capture_output=True,
