@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilq.rest import CommandError, client, follow, print_json
+from distilq.rest import CommandError, client, delete_on_server, follow, print_json
 
 if TYPE_CHECKING:
     from distilq_client import Batch, Client
@@ -64,10 +64,7 @@ def _delete_files(api: Client, batch: Batch, input_file_id: str, written: list[s
     here — and its error file when no line failed (it is empty). An error file that holds lines and was not
     written here is kept (the message above names it)."""
     empty_errors = [batch.error_file_id] if batch.error_file_id and not _not_succeeded(batch) else []
-    deleted = list(dict.fromkeys([input_file_id, *written, *empty_errors]))
-    for file_id in deleted:
-        api.delete_file(file_id)
-    print(f"distilq: deleted on the server: {' '.join(deleted)}", file=sys.stderr)
+    delete_on_server(api, list(dict.fromkeys([input_file_id, *written, *empty_errors])))
 
 
 def cmd_get(args: argparse.Namespace) -> int:

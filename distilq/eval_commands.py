@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilq.rest import CommandError, client, follow, print_json
+from distilq.rest import CommandError, client, delete_on_server, follow, print_json
 
 if TYPE_CHECKING:
     from distilq_client import Evaluation
@@ -50,9 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"distilq: wrote {args.output} ({size} bytes)", file=sys.stderr)
             deleted.append(evaluation.output_file_id)
     if args.delete_files:
-        for file_id in deleted:
-            api.delete_file(file_id)
-        print(f"distilq: deleted on the server: {' '.join(deleted)}", file=sys.stderr)
+        delete_on_server(api, deleted)
     print_json(evaluation.raw)
     return 0 if evaluation.status != "failed" else 1
 

@@ -51,6 +51,13 @@ def follow(read: Callable[[], Any], current: Any, ended: Callable[[Any], bool],
     return current
 
 
+def delete_on_server(api: Client, file_ids: Sequence[str]) -> None:
+    """`--delete-files`: deletes these files on the server (once what was asked is written here), and says which."""
+    for file_id in file_ids:
+        api.delete_file(file_id)
+    print(f"distilq: deleted on the server: {' '.join(file_ids)}", file=sys.stderr)
+
+
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
