@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilq.rest import CommandError, client, delete_on_server, follow, print_json
+from distilq.rest import CommandError, check_writable, client, delete_on_server, follow, print_json
 
 if TYPE_CHECKING:
     from distilq_client import Batch, Client
@@ -24,6 +24,8 @@ def _wait(api: Client, batch: Batch) -> Batch:
 def cmd_submit(args: argparse.Namespace) -> int:
     if args.delete_files and not args.output:
         raise CommandError("--delete-files needs --output: the batch's output file is deleted once written there")
+    for path in (args.output, args.errors):
+        check_writable(path)
     api = client()
     uploaded = api.upload(Path(args.file), "batch")
     batch = api.create_batch(uploaded.id, endpoint=args.endpoint)

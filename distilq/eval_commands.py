@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilq.rest import CommandError, client, delete_on_server, follow, print_json
+from distilq.rest import CommandError, check_writable, client, delete_on_server, follow, print_json
 
 if TYPE_CHECKING:
     from distilq_client import Evaluation
@@ -30,6 +30,7 @@ def _metrics_table(evaluation: Evaluation) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.delete_files and not args.output:
         raise CommandError("--delete-files needs --output: the evaluation's output file is deleted once written there")
+    check_writable(args.output)
     api = client()
     uploaded = api.upload(Path(args.file), "evaluation")
     config = {name: getattr(args, name) for name in ("top_k", "max_samples", "seed") if getattr(args, name) is not None}

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,6 +50,18 @@ def follow(read: Callable[[], Any], current: Any, ended: Callable[[Any], bool],
             done, total = progress_of(current)
             progress.update(bar, completed=done, description=current.status)
     return current
+
+
+def check_writable(path: str | None) -> None:
+    """An output path (`--output`, `--errors`), checked before anything is uploaded: a batch may run for an hour, and
+    a path that cannot be written would otherwise fail only once it has ended."""
+    if path is None:
+        return
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise CommandError(f"cannot write {path}: no folder {target.parent}")
+    if target.is_dir() or not os.access(target if target.exists() else target.parent, os.W_OK):
+        raise CommandError(f"cannot write {path}")
 
 
 def delete_on_server(api: Client, file_ids: Sequence[str]) -> None:

@@ -348,6 +348,8 @@ def test_the_cli_deletes_on_the_server_what_it_wrote_and_keeps_an_error_file_it_
 
     refused = submit("--delete-files")
     assert refused.returncode == 1 and "--delete-files needs --output" in refused.stderr and files() == []
+    nowhere = submit("--output", str(out), "--errors", str(tmp_path / "no" / "errors.jsonl"))
+    assert nowhere.returncode == 1 and "no folder" in nowhere.stderr and files() == []  # said before any upload
     run = submit("--output", str(out), "--errors", str(errors), "--delete-files")
     assert run.returncode == 0, run.stderr
     batch = json.loads(run.stdout)
