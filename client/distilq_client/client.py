@@ -99,12 +99,19 @@ class Client:
 
     def download(self, file_id: str, path: str | Path) -> int:
         """Writes a file's content (e.g. a batch's output) to `path`, a megabyte at a time; the bytes written."""
-        written = 0
+        chunks = self.content(file_id)
+        first = next(chunks, b"")  # an error answer (404) raises before `path` is made
         with Path(path).open("wb") as sink:
-            for chunk in self._http.stream(f"/v1/files/{file_id}/content"):
+            sink.write(first)
+            written = len(first)
+            for chunk in chunks:
                 sink.write(chunk)
                 written += len(chunk)
         return written
+
+    def content(self, file_id: str) -> Iterator[bytes]:
+        """A file's content as it arrives, a megabyte at a time (never whole in memory)."""
+        return self._http.stream(f"/v1/files/{file_id}/content")
 
     def list_files(self, *, purpose: str | None = None, page_size: int = 100) -> Iterator[FileObject]:
         """Every file of the key (of `purpose`: batch, evaluation, batch_output, evaluation_output), newest first,

@@ -374,7 +374,14 @@ def test_the_cli_deletes_on_the_server_what_it_wrote_and_keeps_an_error_file_it_
     assert batch["status"] == "cancelled" and batch["request_counts"] == {"total": 30, "completed": 0, "failed": 30}
     assert f"30 line(s) failed or were cancelled: see the error file {batch['error_file_id']}" in stderr
     assert files() == [batch["error_file_id"]] and out.read_text() == ""
-    assert len(file_lines(stack, mine, batch["error_file_id"])) == 30
+    downloaded = subprocess.run([sys.executable, "-m", "distilq.cli", "files", "download", batch["error_file_id"]],
+                                env=env, capture_output=True, text=True, timeout=60)
+    errors_written = [json.loads(text) for text in downloaded.stdout.splitlines()]
+    assert downloaded.returncode == 0 and errors_written == file_lines(stack, mine, batch["error_file_id"])
+    assert len(errors_written) == 30 and {item["error"]["code"] for item in errors_written} == {"batch_cancelled"}
+    missing = subprocess.run([sys.executable, "-m", "distilq.cli", "files", "download", batch["input_file_id"],
+                              str(tmp_path / "gone.jsonl")], env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "404" in missing.stderr and not (tmp_path / "gone.jsonl").exists()
 
     source.write_text("{broken\n")
     broken = submit("--output", str(out), "--delete-files")
