@@ -116,12 +116,20 @@ class Client:
     def list_files(self, *, purpose: str | None = None, page_size: int = 100) -> Iterator[FileObject]:
         """Every file of the key (of `purpose`: batch, evaluation, batch_output, evaluation_output), newest first,
         page after page."""
+        return (FileObject.from_json(file) for file in self._newest("/v1/files", None, page_size, purpose=purpose))
+
+    def _newest(self, route: str, limit: int | None, page_size: int, **query: str | None) -> Iterator[dict[str, Any]]:
+        """The items of one of the OpenAI-shaped list routes (files, batches, evaluations), newest first, page
+        after page of at most `page_size` (the routes take 100 at most) — `limit` of them at most (None: all)."""
         after: str | None = None
-        while True:
-            query = {"purpose": purpose, "limit": page_size, "after": after}
-            page = self._http.request("GET", "/v1/files?" + "&".join(f"{k}={v}" for k, v in query.items()
-                                                                     if v is not None))
-            yield from (FileObject.from_json(file) for file in page["data"])
+        seen = 0
+        while limit is None or seen < limit:
+            size = page_size if limit is None else min(page_size, limit - seen)
+            params = {**query, "limit": size, "after": after}
+            page = self._http.request("GET", route + "?" + "&".join(f"{k}={v}" for k, v in params.items()
+                                                                    if v is not None))
+            yield from page["data"]
+            seen += len(page["data"])
             after = page["last_id"]
             if not page["has_more"]:
                 return
@@ -145,8 +153,9 @@ class Client:
     def cancel_batch(self, batch_id: str) -> Batch:
         return Batch.from_json(self._http.request("POST", f"/v1/batches/{batch_id}/cancel"))
 
-    def list_batches(self, limit: int = 20) -> builtins.list[Batch]:
-        return [Batch.from_json(b) for b in self._http.request("GET", f"/v1/batches?limit={limit}")["data"]]
+    def list_batches(self, limit: int = 20, *, page_size: int = 100) -> builtins.list[Batch]:
+        """The key's `limit` newest batches (read `page_size` a request)."""
+        return [Batch.from_json(batch) for batch in self._newest("/v1/batches", limit, page_size)]
 
     def create_evaluation(self, task: str, input_file_id: str, *, metrics: builtins.list[str] | None = None,
                           config: dict[str, Any] | None = None, webhook: str | None = None,
@@ -165,8 +174,9 @@ class Client:
     def cancel_evaluation(self, evaluation_id: str) -> Evaluation:
         return Evaluation.from_json(self._http.request("POST", f"/v1/evaluations/{evaluation_id}/cancel"))
 
-    def list_evaluations(self, limit: int = 20) -> builtins.list[Evaluation]:
-        return [Evaluation.from_json(e) for e in self._http.request("GET", f"/v1/evaluations?limit={limit}")["data"]]
+    def list_evaluations(self, limit: int = 20, *, page_size: int = 100) -> builtins.list[Evaluation]:
+        """The key's `limit` newest evaluations (read `page_size` a request)."""
+        return [Evaluation.from_json(item) for item in self._newest("/v1/evaluations", limit, page_size)]
 
     def webhook_secret(self) -> str:
         """The key's `whsec_…` secret, for `verify_webhook`."""

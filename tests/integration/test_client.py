@@ -106,6 +106,11 @@ def test_batches_evaluations_and_webhooks_through_the_client(stack: Stack, tmp_p
     assert [e.id for e in client.list_evaluations()] == [evaluation.id]
     assert client.cancel_evaluation(evaluation.id).status == "succeeded"  # an ended one stays as it is
     assert client.cancel_batch(batch.id).status == "completed" and client.list_batches()[0].id == batch.id
+    newer = client.create_batch(client.upload(lines).id)
+    assert [b.id for b in client.list_batches(2, page_size=1)] == [newer.id, batch.id]  # two pages
+    assert [b.id for b in client.list_batches(1)] == [newer.id]
+    assert [b.id for b in client.list_batches(500)] == [newer.id, batch.id]  # past the route's 100: pages
+    assert [e.id for e in client.list_evaluations(500, page_size=1)] == [evaluation.id]
 
     job = client.fill_mask([MASKED], webhook=receiver.on("/client", "200"))
     [delivery] = wait_for(lambda: [r for r in receiver.requests_to("/client") if '"job.completed"' in r.body]
