@@ -31,7 +31,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     batch = api.create_batch(uploaded.id, endpoint=args.endpoint)
     print(f"distilq: batch {batch.id}: {batch.status} ({batch.request_counts['total']} lines)", file=sys.stderr)
     written: list[str] = []
-    if batch.status != "failed" and (args.wait or args.output or args.errors):
+    if batch.status == "failed":  # its file failed the check: the bad lines, for the terminal (the JSON has them)
+        for error in (batch.errors or {}).get("data", []):
+            print(f"distilq: {error['message']}", file=sys.stderr)
+    elif args.wait or args.output or args.errors:
         batch = _wait(api, batch)
         written = _download(api, batch, args)
     if args.delete_files:

@@ -386,6 +386,7 @@ def test_the_cli_deletes_on_the_server_what_it_wrote_and_keeps_an_error_file_it_
     source.write_text("{broken\n")
     broken = submit("--output", str(out), "--delete-files")
     assert broken.returncode == 1 and json.loads(broken.stdout)["status"] == "failed"
+    assert "distilq: line 1: not valid JSON" in broken.stderr, broken.stderr
     assert files() == [batch["error_file_id"]]  # its input deleted too
 
 
