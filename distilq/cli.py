@@ -283,10 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The clients of the REST API: they read DISTILQ_URL and DISTILQ_API_KEY, not the server's settings, and say an
+#: error answer on stderr (`rest.run`).
+REST_COMMANDS = ("submit", "jobs", "batch", "eval", "files")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.command in ("submit", "jobs", "batch", "eval"):  # clients of the REST API: not the server's settings
+    if args.command in REST_COMMANDS:
         return rest.run(args.func, args)
     try:
         get_settings()  # validated once, production rules included, before anything starts

@@ -319,7 +319,7 @@ def test_the_cli_uploads_shows_progress_and_writes_the_output(stack: Stack, tmp_
     assert cli("files", "delete", batch["input_file_id"], batch["output_file_id"]).returncode == 0
     assert [file["id"] for file in json.loads(cli("files", "list").stdout)] == [batch["error_file_id"]]
     missing = cli("files", "delete", batch["input_file_id"])
-    assert missing.returncode == 1 and "404 not_found" in missing.stderr
+    assert missing.returncode == 1 and missing.stderr == f"distilq: 404 not_found: no file {batch['input_file_id']}\n"
 
     source.write_text(lines[0] + "\n{broken\n")
     broken = subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "submit", str(source), "--wait"], env=env,
@@ -381,7 +381,8 @@ def test_the_cli_deletes_on_the_server_what_it_wrote_and_keeps_an_error_file_it_
     assert len(errors_written) == 30 and {item["error"]["code"] for item in errors_written} == {"batch_cancelled"}
     missing = subprocess.run([sys.executable, "-m", "distilq.cli", "files", "download", batch["input_file_id"],
                               str(tmp_path / "gone.jsonl")], env=env, capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 1 and "404" in missing.stderr and not (tmp_path / "gone.jsonl").exists()
+    assert missing.returncode == 1 and not (tmp_path / "gone.jsonl").exists()
+    assert missing.stderr == f"distilq: 404 not_found: no file {batch['input_file_id']}\n"
 
     source.write_text("{broken\n")
     broken = submit("--output", str(out), "--delete-files")
