@@ -1,4 +1,4 @@
-"""`distilq batch submit|get|list|cancel`: batches through the Python client (`distilq/rest.py`). `--wait` shows
+"""`distilq batch submit|wait|get|list|cancel`: batches through the Python client (`distilq/rest.py`). `--wait` shows
 the batch's progress (rich), `--output` and `--errors` write its output and error files as they download, and
 `--delete-files` then leaves nothing of it on the server but the batch's record."""
 
@@ -21,26 +21,49 @@ def _wait(api: Client, batch: Batch) -> Batch:
                   lambda b: (b.request_counts["completed"] + b.request_counts["failed"], b.request_counts["total"]))
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
+def _check_outputs(args: argparse.Namespace) -> None:
+    """`--output`, `--errors` and `--delete-files` checked before anything is sent."""
     if args.delete_files and not args.output:
         raise CommandError("--delete-files needs --output: the batch's output file is deleted once written there")
     for path in (args.output, args.errors):
         check_writable(path)
-    api = client()
-    uploaded = api.upload(Path(args.file), "batch")
-    batch = api.create_batch(uploaded.id, endpoint=args.endpoint)
-    print(f"distilq: batch {batch.id}: {batch.status} ({batch.request_counts['total']} lines)", file=sys.stderr)
-    written: list[str] = []
-    if batch.status == "failed":  # its file failed the check: the bad lines, for the terminal (the JSON has them)
-        for error in (batch.errors or {}).get("data", []):
-            print(f"distilq: {error['message']}", file=sys.stderr)
-    elif args.wait or args.output or args.errors:
-        batch = _wait(api, batch)
-        written = _download(api, batch, args)
-    if args.delete_files:
-        _delete_files(api, batch, uploaded.id, written)
+
+
+def _finish(api: Client, batch: Batch, args: argparse.Namespace) -> int:
+    """Says the batch, waits for it, writes its files as asked, deletes them on the server under `--delete-files`,
+    prints it; the exit status. Interrupted (Ctrl-C), it says how to pick the batch up again — it runs on, on the
+    server — and exits 130."""
+    try:
+        print(f"distilq: batch {batch.id}: {batch.status} ({batch.request_counts['total']} lines)", file=sys.stderr)
+        written: list[str] = []
+        if batch.status == "failed":  # its file failed the check: the bad lines, for the terminal (the JSON has them)
+            for error in (batch.errors or {}).get("data", []):
+                print(f"distilq: {error['message']}", file=sys.stderr)
+        elif args.wait or args.output or args.errors:
+            batch = _wait(api, batch)
+            written = _download(api, batch, args)
+        if args.delete_files:
+            _delete_files(api, batch, batch.raw["input_file_id"], written)
+    except KeyboardInterrupt:
+        print(f"distilq: interrupted; `distilq batch wait {batch.id}` (with --output, --errors, --delete-files as "
+              "you like) picks the batch up", file=sys.stderr)
+        raise SystemExit(130) from None
     print_json(batch.raw)
     return 0 if batch.status != "failed" else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    _check_outputs(args)
+    api = client()
+    uploaded = api.upload(Path(args.file), "batch")
+    return _finish(api, api.create_batch(uploaded.id, endpoint=args.endpoint), args)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    _check_outputs(args)
+    api = client()
+    args.wait = True
+    return _finish(api, api.get_batch(args.batch_id), args)
 
 
 def _not_succeeded(batch: Batch) -> int:
@@ -96,12 +119,13 @@ def add_parser(sub: Any) -> None:
     submit.add_argument("--endpoint", choices=("/v1/fill-mask", "/v1/question-answering"),
                         help="the route every line must use")
     submit.add_argument("--wait", action="store_true", help="show progress until the batch ends")
-    submit.add_argument("--output", help="write the output file here once the batch ends (implies --wait)")
-    submit.add_argument("--errors", help="write the error file (failed and cancelled lines) here once the batch ends "
-                                         "(implies --wait)")
-    submit.add_argument("--delete-files", action="store_true",
-                        help="with --output: then delete the uploaded file and the batch's files on the server")
+    _output_arguments(submit)
     submit.set_defaults(func=cmd_submit)
+    wait = batch_sub.add_parser("wait", help="show a batch's progress until it ends, then write its files as asked "
+                                             "(a submit interrupted, picked up again)")
+    wait.add_argument("batch_id")
+    _output_arguments(wait)
+    wait.set_defaults(func=cmd_wait)
     get = batch_sub.add_parser("get", help="one batch")
     get.add_argument("batch_id")
     get.set_defaults(func=cmd_get)
@@ -111,3 +135,11 @@ def add_parser(sub: Any) -> None:
     cancel = batch_sub.add_parser("cancel", help="cancel a batch: what has not started does not run")
     cancel.add_argument("batch_id")
     cancel.set_defaults(func=cmd_cancel)
+
+
+def _output_arguments(parser: Any) -> None:
+    parser.add_argument("--output", help="write the output file here once the batch ends (implies --wait)")
+    parser.add_argument("--errors", help="write the error file (failed and cancelled lines) here once the batch ends "
+                                         "(implies --wait)")
+    parser.add_argument("--delete-files", action="store_true",
+                        help="with --output: then delete the uploaded file and the batch's files on the server")

@@ -65,9 +65,16 @@ def check_writable(path: str | None) -> None:
 
 
 def delete_on_server(api: Client, file_ids: Sequence[str]) -> None:
-    """`--delete-files`: deletes these files on the server (once what was asked is written here), and says which."""
+    """`--delete-files`: deletes these files on the server (once what was asked is written here), and says which; one
+    already gone is as asked (a command run again)."""
+    from distilq_client import DistilqError
+
     for file_id in file_ids:
-        api.delete_file(file_id)
+        try:
+            api.delete_file(file_id)
+        except DistilqError as error:
+            if error.status != 404:
+                raise
     print(f"distilq: deleted on the server: {' '.join(file_ids)}", file=sys.stderr)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -356,20 +357,28 @@ def test_the_cli_deletes_on_the_server_what_it_wrote_and_keeps_an_error_file_it_
     assert batch["status"] == "completed" and len(out.read_text().splitlines()) == 30 and errors.read_text() == ""
     assert files() == [] and batch["input_file_id"] in run.stderr and batch["error_file_id"] in run.stderr
 
-    # Lines cancelled before they run: no worker runs them meanwhile.
+    # Lines cancelled before they run: no worker runs them meanwhile. A submit interrupted while it waits (Ctrl-C)
+    # says how to pick the batch up; `batch wait` does, once it is cancelled.
     stack.stop("worker")
     try:
-        cli = subprocess.Popen([sys.executable, "-m", "distilq.cli", "batch", "submit", str(source), "--output",
-                                str(out), "--delete-files"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+        cli = subprocess.Popen([sys.executable, "-m", "distilq.cli", "batch", "submit", str(source), "--wait"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a shell's
         assert cli.stderr is not None
-        started = cli.stderr.readline()  # "distilq: batch batch_…: in_progress (30 lines)", said before it waits
+        started = cli.stderr.readline()  # "distilq: batch batch_…: in_progress (30 lines)", said as it waits
         batch_id = started.split()[2].rstrip(":")
+        cli.send_signal(signal.SIGINT)
+        _, interrupted = cli.communicate(timeout=60)
+        assert cli.returncode == 130 and f"`distilq batch wait {batch_id}`" in interrupted, started + interrupted
         assert mine.post(f"{stack.url}/v1/batches/{batch_id}/cancel").status_code == 200
-        stdout, stderr = cli.communicate(timeout=300)
+        input_id = mine.get(f"{stack.url}/v1/batches/{batch_id}").json()["input_file_id"]
+        assert mine.delete(f"{stack.url}/v1/files/{input_id}").status_code == 200  # gone already: as asked
+        waited = subprocess.run([sys.executable, "-m", "distilq.cli", "batch", "wait", batch_id, "--output", str(out),
+                                 "--delete-files"], env=env, capture_output=True, text=True, timeout=300)
     finally:
         stack.start_worker()
-    assert cli.returncode == 0, started + stderr
+    stdout, stderr = waited.stdout, waited.stderr
+    assert waited.returncode == 0, stderr
     batch = json.loads(stdout)
     assert batch["status"] == "cancelled" and batch["request_counts"] == {"total": 30, "completed": 0, "failed": 30}
     assert f"30 line(s) failed or were cancelled: see the error file {batch['error_file_id']}" in stderr
