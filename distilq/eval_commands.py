@@ -1,7 +1,7 @@
-"""`distilq eval TASK FILE [--wait] [--output OUT [--delete-files]]` and `distilq eval get|list|cancel`: evaluations
-through the Python client (`distilq/rest.py`). `--wait` shows the examples' progress (rich) and then the metrics as a
-table; `--output` writes the per-example output file, and `--delete-files` then leaves only the evaluation's record
-on the server."""
+"""`distilq eval TASK FILE [--wait] [--output OUT [--delete-files]]` and `distilq eval get|list|cancel|wait`:
+evaluations through the Python client (`distilq/rest.py`). `--wait` shows the examples' progress (rich) and then the
+metrics as a table; `--output` writes the per-example output file, and `--delete-files` then leaves only the
+evaluation's record on the server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from distilq.rest import CommandError, check_writable, client, delete_on_server, follow, print_json
 
 if TYPE_CHECKING:
-    from distilq_client import Evaluation
+    from distilq_client import Client, Evaluation
 
 
 def _metrics_table(evaluation: Evaluation) -> None:
@@ -27,31 +27,55 @@ def _metrics_table(evaluation: Evaluation) -> None:
     Console(stderr=True).print(table)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _check_outputs(args: argparse.Namespace) -> None:
+    """`--output` and `--delete-files` checked before anything is sent."""
     if args.delete_files and not args.output:
         raise CommandError("--delete-files needs --output: the evaluation's output file is deleted once written there")
     check_writable(args.output)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     api = client()
     uploaded = api.upload(Path(args.file), "evaluation")
     config = {name: getattr(args, name) for name in ("top_k", "max_samples", "seed") if getattr(args, name) is not None}
-    evaluation = api.create_evaluation(args.task, uploaded.id, config=config,
-                                       metrics=args.metrics.split(",") if args.metrics else None)
-    print(f"distilq: evaluation {evaluation.id}: {evaluation.status} ({evaluation.result_counts['total']} examples)",
-          file=sys.stderr)
-    deleted = [uploaded.id]
-    if evaluation.status == "failed":
-        for line in (evaluation.error or {}).get("lines", []):
-            print(f"distilq: {line['message']}", file=sys.stderr)
-    elif args.wait or args.output:
-        evaluation = follow(lambda: api.get_evaluation(evaluation.id), evaluation, lambda e: e.ended,
-                            lambda e: (e.result_counts["done"], e.result_counts["total"]))
-        _metrics_table(evaluation)
-        if args.output and evaluation.output_file_id:
-            size = api.download(evaluation.output_file_id, Path(args.output))
-            print(f"distilq: wrote {args.output} ({size} bytes)", file=sys.stderr)
-            deleted.append(evaluation.output_file_id)
-    if args.delete_files:
-        delete_on_server(api, deleted)
+    return _finish(api, api.create_evaluation(args.task, uploaded.id, config=config,
+                                              metrics=args.metrics.split(",") if args.metrics else None), args)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    _check_outputs(args)
+    api = client()
+    args.wait = True
+    return _finish(api, api.get_evaluation(args.file), args)
+
+
+def _finish(api: Client, evaluation: Evaluation, args: argparse.Namespace) -> int:
+    """Says the evaluation, waits for it (`--wait`, `--output`) and shows its metrics, writes its output file as
+    asked, deletes its files on the server under `--delete-files`, prints it; the exit status. Interrupted (Ctrl-C),
+    it says how to pick the evaluation up again — it runs on, on the server — and exits 130."""
+    try:
+        print(f"distilq: evaluation {evaluation.id}: {evaluation.status} "
+              f"({evaluation.result_counts['total']} examples)", file=sys.stderr)
+        deleted = [evaluation.raw["input_file_id"]]
+        bad_lines = (evaluation.error or {}).get("lines", [])
+        if bad_lines:  # its file failed the check: nothing ran
+            for line in bad_lines:
+                print(f"distilq: {line['message']}", file=sys.stderr)
+        elif args.wait or args.output:
+            evaluation = follow(lambda: api.get_evaluation(evaluation.id), evaluation, lambda e: e.ended,
+                                lambda e: (e.result_counts["done"], e.result_counts["total"]))
+            _metrics_table(evaluation)
+            if args.output and evaluation.output_file_id:
+                size = api.download(evaluation.output_file_id, Path(args.output))
+                print(f"distilq: wrote {args.output} ({size} bytes)", file=sys.stderr)
+                deleted.append(evaluation.output_file_id)
+        if args.delete_files:
+            delete_on_server(api, deleted)
+    except KeyboardInterrupt:
+        print(f"distilq: interrupted; `distilq eval wait {evaluation.id}` (with --output, --delete-files as you "
+              "like) picks the evaluation up", file=sys.stderr)
+        raise SystemExit(130) from None
     print_json(evaluation.raw)
     return 0 if evaluation.status != "failed" else 1
 
@@ -59,9 +83,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     evaluate = sub.add_parser("eval", help="evaluations: how good the model is on your labelled file (over the REST "
                                            "API; DISTILQ_URL, DISTILQ_API_KEY)")
-    evaluate.add_argument("task", choices=("fill-mask", "question-answering", "get", "list", "cancel"),
-                          help="the task to evaluate (with FILE), or get|list|cancel")
-    evaluate.add_argument("file", nargs="?", help="JSONL examples (with TASK), or the evaluation id (get, cancel)")
+    evaluate.add_argument("task", choices=("fill-mask", "question-answering", "get", "list", "cancel", "wait"),
+                          help="the task to evaluate (with FILE), or get|list|cancel|wait (wait: for one to end, "
+                               "then as --wait and --output)")
+    evaluate.add_argument("file", nargs="?", help="JSONL examples (with TASK), or the evaluation id (get, cancel, "
+                                                  "wait)")
     evaluate.add_argument("--wait", action="store_true", help="show progress, then the metrics as a table")
     evaluate.add_argument("--output", help="write the output file (a line per example: its prediction and scores) "
                                            "here once the evaluation ends (implies --wait)")
@@ -76,7 +102,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    """`eval TASK FILE` runs one; `eval get ID`, `eval list`, `eval cancel ID` read or cancel."""
+    """`eval TASK FILE` runs one; `eval get ID`, `eval list`, `eval cancel ID` read or cancel; `eval wait ID` waits
+    for one, as `--wait`."""
     if args.task == "list":
         print_json([evaluation.raw for evaluation in client().list_evaluations(args.limit)])
         return 0
@@ -88,4 +115,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.task == "cancel":
         print_json(client().cancel_evaluation(args.file).raw)
         return 0
+    if args.task == "wait":
+        return cmd_wait(args)
     return cmd_run(args)

@@ -190,3 +190,13 @@ def test_the_cli_prints_the_metrics(stack: Stack, tmp_path: Path) -> None:
     listed = subprocess.run([sys.executable, "-m", "distilq.cli", "eval", "list"], env=env, capture_output=True,
                             text=True, timeout=60)
     assert json.loads(listed.stdout)[0]["id"] == evaluation["id"]
+
+    started = subprocess.run([sys.executable, "-m", "distilq.cli", "eval", "fill-mask", str(source)], env=env,
+                             capture_output=True, text=True, timeout=60)  # no --wait: created, and left to run
+    assert started.returncode == 0 and json.loads(started.stdout)["status"] in ("queued", "running", "succeeded")
+    waited = subprocess.run([sys.executable, "-m", "distilq.cli", "eval", "wait", json.loads(started.stdout)["id"],
+                             "--output", str(out), "--delete-files"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "succeeded", waited.stderr
+    assert [json.loads(text)["text"] for text in out.read_text().splitlines()] == MASKED and "mrr" in waited.stderr
+    assert stack.client(key).get(f"{stack.url}/v1/files").json()["data"] == []
