@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilq.rest import CommandError, check_writable, client, delete_on_server, follow, print_json
+from distilq.rest import (
+    CommandError,
+    check_writable,
+    client,
+    delete_on_server,
+    download,
+    follow,
+    print_json,
+    resumable,
+)
 
 if TYPE_CHECKING:
     from distilq_client import Batch, Client
@@ -31,9 +40,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _finish(api: Client, batch: Batch, args: argparse.Namespace) -> int:
     """Says the batch, waits for it, writes its files as asked, deletes them on the server under `--delete-files`,
-    prints it; the exit status. Interrupted (Ctrl-C), it says how to pick the batch up again — it runs on, on the
-    server — and exits 130."""
-    try:
+    prints it; the exit status. Interrupted (Ctrl-C), it says how to pick the batch up again (`resumable`)."""
+    with resumable(f"distilq batch wait {batch.id}"):
         print(f"distilq: batch {batch.id}: {batch.status} ({batch.request_counts['total']} lines)", file=sys.stderr)
         written: list[str] = []
         if batch.status == "failed":  # its file failed the check: the bad lines, for the terminal (the JSON has them)
@@ -44,10 +52,6 @@ def _finish(api: Client, batch: Batch, args: argparse.Namespace) -> int:
             written = _download(api, batch, args)
         if args.delete_files:
             _delete_files(api, batch, batch.raw["input_file_id"], written)
-    except KeyboardInterrupt:
-        print(f"distilq: interrupted; `distilq batch wait {batch.id}` (with --output, --errors, --delete-files as "
-              "you like) picks the batch up", file=sys.stderr)
-        raise SystemExit(130) from None
     print_json(batch.raw)
     return 0 if batch.status != "failed" else 1
 
@@ -77,8 +81,7 @@ def _download(api: Client, batch: Batch, args: argparse.Namespace) -> list[str]:
     written = []
     for file_id, path in ((batch.output_file_id, args.output), (batch.error_file_id, args.errors)):
         if file_id and path:
-            size = api.download(file_id, Path(path))
-            print(f"distilq: wrote {path} ({size} bytes)", file=sys.stderr)
+            download(api, file_id, path)
             written.append(file_id)
     unsucceeded = _not_succeeded(batch)
     if unsucceeded and batch.error_file_id:

@@ -10,7 +10,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilq.rest import CommandError, check_writable, client, delete_on_server, follow, print_json
+from distilq.rest import (
+    CommandError,
+    check_writable,
+    client,
+    delete_on_server,
+    download,
+    follow,
+    print_json,
+    resumable,
+)
 
 if TYPE_CHECKING:
     from distilq_client import Client, Evaluation
@@ -53,8 +62,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def _finish(api: Client, evaluation: Evaluation, args: argparse.Namespace) -> int:
     """Says the evaluation, waits for it (`--wait`, `--output`) and shows its metrics, writes its output file as
     asked, deletes its files on the server under `--delete-files`, prints it; the exit status. Interrupted (Ctrl-C),
-    it says how to pick the evaluation up again — it runs on, on the server — and exits 130."""
-    try:
+    it says how to pick the evaluation up again (`resumable`)."""
+    with resumable(f"distilq eval wait {evaluation.id}"):
         print(f"distilq: evaluation {evaluation.id}: {evaluation.status} "
               f"({evaluation.result_counts['total']} examples)", file=sys.stderr)
         deleted = [evaluation.raw["input_file_id"]]
@@ -67,15 +76,10 @@ def _finish(api: Client, evaluation: Evaluation, args: argparse.Namespace) -> in
                                 lambda e: (e.result_counts["done"], e.result_counts["total"]))
             _metrics_table(evaluation)
             if args.output and evaluation.output_file_id:
-                size = api.download(evaluation.output_file_id, Path(args.output))
-                print(f"distilq: wrote {args.output} ({size} bytes)", file=sys.stderr)
+                download(api, evaluation.output_file_id, args.output)
                 deleted.append(evaluation.output_file_id)
         if args.delete_files:
             delete_on_server(api, deleted)
-    except KeyboardInterrupt:
-        print(f"distilq: interrupted; `distilq eval wait {evaluation.id}` (with --output, --delete-files as you "
-              "like) picks the evaluation up", file=sys.stderr)
-        raise SystemExit(130) from None
     print_json(evaluation.raw)
     return 0 if evaluation.status != "failed" else 1
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from contract.responses import FILE_PURPOSES
-from distilq.rest import check_writable, client, show
+from distilq.rest import check_writable, client, download, show
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -36,8 +35,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
         return 0
     check_writable(args.path)
-    size = api.download(args.file_id, Path(args.path))
-    print(f"distilq: wrote {args.path} ({size} bytes)", file=sys.stderr)
+    download(api, args.file_id, args.path)
     return 0
 
 

@@ -8,7 +8,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,24 @@ def check_writable(path: str | None) -> None:
         raise CommandError(f"cannot write {path}: no folder {target.parent}")
     if target.is_dir() or not os.access(target if target.exists() else target.parent, os.W_OK):
         raise CommandError(f"cannot write {path}")
+
+
+@contextmanager
+def resumable(command: str) -> Iterator[None]:
+    """Around the following of a batch or an evaluation, which runs on on the server: Ctrl-C says how to pick it
+    up again (`command`) and exits 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"distilq: interrupted; `{command}` picks it up again (with --output and the like as you wish)",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def download(api: Client, file_id: str, path: str) -> None:
+    """A file written to `path` (`--output`, `--errors`), and said."""
+    size = api.download(file_id, Path(path))
+    print(f"distilq: wrote {path} ({size} bytes)", file=sys.stderr)
 
 
 def delete_on_server(api: Client, file_ids: Sequence[str]) -> None:
