@@ -369,7 +369,11 @@ def test_the_cli_deletes_on_the_server_what_it_wrote_and_keeps_an_error_file_it_
         batch_id = started.split()[2].rstrip(":")
         cli.send_signal(signal.SIGINT)
         _, interrupted = cli.communicate(timeout=60)
-        assert cli.returncode == 130 and f"`distilq batch wait {batch_id}`" in interrupted, started + interrupted
+        # 130, or death by SIGINT — a shell shows either as 130: CPython run with -m exits through SIGINT whatever
+        # the program's own exit when the interrupt fell inside code run from a string (a dataclass's methods, as
+        # rich's import makes them), even once caught.
+        assert cli.returncode in (130, -signal.SIGINT), started + interrupted
+        assert f"`distilq batch wait {batch_id}`" in interrupted and "Traceback" not in interrupted, interrupted
         assert mine.post(f"{stack.url}/v1/batches/{batch_id}/cancel").status_code == 200
         input_id = mine.get(f"{stack.url}/v1/batches/{batch_id}").json()["input_file_id"]
         assert mine.delete(f"{stack.url}/v1/files/{input_id}").status_code == 200  # gone already: as asked
