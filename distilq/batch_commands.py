@@ -66,7 +66,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_wait(args: argparse.Namespace) -> int:
     _check_outputs(args)
     api = client()
-    args.wait = True
     return _finish(api, api.get_batch(args.batch_id), args)
 
 
@@ -128,7 +127,7 @@ def add_parser(sub: Any) -> None:
                                              "(a submit interrupted, picked up again)")
     wait.add_argument("batch_id")
     _output_arguments(wait)
-    wait.set_defaults(func=cmd_wait)
+    wait.set_defaults(func=cmd_wait, wait=True)
     get = batch_sub.add_parser("get", help="one batch")
     get.add_argument("batch_id")
     get.set_defaults(func=cmd_get)

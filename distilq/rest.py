@@ -67,7 +67,7 @@ def check_writable(path: str | None) -> None:
 
 @contextmanager
 def resumable(command: str) -> Iterator[None]:
-    """Around the following of a batch or an evaluation, which runs on on the server: Ctrl-C says how to pick it
+    """Around the following of a batch or an evaluation, which goes on running on the server: Ctrl-C says how to pick it
     up again (`command`) and exits 130 (or, where the interrupt fell inside code Python ran from a string, by SIGINT:
     CPython's -m does so whatever the program's exit — a shell shows 130 either way)."""
     try:

@@ -200,3 +200,10 @@ def test_the_cli_prints_the_metrics(stack: Stack, tmp_path: Path) -> None:
     assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "succeeded", waited.stderr
     assert [json.loads(text)["text"] for text in out.read_text().splitlines()] == MASKED and "mrr" in waited.stderr
     assert stack.client(key).get(f"{stack.url}/v1/files").json()["data"] == []
+
+    source.write_text("{broken\n")
+    broken = subprocess.run([sys.executable, "-m", "distilq.cli", "eval", "fill-mask", str(source), "--output",
+                             str(out), "--delete-files"], env=env, capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 1 and json.loads(broken.stdout)["status"] == "failed"
+    assert "distilq: line 1: " in broken.stderr, broken.stderr  # the bad line named
+    assert stack.client(key).get(f"{stack.url}/v1/files").json()["data"] == []  # its input deleted too
